@@ -1,0 +1,1 @@
+"""The ``newsletter`` console script: one entry point for every service and operator task."""

@@ -1,0 +1,31 @@
+"""The ``newsletter`` command: each service's commands mounted under one console script.
+
+This is the only module that sees every service; it wires their Typer apps together and
+imports nothing else from them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from newsletter_cli import db, demo
+from services.dispatcher import cli as dispatcher_cli
+from services.renderer import cli as renderer_cli
+from services.subscription import cli as subscription_cli
+
+app = typer.Typer(
+    help="Multilingual newsletter suite: signup, rendering and delivery around RabbitMQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(subscription_cli.app, name="subscription")
+app.add_typer(renderer_cli.app, name="renderer")
+app.add_typer(renderer_cli.issue_app, name="issue")
+app.add_typer(dispatcher_cli.app, name="dispatcher")
+app.add_typer(dispatcher_cli.send_app, name="send")
+app.add_typer(dispatcher_cli.dlq_app, name="dlq")
+app.add_typer(db.app, name="db")
+app.command(name="demo")(demo.demo)
+
+if __name__ == "__main__":
+    app()

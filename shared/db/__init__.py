@@ -1,0 +1,1 @@
+"""Database access: the async engine factory, the tables and the Alembic migrations."""

@@ -1,0 +1,92 @@
+"""Tables owned (written) by the dispatcher: sends and the per-recipient delivery ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Index, Text, UniqueConstraint
+from sqlmodel import Column, Field, SQLModel
+
+from shared.db.tables.timestamps import created_at_field, optional_at_field
+
+
+class SendStatus(StrEnum):
+    REQUESTED = "requested"
+    PLANNING = "planning"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class DeliveryKind(StrEnum):
+    ISSUE = "issue"
+    TRANSACTIONAL = "transactional"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # row written, job not yet confirmed by the broker (outbox)
+    QUEUED = "queued"  # job confirmed by the broker
+    SENT = "sent"  # 250 after DATA
+    DEFERRED = "deferred"  # temporary failure, waiting in a retry tier
+    BOUNCED = "bounced"  # permanent failure for the address
+    FAILED = "failed"  # policy refusal, retry window exhausted, poison
+    UNKNOWN = "unknown"  # timeout after DATA: may or may not have arrived
+    CANCELLED = "cancelled"  # the send was cancelled before this went out
+    COMPLAINED = "complained"
+    UNSUBSCRIBED = "unsubscribed"  # unsubscribed between planning and delivery
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.UNKNOWN,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.COMPLAINED,
+        DeliveryStatus.UNSUBSCRIBED,
+    }
+)
+
+
+class Send(SQLModel, table=True):
+    __tablename__ = "send"
+
+    id: str = Field(primary_key=True, max_length=36)
+    issue_key: str = Field(max_length=64, index=True)
+    languages: str = Field(max_length=64)  # comma-separated segments
+    fallbacks: str = Field(default="", max_length=128)  # "be=ru,..." segment=edition language
+    status: str = Field(default=SendStatus.REQUESTED, max_length=16)
+    total: int = 0
+    created_at: datetime = created_at_field()
+    planned_at: datetime | None = optional_at_field()
+    finished_at: datetime | None = optional_at_field()
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id", name="uq_delivery_send_subscriber"),
+        UniqueConstraint("dedupe_key", name="uq_delivery_dedupe_key"),
+        Index("ix_delivery_send_status", "send_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(max_length=128)  # "send:<send>:<subscriber>" or "tx:<command id>"
+    kind: str = Field(default=DeliveryKind.ISSUE, max_length=16)
+    send_id: str | None = Field(default=None, max_length=36, foreign_key="send.id")
+    subscriber_id: int | None = Field(default=None)
+    email: str = Field(max_length=320)
+    email_domain: str = Field(max_length=255, index=True)
+    language: str = Field(max_length=8)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    smtp_code: int | None = None
+    smtp_reply: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message_id: str = Field(default="", max_length=255)
+    created_at: datetime = created_at_field()
+    updated_at: datetime = created_at_field()
+    queued_at: datetime | None = optional_at_field()
+    sent_at: datetime | None = optional_at_field()

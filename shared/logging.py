@@ -1,0 +1,99 @@
+"""structlog set-up, done once per process by its composition root.
+
+JSON lines when stderr is not a terminal, coloured console output when it is. Standard-library
+loggers (uvicorn, aio_pika, sqlalchemy) are routed through the same processors, so every line of
+a process has one shape. Context ids (issue, language, delivery, message) are bound with
+``structlog.contextvars.bound_contextvars`` around each request and message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from typing import Any, Literal
+
+import structlog
+
+_SENSITIVE_KEYS = ("token", "password", "secret", "authorization", "cookie", "url")
+
+
+def mask_email(address: str) -> str:
+    """``alice@example.org`` -> ``a***@example.org``: enough to debug, not enough to leak."""
+    local, sep, domain = address.rpartition("@")
+    if not sep:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def address_hash(address: str) -> str:
+    """A stable, non-reversible id of an address, for joining log lines and tables."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: never let a token or a signed link reach the log."""
+    for key in list(event_dict):
+        lowered = key.lower()
+        if any(word in lowered for word in _SENSITIVE_KEYS) and key != "event":
+            event_dict[key] = "[redacted]"
+        elif lowered in {"email", "address", "to", "recipient"} and isinstance(
+            event_dict[key], str
+        ):
+            event_dict[key] = mask_email(event_dict[key])
+    return event_dict
+
+
+def configure_logging(
+    *,
+    service: str,
+    level: str = "INFO",
+    fmt: Literal["auto", "json", "console"] = "auto",
+) -> None:
+    """Configure structlog and the stdlib root logger for this process."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aio_pika", "aiormq"):
+        stdlib_logger = logging.getLogger(name)
+        stdlib_logger.handlers[:] = []
+        stdlib_logger.propagate = True
+    # Chatty libraries stay at WARNING unless asked otherwise.
+    for name in ("aio_pika", "aiormq", "sqlalchemy.engine", "mail.log", "asyncio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)

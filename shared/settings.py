@@ -1,0 +1,145 @@
+"""Process settings, read once from ``NEWSLETTER_*`` environment variables and passed down.
+
+Nothing here is read at import time: each composition root calls :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["production", "demo", "test"]
+LANGUAGES: tuple[str, ...] = ("en", "be", "ru")
+_PLACEHOLDER_SECRETS = {"", "changethis", "change-me", "changeme", "secret", "dev"}
+_MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(ValueError):
+    """A setting is missing or unusable; the message says what to set."""
+
+
+class SmtpTarget:
+    """The parsed form of ``NEWSLETTER_SMTP_URL``."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"smtp", "smtps", "smtp+starttls"}:
+            raise SettingsError(
+                f"NEWSLETTER_SMTP_URL must start with smtp://, smtps:// or smtp+starttls://, "
+                f"not {parts.scheme!r}"
+            )
+        self.scheme = parts.scheme
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.username = parts.username
+        self.password = parts.password
+        self.use_tls = parts.scheme == "smtps"
+        self.start_tls = parts.scheme == "smtp+starttls"
+
+
+class DatabaseSettings(BaseSettings):
+    """Just the database: what one-shot steps such as migrations need, and no secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = "sqlite:///./var/newsletter.db"
+
+
+class Settings(DatabaseSettings):
+    """Settings common to every process of the suite."""
+
+    mode: Mode = "production"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    smtp_timeout_s: float = 30.0
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+    from_: str = Field(default="Weekly Digest <digest@example.org>", alias="NEWSLETTER_FROM")
+    bounce_domain: str = ""
+    list_id: str = "weekly-digest.example.org"
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    var_dir: Path = Path("./var")
+    http_host: str = "127.0.0.1"
+    subscription_port: int = 8000
+    renderer_probe_port: int = 9101
+    dispatcher_probe_port: int = 9102
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise SettingsError(f"NEWSLETTER_PUBLIC_URL must be an http(s) URL, not {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _require_real_secrets(self) -> Settings:
+        key = self.secret_key.get_secret_value()
+        if self.mode == "production":
+            if key.lower() in _PLACEHOLDER_SECRETS or len(key) < _MIN_SECRET_LENGTH:
+                raise SettingsError(
+                    "NEWSLETTER_SECRET_KEY is missing or too weak: set it to a random string "
+                    f"of at least {_MIN_SECRET_LENGTH} characters, for example the output of "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'` "
+                    "(or set NEWSLETTER_MODE=demo for a throw-away local run)"
+                )
+            if not self.admin_token.get_secret_value():
+                raise SettingsError(
+                    "NEWSLETTER_ADMIN_TOKEN is missing: set it to a random string; the admin "
+                    "API and pages expect it as a bearer token"
+                )
+        else:
+            if not key:
+                self.secret_key = SecretStr(secrets.token_urlsafe(48))
+            if not self.admin_token.get_secret_value():
+                self.admin_token = SecretStr("demo-admin-token")
+        self.sender  # noqa: B018 - validate the sender address early
+        return self
+
+    @property
+    def sender(self) -> Address:
+        """The ``From`` address; the display name is localized per message."""
+        name, addr = parseaddr(self.from_)
+        if "@" not in addr or any(c in self.from_ for c in "\r\n\0"):
+            raise SettingsError(f"NEWSLETTER_FROM is not a usable address: {self.from_!r}")
+        local, _, domain = addr.rpartition("@")
+        return Address(display_name=name, username=local, domain=domain)
+
+    @property
+    def smtp(self) -> SmtpTarget:
+        return SmtpTarget(self.smtp_url)
+
+    @property
+    def return_path_domain(self) -> str:
+        """Domain of the VERP return path (``bounces+token@domain``)."""
+        return self.bounce_domain or self.sender.domain
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; keyword overrides win (used by the CLI and tests)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError:
+        raise
+    except ValueError as err:  # pydantic wraps validator errors
+        raise SettingsError(_first_message(err)) from err
+
+
+def _first_message(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        found = errors()
+        if found:
+            return str(found[0].get("msg", err))
+    return str(err)

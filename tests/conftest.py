@@ -1,0 +1,91 @@
+"""Fixtures for the real servers: a RabbitMQ vhost, PostgreSQL and SQLite databases, an SMTP sink.
+
+Integration tests take ``amqp_url``, ``postgres_url``, ``sqlite_url`` or ``database_url``
+(parametrized over both engines) and ``smtp_sink``; nothing here is faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter_cli.smtp_sink import SmtpSink
+from shared.db.migrate import upgrade
+from shared.messaging.topology import connect, declare_topology
+from shared.settings import Settings, load_settings
+from tests.support import infra
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A fresh vhost on the local RabbitMQ with the suite's topology declared."""
+    name, url = infra.create_vhost()
+
+    async def declare() -> None:
+        connection = await connect(url)
+        try:
+            channel = await connection.channel()
+            await declare_topology(channel)
+        finally:
+            await connection.close()
+
+    asyncio.run(declare())
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for the session."""
+    name, url = asyncio.run(infra.create_database())
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(infra.drop_database(name))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'newsletter.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test on both engines (the PostgreSQL database is shared by the session)."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    with SmtpSink(maildir=tmp_path / "mail") as sink:
+        yield sink
+
+
+@pytest.fixture
+def settings(amqp_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        mode="test",
+        amqp_url=amqp_url,
+        database_url=sqlite_url,
+        var_dir=tmp_path,
+        secret_key="test-secret-key-" + "x" * 32,
+        admin_token="test-admin-token",
+    )
+
+
+@pytest.fixture
+async def amqp_connection(amqp_url: str) -> AsyncIterator[object]:
+    connection = await connect(amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

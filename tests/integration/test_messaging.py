@@ -1,0 +1,78 @@
+"""The shared AMQP contracts against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import pytest
+
+from shared.messaging.publisher import PublishError, Publisher
+from shared.messaging.schemas import RenderTransactional, decode
+from shared.messaging.topology import (
+    COMMANDS,
+    DEAD_LETTER_QUEUE,
+    RENDER_TRANSACTIONAL,
+    RENDERER_TRANSACTIONAL,
+    connect,
+    declare_topology,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_declaring_the_topology_twice_is_harmless(amqp_url: str) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        await declare_topology(await connection.channel())
+
+
+async def test_a_confirmed_command_reaches_its_queue(amqp_url: str) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = await Publisher.open(connection)
+        command = RenderTransactional(
+            kind="confirmation", language="be", subscriber_id=7, to="a@example.org"
+        )
+        await publisher.publish(command, routing_key=RENDER_TRANSACTIONAL)
+        channel = await connection.channel()
+        queue = await channel.get_queue(RENDERER_TRANSACTIONAL.name)
+        incoming = await queue.get(timeout=5)
+        assert incoming is not None
+        await incoming.ack()
+        assert incoming.type == "render_transactional"
+        assert decode(RenderTransactional, incoming.body) == command
+
+
+async def test_an_unroutable_message_is_an_error(amqp_url: str) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = await Publisher.open(connection)
+        command = RenderTransactional(
+            kind="welcome", language="en", subscriber_id=1, to="a@example.org"
+        )
+        with pytest.raises(PublishError):
+            await publisher.publish(command, routing_key="no.such.route", exchange=COMMANDS)
+
+
+async def test_a_rejected_message_is_dead_lettered_not_lost(amqp_url: str) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = await Publisher.open(connection)
+        command = RenderTransactional(
+            kind="goodbye", language="ru", subscriber_id=2, to="b@example.org"
+        )
+        await publisher.publish(command, routing_key=RENDER_TRANSACTIONAL)
+        channel = await connection.channel()
+        queue = await channel.get_queue(RENDERER_TRANSACTIONAL.name)
+        incoming = await queue.get(timeout=5)
+        assert incoming is not None
+        await incoming.reject(requeue=False)
+        dead = await channel.get_queue(DEAD_LETTER_QUEUE)
+        for _ in range(50):
+            found = await dead.get(timeout=5, fail=False)
+            if found is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert found is not None, "rejected message did not reach the dead-letter queue"
+        await found.ack()
+        assert found.message_id == command.message_id
+        assert found.headers["x-death"][0]["queue"] == RENDERER_TRANSACTIONAL.name
