@@ -8,27 +8,15 @@ a process has one shape. Context ids (issue, language, delivery, message) are bo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from typing import Any, Literal
 
 import structlog
 
+from shared.addresses import mask_email
+
 _SENSITIVE_KEYS = ("token", "password", "secret", "authorization", "cookie", "url")
-
-
-def mask_email(address: str) -> str:
-    """``alice@example.org`` -> ``a***@example.org``: enough to debug, not enough to leak."""
-    local, sep, domain = address.rpartition("@")
-    if not sep:
-        return "***"
-    return f"{local[:1]}***@{domain}"
-
-
-def address_hash(address: str) -> str:
-    """A stable, non-reversible id of an address, for joining log lines and tables."""
-    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""Typed FastAPI dependencies over the resources the lifespan puts on ``app.state``.
+
+The lifespan (``app.py``) sets ``app.state.settings`` (Settings), ``app.state.sessions``
+(async_sessionmaker) and ``app.state.publisher`` (Publisher); routes take them through these
+aliases instead of reaching for globals.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.messaging.publisher import Publisher
+from shared.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+def get_publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or the ``admin_token`` cookie for pages."""
+    expected = settings.admin_token.get_secret_value()
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ""
+    given = given or request.cookies.get("admin_token", "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="admin token required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

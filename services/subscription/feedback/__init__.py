@@ -1,0 +1,1 @@
+"""Applies bounce, complaint and mailto-unsubscribe events to subscribers."""
