@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from newsletter_cli import db, demo
+from newsletter_cli import db, demo, queues
+from services.dispatcher.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
 from services.subscription import cli as subscription_cli
@@ -25,7 +26,15 @@ app.add_typer(dispatcher_cli.app, name="dispatcher")
 app.add_typer(dispatcher_cli.send_app, name="send")
 app.add_typer(dispatcher_cli.dlq_app, name="dlq")
 app.add_typer(db.app, name="db")
+app.add_typer(bounces_cli.app, name="bounces")
 app.command(name="demo")(demo.demo)
+app.command(name="queues")(queues.queues)
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+bench_app.command(name="render")(renderer_cli.bench_render)
+bench_app.command(name="dispatch")(dispatcher_cli.bench_dispatch)
+bench_app.command(name="signups")(subscription_cli.bench_signups)
+app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":
     app()

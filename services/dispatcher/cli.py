@@ -15,3 +15,8 @@ def run() -> None:
 
 def run_service() -> None:
     run()
+
+
+def bench_dispatch() -> None:
+    """Benchmark a whole send end to end (being built)."""
+    raise typer.Exit("not built yet")

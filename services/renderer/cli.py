@@ -14,3 +14,8 @@ def run() -> None:
 
 def run_service() -> None:
     run()
+
+
+def bench_render() -> None:
+    """Benchmark rendering (being built)."""
+    raise typer.Exit("not built yet")

@@ -13,3 +13,8 @@ def serve() -> None:
 
 def run_service() -> None:
     serve()
+
+
+def bench_signups() -> None:
+    """Load test: concurrent signups from a second process (being built)."""
+    raise typer.Exit("not built yet")

@@ -1,0 +1,1 @@
+"""Bounce and complaint intake: classification, the SMTP receiver, webhooks, IMAP polling."""
