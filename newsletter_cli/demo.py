@@ -1,10 +1,283 @@
-"""``newsletter demo``: the whole path on one machine (being built)."""
+"""``newsletter demo``: the whole path of a mail on one machine, with no browser.
+
+It starts the built-in SMTP sink (a Maildir under ``./var/mail/``) and the three services as
+separate processes on embedded defaults (SQLite under ``./var/``), signs up one subscriber per
+language through the real HTTP form, confirms each through the link in its confirmation mail,
+sends the sample issue, waits for every delivery, prints what arrived where, and stops what it
+started. RabbitMQ is the one outside part: a reachable one is used, a locally installed
+``rabbitmq-server`` is started, or the demo stops and says how to get one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import httpx
 import typer
 
+from newsletter_cli.broker import BrokerUnavailable, drop_vhost, ensure_broker, private_vhost_url
+from newsletter_cli.forms import Form, post_forms
+from newsletter_cli.mail_checks import problems_of
+from newsletter_cli.mailbox_reader import StoredMail, read_maildir
+from newsletter_cli.processes import ServiceFailed, ServiceProcess, free_port
+from newsletter_cli.smtp_sink import SmtpSink
+from shared.db.migrate import upgrade
+from shared.settings import DatabaseSettings
 
-def demo() -> None:
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_ISSUE = REPO_ROOT / "deploy" / "sample-issue"
+READERS: tuple[tuple[str, str], ...] = (
+    ("en", "reader.en@example.org"),
+    ("be", "chytach.be@example.org"),
+    ("ru", "chitatel.ru@example.org"),
+)
+TIME_TRAP_WAIT_S = 3.5  # the signup form refuses posts faster than a person types
+
+
+class DemoFailed(RuntimeError):
+    """A step of the demo did not do what it should; the message says which."""
+
+
+@dataclass
+class DemoRun:
+    var_dir: Path
+    issue: Path
+    timeout_s: float
+
+    @property
+    def maildir(self) -> Path:
+        return self.var_dir / "mail"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{(self.var_dir / 'demo.db').resolve()}"
+
+
+def demo(
+    var_dir: Annotated[Path, typer.Option(help="Where the database, logs and mail go.")] = Path(
+        "var"
+    ),
+    issue: Annotated[Path, typer.Option(help="The weekly issue folder to send.")] = SAMPLE_ISSUE,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each stage.")] = 180.0,
+) -> None:
     """Run signup, confirmation and a weekly send end to end on embedded defaults."""
-    raise typer.Exit("not built yet")
+    run = DemoRun(var_dir=var_dir, issue=issue, timeout_s=timeout)
+    try:
+        asyncio.run(_demo(run))
+    except (DemoFailed, ServiceFailed, BrokerUnavailable) as err:
+        typer.echo(f"demo failed: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
+def say(text: str) -> None:
+    typer.echo(text)
+
+
+async def _demo(run: DemoRun) -> None:
+    for stale in (run.maildir, run.var_dir / "logs"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for db_file in run.var_dir.glob("demo.db*"):
+        db_file.unlink()
+    run.var_dir.mkdir(parents=True, exist_ok=True)
+
+    base_amqp = DemoSettings().amqp_url
+    await ensure_broker(base_amqp, say=say)
+    amqp_url = private_vhost_url(base_amqp)
+    say("1/6 database: migrating " + run.database_url)
+    await asyncio.to_thread(upgrade, run.database_url)
+
+    sink = SmtpSink(maildir=run.maildir).start()
+    say(f"2/6 SMTP sink listening on {sink.url}, storing mail in {run.maildir}/")
+    ports = {name: free_port() for name in ("subscription", "renderer", "dispatcher")}
+    public_url = f"http://127.0.0.1:{ports['subscription']}"
+    env = {
+        "NEWSLETTER_MODE": "demo",
+        "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(48),
+        "NEWSLETTER_ADMIN_TOKEN": secrets.token_urlsafe(24),
+        "NEWSLETTER_DATABASE_URL": run.database_url,
+        "NEWSLETTER_AMQP_URL": amqp_url,
+        "NEWSLETTER_SMTP_URL": sink.url,
+        "NEWSLETTER_PUBLIC_URL": public_url,
+        "NEWSLETTER_ARCHIVE_URL": f"http://127.0.0.1:{ports['renderer']}",
+        "NEWSLETTER_SUBSCRIPTION_PORT": str(ports["subscription"]),
+        "NEWSLETTER_RENDERER_PROBE_PORT": str(ports["renderer"]),
+        "NEWSLETTER_DISPATCHER_PROBE_PORT": str(ports["dispatcher"]),
+        "NEWSLETTER_LOG_FORMAT": "json",
+        "NEWSLETTER_VAR_DIR": str(run.var_dir),
+    }
+    services = [
+        ServiceProcess(
+            name=name,
+            args=["-m", f"services.{name}"],
+            ready_url=f"http://127.0.0.1:{ports[name]}/readyz",
+            log_path=run.var_dir / "logs" / f"{name}.log",
+            env=env,
+        )
+        for name in ("subscription", "renderer", "dispatcher")
+    ]
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            await service.wait_ready(timeout=run.timeout_s)
+        say("3/6 services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in services))
+        await _sign_up_and_confirm(run, public_url=public_url, sink=sink)
+        await _send_issue(run, env=env, sink=sink)
+        _report(run)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        sink.stop()
+        drop_vhost(amqp_url)
+        say(f"services and SMTP sink stopped; logs in {run.var_dir / 'logs'}/")
+
+
+class DemoSettings(DatabaseSettings):
+    """The demo reads only where RabbitMQ is; everything else it sets up itself."""
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+async def _sign_up_and_confirm(run: DemoRun, *, public_url: str, sink: SmtpSink) -> None:
+    clients = {lang: httpx.AsyncClient(base_url=public_url, timeout=15.0) for lang, _ in READERS}
+    try:
+        forms: dict[str, Form] = {}
+        for lang, _address in READERS:
+            page = await clients[lang].get("/", params={"lang": lang})
+            _expect(page, f"signup form ({lang})")
+            forms[lang] = _signup_form(page.text, base_url=str(page.url))
+        await asyncio.sleep(TIME_TRAP_WAIT_S)
+        for lang, address in READERS:
+            form = forms[lang]
+            email_field = next(
+                (name for name, kind in form.input_types.items() if kind == "email"), "email"
+            )
+            language_field = next(
+                (name for name, value in form.checkboxes if value == lang), "languages"
+            )
+            pairs = form.filled({email_field: address}, check={language_field: {lang}})
+            answer = await clients[lang].post(form.action, data=_multi(pairs))
+            _expect(answer, f"signup of {lang} reader")
+        say("4/6 signed up 3 readers through the form: " + ", ".join(a for _, a in READERS))
+
+        mails = await _wait_for_mail(run, want={address: 1 for _, address in READERS})
+        for lang, address in READERS:
+            confirmation = mails[address][0]
+            links = confirmation.links("/confirm?token=")
+            if not links:
+                raise DemoFailed(f"no confirmation link in the mail to {address}")
+            client = clients[lang]
+            page = await client.get(links[0])
+            _expect(page, f"confirmation page ({lang})")
+            form = _only_post_form(page.text, base_url=str(page.url), what="confirm")
+            answer = await client.post(form.action, data=_multi(form.filled({})))
+            _expect(answer, f"confirmation of {lang} reader")
+        say("   confirmed all 3 through the links in their confirmation mails")
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+async def _send_issue(run: DemoRun, *, env: dict[str, str], sink: SmtpSink) -> None:
+    say(f"5/6 sending {run.issue} to the en, be and ru segments")
+    before = len(read_maildir(run.maildir))
+    command = [
+        sys.executable,
+        "-m",
+        "newsletter_cli.main",
+        "issue",
+        "send",
+        str(run.issue),
+        "--wait",
+        "--timeout",
+        str(int(run.timeout_s)),
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        env={**_os_environ(), **env},
+        capture_output=True,
+        text=True,
+        timeout=run.timeout_s + 30,
+    )
+    for line in done.stdout.splitlines():
+        say("   " + line)
+    if done.returncode != 0:
+        raise DemoFailed(f"`newsletter issue send` exited {done.returncode}: {done.stderr[-2000:]}")
+    deadline = time.monotonic() + run.timeout_s
+    while len(read_maildir(run.maildir)) < before + len(READERS):
+        if time.monotonic() > deadline:
+            raise DemoFailed("the issue mails did not all arrive")
+        await asyncio.sleep(0.2)
+
+
+def _report(run: DemoRun) -> None:
+    mails = read_maildir(run.maildir)
+    say("6/6 what arrived:")
+    failures: list[str] = []
+    for lang, address in READERS:
+        own = [mail for mail in mails if address in mail.recipient]
+        say(f"   [{lang}] 1 subscriber ({address}): {len(own)} mails")
+        for mail in own:
+            say(f"        {mail.language or '?':2}  {mail.subject!r:70.70}  {mail.path}")
+            failures += [f"{mail.path}: {problem}" for problem in problems_of(mail, lang)]
+    say(f"   {len(mails)} mails in {run.maildir}/ (Maildir: new/ holds one file per mail)")
+    if failures:
+        raise DemoFailed("mails failed their checks:\n" + "\n".join(failures))
+    say("every mail parses without defects and has text and HTML parts in its reader's language")
+
+
+async def _wait_for_mail(run: DemoRun, *, want: dict[str, int]) -> dict[str, list[StoredMail]]:
+    deadline = time.monotonic() + run.timeout_s
+    while True:
+        found: dict[str, list[StoredMail]] = {address: [] for address in want}
+        for mail in read_maildir(run.maildir):
+            for address in want:
+                if address in mail.recipient:
+                    found[address].append(mail)
+        if all(len(found[a]) >= n for a, n in want.items()):
+            return found
+        if time.monotonic() > deadline:
+            missing = [a for a, n in want.items() if len(found[a]) < n]
+            raise DemoFailed(f"no mail arrived for {missing} within {run.timeout_s}s")
+        await asyncio.sleep(0.2)
+
+
+def _signup_form(html: str, *, base_url: str) -> Form:
+    for form in post_forms(html, base_url=base_url):
+        if "email" in form.input_types.values() or "email" in form.input_types:
+            return form
+    raise DemoFailed("the signup page has no form with an email field")
+
+
+def _only_post_form(html: str, *, base_url: str, what: str) -> Form:
+    forms = [f for f in post_forms(html, base_url=base_url) if what in f.action]
+    if not forms:
+        raise DemoFailed(f"the {what} page has no POST form to {what}")
+    return forms[0]
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Form pairs as httpx wants repeated fields (several languages ticked)."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    return grouped
+
+
+def _expect(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 400:
+        raise DemoFailed(f"{what}: HTTP {response.status_code}: {response.text[:300]}")
+
+
+def _os_environ() -> dict[str, str]:
+    return dict(os.environ)

@@ -28,7 +28,7 @@ class Received:
     data: bytes
 
     def parsed(self) -> EmailMessage:
-        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+        return message_from_bytes(self.data, policy=policy.default)
 
 
 @dataclass

@@ -26,7 +26,7 @@ async def run_checks(checks: Mapping[str, ReadinessCheck], timeout: float = 3.0)
         try:
             await asyncio.wait_for(check(), timeout)
             results[name] = "ok"
-        except Exception as err:  # noqa: BLE001 - any failure makes the probe say so
+        except Exception as err:
             results[name] = f"{type(err).__name__}: {err}"[:200]
     return results
 
@@ -63,15 +63,26 @@ class ProbeServer:
     def __init__(self, app: Starlette, *, host: str, port: int) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+        # The process's own composition root owns the signals; uvicorn must not take them.
+        self._task = asyncio.create_task(self._serve())
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raise the start-up error (port taken, ...)
             await asyncio.sleep(0.01)
+
+    async def _serve(self) -> None:
+        config = self._server.config
+        if not config.loaded:
+            config.load()
+        self._server.lifespan = config.lifespan_class(config)
+        await self._server.startup()
+        if self._server.should_exit:
+            raise OSError(f"probe server could not start on {self._server.config.port}")
+        await self._server.main_loop()
+        await self._server.shutdown()
 
     async def stop(self) -> None:
         self._server.should_exit = True

@@ -23,7 +23,7 @@ class TokenError(ValueError):
     """Base: the token is not usable."""
 
 
-class TokenExpired(TokenError):  # noqa: N818 - reads as a fact, like the itsdangerous names
+class TokenExpired(TokenError):
     """The signature is good but the token is too old; ``payload`` is still readable."""
 
     def __init__(self, payload: Any) -> None:
@@ -31,7 +31,7 @@ class TokenExpired(TokenError):  # noqa: N818 - reads as a fact, like the itsdan
         self.payload = payload
 
 
-class TokenInvalid(TokenError):  # noqa: N818
+class TokenInvalid(TokenError):
     """Tampered, malformed or signed for another purpose."""
 
 
@@ -45,7 +45,7 @@ class TokenSigner:
     def sign(self, purpose: Purpose, payload: Any) -> str:
         return str(self._serializer(purpose).dumps(payload))
 
-    def verify(self, purpose: Purpose, token: str, *, max_age_s: float | None = None) -> Any:
+    def verify(self, purpose: Purpose, token: str, *, max_age_s: int | None = None) -> Any:
         serializer = self._serializer(purpose)
         try:
             return serializer.loads(token, max_age=max_age_s)

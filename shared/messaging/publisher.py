@@ -10,7 +10,13 @@ import asyncio
 from collections.abc import Iterable
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, DeliveryMode
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    DeliveryMode,
+    HeadersType,
+)
 
 from shared.messaging.schemas import Message
 from shared.messaging.topology import COMMANDS, EVENTS
@@ -20,7 +26,7 @@ class PublishError(RuntimeError):
     """The broker did not confirm a message, or no queue could take it."""
 
 
-def to_amqp(message: Message, *, headers: dict[str, object] | None = None) -> aio_pika.Message:
+def to_amqp(message: Message, *, headers: HeadersType | None = None) -> aio_pika.Message:
     return aio_pika.Message(
         body=message.model_dump_json().encode(),
         content_type="application/json",
@@ -57,7 +63,7 @@ class Publisher:
         *,
         routing_key: str,
         exchange: str = COMMANDS,
-        headers: dict[str, object] | None = None,
+        headers: HeadersType | None = None,
         timeout: float = 10.0,
     ) -> None:
         """Publish one message and wait for its confirm; raise :class:`PublishError` if none."""
