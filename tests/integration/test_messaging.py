@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
-from shared.messaging.publisher import PublishError, Publisher
+from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import RenderTransactional, decode
 from shared.messaging.topology import (
     COMMANDS,
