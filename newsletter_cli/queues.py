@@ -1,8 +1,122 @@
-"""``newsletter queues``: queue depths for operators (being built by the operations work)."""
+"""``newsletter queues``: every queue of the suite with its depth, consumers and rates.
+
+Reads RabbitMQ's management API where it is enabled and passive declares where it is not
+(see :mod:`shared.queue_stats`); ``--watch`` redraws the table every few seconds until
+interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
 
 import typer
 
+from shared.queue_stats import QueueSnapshot, QueueStat, QueueStatsError, QueueStatsReader
 
-def queues() -> None:
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}/s" if value else "0/s"
+
+
+def format_table(snapshot: QueueSnapshot) -> str:
+    """The table ``newsletter queues`` prints (pure, so it can be tested)."""
+    headers = ("queue", "ready", "unacked", "consumers", "in/s", "acked/s", "depth/s")
+    rows: list[tuple[str, ...]] = []
+    for stat in snapshot.queues:
+        rows.append(_row(stat))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    ]
+    for row in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    note = (
+        "source: RabbitMQ management API"
+        if snapshot.source == "management"
+        else "source: passive declares (management API not available: no unacked counts; "
+        "depth/s from successive samples)"
+    )
+    lines.append(note)
+    return "\n".join(lines)
+
+
+def _row(stat: QueueStat) -> tuple[str, ...]:
+    if not stat.exists:
+        return (stat.name, "missing", "-", "-", "-", "-", "-")
+    return (
+        stat.name,
+        _count(stat.ready),
+        _count(stat.unacked),
+        _count(stat.consumers),
+        _plain_rate(stat.publish_rate),
+        _plain_rate(stat.ack_rate),
+        _rate(stat.depth_rate),
+    )
+
+
+def _plain_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}/s"
+
+
+def to_json(snapshot: QueueSnapshot) -> str:
+    return json.dumps(
+        {"source": snapshot.source, "queues": [asdict(q) for q in snapshot.queues]}, indent=2
+    )
+
+
+async def _show(*, watch: bool, interval: float, as_json: bool, management_url: str) -> None:
+    from shared.queue_stats import QueueStatsSettings
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    url = management_url or QueueStatsSettings().rabbitmq_management_url
+    async with QueueStatsReader(amqp_url=settings.amqp_url, management_url=url) as reader:
+        while True:
+            snapshot = await reader.read()
+            text = to_json(snapshot) if as_json else format_table(snapshot)
+            if watch and not as_json:
+                typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the terminal, cursor home
+            typer.echo(text)
+            if not watch:
+                return
+            await asyncio.sleep(interval)
+
+
+def queues(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every --interval seconds."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between samples."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    management_url: str = typer.Option(
+        "",
+        "--management-url",
+        help="RabbitMQ management API, e.g. http://user:pass@host:15672 ('none': never ask it). "
+        "Default: NEWSLETTER_RABBITMQ_MANAGEMENT_URL, else the AMQP host on port 15672.",
+    ),
+) -> None:
     """Show every queue with ready and unacked counts, consumers and rates."""
-    raise typer.Exit("not built yet")
+    from shared.logging import configure_logging
+
+    configure_logging(service="queues", level="WARNING")
+    try:
+        asyncio.run(
+            _show(watch=watch, interval=interval, as_json=as_json, management_url=management_url)
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except QueueStatsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
