@@ -1,0 +1,277 @@
+"""What the ops page shows, read from the database: sends and their progress per language,
+recent delivery errors, bounce and complaint rates.
+
+Read-only queries over tables written by the dispatcher (``send``, ``delivery``) and the
+subscription service (``bounce_decision``); the results are plain dataclasses that the page
+renders and serves as JSON. Addresses never leave this module: errors carry the receiving
+domain, and SMTP replies have any address in them masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from shared.addresses import mask_email
+from shared.db.tables import BounceDecision, Delivery, DeliveryStatus, Send, SendStatus
+from shared.db.tables.deliveries import TERMINAL_STATUSES
+
+ERROR_STATUSES: tuple[str, ...] = (
+    DeliveryStatus.FAILED,
+    DeliveryStatus.BOUNCED,
+    DeliveryStatus.UNKNOWN,
+    DeliveryStatus.DEFERRED,
+)
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[A-Za-z0-9.-]+")
+_OPEN_SEND_STATUSES = (
+    SendStatus.REQUESTED,
+    SendStatus.PLANNING,
+    SendStatus.RUNNING,
+    SendStatus.PAUSED,
+)
+
+
+@dataclass
+class LanguageProgress:
+    language: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return sum(n for status, n in self.counts.items() if status in TERMINAL_STATUSES)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "language": self.language,
+            "total": self.total,
+            "done": self.done,
+            "percent": round(self.percent, 1),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+@dataclass
+class SendProgress:
+    send_id: str
+    issue_key: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    languages: list[LanguageProgress]
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in _OPEN_SEND_STATUSES
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "send_id": self.send_id,
+            "issue_key": self.issue_key,
+            "status": self.status,
+            "in_progress": self.in_progress,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "languages": [lang.as_dict() for lang in self.languages],
+        }
+
+
+@dataclass(frozen=True)
+class DeliveryError:
+    delivery_id: int
+    send_id: str | None
+    kind: str
+    language: str
+    domain: str
+    status: str
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "delivery_id": self.delivery_id,
+            "send_id": self.send_id,
+            "kind": self.kind,
+            "language": self.language,
+            "domain": self.domain,
+            "status": self.status,
+            "attempts": self.attempts,
+            "smtp_code": self.smtp_code,
+            "smtp_reply": self.smtp_reply,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """Bounce and complaint rates over one window, against the mail sent in it."""
+
+    window_hours: int
+    sent: int
+    by_class: dict[str, int]
+    top_domains: list[tuple[str, int]]
+
+    @property
+    def hard_bounces(self) -> int:
+        return self.by_class.get("hard", 0)
+
+    @property
+    def complaints(self) -> int:
+        return self.by_class.get("complaint", 0)
+
+    @staticmethod
+    def _rate(count: int, sent: int) -> float:
+        return count / sent if sent else 0.0
+
+    @property
+    def hard_bounce_rate(self) -> float:
+        return self._rate(self.hard_bounces, self.sent)
+
+    @property
+    def complaint_rate(self) -> float:
+        return self._rate(self.complaints, self.sent)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "window_hours": self.window_hours,
+            "sent": self.sent,
+            "hard_bounces": self.hard_bounces,
+            "complaints": self.complaints,
+            "hard_bounce_rate": round(self.hard_bounce_rate, 6),
+            "complaint_rate": round(self.complaint_rate, 6),
+            "by_class": dict(sorted(self.by_class.items())),
+            "top_domains": [{"domain": d, "events": n} for d, n in self.top_domains],
+        }
+
+
+def mask_addresses(text: str) -> str:
+    """SMTP replies often quote the recipient: keep the reply, mask the address."""
+    return _ADDRESS.sub(lambda m: mask_email(m.group(0)), text)
+
+
+async def send_progress(*, session: AsyncSession, limit: int = 10) -> list[SendProgress]:
+    """Open sends first, then the most recent finished ones, each with per-language counts."""
+    open_rows = (
+        await session.execute(
+            select(Send)
+            .where(col(Send.status).in_(_OPEN_SEND_STATUSES))
+            .order_by(col(Send.created_at).desc())
+            .limit(limit)
+        )
+    ).scalars()
+    sends: list[Send] = list(open_rows)
+    if len(sends) < limit:
+        recent = (
+            await session.execute(
+                select(Send)
+                .where(col(Send.status).not_in(_OPEN_SEND_STATUSES))
+                .order_by(col(Send.created_at).desc())
+                .limit(limit - len(sends))
+            )
+        ).scalars()
+        sends.extend(recent)
+    if not sends:
+        return []
+    ids = [s.id for s in sends]
+    counts: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    rows = await session.execute(
+        select(col(Delivery.send_id), col(Delivery.language), col(Delivery.status), func.count())
+        .where(col(Delivery.send_id).in_(ids))
+        .group_by(col(Delivery.send_id), col(Delivery.language), col(Delivery.status))
+    )
+    for send_id, language, status, count in rows:
+        counts[str(send_id)][str(language)][str(status)] = int(count)
+    result = []
+    for send in sends:
+        per_language = counts.get(send.id, {})
+        planned = [lang for lang in send.languages.split(",") if lang]
+        languages = [
+            LanguageProgress(language=lang, counts=dict(per_language.get(lang, {})))
+            for lang in dict.fromkeys([*planned, *sorted(per_language)])
+        ]
+        result.append(
+            SendProgress(
+                send_id=send.id,
+                issue_key=send.issue_key,
+                status=send.status,
+                created_at=send.created_at,
+                finished_at=send.finished_at,
+                languages=languages,
+            )
+        )
+    return result
+
+
+async def recent_errors(*, session: AsyncSession, limit: int = 20) -> list[DeliveryError]:
+    """The latest deliveries that failed, bounced, ended unknown or wait for a retry."""
+    rows = (
+        await session.execute(
+            select(Delivery)
+            .where(col(Delivery.status).in_(ERROR_STATUSES))
+            .order_by(col(Delivery.updated_at).desc(), col(Delivery.id).desc())
+            .limit(limit)
+        )
+    ).scalars()
+    return [
+        DeliveryError(
+            delivery_id=int(d.id or 0),
+            send_id=d.send_id,
+            kind=d.kind,
+            language=d.language,
+            domain=d.email_domain,
+            status=d.status,
+            attempts=d.attempts,
+            smtp_code=d.smtp_code,
+            smtp_reply=mask_addresses(d.smtp_reply)[:300],
+            updated_at=d.updated_at,
+        )
+        for d in rows
+    ]
+
+
+async def reputation(
+    *, session: AsyncSession, window_hours: int, now: datetime | None = None
+) -> Reputation:
+    """Bounces by class and complaints in the window, and the mail sent in it."""
+    since = (now or datetime.now(UTC)) - timedelta(hours=window_hours)
+    sent = (
+        await session.execute(
+            select(func.count()).select_from(Delivery).where(col(Delivery.sent_at) >= since)
+        )
+    ).scalar_one()
+    by_class: dict[str, int] = {}
+    for bounce_class, count in await session.execute(
+        select(col(BounceDecision.bounce_class), func.count())
+        .where(col(BounceDecision.created_at) >= since)
+        .group_by(col(BounceDecision.bounce_class))
+    ):
+        by_class[str(bounce_class)] = int(count)
+    top = await session.execute(
+        select(col(BounceDecision.email_domain), func.count().label("n"))
+        .where(col(BounceDecision.created_at) >= since)
+        .where(col(BounceDecision.bounce_class).in_(("hard", "complaint")))
+        .group_by(col(BounceDecision.email_domain))
+        .order_by(func.count().desc(), col(BounceDecision.email_domain))
+        .limit(5)
+    )
+    return Reputation(
+        window_hours=window_hours,
+        sent=int(sent),
+        by_class=by_class,
+        top_domains=[(str(d or "?"), int(n)) for d, n in top],
+    )
