@@ -1,0 +1,362 @@
+"""Classify a bounce, complaint or auto-reply: one :class:`Finding` per recipient found.
+
+This is the single code path behind ``newsletter bounces classify`` and every intake (the
+SMTP receiver, IMAP polling). The order of reading:
+
+1. an RFC 5965 feedback report is a complaint;
+2. RFC 3464 per-recipient blocks give recipient, action, status and diagnostic;
+3. an RFC 3834 auto-reply (or a vacation subject) that is not a bounce is an auto-reply;
+4. anything else is read as a non-standard bounce: recipients are the addresses the
+   human-readable part names (not our own, not the mailer's), the status is the nearest code.
+
+The VERP token of the bounce's envelope or headers, when present and correctly signed, names
+the delivery; the intake then trusts the delivery's address over what the report says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from services.dispatcher.bounces import patterns, status_codes
+from services.dispatcher.bounces.classes import Verdict, classify_failure
+from services.dispatcher.bounces.report import ParsedBounce, decoded, parse
+from shared import verp
+
+_ADDRESS = re.compile(
+    r"(?<![\w.+%-])"
+    r"([A-Za-z0-9_][A-Za-z0-9._%+-]{0,63}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)"
+)
+_HEADERISH = re.compile(
+    r"^\s*(?:to|from|cc|bcc|subject|sent|date|reply-to|message-id|in-reply-to|references|"
+    r"return-path|sender|errors-to|received|x-[\w-]+|list-[\w-]+|reporting-mta|"
+    r"received-from-mta)\s*:",
+    re.IGNORECASE,
+)
+_STRONG_CONTEXT = re.compile(
+    r"(?:rcpt\s+to|recipient|address|user|mailbox|to)\b[^\n@]{0,40}$|smtp=$|[<\"']$",
+    re.IGNORECASE,
+)
+_SENDER_CONTEXT = re.compile(r"\b(?:mail\s+)?from\s*:?\s*[<\"']?$", re.IGNORECASE)
+_ROBOT_LOCALS = re.compile(
+    r"^(?:mailer-?daemon|postmaster|root|abuse|no-?reply|do-?not-?reply|bounces?(?:\+.*)?|"
+    r"unsubscribe\+.*|double-bounce|nobody|.*-bounces(?:\+.*)?|owner-.*|.*-owner|.*-request|"
+    r".*-admin)$",
+    re.IGNORECASE,
+)
+_FEEDBACK_COMPLAINT_TYPES = {"abuse", "fraud", "virus", "other", "complaint", ""}
+_VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To")
+_DIAGNOSTIC_MAX = 500
+_RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;@]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
+_ACTIONS = {"failure": "failed", "fail": "failed", "delay": "delayed", "error": "failed"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One recipient of one report, classified."""
+
+    recipient: str
+    status: str
+    action: str
+    bounce_class: str
+    reason: str
+    diagnostic: str = ""
+    delivery_id: int | None = None
+    kind: str = "bounce"  # bounce | complaint | auto-reply | dsn
+
+    def as_line(self, file: str) -> dict[str, object]:
+        """The JSON line of ``newsletter bounces classify``."""
+        return {
+            "file": file,
+            "recipient": self.recipient or None,
+            "status": self.status,
+            "action": self.action,
+            "class": self.bounce_class,
+            "reason": self.reason,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def classify(
+    data: bytes,
+    *,
+    secret_key: str | None = None,
+    envelope_to: Sequence[str] = (),
+    own_domains: Iterable[str] = (),
+) -> list[Finding]:
+    """Read raw message bytes; always returns at least one finding."""
+    parsed = parse(data)
+    delivery_id = _delivery_id(parsed, secret_key=secret_key, envelope_to=envelope_to)
+    ours = {d.lower() for d in own_domains} | _own_domains(parsed, envelope_to)
+    findings = (
+        _complaint(parsed, ours)
+        or _from_dsn(parsed, ours)
+        or _auto_reply(parsed)
+        or _non_standard(parsed, ours)
+    )
+    if delivery_id is not None:
+        findings = [_with_delivery(f, delivery_id) for f in findings]
+    return findings
+
+
+def _with_delivery(finding: Finding, delivery_id: int) -> Finding:
+    return Finding(**{**finding.to_dict(), "delivery_id": delivery_id})  # type: ignore[arg-type]
+
+
+def _delivery_id(
+    parsed: ParsedBounce, *, secret_key: str | None, envelope_to: Sequence[str]
+) -> int | None:
+    if not secret_key:
+        return None
+    candidates = list(envelope_to)
+    for name in _VERP_HEADERS:
+        candidates.extend(decoded(v) for v in parsed.message.get_all(name) or [])
+    if parsed.original is not None:
+        candidates.extend(decoded(v) for v in parsed.original.get_all("Return-Path") or [])
+    for candidate in candidates:
+        for address in _ADDRESS.findall(candidate):
+            found = verp.delivery_from_return_path(secret_key=secret_key, address=address)
+            if found is not None:
+                return found
+    return None
+
+
+def _own_domains(parsed: ParsedBounce, envelope_to: Sequence[str]) -> set[str]:
+    """Domains of our own addresses: the bounce was sent to them, so they are not recipients."""
+    ours: set[str] = set()
+    values = [*envelope_to, parsed.header("To"), parsed.header("Delivered-To")]
+    if parsed.original is not None:
+        values.append(decoded(parsed.original.get("Return-Path", "")))
+    for value in values:
+        for address in _ADDRESS.findall(value):
+            ours.add(address.lower())
+            local, _, domain = address.rpartition("@")
+            if local.lower().startswith(("bounces+", "bounce", "unsubscribe+")):
+                ours.add(domain.lower())
+    return ours
+
+
+def _is_candidate(address: str, ours: set[str]) -> bool:
+    local, _, domain = address.rpartition("@")
+    return (
+        not _ROBOT_LOCALS.match(local)
+        and domain.lower() not in ours
+        and address.lower() not in ours
+    )
+
+
+def _complaint(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
+    feedback = parsed.feedback
+    if feedback is None:
+        return []
+    feedback_type = feedback.get("feedback-type", "").strip().lower()
+    recipients = [
+        a
+        for key in ("original-rcpt-to", "removal-recipient")
+        for a in _ADDRESS.findall(feedback.get(key, ""))
+        if _is_candidate(a, ours)
+    ]
+    if not recipients and parsed.original is not None:
+        recipients = [
+            a
+            for a in _ADDRESS.findall(decoded(parsed.original.get("To", "")))
+            if _is_candidate(a, ours)
+        ]
+    bounce_class = "complaint" if feedback_type in _FEEDBACK_COMPLAINT_TYPES else "unknown"
+    reason = f"ARF feedback report, feedback-type {feedback_type or 'missing'}"
+    diagnostic = (feedback.get("user-agent", "") + " " + feedback.get("source-ip", "")).strip()
+    return [
+        Finding(r, "", "", bounce_class, reason, diagnostic, kind="complaint")
+        for r in _unique(recipients or [""])
+    ]
+
+
+def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
+    findings: list[Finding] = []
+    for fields in parsed.dsn:
+        recipient = _preferred_recipient(fields.original_recipient, fields.recipient)
+        if recipient and not _is_candidate(recipient, ours):
+            continue
+        diagnostic = " ".join(fields.diagnostic.split())
+        status_text = " ".join(fields.status.split())
+        status = status_codes.more_specific(
+            status_codes.normalize(status_text), status_codes.find_enhanced(diagnostic)
+        )
+        if not status:
+            basic = status_codes.find_basic(status_text) or status_codes.find_basic(diagnostic)
+            status = status_codes.from_basic(basic)
+        if status_text and not status_text[:1].isdigit():
+            status_text = ""
+        diagnostic = diagnostic or status_text
+        action = _ACTIONS.get(fields.action, fields.action) or (
+            "failed" if status.startswith(("4", "5")) else ""
+        )
+        text = diagnostic if len(diagnostic.split()) > 3 else f"{diagnostic}\n{parsed.human_text}"
+        verdict = classify_failure(action=action, status=status, text=text)
+        findings.append(
+            Finding(
+                recipient,
+                status,
+                action,
+                verdict.bounce_class,
+                f"DSN: {verdict.reason}",
+                diagnostic[:_DIAGNOSTIC_MAX],
+                kind="dsn",
+            )
+        )
+    return _dedupe(findings)
+
+
+def _preferred_recipient(original: str, final: str) -> str:
+    """The address we sent to: Original-Recipient when it is a real address, else Final."""
+    if "@" in original and "." in original.rpartition("@")[2]:
+        return original
+    return final if "@" in final else original
+
+
+def _looks_like_bounce(parsed: ParsedBounce) -> bool:
+    return bool(
+        parsed.dsn
+        or patterns.BOUNCE_SENDER.search(parsed.sender)
+        or patterns.BOUNCE_SUBJECT.search(parsed.subject)
+        or parsed.message.get_content_type() == "multipart/report"
+        or (
+            parsed.header("Return-Path").strip() in {"<>", ""}
+            and patterns.PERMANENT.search(parsed.human_text)
+        )
+    )
+
+
+def _auto_reply(parsed: ParsedBounce) -> list[Finding]:
+    auto_submitted = parsed.header("Auto-Submitted").lower()
+    precedence = parsed.header("Precedence").lower()
+    replied = (
+        auto_submitted.startswith("auto-replied")
+        or bool(parsed.header("X-Autoreply") or parsed.header("X-Autorespond"))
+        or precedence == "auto_reply"
+        or bool(patterns.AUTO_REPLY_SUBJECT.search(parsed.subject))
+    )
+    if not replied or _looks_like_bounce(parsed):
+        return []
+    senders = _ADDRESS.findall(parsed.sender)
+    reason = "RFC 3834 auto-reply" if auto_submitted else "auto-reply subject or header"
+    return [Finding(senders[0] if senders else "", "", "", "auto-reply", reason, kind="auto-reply")]
+
+
+def _candidates(text: str, ours: set[str]) -> list[tuple[str, int]]:
+    """Addresses the human text names, with their offsets; the most telling ones only."""
+    strong: list[tuple[str, int]] = []
+    weak: list[tuple[str, int]] = []
+    headerish: list[tuple[str, int]] = []
+    for match in _ADDRESS.finditer(text):
+        address = match.group(1).rstrip(".")
+        if not _is_candidate(address, ours):
+            continue
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        before = text[line_start : match.start()]
+        if _SENDER_CONTEXT.search(before):
+            continue  # "not accepting mail from <us>": the sender, not a recipient
+        if _HEADERISH.match(text[line_start : line_start + 40]):
+            headerish.append((address, match.start()))
+        elif not before.strip() or _STRONG_CONTEXT.search(before):
+            strong.append((address, match.start()))
+        else:
+            weak.append((address, match.start()))
+    return strong or weak or headerish
+
+
+def _non_standard(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
+    text = parsed.human_text
+    candidates = _candidates(text, ours)
+    if not candidates and parsed.original is not None and _looks_like_bounce(parsed):
+        candidates = [(a, -1) for a in _original_recipients(parsed) if _is_candidate(a, ours)]
+    if not _looks_like_bounce(parsed) and not _plausible_bounce_text(text):
+        return [Finding("", "", "", "unknown", "not a bounce, complaint or auto-reply")]
+    if not candidates:
+        verdict = _verdict(text, text, parsed)
+        return [Finding("", *verdict[:2], verdict[2], f"no recipient found; {verdict[3]}")]
+    findings: list[Finding] = []
+    for address, offset in _unique_pairs(candidates):
+        following = [o for a, o in candidates if o > offset and a.lower() != address.lower()]
+        end = following[0] if following else len(text)
+        context = text[max(offset, 0) : end] if offset >= 0 else text
+        status, action, bounce_class, reason = _verdict(context, text, parsed)
+        diagnostic = " ".join(context.split())[:_DIAGNOSTIC_MAX]
+        findings.append(Finding(address, status, action, bounce_class, reason, diagnostic))
+    return _dedupe(findings)
+
+
+def _original_recipients(parsed: ParsedBounce) -> list[str]:
+    """Who the returned message was for: the receiving MTA's ``for <...>``, else its To."""
+    original = parsed.original
+    if original is None:
+        return []
+    for received in original.get_all("Received") or []:
+        match = _RECEIVED_FOR.search(decoded(received))
+        if match:
+            return [match.group(1)]
+    return _ADDRESS.findall(decoded(original.get("To", "")))[:1]
+
+
+def _plausible_bounce_text(text: str) -> bool:
+    return bool(patterns.PERMANENT.search(text) or patterns.NO_SUCH_USER.search(text))
+
+
+def _verdict(context: str, whole: str, parsed: ParsedBounce) -> tuple[str, str, str, str]:
+    """(status, action, class, reason) of a non-standard bounce, from nearest to broadest text."""
+    status = _status_in(context) or _status_in(whole)
+    warning = bool(
+        (patterns.DELAYED.search(whole) or patterns.DELAYED.search(parsed.subject))
+        and not patterns.GIVEN_UP.search(whole)
+    )
+    action = "delayed" if warning and not status.startswith("5") else "failed"
+    verdict = classify_failure(action=action, status=status, text=context)
+    if _weak(verdict) and context is not whole:
+        verdict = classify_failure(action=action, status=status, text=f"{context}\n{whole}")
+    if verdict.bounce_class == "unknown" and _looks_like_bounce(parsed):
+        verdict = Verdict("hard", "bounce with no recognizable cause: permanent by default")
+    return status, action, verdict.bounce_class, f"non-standard: {verdict.reason}"
+
+
+def _weak(verdict: Verdict) -> bool:
+    return verdict.bounce_class == "unknown" or verdict.reason.endswith(
+        ("permanent failure", "permanent-failure wording, no status code")
+    )
+
+
+def _status_in(text: str) -> str:
+    enhanced = status_codes.find_enhanced(text)
+    basic = status_codes.find_basic(text)
+    if enhanced and (basic is None or str(basic)[0] == enhanced[0]):
+        return enhanced
+    return status_codes.more_specific(status_codes.from_basic(basic), enhanced)
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for item in items:
+        seen.setdefault(item.lower(), item)
+    return list(seen.values())
+
+
+def _unique_pairs(pairs: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    seen: dict[str, tuple[str, int]] = {}
+    for address, offset in pairs:
+        seen.setdefault(address.lower(), (address, offset))
+    return list(seen.values())
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per recipient; the most severe reading wins over a vaguer one."""
+    rank = {"hard": 0, "complaint": 0, "policy": 1, "soft": 2, "delayed": 3, "auto-reply": 4}
+    best: dict[str, Finding] = {}
+    for finding in findings:
+        key = finding.recipient.lower()
+        current = best.get(key)
+        if current is None or rank.get(finding.bounce_class, 9) < rank.get(current.bounce_class, 9):
+            best[key] = finding
+    return list(best.values())
