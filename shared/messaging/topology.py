@@ -72,7 +72,11 @@ class RetryTier:
         return f"dispatcher.retry.{self.label}"
 
 
+# The production schedule is 1m, 10m, 1h, 6h; the short tiers serve pauses (a held job looks
+# again soon) and tests, which choose their schedule with NEWSLETTER_DISPATCH_RETRY_TIERS.
 RETRY_TIERS: tuple[RetryTier, ...] = (
+    RetryTier("1s", 1_000),
+    RetryTier("10s", 10_000),
     RetryTier("1m", 60_000),
     RetryTier("10m", 600_000),
     RetryTier("1h", 3_600_000),

@@ -23,11 +23,13 @@ class SendStatus(StrEnum):
 class DeliveryKind(StrEnum):
     ISSUE = "issue"
     TRANSACTIONAL = "transactional"
+    TEST = "test"  # one copy of an edition to the editor's test address, subject "[TEST] ..."
 
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"  # row written, job not yet confirmed by the broker (outbox)
     QUEUED = "queued"  # job confirmed by the broker
+    SENDING = "sending"  # claimed by a worker; SMTP transaction in progress
     SENT = "sent"  # 250 after DATA
     DEFERRED = "deferred"  # temporary failure, waiting in a retry tier
     BOUNCED = "bounced"  # permanent failure for the address
@@ -51,6 +53,16 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+OPEN_STATUSES = frozenset(
+    {
+        DeliveryStatus.PENDING,
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.SENDING,
+        DeliveryStatus.DEFERRED,
+    }
+)
+
+
 class Send(SQLModel, table=True):
     __tablename__ = "send"
 
@@ -60,9 +72,11 @@ class Send(SQLModel, table=True):
     fallbacks: str = Field(default="", max_length=128)  # "be=ru,..." segment=edition language
     status: str = Field(default=SendStatus.REQUESTED, max_length=16)
     total: int = 0
+    test_to: str | None = Field(default=None, max_length=320)  # a test send: no audience
     created_at: datetime = created_at_field()
     planned_at: datetime | None = optional_at_field()
     finished_at: datetime | None = optional_at_field()
+    cancelled_at: datetime | None = optional_at_field()
 
 
 class Delivery(SQLModel, table=True):

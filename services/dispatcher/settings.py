@@ -1,0 +1,96 @@
+"""The dispatcher's own settings (``NEWSLETTER_DISPATCH_*``, ``NEWSLETTER_DKIM_*``).
+
+They extend the suite's :class:`shared.settings.Settings`; read once by the composition root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+
+from shared.messaging.topology import RETRY_TIERS, RetryTier
+from shared.settings import Settings, SettingsError
+
+_TIERS = {tier.label: tier for tier in RETRY_TIERS}
+
+
+class DispatcherSettings(Settings):
+    """Every knob of the planner and the workers, with production defaults."""
+
+    # Workers
+    dispatch_prefetch: int = 200  # unacked issue jobs per process (the duplicate window)
+    dispatch_smtp_connections: int = 16  # persistent SMTP connections for issues
+    transactional_smtp_connections: int = 2  # a separate pool: never behind a campaign
+    dispatch_rate_limit: float = 0.0  # messages/s for the whole process; 0 = unlimited
+    dispatch_domain_concurrency: int = 16  # SMTP transactions in flight per recipient domain
+    dispatch_domain_rate: float = 0.0  # messages/s per recipient domain; 0 = unlimited
+    dispatch_ledger_batch: int = 200  # delivery updates committed together
+    dispatch_ledger_interval_s: float = 0.05
+    # Retries
+    dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
+    dispatch_retry_window_s: float = 3 * 24 * 3600.0
+    dispatch_hold_tier: str = "1m"  # where jobs of a paused send wait before they look again
+    dispatch_poison_limit: int = 3  # deliveries of a poison job before it is dead-lettered
+    # Circuit breaker per domain
+    dispatch_breaker_threshold: int = 20  # throttling/policy replies within the window
+    dispatch_breaker_window_s: float = 30.0
+    dispatch_breaker_cooldown_s: float = 60.0
+    # Planner
+    dispatch_planner_batch: int = 1000
+    # Which consumers this process runs (comma-separated): planner, deliveries, transactional
+    dispatch_roles: str = "planner,deliveries,transactional"
+    # DKIM (off unless a key is given)
+    dkim_private_key_path: Path | None = None
+    dkim_selector: str = "newsletter"
+    dkim_domain: str = ""
+
+    @field_validator("dispatch_retry_tiers")
+    @classmethod
+    def _known_tiers(cls, value: str) -> str:
+        _parse_tiers(value)
+        return value
+
+    @field_validator("dispatch_hold_tier")
+    @classmethod
+    def _known_hold_tier(cls, value: str) -> str:
+        _parse_tiers(value)
+        return value
+
+    @property
+    def retry_tiers(self) -> tuple[RetryTier, ...]:
+        return _parse_tiers(self.dispatch_retry_tiers)
+
+    @property
+    def hold_tier(self) -> RetryTier:
+        return _parse_tiers(self.dispatch_hold_tier)[0]
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.dispatch_roles.split(",") if r.strip())
+
+    @property
+    def dkim_key(self) -> bytes | None:
+        if self.dkim_private_key_path is None:
+            return None
+        return self.dkim_private_key_path.read_bytes()
+
+
+def _parse_tiers(value: str) -> tuple[RetryTier, ...]:
+    labels = [label.strip() for label in value.split(",") if label.strip()]
+    unknown = [label for label in labels if label not in _TIERS]
+    if not labels or unknown:
+        raise SettingsError(
+            f"unknown retry tier(s) {unknown or value!r}: choose from {', '.join(_TIERS)}"
+        )
+    return tuple(_TIERS[label] for label in labels)
+
+
+def load_dispatcher_settings(**overrides: object) -> DispatcherSettings:
+    """Read the environment once; keyword overrides win (used by the CLI and tests)."""
+    try:
+        return DispatcherSettings(**overrides)  # type: ignore[arg-type]
+    except SettingsError:
+        raise
+    except ValueError as err:
+        raise SettingsError(str(err)) from err
