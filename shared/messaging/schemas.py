@@ -145,6 +145,25 @@ class UnsubscribeRequested(Message):
     recipient: SafeAddress
     method: str = Field(default="mailto", max_length=32)
     delivery_id: int | None = None
+    subscriber_id: int | None = None  # from the signed mailto address, when it names one
+
+
+class DomainPolicyAlerted(Message):
+    """subscription feedback -> dispatchers: a receiving domain refuses us (policy storm).
+
+    Published when policy bounces from one domain reach ``threshold`` within ``window_s``;
+    dispatchers open that domain's circuit breaker for ``pause_s`` (nobody is suppressed).
+    """
+
+    type_name: ClassVar[str] = "domain_policy_alerted"
+    type: Literal["domain_policy_alerted"] = "domain_policy_alerted"
+    domain: str = Field(max_length=255)
+    policy_bounces: int  # policy bounces from this domain within the window
+    window_s: int
+    threshold: int
+    pause_s: int  # how long the sender should hold mail to this domain
+    sample_status: str = Field(default="", max_length=16)
+    sample_diagnostic: str = Field(default="", max_length=500)
 
 
 ANY_MESSAGE: tuple[type[Message], ...] = (
@@ -156,6 +175,7 @@ ANY_MESSAGE: tuple[type[Message], ...] = (
     SendControlled,
     BounceReceived,
     UnsubscribeRequested,
+    DomainPolicyAlerted,
 )
 
 M = TypeVar("M", bound=Message)

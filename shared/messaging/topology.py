@@ -35,6 +35,7 @@ DELIVER_ISSUE = "deliver.issue"
 BOUNCE_RECEIVED = "bounce.received"
 UNSUBSCRIBE_REQUESTED = "unsubscribe.requested"
 SEND_CONTROLLED = "send.controlled"
+DOMAIN_POLICY_ALERTED = "domain.policy_alerted"
 
 DELIVERY_LIMIT = 5
 
@@ -85,15 +86,15 @@ RETRY_TIERS: tuple[RetryTier, ...] = (
 
 RENDERER_TRANSACTIONAL = QueueSpec("renderer.transactional", COMMANDS, (RENDER_TRANSACTIONAL,))
 RENDERER_ISSUES = QueueSpec("renderer.issues", COMMANDS, (RENDER_ISSUE,))
-DISPATCHER_TRANSACTIONAL = QueueSpec(
-    "dispatcher.transactional", COMMANDS, (DELIVER_TRANSACTIONAL,)
-)
+DISPATCHER_TRANSACTIONAL = QueueSpec("dispatcher.transactional", COMMANDS, (DELIVER_TRANSACTIONAL,))
 DISPATCHER_PLANNER = QueueSpec("dispatcher.planner", COMMANDS, (PLAN_SEND,))
 DISPATCHER_DELIVERIES = QueueSpec("dispatcher.deliveries", COMMANDS, (DELIVER_ISSUE,))
 DISPATCHER_CONTROL = QueueSpec("dispatcher.control", EVENTS, (SEND_CONTROLLED,))
 SUBSCRIPTION_FEEDBACK = QueueSpec(
     "subscription.feedback", EVENTS, (BOUNCE_RECEIVED, UNSUBSCRIBE_REQUESTED)
 )
+# Policy storms per receiving domain, for the dispatchers' circuit breakers.
+DISPATCHER_DOMAIN_ALERTS = QueueSpec("dispatcher.domain-alerts", EVENTS, (DOMAIN_POLICY_ALERTED,))
 
 WORK_QUEUES: tuple[QueueSpec, ...] = (
     RENDERER_TRANSACTIONAL,
@@ -103,6 +104,7 @@ WORK_QUEUES: tuple[QueueSpec, ...] = (
     DISPATCHER_DELIVERIES,
     DISPATCHER_CONTROL,
     SUBSCRIPTION_FEEDBACK,
+    DISPATCHER_DOMAIN_ALERTS,
 )
 
 
@@ -121,9 +123,7 @@ async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExcha
 
 async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
     """Declare one work queue and its bindings (idempotent)."""
-    queue = await channel.declare_queue(
-        spec.name, durable=True, arguments=spec.declare_arguments()
-    )
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.declare_arguments())
     for key in spec.routing_keys:
         await queue.bind(spec.exchange, routing_key=key)
     return queue
