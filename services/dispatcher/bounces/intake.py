@@ -1,0 +1,169 @@
+"""From a raw report (mail, webhook notice) to normalized events on the EVENTS exchange.
+
+Every intake (SMTP receiver, webhooks, IMAP) ends here, so events look the same whatever the
+source. Event ids are derived from the report (its Message-ID or the provider's event id) and
+the recipient, so the same report delivered twice yields the same ``message_id`` and the
+subscription service applies it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from services.dispatcher.bounces.classifier import Finding, classify
+from services.dispatcher.bounces.errors import IntakeUnavailable
+from services.dispatcher.bounces.metrics import BounceMetrics
+from services.dispatcher.bounces.report import decoded, parse
+from shared import verp
+from shared.addresses import address_domain
+from shared.messaging.publisher import PublishError
+from shared.messaging.schemas import BounceReceived, Message, UnsubscribeRequested
+from shared.messaging.topology import BOUNCE_RECEIVED, UNSUBSCRIBE_REQUESTED
+
+log = structlog.get_logger(__name__)
+
+_LANGUAGES = {"en", "be", "ru"}
+
+
+class EventPublisher(Protocol):
+    async def publish_event(self, message: Message, *, routing_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """What the delivery ledger says about a delivery named by a VERP token."""
+
+    email: str
+    language: str | None
+    subscriber_id: int | None
+
+
+DeliveryLookup = Callable[[int], Awaitable[DeliveryInfo | None]]
+
+
+async def no_lookup(_: int) -> DeliveryInfo | None:
+    return None
+
+
+def event_id(*parts: object) -> str:
+    """A stable 32-hex id for an event: the same report gives the same id."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode())
+    return digest.hexdigest()[:32]
+
+
+def _safe_address(address: str) -> str | None:
+    address = address.strip().strip("<>").strip()
+    if "@" not in address or any(c in address for c in ' \t\r\n<>(),;:"[]\\\0'):
+        return None
+    return address[:320]
+
+
+class BounceIntake:
+    """Classifies reports and publishes one event per recipient."""
+
+    def __init__(
+        self,
+        *,
+        publisher: EventPublisher,
+        secret_key: str,
+        metrics: BounceMetrics | None = None,
+        lookup: DeliveryLookup = no_lookup,
+    ) -> None:
+        self._publisher = publisher
+        self._secret_key = secret_key
+        self._metrics = metrics
+        self._lookup = lookup
+
+    async def handle_mail(
+        self, data: bytes, *, envelope_to: Sequence[str] = (), source: str = "smtp"
+    ) -> list[Message]:
+        """A mail for a return path or the mailto unsubscribe address."""
+        for rcpt in envelope_to:
+            subscriber_id = verp.subscriber_from_unsubscribe_mailto(
+                secret_key=self._secret_key, address=rcpt
+            )
+            if subscriber_id is not None:
+                return await self._unsubscribe(data, subscriber_id=subscriber_id, rcpt=rcpt)
+        findings = classify(data, secret_key=self._secret_key, envelope_to=envelope_to)
+        message_id = decoded(parse(data).message.get("Message-ID", "")) or event_id(data)
+        return await self.publish_findings(findings, source=source, evidence=message_id)
+
+    async def _unsubscribe(self, data: bytes, *, subscriber_id: int, rcpt: str) -> list[Message]:
+        parsed = parse(data)
+        sender = _safe_address(parsed.message.get("From", "").rpartition("<")[2].rstrip(">"))
+        event = UnsubscribeRequested(
+            message_id=event_id("mailto", subscriber_id, parsed.header("Message-ID") or data),
+            recipient=sender or rcpt,
+            method="mailto",
+            subscriber_id=subscriber_id,
+        )
+        await self._publish(event, UNSUBSCRIBE_REQUESTED)
+        log.info("unsubscribe_mail_received", subscriber_id=subscriber_id)
+        return [event]
+
+    async def publish_findings(
+        self, findings: Sequence[Finding], *, source: str, evidence: str
+    ) -> list[Message]:
+        published: list[Message] = []
+        for finding in findings:
+            event = await self._event(finding, source=source, evidence=evidence)
+            if event is None:
+                log.info("bounce_ignored", reason=finding.reason, bounce_class=finding.bounce_class)
+                continue
+            await self._publish(event, BOUNCE_RECEIVED)
+            if self._metrics is not None:
+                self._metrics.observe(
+                    bounce_class=event.bounce_class,
+                    language=event.language,
+                    domain=address_domain(event.recipient),
+                )
+            log.info(
+                "bounce_received",
+                bounce_class=event.bounce_class,
+                status=event.status,
+                source=source,
+                delivery_id=event.delivery_id,
+                recipient=event.recipient,
+            )
+            published.append(event)
+        return published
+
+    async def _event(
+        self, finding: Finding, *, source: str, evidence: str
+    ) -> BounceReceived | None:
+        recipient = _safe_address(finding.recipient) if finding.recipient else None
+        language: str | None = None
+        if finding.delivery_id is not None:
+            info = await self._lookup(finding.delivery_id)
+            if info is not None:
+                recipient = _safe_address(info.email) or recipient  # VERP beats the report
+                language = info.language if info.language in _LANGUAGES else None
+        if recipient is None:
+            return None
+        return BounceReceived(
+            message_id=event_id(source, evidence, recipient.lower(), finding.bounce_class),
+            recipient=recipient,
+            bounce_class=finding.bounce_class,
+            status=finding.status[:16],
+            action=finding.action[:16],
+            diagnostic=finding.diagnostic[:2000],
+            source=source[:32],
+            evidence=f"{evidence[:300]} ({finding.reason})"[:512],
+            delivery_id=finding.delivery_id,
+            language=language,
+        )
+
+    async def publish_event(self, event: Message, *, routing_key: str) -> None:
+        """Publish any event on the EVENTS exchange (webhook unsubscribes use this)."""
+        await self._publish(event, routing_key)
+
+    async def _publish(self, event: Message, routing_key: str) -> None:
+        try:
+            await self._publisher.publish_event(event, routing_key=routing_key)
+        except PublishError as err:
+            raise IntakeUnavailable(str(err)) from err

@@ -1,0 +1,127 @@
+"""Composition root of the bounce receiver: ``run(settings, stop=...)``.
+
+Opens the database engine (to read which delivery a VERP token names), a robust AMQP
+connection with a confirming publisher, declares the topology, then serves SMTP (return paths
+and the mailto unsubscribe address) and HTTP (webhooks and probes) until ``stop`` is set, and
+optionally polls an IMAP mailbox. Everything is closed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher.bounces.imap import ImapTarget, poll_forever
+from services.dispatcher.bounces.intake import BounceIntake, DeliveryInfo, DeliveryLookup
+from services.dispatcher.bounces.metrics import BounceMetrics
+from services.dispatcher.bounces.settings import BouncesSettings
+from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
+from services.dispatcher.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
+from services.dispatcher.bounces.webhooks import WebhookHandlers, webhook_app
+from shared.db.engine import create_engine, session_factory
+from shared.db.tables import Delivery
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import connect, declare_topology
+from shared.probes import ProbeServer, probe_app
+
+log = structlog.get_logger(__name__)
+
+
+def delivery_lookup(sessions: async_sessionmaker[AsyncSession]) -> DeliveryLookup:
+    async def lookup(delivery_id: int) -> DeliveryInfo | None:
+        async with sessions() as session:
+            row = await session.get(Delivery, delivery_id)
+        if row is None:
+            return None
+        return DeliveryInfo(email=row.email, language=row.language, subscriber_id=row.subscriber_id)
+
+    return lookup
+
+
+async def run(
+    settings: BouncesSettings,
+    *,
+    stop: asyncio.Event,
+    registry: CollectorRegistry = REGISTRY,
+    cert_fetcher: CertificateFetcher = fetch_certificate,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set. ``started`` is set once both servers listen."""
+    async with AsyncExitStack() as stack:
+        engine = create_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
+        sessions = session_factory(engine)
+        connection = await connect(settings.amqp_url)
+        stack.push_async_callback(connection.close)
+        channel = await connection.channel()
+        await declare_topology(channel)
+        await channel.close()
+        publisher = await Publisher.open(connection)
+        stack.push_async_callback(publisher.close)
+        secret = settings.secret_key.get_secret_value()
+        intake = BounceIntake(
+            publisher=publisher,
+            secret_key=secret,
+            metrics=BounceMetrics(registry),
+            lookup=delivery_lookup(sessions),
+        )
+        handler = ReturnPathHandler(
+            intake=intake,
+            secret_key=secret,
+            domain=settings.return_path_domain,
+            accept_locals=settings.accept_locals,
+        )
+        smtp = await start_smtp_server(
+            handler,
+            host=settings.bounces_smtp_host,
+            port=settings.bounces_smtp_port,
+            hostname=settings.return_path_domain,
+        )
+        stack.push_async_callback(smtp.wait_closed)
+        stack.callback(smtp.close)
+
+        async def broker_ready() -> None:
+            if connection.is_closed:
+                raise ConnectionError("AMQP connection closed")
+
+        handlers = WebhookHandlers(
+            intake=intake,
+            verifier=SnsVerifier(
+                cert_host_pattern=settings.bounces_sns_cert_hosts, fetcher=cert_fetcher
+            ),
+            secret_key=secret,
+            token=settings.bounces_webhook_token.get_secret_value(),
+            topic_arns=settings.sns_topic_arns,
+            opener=cert_fetcher,
+        )
+        http = ProbeServer(
+            webhook_app(handlers, probe_app({"broker": broker_ready}, registry)),
+            host=settings.http_host,
+            port=settings.bounces_http_port,
+        )
+        await http.start()
+        stack.push_async_callback(http.stop)
+        if settings.bounces_imap_url:
+            poller = asyncio.create_task(
+                poll_forever(
+                    intake=intake,
+                    target=ImapTarget.parse(settings.bounces_imap_url),
+                    interval=settings.bounces_imap_interval_s,
+                    stop=stop,
+                )
+            )
+            stack.push_async_callback(asyncio.wait_for, poller, 35)
+        log.info(
+            "bounces_receiver_started",
+            smtp_port=settings.bounces_smtp_port,
+            http_port=settings.bounces_http_port,
+        )
+        if started is not None:
+            started.set()
+        await stop.wait()
+    log.info("bounces_receiver_stopped")
