@@ -1,0 +1,164 @@
+"""deploy/compose.yaml: valid against the compose-spec schema and wired the way the suite runs.
+
+The schema is vendored (tests/fixtures/compose-spec.json, from the check-jsonschema package);
+variables are interpolated first with the values of deploy/compose.env.example, as
+``docker compose`` would, so a variable missing from the example fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from newsletter_cli.main import app as newsletter_app
+from shared.queue_stats import QueueStatsSettings
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
+SUITE_SERVICES = ("subscription", "renderer", "dispatcher", "bounces")
+_VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_]\w*))")
+
+
+class MissingVariable(KeyError):
+    pass
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$``."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        op, arg = match.group(2), match.group(3)
+        value = env.get(name)
+        if op in (":-", "-"):
+            return value if value not in (None, "") else arg
+        if op in (":?", "?"):
+            if not value:
+                raise MissingVariable(f"{name}: {arg}")
+            return value
+        return value or ""
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def example_env() -> dict[str, str]:
+    env = {}
+    for line in (DEPLOY / "compose.env.example").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def load_compose(env: dict[str, str]) -> dict[str, Any]:
+    loaded = yaml.safe_load(interpolate(COMPOSE.read_text(encoding="utf-8"), env))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose(example_env())
+
+
+def test_compose_file_is_valid_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(compose)
+    ]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schema_catches_mistakes() -> None:
+    """Guard against a schema that accepts anything."""
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    broken = {"services": {"web": {"image": "x", "restart": "no", "ports": [{"bogus": 1}]}}}
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
+
+
+def test_secrets_must_be_set_in_the_environment() -> None:
+    env = example_env()
+    del env["NEWSLETTER_SECRET_KEY"]
+    with pytest.raises(MissingVariable, match="NEWSLETTER_SECRET_KEY"):
+        load_compose(env)
+
+
+def test_runs_the_whole_suite(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    expected = {
+        "rabbitmq", "rabbitmq-definitions", "postgres", "mailpit", "migrate",
+        *SUITE_SERVICES, "prometheus", "grafana",
+    }  # fmt: skip
+    assert expected <= set(services)
+    assert "management" in services["rabbitmq"]["image"], "the management plugin is enabled"
+    assert services["mailpit"]["image"].startswith("axllent/mailpit")
+    assert any("8025" in port for port in services["mailpit"]["ports"]), "Mailpit's web inbox"
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def test_migrations_run_once_before_the_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["rabbitmq-definitions"]["restart"] == "no"
+    for name in SUITE_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["rabbitmq-definitions"]["condition"] == "service_completed_successfully"
+        assert depends["rabbitmq"]["condition"] == "service_healthy", name
+
+
+def test_dispatcher_can_run_several_replicas(compose: dict[str, Any]) -> None:
+    dispatcher = compose["services"]["dispatcher"]
+    assert "container_name" not in dispatcher, "a fixed name prevents --scale"
+    assert "ports" not in dispatcher, "a fixed host port prevents --scale"
+    assert int(dispatcher["deploy"]["replicas"]) >= 2
+
+
+def test_every_service_command_is_a_real_cli_command(compose: dict[str, Any]) -> None:
+    runner = CliRunner()
+    for name, service in compose["services"].items():
+        if "build" not in service or "entrypoint" in service:
+            continue
+        result = runner.invoke(newsletter_app, [*service["command"], "--help"])
+        assert result.exit_code == 0, (
+            f"{name}: newsletter {' '.join(service['command'])}: {result.output}"
+        )
+
+
+def test_environment_names_are_settings_the_code_reads(compose: dict[str, Any]) -> None:
+    known = {f"NEWSLETTER_{f.upper()}" for f in Settings.model_fields} | {"NEWSLETTER_FROM"}
+    known |= {f"NEWSLETTER_{f.upper()}" for f in QueueStatsSettings.model_fields}
+    for name in SUITE_SERVICES:
+        environment = compose["services"][name]["environment"]
+        unknown = {key for key in environment if key.startswith("NEWSLETTER_")} - known
+        assert not unknown, f"{name}: settings no code reads: {unknown}"
+        Settings.model_validate(
+            {
+                k.removeprefix("NEWSLETTER_").lower(): v
+                for k, v in environment.items()
+                if k != "NEWSLETTER_FROM"
+            }
+        )

@@ -1,0 +1,231 @@
+"""Grafana dashboard, Prometheus scrape config and alert rules checked against the code.
+
+Every ``newsletter_*`` series a panel or an alert queries must be one the code defines (found by
+reading the ``Counter``/``Gauge``/``Histogram`` calls in shared/, services/ and newsletter_cli/),
+and every label it groups or filters by must be one of that metric's labels.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "newsletter.json"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+_KINDS = {"Counter", "Gauge", "Histogram", "Summary"}
+_SUFFIXES = {
+    "Counter": ("_total", "_created"),
+    "Gauge": ("",),
+    "Histogram": ("_bucket", "_sum", "_count", "_created"),
+    "Summary": ("_sum", "_count", "_created"),
+}
+_SERIES = re.compile(r"\b(newsletter_[a-z0-9_]+)\b")
+_SELECTOR = re.compile(r"\b(newsletter_[a-z0-9_]+)\{([^}]*)\}")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+_PROMQL_FUNCTIONS = {
+    "sum", "rate", "increase", "histogram_quantile", "topk", "clamp_min", "max", "min", "avg",
+    "count", "irate", "by", "without", "and", "or", "unless", "le",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    where: str
+
+    def series(self) -> set[str]:
+        base = self.name.removesuffix("_total") if self.kind == "Counter" else self.name
+        return {base + suffix for suffix in _SUFFIXES[self.kind]}
+
+
+def _metrics_in(path: Path) -> Iterator[Metric]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        kind = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        if kind not in _KINDS or not node.args:
+            continue
+        first = node.args[0]
+        if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+            continue
+        labels: tuple[str, ...] = ()
+        label_node = node.args[2] if len(node.args) > 2 else None
+        for kw in node.keywords:
+            if kw.arg == "labelnames":
+                label_node = kw.value
+        if isinstance(label_node, ast.List | ast.Tuple):
+            labels = tuple(str(e.value) for e in label_node.elts if isinstance(e, ast.Constant))
+        yield Metric(first.value, str(kind), labels, str(path.relative_to(ROOT)))
+
+
+def defined_metrics() -> dict[str, Metric]:
+    found: dict[str, Metric] = {}
+    for package in ("shared", "services", "newsletter_cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for metric in _metrics_in(path):
+                for series in metric.series():
+                    found[series] = metric
+    return found
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    found = []
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            found.append((panel["title"], target["expr"]))
+    return found
+
+
+def alert_expressions() -> list[tuple[str, str]]:
+    rules = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+
+
+def _check_expression(where: str, expr: str, metrics: dict[str, Metric]) -> list[str]:
+    problems = []
+    names = set(_SERIES.findall(expr))
+    if not names:
+        problems.append(f"{where}: queries no newsletter_* series: {expr}")
+    for name in sorted(names - set(metrics)):
+        problems.append(f"{where}: {name} is not defined by the code")
+    known = [metrics[n] for n in names if n in metrics]
+    label_names = {label for m in known for label in m.labels} | {"le", "job", "instance"}
+    for name, matchers in _SELECTOR.findall(expr):
+        metric = metrics.get(name)
+        for matcher in filter(None, (m.strip() for m in matchers.split(","))):
+            label = re.split(r"=~|!~|!=|=", matcher)[0].strip()
+            if metric is not None and label not in metric.labels:
+                problems.append(f"{where}: {name} has no label {label!r} ({metric.where})")
+    for group in _GROUPING.findall(expr):
+        for label in filter(None, (g.strip() for g in group.split(","))):
+            if label not in label_names:
+                problems.append(f"{where}: groups by {label!r}, which no queried metric has")
+    return problems
+
+
+def test_code_defines_metrics_to_chart() -> None:
+    metrics = defined_metrics()
+    assert "newsletter_queue_messages" in metrics, "shared/queue_stats.py defines the queue gauge"
+    assert metrics["newsletter_queue_messages"].labels == ("queue", "state")
+
+
+def test_every_dashboard_query_uses_metrics_and_labels_the_code_defines() -> None:
+    metrics = defined_metrics()
+    problems = [
+        problem
+        for title, expr in dashboard_expressions()
+        for problem in _check_expression(f"panel {title!r}", expr, metrics)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_alert_uses_metrics_and_labels_the_code_defines() -> None:
+    metrics = defined_metrics()
+    problems = [
+        problem
+        for alert, expr in alert_expressions()
+        for problem in _check_expression(f"alert {alert}", expr, metrics)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_dashboard_is_provisionable_grafana_json() -> None:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert board["uid"] == "newsletter-suite"
+    assert board["title"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text(encoding="utf-8")
+    )["datasources"][0]
+    for panel in board["panels"]:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] < 24, panel["title"]
+        assert grid["x"] + grid["w"] <= 24, f"{panel['title']} is wider than the dashboard"
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"], f"{panel['title']} has no query"
+        for target in panel["targets"]:
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/newsletter.yaml").read_text(encoding="utf-8")
+    )["providers"][0]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# The metrics the working agreement names; each must appear on the dashboard once the code
+# defines it (a metric nobody defines yet cannot be charted, see the test above).
+AGREED_METRICS = (
+    "newsletter_deliveries_total",
+    "newsletter_smtp_transaction_seconds",
+    "newsletter_planned_deliveries_total",
+    "newsletter_publish_confirms_total",
+    "newsletter_render_seconds",
+    "newsletter_signups_total",
+    "newsletter_confirmations_total",
+    "newsletter_unsubscribes_total",
+    "newsletter_bounces_total",
+    "newsletter_complaints_total",
+    "newsletter_queue_messages",
+    "newsletter_queue_consumers",
+)
+
+
+def test_every_defined_agreed_metric_is_on_the_dashboard() -> None:
+    metrics = defined_metrics()
+    charted = {
+        metrics[name].name
+        for _, expr in dashboard_expressions()
+        for name in _SERIES.findall(expr)
+        if name in metrics
+    }
+    missing = [
+        name
+        for name in AGREED_METRICS
+        if any(m.name == name for m in metrics.values()) and name not in charted
+    ]
+    assert not missing, f"defined but not charted: {missing}"
+
+
+def test_prometheus_scrapes_every_process_on_its_port() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) >= {"subscription", "renderer", "dispatcher", "bounces", "rabbitmq"}
+    assert jobs["subscription"]["static_configs"][0]["targets"] == ["subscription:8000"]
+    assert jobs["renderer"]["static_configs"][0]["targets"] == ["renderer:9101"]
+    dispatcher = jobs["dispatcher"]["dns_sd_configs"][0]
+    assert dispatcher == {
+        "names": ["dispatcher"],
+        "type": "A",
+        "port": 9102,
+        "refresh_interval": "30s",
+    }, "every dispatcher replica is found through DNS"
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    for job in jobs.values():
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        assert "static_configs" in job or "dns_sd_configs" in job, job["job_name"]
+    for _, expr in alert_expressions():
+        words = set(re.findall(r"\b([a-z_]+)\s*\(", expr))
+        assert words <= _PROMQL_FUNCTIONS, f"unexpected PromQL function in {expr}: {words}"
+
+
+@pytest.mark.parametrize("path", [PROMETHEUS, ALERTS], ids=lambda p: p.name)
+def test_prometheus_files_are_plain_yaml_mappings(path: Path) -> None:
+    assert isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict)
