@@ -83,6 +83,7 @@ class Suppression(SQLModel, table=True):
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     created_at: datetime = created_at_field()
     lifted_at: datetime | None = optional_at_field()
+    lift_note: str = Field(default="", max_length=255)  # who lifted it and why (admin API)
 
 
 class BounceDecision(SQLModel, table=True):
@@ -107,6 +108,7 @@ class BounceDecision(SQLModel, table=True):
     source: str = Field(default="", max_length=32)  # smtp|dsn|arf|ses|postmark|sendgrid|imap
     evidence: str = Field(default="", max_length=512)  # file or message reference
     decision: str = Field(max_length=32)  # suppressed|scored|recorded|unsubscribed|ignored
+    reason: str = Field(default="", max_length=255)  # why this decision (score, threshold...)
     created_at: datetime = created_at_field(index=True)
 
 
