@@ -27,6 +27,7 @@ import aio_pika
 import structlog
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.subscription.dependencies import AdminDep, SessionDep, SettingsDep, require_admin
 from shared.messaging.topology import DEAD_LETTER_QUEUE
@@ -56,6 +57,16 @@ QUEUE_CACHE_S = 2.0
 DEAD_LETTER_PEEK_EVERY_S = 30.0
 DEAD_LETTER_PEEK_LIMIT = 10
 DEFAULT_REFRESH_S = 5
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 @dataclass
@@ -79,12 +90,16 @@ class OpsState:
     settings: Settings
     management_url: str = ""
     reader: QueueStatsReader | None = None
-    metrics: QueueMetrics = field(default_factory=QueueMetrics.on)
+    registry: CollectorRegistry = REGISTRY
+    metrics: QueueMetrics = field(init=False)
     snapshot: QueueSnapshot | None = None
     queue_error: str = ""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_letters_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.metrics = QueueMetrics.on(self.registry)
 
     def queue_reader(self) -> QueueStatsReader:
         if self.reader is None:
@@ -164,7 +179,11 @@ async def ops_lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         return
     stats_settings = QueueStatsSettings()
-    state = OpsState(settings=settings, management_url=stats_settings.rabbitmq_management_url)
+    state = OpsState(
+        settings=settings,
+        management_url=stats_settings.rabbitmq_management_url,
+        registry=getattr(app.state, "registry", REGISTRY),
+    )
     app.state.ops = state
     stop = asyncio.Event()
     exporter = asyncio.create_task(
@@ -191,7 +210,11 @@ router = APIRouter(lifespan=ops_lifespan)
 def _state(request: Request, settings: Settings) -> OpsState:
     state: OpsState | None = getattr(request.app.state, "ops", None)
     if state is None:
-        state = OpsState(settings=settings)
+        state = OpsState(
+            settings=settings,
+            management_url=QueueStatsSettings().rabbitmq_management_url,
+            registry=getattr(request.app.state, "registry", REGISTRY),
+        )
         request.app.state.ops = state
     return state
 
@@ -254,9 +277,9 @@ async def admin_page(
     try:
         require_admin(request, settings)
     except HTTPException:
-        return HTMLResponse(_login_page(error=""), status_code=401)
+        return HTMLResponse(_login_page(error=""), status_code=401, headers=SECURITY_HEADERS)
     summary = await _summary(request, settings, session)
-    return HTMLResponse(_page(summary, refresh_s=refresh), headers={"cache-control": "no-store"})
+    return HTMLResponse(_page(summary, refresh_s=refresh), headers=SECURITY_HEADERS)
 
 
 @router.get("/admin/sections", response_class=HTMLResponse, include_in_schema=False)
@@ -264,7 +287,7 @@ async def admin_sections(
     request: Request, settings: SettingsDep, session: SessionDep, _: AdminDep
 ) -> Response:
     summary = await _summary(request, settings, session)
-    return HTMLResponse(_sections(summary), headers={"cache-control": "no-store"})
+    return HTMLResponse(_sections(summary), headers=SECURITY_HEADERS)
 
 
 @router.get("/admin/summary.json")
@@ -281,7 +304,11 @@ async def admin_login(settings: SettingsDep, token: Annotated[str, Form()] = "")
     expected = settings.admin_token.get_secret_value()
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         log.info("admin_login_refused")
-        return HTMLResponse(_login_page(error="That token is not right."), status_code=401)
+        return HTMLResponse(
+            _login_page(error="That token is not right."),
+            status_code=401,
+            headers=SECURITY_HEADERS,
+        )
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         COOKIE,
