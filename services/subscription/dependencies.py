@@ -1,8 +1,9 @@
 """Typed FastAPI dependencies over the resources the lifespan puts on ``app.state``.
 
 The lifespan (``app.py``) sets ``app.state.settings`` (Settings), ``app.state.sessions``
-(async_sessionmaker) and ``app.state.publisher`` (Publisher); routes take them through these
-aliases instead of reaching for globals.
+(async_sessionmaker), ``app.state.publisher`` (Publisher) and ``app.state.components``
+(this service's own collaborators); routes take them through these aliases instead of
+reaching for globals.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription.components import Components
+from services.subscription.mail_commands import TransactionalMail
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 
@@ -33,9 +36,21 @@ def get_publisher(request: Request) -> Publisher:
     return publisher
 
 
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+def get_mail(request: Request) -> TransactionalMail:
+    mail: TransactionalMail = request.app.state.mail
+    return mail
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+ComponentsDep = Annotated[Components, Depends(get_components)]
+MailDep = Annotated[TransactionalMail, Depends(get_mail)]
 
 
 def require_admin(request: Request, settings: SettingsDep) -> None:

@@ -1,0 +1,154 @@
+"""``create_app(settings)``: the subscription service's FastAPI app and its lifespan.
+
+The lifespan opens, in an ``AsyncExitStack``, the database engine, a robust AMQP connection,
+a confirming :class:`Publisher` and the bounce feedback consumer, declares the topology, and
+closes everything in reverse order on the way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.subscription.components import Components
+from services.subscription.feedback.consumer import FeedbackConsumer
+from services.subscription.form_guard import CsrfGuard, TimeTrap
+from services.subscription.link_tokens import LinkTokenReader
+from services.subscription.mail_commands import TransactionalMail
+from services.subscription.metrics import SubscriptionMetrics
+from services.subscription.pages import Pages
+from services.subscription.policy import SignupPolicy
+from services.subscription.rate_limits import SlidingWindowLimiter
+from services.subscription.routes import admin_api, bounces, health, links, ops, signup
+from services.subscription.timing import ResponseFloor
+from shared.db.engine import create_engine, session_factory
+from shared.links import Links
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import connect, declare_topology
+from shared.settings import Settings
+from shared.tokens import TokenSigner
+
+log = structlog.get_logger(__name__)
+
+OPENAPI_TAGS = [
+    {"name": "pages", "description": "Public HTML pages of the subscriber's journey."},
+    {
+        "name": "admin",
+        "description": "Admin API. Every call needs `Authorization: Bearer "
+        "<NEWSLETTER_ADMIN_TOKEN>`.",
+    },
+    {"name": "probes", "description": "Health, readiness and Prometheus metrics."},
+]
+
+
+def build_components(
+    settings: Settings, *, policy: SignupPolicy, registry: CollectorRegistry
+) -> Components:
+    secret = settings.secret_key.get_secret_value()
+    return Components(
+        policy=policy,
+        links=Links(public_url=settings.public_url, signer=TokenSigner(secret)),
+        reader=LinkTokenReader(secret),
+        csrf=CsrfGuard(secret),
+        time_trap=TimeTrap(secret),
+        ip_limiter=SlidingWindowLimiter(limit=policy.ip_limit, window_s=policy.ip_window_s),
+        floor=ResponseFloor(policy.response_floor_s),
+        pages=Pages(
+            csrf=CsrfGuard(secret), secure_cookies=settings.public_url.startswith("https://")
+        ),
+        metrics=SubscriptionMetrics.create(registry),
+        ip_key=hashlib.sha256(b"newsletter.ip:" + secret.encode()).digest(),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    policy: SignupPolicy | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The app; ``registry`` defaults to a private one (the CLI passes the process default)."""
+    metrics_registry = registry if registry is not None else CollectorRegistry()
+    components = build_components(
+        settings, policy=policy or SignupPolicy(), registry=metrics_registry
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            sessions = session_factory(engine)
+            connection = await connect(settings.amqp_url)
+            stack.push_async_callback(connection.close)
+            channel = await connection.channel()
+            await declare_topology(channel)
+            await channel.close()
+            publisher = await Publisher.open(connection)
+            stack.push_async_callback(publisher.close)
+            app.state.settings = settings
+            app.state.sessions = sessions
+            app.state.connection = connection
+            app.state.publisher = publisher
+            app.state.registry = metrics_registry
+            app.state.components = components
+            app.state.mail = TransactionalMail(
+                links=components.links, publisher=publisher, public_url=settings.public_url
+            )
+            feedback = await FeedbackConsumer.start(
+                connection=connection, sessions=sessions, publisher=publisher
+            )
+            stack.push_async_callback(feedback.stop)
+            log.info("subscription_started")
+            yield
+        log.info("subscription_stopped")
+
+    app = FastAPI(
+        title="Newsletter subscription service",
+        description=(
+            "Signup form, double opt-in, unsubscribe (with RFC 8058 one-click), preferences, "
+            "and the admin API (`/api/...`, bearer `NEWSLETTER_ADMIN_TOKEN`)."
+        ),
+        version="1.0",
+        lifespan=lifespan,
+        openapi_tags=OPENAPI_TAGS,
+    )
+    app.state.settings = settings
+    app.state.components = components
+    app.state.registry = metrics_registry
+    app.include_router(health.router)
+    app.include_router(signup.router)
+    app.include_router(links.router)
+    app.include_router(admin_api.router)
+    app.include_router(ops.router)
+    app.include_router(bounces.router)
+    _install_error_pages(app)
+    return app
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    """Hostile or broken requests get a clear 4xx, and no stack trace ever gets out."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> Response:
+        fields = [".".join(str(p) for p in e.get("loc", ())) for e in err.errors()][:10]
+        return JSONResponse({"detail": "invalid request", "fields": fields}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        return JSONResponse(
+            {"detail": err.detail}, status_code=err.status_code, headers=err.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> Response:
+        log.exception("request_failed", path=request.url.path, error=type(err).__name__)
+        return JSONResponse({"detail": "internal error"}, status_code=500)

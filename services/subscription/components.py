@@ -1,0 +1,41 @@
+"""The subscription app's own collaborators, built once by ``create_app`` and put on
+``app.state.components`` (routes take them through ``ComponentsDep``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from services.subscription.form_guard import CsrfGuard, TimeTrap
+from services.subscription.link_tokens import LinkTokenReader
+from services.subscription.metrics import SubscriptionMetrics
+from services.subscription.pages import Pages
+from services.subscription.policy import SignupPolicy
+from services.subscription.rate_limits import SlidingWindowLimiter
+from services.subscription.timing import ResponseFloor
+from shared.links import Links
+
+
+@dataclass
+class Components:
+    policy: SignupPolicy
+    links: Links
+    reader: LinkTokenReader
+    csrf: CsrfGuard
+    time_trap: TimeTrap
+    ip_limiter: SlidingWindowLimiter
+    floor: ResponseFloor
+    pages: Pages
+    metrics: SubscriptionMetrics
+    ip_key: bytes
+
+    def client_ip(self, request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def ip_hash(self, request: Request) -> str:
+        """A keyed hash of the client IP for the consent ledger (not reversible offline)."""
+        ip = self.client_ip(request).encode()
+        return hmac.new(self.ip_key, ip, hashlib.sha256).hexdigest()[:32]

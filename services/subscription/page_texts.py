@@ -1,0 +1,58 @@
+"""Sentences that pages build in code; marked with ``N_`` so the catalog check finds them.
+
+They are translated when a page is rendered (``Pages.text``); the templates hold the rest.
+"""
+
+from __future__ import annotations
+
+
+def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark, do not translate"
+    return message
+
+
+SIGNUP_DONE_HEADING = N_("Check your inbox")
+SIGNUP_DONE_TEXT = N_(
+    "If this address can receive our mail, a message with a confirmation link is on its way. "
+    "Your subscription starts when you confirm it."
+)
+INVALID_ADDRESS = N_("Please enter a valid email address, for example name@example.org.")
+NON_ASCII_LOCAL = N_(
+    "Addresses with non-Latin letters before the @ are not supported yet. "
+    "Please use another address."
+)
+NO_LANGUAGE = N_("Please choose at least one edition.")
+FORM_EXPIRED = N_("This form was open for too long. Please submit it again.")
+SESSION_EXPIRED_HEADING = N_("Please try again")
+SESSION_EXPIRED_TEXT = N_(
+    "Your session has expired or cookies are blocked. Reload the page and submit the form again."
+)
+TOO_MANY_HEADING = N_("Too many attempts")
+TOO_MANY_TEXT = N_("Too many attempts from your network. Please try again later.")
+UNAVAILABLE_HEADING = N_("Temporarily unavailable")
+UNAVAILABLE_TEXT = N_("We could not process your request just now. Please try again in a minute.")
+BACK_TO_FORM = N_("Back to the signup form")
+CONFIRM_HEADING = N_("Confirm your subscription")
+CONFIRM_TEXT = N_("Press the button to confirm your subscription to the Weekly Digest.")
+CONFIRM_BUTTON = N_("Confirm my subscription")
+CONFIRMED_HEADING = N_("Your subscription is confirmed")
+CONFIRMED_TEXT = N_("Thank you. The next edition will reach you.")
+INVALID_LINK_HEADING = N_("This link is not valid")
+INVALID_LINK_TEXT = N_(
+    "The link may be incomplete or no longer apply. Copy the whole link from the mail, "
+    "or sign up again."
+)
+EXPIRED_HEADING = N_("This link has expired")
+EXPIRED_TEXT = N_("Confirmation links are valid for 7 days. We can send you a new one.")
+EXPIRED_BUTTON = N_("Send me a new link")
+RESENT_TEXT = N_(
+    "If your subscription is still waiting for confirmation, a new link is on its way."
+)
+UNSUBSCRIBE_HEADING = N_("Unsubscribe")
+UNSUBSCRIBE_TEXT = N_("Press the button to stop receiving the Weekly Digest.")
+UNSUBSCRIBE_BUTTON = N_("Unsubscribe")
+PREFERENCES_INSTEAD = N_("Change my editions instead")
+UNSUBSCRIBED_HEADING = N_("You are unsubscribed")
+UNSUBSCRIBED_TEXT = N_("You will receive no more editions. You can sign up again at any time.")
+SIGN_UP_AGAIN = N_("Sign up again")
+PREFERENCES_SAVED = N_("Your preferences are saved.")
+NOT_SUBSCRIBED_TEXT = N_("This address is not subscribed. To receive the digest again, sign up.")

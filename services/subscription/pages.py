@@ -1,0 +1,117 @@
+"""Rendering our HTML pages: language, CSRF cookie, security headers, one place.
+
+Every page is rendered by :meth:`Pages.render`, which sets ``<html lang>``, the language
+switch, a CSRF pair (cookie + hidden field) and headers that keep pages out of frames and
+caches and links from leaking tokens in ``Referer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment
+
+from services.subscription.form_guard import CSRF_COOKIE, CsrfGuard
+from services.subscription.i18n import load_translations, page_environments
+from services.subscription.languages import LANGUAGE_NAMES, choose_language
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class Pages:
+    def __init__(self, *, csrf: CsrfGuard, secure_cookies: bool) -> None:
+        self._environments: dict[str, Environment] = page_environments()
+        self._translations = {lang: load_translations(lang) for lang in self._environments}
+        self._csrf = csrf
+        self._secure = secure_cookies
+
+    def language(self, request: Request, explicit: str | None = None) -> str:
+        return choose_language(
+            explicit or request.query_params.get("lang"), request.headers.get("accept-language")
+        )
+
+    def text(self, lang: str, message: str) -> str:
+        return str(self._translations[lang].gettext(message))
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        *,
+        lang: str,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        pair = self._csrf.pair_for(request.cookies.get(CSRF_COOKIE))
+        keep = {
+            key: value
+            for key, value in request.query_params.items()
+            if key == "token" and request.method == "GET"
+        }
+        switch_links = [
+            (code, name, f"{request.url.path}?{urlencode({**keep, 'lang': code})}")
+            for code, name in LANGUAGE_NAMES.items()
+        ]
+        html = (
+            self._environments[lang]
+            .get_template(template)
+            .render(
+                lang=lang,
+                switch_links=switch_links,
+                language_names=LANGUAGE_NAMES,
+                csrf_token=pair.field,
+                **context,
+            )
+        )
+        response = HTMLResponse(
+            html,
+            status_code=status_code,
+            headers={**SECURITY_HEADERS, "Content-Language": lang, **(headers or {})},
+        )
+        if pair.is_new:
+            response.set_cookie(
+                CSRF_COOKIE,
+                pair.cookie,
+                httponly=True,
+                samesite="lax",
+                secure=self._secure,
+                path="/",
+            )
+        return response
+
+    def message(
+        self,
+        request: Request,
+        *,
+        lang: str,
+        heading: str,
+        paragraphs: list[str],
+        status_code: int = 200,
+        link: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        """A page of translated sentences (``page_texts`` constants) and an optional link."""
+        return self.render(
+            request,
+            "message.html",
+            lang=lang,
+            status_code=status_code,
+            headers=headers,
+            heading=self.text(lang, heading),
+            paragraphs=[self.text(lang, p) for p in paragraphs],
+            link_href=link[0] if link else None,
+            link_text=self.text(lang, link[1]) if link else None,
+        )

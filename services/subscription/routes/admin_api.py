@@ -1,0 +1,208 @@
+"""The admin API under ``/api``: bearer ``NEWSLETTER_ADMIN_TOKEN`` on every call.
+
+List and search subscribers, count them per language segment, import CSV, export CSV or
+JSON, and erase (GDPR). Documented in the app's OpenAPI schema (``/docs``, ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.subscription.address_rules import normalize_address
+from services.subscription.csv_import import MAX_IMPORT_BYTES, ImportReport, import_csv
+from services.subscription.dependencies import AdminDep, SessionDep
+from services.subscription.directory import (
+    SegmentCount,
+    SubscriberPage,
+    SubscriberPublic,
+    export_subscribers,
+    get_subscriber,
+    list_subscribers,
+    segment_counts,
+)
+from services.subscription.erasure import erase_address, erase_subscriber
+from services.subscription.errors import ImportRejected, InvalidAddress
+
+router = APIRouter(
+    prefix="/api",
+    tags=["admin"],
+    responses={401: {"description": "Missing or wrong bearer token"}},
+)
+
+StatusFilter = Literal["pending", "active", "unsubscribed"]
+LanguageFilter = Literal["en", "be", "ru"]
+
+
+class SegmentsAnswer(BaseModel):
+    segments: list[SegmentCount]
+
+
+class ErasureRequest(BaseModel):
+    email: str = Field(max_length=320, description="The address to erase and suppress")
+
+
+class ErasureAnswer(BaseModel):
+    erased_subscriber_id: int | None
+    suppressed: bool = True
+
+
+@router.get("/subscribers", summary="List and search subscribers")
+async def subscribers(
+    *,
+    _: AdminDep,
+    session: SessionDep,
+    status: StatusFilter | None = None,
+    language: LanguageFilter | None = None,
+    q: Annotated[str | None, Query(max_length=320, description="Part of the address")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SubscriberPage:
+    return await list_subscribers(
+        session=session, status=status, language=language, search=q, limit=limit, offset=offset
+    )
+
+
+@router.get("/segments", summary="Subscriber counts per language segment and status")
+async def segments(_: AdminDep, session: SessionDep) -> SegmentsAnswer:
+    return SegmentsAnswer(segments=await segment_counts(session=session))
+
+
+@router.get(
+    "/subscribers/export",
+    summary="Export subscribers as CSV or JSON",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+)
+async def export(
+    _: AdminDep,
+    session: SessionDep,
+    format: Literal["csv", "json"] = "csv",
+    status: StatusFilter | None = None,
+    language: LanguageFilter | None = None,
+) -> StreamingResponse:
+    rows = export_subscribers(session=session, status=status, language=language)
+    if format == "json":
+        return StreamingResponse(
+            _json_lines(rows),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="subscribers.json"'},
+        )
+    return StreamingResponse(
+        _csv_lines(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'},
+    )
+
+
+async def _csv_lines(rows: AsyncIterator[SubscriberPublic]) -> AsyncIterator[str]:
+    columns = ["id", "email", "status", "locale", "languages", "created_at", "confirmed_at"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    async for row in rows:
+        writer.writerow(
+            [
+                row.id,
+                row.email,
+                row.status,
+                row.locale,
+                " ".join(row.languages),
+                row.created_at.isoformat(),
+                row.confirmed_at.isoformat() if row.confirmed_at else "",
+            ]
+        )
+        if buffer.tell() > 64_000:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+async def _json_lines(rows: AsyncIterator[SubscriberPublic]) -> AsyncIterator[str]:
+    yield "["
+    first = True
+    async for row in rows:
+        yield ("" if first else ",") + json.dumps(row.model_dump(mode="json"), ensure_ascii=False)
+        first = False
+    yield "]"
+
+
+@router.get(
+    "/subscribers/{subscriber_id}",
+    summary="One subscriber",
+    responses={404: {"description": "No such subscriber"}},
+)
+async def subscriber(_: AdminDep, session: SessionDep, subscriber_id: int) -> SubscriberPublic:
+    found = await get_subscriber(session=session, subscriber_id=subscriber_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such subscriber")
+    return found
+
+
+@router.post(
+    "/subscribers/import",
+    summary="Import subscribers from CSV",
+    description=(
+        "CSV with a header row: `email` (required), `languages` (editions separated by "
+        "spaces or `;`), `locale`. Without `prior_consent` people are stored as pending and "
+        "are not mailed until they confirm; with it they are active and the ledger records "
+        "`source` and `consent_text_version`. Suppressed and known addresses are skipped."
+    ),
+    responses={400: {"description": "The file is unusable"}},
+)
+async def import_subscribers(
+    _: AdminDep,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="UTF-8 CSV file")],
+    source: Annotated[str, Query(min_length=1, max_length=255, description="Consent source")],
+    prior_consent: bool = False,
+    consent_text_version: Annotated[str, Query(max_length=32)] = "import",
+) -> ImportReport:
+    data = await file.read(MAX_IMPORT_BYTES + 1)
+    try:
+        return await import_csv(
+            session=session,
+            data=data,
+            source=source,
+            prior_consent=prior_consent,
+            consent_text_version=consent_text_version,
+        )
+    except ImportRejected as err:
+        raise HTTPException(status_code=400, detail=str(err)) from err
+
+
+@router.delete(
+    "/subscribers/{subscriber_id}",
+    summary="Erase a subscriber (GDPR)",
+    description="Personal data is removed; a hashed suppression entry stays.",
+    responses={404: {"description": "No such subscriber"}},
+)
+async def erase(_: AdminDep, session: SessionDep, subscriber_id: int) -> ErasureAnswer:
+    if not await erase_subscriber(session=session, subscriber_id=subscriber_id):
+        raise HTTPException(status_code=404, detail="no such subscriber")
+    return ErasureAnswer(erased_subscriber_id=subscriber_id)
+
+
+@router.post(
+    "/erasures",
+    summary="Erase an address (GDPR), subscribed or not",
+    description="Erases the subscriber with this address, if any, and suppresses its hash.",
+    responses={422: {"description": "Not an address"}},
+)
+async def erase_by_address(_: AdminDep, session: SessionDep, body: ErasureRequest) -> ErasureAnswer:
+    try:
+        address = normalize_address(body.email)
+    except InvalidAddress as err:
+        raise HTTPException(status_code=422, detail=f"email: {err.reason}") from err
+    erased = await erase_address(
+        session=session, email=address.email, email_hash=address.email_hash
+    )
+    return ErasureAnswer(erased_subscriber_id=erased)

@@ -1,0 +1,190 @@
+"""The signup form: ``GET /`` shows it, ``POST /subscribe`` answers the same for every address.
+
+Order of the checks on a post: per-IP limit (429), CSRF (403), bots (honeypot or time trap:
+the normal answer, nothing stored), a stale form (400, shown again), the address and the
+editions (422, shown again), then the signup itself, held to the response floor.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.datastructures import FormData
+
+from services.subscription import page_texts as texts
+from services.subscription.address_rules import MAX_LENGTH, NormalizedAddress, normalize_address
+from services.subscription.dependencies import ComponentsDep, MailDep
+from services.subscription.errors import InvalidAddress, MailQueueUnavailable
+from services.subscription.form_guard import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    HONEYPOT_FIELD,
+    STAMP_FIELD,
+)
+from services.subscription.languages import clean_languages
+from services.subscription.signup import SignupOutcome, SignupRequest, sign_up
+
+router = APIRouter(tags=["pages"])
+log = structlog.get_logger(__name__)
+
+
+def _field(form: FormData, name: str, limit: int = 4096) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _form_page(
+    request: Request,
+    components: ComponentsDep,
+    *,
+    lang: str,
+    status_code: int = 200,
+    error: str | None = None,
+    email: str = "",
+    chosen: list[str] | None = None,
+) -> HTMLResponse:
+    return components.pages.render(
+        request,
+        "signup.html",
+        lang=lang,
+        status_code=status_code,
+        error=components.pages.text(lang, error) if error else None,
+        email=email[:MAX_LENGTH],
+        chosen=chosen if chosen is not None else [lang],
+        form_stamp=components.time_trap.stamp(),
+    )
+
+
+@router.get("/", response_class=HTMLResponse, summary="The signup form")
+async def signup_form(request: Request, components: ComponentsDep) -> HTMLResponse:
+    return _form_page(request, components, lang=components.pages.language(request))
+
+
+@router.post("/subscribe", response_class=HTMLResponse, summary="Sign up (double opt-in)")
+async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) -> HTMLResponse:
+    started = components.floor.start()
+    pages = components.pages
+    form = await request.form()
+    lang = pages.language(request, _field(form, "lang", 8))
+    refusal = _refusal(request, components, form=form, lang=lang)
+    if refusal is not None:
+        return refusal
+    raw_email = _field(form, "email", 20_000)
+    chosen = clean_languages([v for v in form.getlist("languages") if isinstance(v, str)])
+    policy = components.policy
+    age = components.time_trap.age_s(
+        _field(form, STAMP_FIELD, 256), max_age_s=policy.signup_form_max_age_s
+    )
+    if _field(form, HONEYPOT_FIELD) or age is None or age < policy.signup_min_seconds:
+        reason = "honeypot" if _field(form, HONEYPOT_FIELD) else "time_trap"
+        log.info("signup_trapped", reason=reason)
+        await components.floor.hold(started)
+        return _done_page(request, components, lang)
+    if age == float("inf"):
+        return _form_page(
+            request,
+            components,
+            lang=lang,
+            status_code=400,
+            error=texts.FORM_EXPIRED,
+            email=raw_email,
+            chosen=chosen,
+        )
+    address, problem = _checked_address(raw_email, chosen)
+    if address is None or problem is not None:
+        return _form_page(
+            request,
+            components,
+            lang=lang,
+            status_code=422,
+            error=problem,
+            email=address.email if address else raw_email,
+            chosen=chosen,
+        )
+    shown_at = datetime.now(UTC) - timedelta(seconds=age)
+    try:
+        result = await sign_up(
+            sessions=request.app.state.sessions,
+            mail=mail,
+            request=SignupRequest(
+                address=address,
+                languages=chosen,
+                locale=lang,
+                consent_text_version=policy.consent_text_version,
+                form="signup",
+                source="signup form",
+                client_ip_hash=components.ip_hash(request),
+                shown_at=shown_at,
+            ),
+            confirmation_interval_s=policy.confirmation_interval_s,
+        )
+    except MailQueueUnavailable:
+        return pages.message(
+            request,
+            lang=lang,
+            heading=texts.UNAVAILABLE_HEADING,
+            paragraphs=[texts.UNAVAILABLE_TEXT],
+            status_code=503,
+            headers={"Retry-After": "60"},
+        )
+    if result.outcome in {SignupOutcome.CREATED, SignupOutcome.RESUBSCRIBED}:
+        components.metrics.signups.labels(language=lang).inc()
+    await components.floor.hold(started)
+    return _done_page(request, components, lang)
+
+
+def _checked_address(
+    raw_email: str, chosen: list[str]
+) -> tuple[NormalizedAddress | None, str | None]:
+    """The normalized address and the page text of the first problem with the post, if any."""
+    try:
+        address = normalize_address(raw_email)
+    except InvalidAddress as err:
+        log.info("signup_invalid_address", reason=err.reason)
+        if err.reason == "non_ascii_local_part":
+            return None, texts.NON_ASCII_LOCAL
+        return None, texts.INVALID_ADDRESS
+    return address, (None if chosen else texts.NO_LANGUAGE)
+
+
+def _refusal(
+    request: Request, components: ComponentsDep, *, form: FormData, lang: str
+) -> HTMLResponse | None:
+    """The answer to a post refused before reading it: over the IP limit, or no CSRF pair."""
+    pages = components.pages
+    ip = components.client_ip(request)
+    if not components.ip_limiter.allow(ip):
+        log.info("signup_rate_limited")
+        return pages.message(
+            request,
+            lang=lang,
+            heading=texts.TOO_MANY_HEADING,
+            paragraphs=[texts.TOO_MANY_TEXT],
+            status_code=429,
+            headers={"Retry-After": str(components.ip_limiter.retry_after_s(ip))},
+        )
+    if not components.csrf.check(
+        cookie=request.cookies.get(CSRF_COOKIE), field=_field(form, CSRF_FIELD, 256)
+    ):
+        log.info("signup_csrf_refused")
+        return pages.message(
+            request,
+            lang=lang,
+            heading=texts.SESSION_EXPIRED_HEADING,
+            paragraphs=[texts.SESSION_EXPIRED_TEXT],
+            status_code=403,
+            link=(f"/?lang={lang}", texts.BACK_TO_FORM),
+        )
+    return None
+
+
+def _done_page(request: Request, components: ComponentsDep, lang: str) -> HTMLResponse:
+    return components.pages.message(
+        request,
+        lang=lang,
+        heading=texts.SIGNUP_DONE_HEADING,
+        paragraphs=[texts.SIGNUP_DONE_TEXT],
+    )

@@ -1,0 +1,164 @@
+"""Storing a signup: the double opt-in's first half.
+
+Whatever the address's state, the caller shows the same answer; the :class:`SignupOutcome`
+is only for logs and tests. A confirmation mail goes out only if the address is not
+suppressed, still needs confirming, and has not had one in the last interval (one per hour by
+default, enforced in the database so it holds across replicas).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.subscription.address_rules import NormalizedAddress
+from services.subscription.errors import MailQueueUnavailable
+from services.subscription.languages import as_language
+from services.subscription.mail_commands import TransactionalMail
+from services.subscription.records import (
+    claim_confirmation_slot,
+    is_suppressed,
+    release_confirmation_slot,
+    set_languages,
+)
+from shared.db.tables import ConsentRecord, Subscriber, SubscriberStatus
+from shared.db.tables.timestamps import utcnow
+
+log = structlog.get_logger(__name__)
+_ATTEMPTS = 3
+
+
+class SignupOutcome(StrEnum):
+    CREATED = "created"
+    PENDING_AGAIN = "pending_again"
+    RESUBSCRIBED = "resubscribed"
+    ALREADY_ACTIVE = "already_active"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    address: NormalizedAddress
+    languages: list[str]
+    locale: str
+    consent_text_version: str
+    form: str = "signup"
+    source: str = ""
+    client_ip_hash: str = ""
+    shown_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    outcome: SignupOutcome
+    subscriber_id: int | None
+    mailed: bool
+
+
+async def sign_up(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    mail: TransactionalMail,
+    request: SignupRequest,
+    confirmation_interval_s: int,
+) -> SignupResult:
+    """Store or refresh the pending subscriber and request its confirmation mail.
+
+    Raises :class:`MailQueueUnavailable` if the mail could not be queued (nothing promised).
+    """
+    for attempt in range(_ATTEMPTS):
+        now = utcnow()
+        try:
+            async with sessions() as session:
+                outcome, subscriber_id = await _store(session, request=request, now=now)
+                claimed = subscriber_id is not None and await claim_confirmation_slot(
+                    session,
+                    subscriber_id=subscriber_id,
+                    now=now,
+                    interval_s=confirmation_interval_s,
+                )
+                await session.commit()
+            break
+        except IntegrityError:
+            # Two signups of one new address raced; the loser finds the winner's row.
+            if attempt == _ATTEMPTS - 1:
+                raise
+    if subscriber_id is None or not claimed:
+        log.info("signup_stored", outcome=outcome, subscriber_id=subscriber_id, mailed=False)
+        return SignupResult(outcome=outcome, subscriber_id=subscriber_id, mailed=False)
+    try:
+        await mail.request(
+            "confirmation",
+            subscriber_id=subscriber_id,
+            email=request.address.email,
+            email_hash=request.address.email_hash,
+            language=as_language(request.locale),
+        )
+    except MailQueueUnavailable:
+        async with sessions() as session:
+            await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
+            await session.commit()
+        raise
+    log.info("signup_stored", outcome=outcome, subscriber_id=subscriber_id, mailed=True)
+    return SignupResult(outcome=outcome, subscriber_id=subscriber_id, mailed=True)
+
+
+async def _store(
+    session: AsyncSession, *, request: SignupRequest, now: datetime
+) -> tuple[SignupOutcome, int | None]:
+    """The state change of one signup; returns the subscriber to mail, if any."""
+    address = request.address
+    if await is_suppressed(session, address.email_hash):
+        return SignupOutcome.SUPPRESSED, None
+    found = await session.exec(select(Subscriber).where(Subscriber.email == address.email))
+    subscriber = found.first()
+    if subscriber is not None and subscriber.status == SubscriberStatus.ACTIVE:
+        return SignupOutcome.ALREADY_ACTIVE, None
+    if subscriber is None:
+        outcome = SignupOutcome.CREATED
+        subscriber = Subscriber(
+            email=address.email,
+            email_hash=address.email_hash,
+            email_domain=address.domain,
+            status=SubscriberStatus.PENDING,
+            locale=request.locale,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(subscriber)
+        await session.flush()
+    else:
+        outcome = (
+            SignupOutcome.RESUBSCRIBED
+            if subscriber.status == SubscriberStatus.UNSUBSCRIBED
+            else SignupOutcome.PENDING_AGAIN
+        )
+        subscriber.status = SubscriberStatus.PENDING
+        subscriber.locale = request.locale
+        subscriber.updated_at = now
+        session.add(subscriber)
+    assert subscriber.id is not None
+    await set_languages(session, subscriber.id, request.languages)
+    session.add(
+        ConsentRecord(
+            subscriber_id=subscriber.id,
+            email_hash=address.email_hash,
+            consent_text_version=request.consent_text_version,
+            consent_language=request.locale,
+            languages=",".join(request.languages),
+            form=request.form,
+            source=request.source[:255],
+            client_ip_hash=request.client_ip_hash,
+            shown_at=request.shown_at,
+            given_at=now,
+        )
+    )
+    await session.flush()
+    return outcome, subscriber.id
