@@ -345,7 +345,8 @@ margin-bottom:1rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #eef0f3}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.bar{background:#e6e9ef;border-radius:3px;height:.7rem;min-width:8rem;overflow:hidden}
+.bar{display:inline-block;vertical-align:middle;background:#e6e9ef;border-radius:3px;
+height:.7rem;width:8rem;overflow:hidden;margin-right:.4rem}
 .bar>span{display:block;height:100%;background:#2f7d4f}
 .muted{color:#6b7280}.warn{color:#a15c00}.bad{color:#b42318}.ok{color:#2f7d4f}
 header{display:flex;justify-content:space-between;align-items:baseline}

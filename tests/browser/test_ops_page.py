@@ -1,0 +1,182 @@
+"""The ops page in headless Chromium: sign in with the token, read the sends, watch it refresh.
+
+The real subscription app (``create_app``) is served by uvicorn on a free port; Chromium is
+Debian's (``/usr/bin/chromium``), driven by Playwright. A screenshot is kept in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.async_api import Page, async_playwright, expect
+from sqlalchemy import update
+from sqlmodel import col
+
+from newsletter_cli.processes import free_port
+from services.subscription.app import create_app
+from shared.db.engine import create_engine, session_factory
+from shared.db.tables import Delivery, Send
+from shared.messaging import topology
+from shared.settings import Settings, load_settings
+from tests.support import infra
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+TOKEN = "browser-ops-admin-token"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser_amqp_url() -> Iterator[str]:
+    """A private vhost; the app's lifespan declares the topology in it."""
+    name, url = infra.create_vhost()
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture
+def ops_settings(browser_amqp_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        mode="test",
+        amqp_url=browser_amqp_url,
+        database_url=sqlite_url,
+        var_dir=tmp_path,
+        secret_key="browser-ops-secret-" + "s" * 32,
+        admin_token=TOKEN,
+    )
+
+
+@pytest.fixture
+async def base_url(ops_settings: Settings) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(ops_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def page(base_url: str) -> AsyncIterator[Page]:
+    """Depends on ``base_url`` so that the SQLite migration (which runs an event loop of its
+    own and leaves none set) happens before this fixture's loop is in use."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 1100})
+            yield await context.new_page()
+        finally:
+            await browser.close()
+
+
+async def seed(settings: Settings) -> str:
+    """A running send: en 3 sent of 4, be 1 failed, 1 sent."""
+    send_id = str(uuid.uuid4())
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            session.add(
+                Send(id=send_id, issue_key="2026-48", languages="en,be", status="running", total=6)
+            )
+            await session.flush()
+            rows = [("en", "sent")] * 3 + [("en", "queued"), ("be", "sent"), ("be", "failed")]
+            for n, (language, status) in enumerate(rows):
+                session.add(
+                    Delivery(
+                        dedupe_key=f"send:{send_id}:{n}",
+                        send_id=send_id,
+                        subscriber_id=n,
+                        email=f"reader{n}@example.net",
+                        email_domain="example.net",
+                        language=language,
+                        status=status,
+                        smtp_code=550 if status == "failed" else None,
+                        smtp_reply="5.7.1 message refused by policy" if status == "failed" else "",
+                        sent_at=datetime.now(UTC) if status == "sent" else None,
+                    )
+                )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return send_id
+
+
+async def finish_english(settings: Settings, send_id: str) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            await session.execute(
+                update(Delivery)
+                .where(col(Delivery.send_id) == send_id, col(Delivery.status) == "queued")
+                .values(status="sent", sent_at=datetime.now(UTC))
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def test_operator_signs_in_and_watches_a_send_progress(
+    ops_settings: Settings, base_url: str, page: Page
+) -> None:
+    send_id = await seed(ops_settings)
+
+    await page.goto(f"{base_url}/admin")
+    await expect(page.get_by_label("Admin token")).to_be_visible()
+    await page.get_by_label("Admin token").fill("wrong-token")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("not right")
+
+    await page.get_by_label("Admin token").fill(TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Newsletter operations")).to_be_visible()
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    assert cookies["admin_token"]["httpOnly"] is True
+    assert cookies["admin_token"]["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == "", "the token is not readable by scripts"
+
+    await page.goto(f"{base_url}/admin?refresh=1")
+    english = page.locator(f'h3[data-send-id="{send_id}"] + table tr[data-language="en"]')
+    await expect(english.locator(".pct")).to_have_text("75 %")
+    await expect(english.locator(".total")).to_have_text("4")
+    belarusian = page.locator(f'h3[data-send-id="{send_id}"] + table tr[data-language="be"]')
+    await expect(belarusian.locator(".pct")).to_have_text("100 %")
+    await expect(page.locator("#errors")).to_contain_text("message refused by policy")
+    await expect(
+        page.locator(f'#queues tr[data-queue="{topology.DEAD_LETTER_QUEUE}"]')
+    ).to_be_visible()
+    await expect(page.locator("#reputation")).to_contain_text("24 h")
+
+    await finish_english(ops_settings, send_id)
+    # No reload: the page's own script fetches the sections again.
+    await expect(english.locator(".pct")).to_have_text("100 %", timeout=15_000)
+    await expect(page.locator("#refresh-status")).to_contain_text("updated")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "ops_page.png"), full_page=True)
+    assert (ARTIFACTS / "ops_page.png").stat().st_size > 10_000
