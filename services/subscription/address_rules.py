@@ -62,7 +62,7 @@ def normalize_address(raw: str) -> NormalizedAddress:
             allow_empty_local=False,
         )
     except EmailNotValidError as err:
-        reason = "non_ascii_local_part" if "non-ASCII" in str(err) else "syntax"
+        reason = "non_ascii_local_part" if "Internationalized characters" in str(err) else "syntax"
         raise InvalidAddress(reason) from err
     ascii_domain = valid.ascii_domain or valid.domain
     email = f"{valid.local_part}@{ascii_domain}".lower()
