@@ -1,0 +1,98 @@
+"""``newsletter queues`` and the queue reader against the real broker (passive declares).
+
+The local broker has no management plugin, so the reader must fall back to passive declares;
+a private vhost keeps the counts this module's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from shared.messaging import topology
+from shared.queue_stats import QueueStatsReader
+from tests.support import infra
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def vhost_url() -> AsyncIterator[str]:
+    name, url = infra.create_vhost()
+    try:
+        connection = await topology.connect(url)
+        try:
+            channel = await connection.channel()
+            await topology.declare_topology(channel)
+            for n in range(3):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"{}", message_id=f"job-{n}"),
+                    routing_key=topology.DISPATCHER_DELIVERIES.name,
+                )
+        finally:
+            await connection.close()
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+async def test_reader_falls_back_to_passive_declares(vhost_url: str) -> None:
+    names = [*topology.all_queue_names(), "no.such.queue"]
+    # Port 9 (discard) refuses connections: the management API is "not enabled".
+    async with QueueStatsReader(
+        amqp_url=vhost_url, management_url="http://127.0.0.1:9", names=names
+    ) as reader:
+        first = await reader.read()
+        consumer_connection = await aio_pika.connect(vhost_url)
+        try:
+            channel = await consumer_connection.channel()
+            queue = await channel.get_queue(topology.RENDERER_ISSUES.name)
+            await queue.consume(lambda _: None, no_ack=False)  # type: ignore[arg-type, return-value]
+            second = await reader.read()
+        finally:
+            await consumer_connection.close()
+
+    assert first.source == "amqp"
+    deliveries = first.get(topology.DISPATCHER_DELIVERIES.name)
+    assert deliveries is not None
+    assert deliveries.ready == 3
+    assert deliveries.consumers == 0
+    assert deliveries.unacked is None, "a passive declare cannot tell unacked messages"
+    missing = first.get("no.such.queue")
+    assert missing is not None
+    assert not missing.exists
+    assert all(q.exists for q in first.queues if q.name != "no.such.queue")
+    issues = second.get(topology.RENDERER_ISSUES.name)
+    assert issues is not None
+    assert issues.consumers == 1
+    again = second.get(topology.DISPATCHER_DELIVERIES.name)
+    assert again is not None
+    assert again.depth_rate == 0.0, "the second sample derives a rate from the first"
+
+
+def run_cli(*args: str, amqp_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NEWSLETTER_AMQP_URL": amqp_url, "NEWSLETTER_MODE": "test"}
+    command = [sys.executable, "-m", "newsletter_cli.main", "queues", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_cli_prints_every_queue_as_json(vhost_url: str) -> None:
+    done = run_cli("--json", "--management-url", "none", amqp_url=vhost_url)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["source"] == "amqp"
+    by_name = {q["name"]: q for q in data["queues"]}
+    assert list(by_name) == topology.all_queue_names()
+    assert by_name[topology.DISPATCHER_DELIVERIES.name]["ready"] == 3
+
+
+def test_cli_says_when_the_broker_is_unreachable() -> None:
+    done = run_cli("--management-url", "none", amqp_url="amqp://guest:guest@127.0.0.1:9/")
+    assert done.returncode == 1
+    assert "RabbitMQ unreachable" in done.stderr
