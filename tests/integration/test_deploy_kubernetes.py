@@ -16,9 +16,10 @@ import yaml
 from typer.testing import CliRunner
 
 from newsletter_cli.main import app as newsletter_app
+from services.dispatcher.bounces.settings import BouncesSettings
 from shared.messaging.topology import all_queue_names
-from shared.queue_stats import QueueStatsSettings
 from shared.settings import Settings
+from tests.integration.test_deploy_compose import known_setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -101,21 +102,24 @@ def test_each_service_has_a_deployment_with_probes_resources_and_secrets(service
 
 def test_ports_match_the_settings_defaults() -> None:
     defaults = Settings.model_fields
+    bounces = BouncesSettings.model_fields
     expected = {
-        "newsletter-subscription": defaults["subscription_port"].default,
-        "newsletter-renderer": defaults["renderer_probe_port"].default,
-        "newsletter-dispatcher": defaults["dispatcher_probe_port"].default,
+        "newsletter-subscription": {defaults["subscription_port"].default},
+        "newsletter-renderer": {defaults["renderer_probe_port"].default},
+        "newsletter-dispatcher": {defaults["dispatcher_probe_port"].default},
+        "newsletter-bounces": {
+            bounces["bounces_http_port"].default,
+            bounces["bounces_smtp_port"].default,
+        },
     }
-    for name, port in expected.items():
+    for name, ports in expected.items():
         (container,) = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
-        assert container["ports"][0]["containerPort"] == port, name
+        assert {p["containerPort"] for p in container["ports"]} == ports, name
 
 
 def test_configmap_holds_only_settings_the_code_reads_and_no_secret() -> None:
     (config,) = by_kind("ConfigMap").values()
-    known = {f"NEWSLETTER_{f.upper()}" for f in Settings.model_fields} | {"NEWSLETTER_FROM"}
-    known |= {f"NEWSLETTER_{f.upper()}" for f in QueueStatsSettings.model_fields}
-    assert set(config["data"]) <= known
+    assert set(config["data"]) <= known_setting_names()
     for secret in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_ADMIN_TOKEN", "NEWSLETTER_DATABASE_URL"):
         assert secret not in config["data"], f"{secret} belongs in the Secret"
 
