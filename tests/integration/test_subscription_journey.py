@@ -27,24 +27,32 @@ pytestmark = pytest.mark.integration
 __all__ = ["private_amqp_url"]
 
 
-async def _subscriber(database_url: str, email: str) -> tuple[Subscriber, list[str], list[ConsentRecord]]:
+async def _subscriber(
+    database_url: str, email: str
+) -> tuple[Subscriber, list[str], list[ConsentRecord]]:
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            subscriber = (await session.exec(select(Subscriber).where(Subscriber.email == email))).one()
+            subscriber = (
+                await session.exec(select(Subscriber).where(Subscriber.email == email))
+            ).one()
             languages = sorted(
-                (await session.exec(
-                    select(SubscriberLanguage.language).where(
-                        SubscriberLanguage.subscriber_id == subscriber.id
+                (
+                    await session.exec(
+                        select(SubscriberLanguage.language).where(
+                            SubscriberLanguage.subscriber_id == subscriber.id
+                        )
                     )
-                )).all()
+                ).all()
             )
             consents = list(
-                (await session.exec(
-                    select(ConsentRecord)
-                    .where(ConsentRecord.subscriber_id == subscriber.id)
-                    .order_by(ConsentRecord.id)  # type: ignore[arg-type]
-                )).all()
+                (
+                    await session.exec(
+                        select(ConsentRecord)
+                        .where(ConsentRecord.subscriber_id == subscriber.id)
+                        .order_by(ConsentRecord.id)  # type: ignore[arg-type]
+                    )
+                ).all()
             )
             return subscriber, languages, consents
     finally:
@@ -64,12 +72,19 @@ async def test_signup_confirm_preferences_unsubscribe_and_resubscribe(
         assert subscriber.status == "pending"
         assert languages == ["be", "ru"]
         assert subscriber.locale == "be"
-        assert consents[0].form == "signup" and consents[0].consent_language == "be"
-        assert consents[0].shown_at is not None and consents[0].confirmed_at is None
+        assert consents[0].form == "signup"
+        assert consents[0].consent_language == "be"
+        assert consents[0].shown_at is not None
+        assert consents[0].confirmed_at is None
 
         [command] = await tap.wait_for(email, "confirmation")
         assert command.language == "be"
-        assert set(command.links) == {"confirm_url", "unsubscribe_url", "preferences_url", "one_click_url"}
+        assert set(command.links) == {
+            "confirm_url",
+            "unsubscribe_url",
+            "preferences_url",
+            "one_click_url",
+        }
         confirm_url = command.links["confirm_url"]
         assert confirm_url.startswith(PUBLIC_URL + "/confirm?token=")
 
@@ -82,7 +97,8 @@ async def test_signup_confirm_preferences_unsubscribe_and_resubscribe(
         assert answer.status_code == 200, answer.text
         assert "Падпіска пацверджана" in answer.text  # the form's lang (be) is kept
         subscriber, _, consents = await _subscriber(database_url, email)
-        assert subscriber.status == "active" and subscriber.confirmed_at is not None
+        assert subscriber.status == "active"
+        assert subscriber.confirmed_at is not None
         assert consents[0].confirmed_at is not None
         await tap.wait_for(email, "welcome")
 
@@ -100,19 +116,23 @@ async def test_signup_confirm_preferences_unsubscribe_and_resubscribe(
         page = await client.get(preferences_url)
         from newsletter_cli.forms import find_forms
 
-        form = [f for f in find_forms(page.text, base_url=PUBLIC_URL) if f.method == "post"][0]
+        form = next(f for f in find_forms(page.text, base_url=PUBLIC_URL) if f.method == "post")
         pairs = [(k, v) for k, v in form.filled({"action": "save"}) if k != "languages"]
         pairs.append(("languages", "en"))
-        saved = await client.post(form.action, data={k: [v for kk, v in pairs if kk == k] for k, _ in pairs})
+        saved = await client.post(
+            form.action, data={k: [v for kk, v in pairs if kk == k] for k, _ in pairs}
+        )
         assert saved.status_code == 200
         subscriber, languages, _ = await _subscriber(database_url, email)
-        assert languages == ["en"] and subscriber.status == "active"
+        assert languages == ["en"]
+        assert subscriber.status == "active"
 
         # Unsubscribe through the page's POST button.
         answer = await follow_form(client, command.links["unsubscribe_url"], "/unsubscribe")
         assert answer.status_code == 200
         subscriber, _, consents = await _subscriber(database_url, email)
-        assert subscriber.status == "unsubscribed" and subscriber.unsubscribed_at is not None
+        assert subscriber.status == "unsubscribed"
+        assert subscriber.unsubscribed_at is not None
         assert all(c.withdrawn_at is not None for c in consents)
         assert consents[0].withdrawal_method == "page"
         await tap.wait_for(email, "goodbye")
@@ -126,7 +146,8 @@ async def test_signup_confirm_preferences_unsubscribe_and_resubscribe(
         await sign_up(client, email, lang="en", languages=("en",))
         subscriber, languages, consents = await _subscriber(database_url, email)
         assert subscriber.status == "pending"
-        assert len(consents) >= 2 and consents[0].withdrawn_at is not None
+        assert len(consents) >= 2
+        assert consents[0].withdrawn_at is not None
         # ...but within the hour no second confirmation mail goes out.
         await tap.settle()
         assert len(tap.for_address(email, "confirmation")) == 1
@@ -153,7 +174,9 @@ async def test_one_click_unsubscribe_needs_no_cookie_and_takes_effect_at_once(
         assert subscriber.status == "unsubscribed"
         assert consents[-1].withdrawal_method == "one-click"
         # Idempotent, and no goodbye mail for a one-click unsubscribe.
-        assert (await client.post(one_click, content=b"List-Unsubscribe=One-Click")).status_code == 200
+        assert (
+            await client.post(one_click, content=b"List-Unsubscribe=One-Click")
+        ).status_code == 200
         await tap.settle()
         assert tap.for_address(email, "goodbye") == []
         # Not an RFC 8058 body: refused, nothing changes.
@@ -165,7 +188,9 @@ async def test_one_click_unsubscribe_needs_no_cookie_and_takes_effect_at_once(
         )
         assert wrong.status_code == 400
         reader = LinkTokenReader(settings.secret_key.get_secret_value())
-        link = reader.read(Purpose.UNSUBSCRIBE, one_click.split("token=")[1].replace("%3D", "="), max_age_s=None)
+        link = reader.read(
+            Purpose.UNSUBSCRIBE, one_click.split("token=")[1].replace("%3D", "="), max_age_s=None
+        )
         assert link.subscriber_id == subscriber.id
         text = (await client.get("/metrics")).text
         assert 'newsletter_unsubscribes_total{language="en",method="one-click"} 1.0' in text
