@@ -1,4 +1,15 @@
-"""Commands of the dispatcher (composition root: ``run``) and of send control and dead letters."""
+"""Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
+
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel ID``,
+``newsletter dlq list|replay`` and ``newsletter bench dispatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import Annotated
 
 import typer
 
@@ -7,16 +18,198 @@ send_app = typer.Typer(help="Watch and control sends.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 
 
+def _settings() -> object:
+    from services.dispatcher.settings import load_dispatcher_settings
+    from shared.settings import SettingsError
+
+    try:
+        return load_dispatcher_settings()
+    except SettingsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
 @app.command()
 def run() -> None:
-    """Plan sends and deliver mail."""
-    raise typer.Exit("not built yet")
+    """Plan sends and deliver mail (until SIGTERM or SIGINT)."""
+    from services.dispatcher import service
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+    configure_logging(service="dispatcher", level=settings.log_level, fmt=settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(settings, stop=stop)
+
+    asyncio.run(main())
 
 
 def run_service() -> None:
     run()
 
 
-def bench_dispatch() -> None:
-    """Benchmark a whole send end to end (being built)."""
-    raise typer.Exit("not built yet")
+async def _with_sessions(action: object) -> object:
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.db.engine import create_engine, session_factory
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+    engine = create_engine(settings.database_url)
+    try:
+        return await action(session_factory(engine), settings)  # type: ignore[operator]
+    finally:
+        await engine.dispose()
+
+
+def _print_report(report: object) -> None:
+    from services.dispatcher.sends import SendReport
+
+    assert isinstance(report, SendReport)
+    typer.echo(
+        f"send {report.send_id} issue={report.issue_key} status={report.status} "
+        f"total={report.total} open={report.open}"
+        + (f" test_to={report.test_to}" if report.test_to else "")
+    )
+    for language in sorted(report.by_language):
+        counts = report.by_language[language]
+        detail = " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+        typer.echo(f"  {language}: {sum(counts.values())} deliveries: {detail}")
+
+
+@send_app.command("status")
+def send_status(
+    send_id: str,
+    follow: Annotated[bool, typer.Option("--follow", help="Refresh until the send ends.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """Progress of a send per language."""
+    from services.dispatcher import sends
+    from services.dispatcher.errors import SendNotFound
+
+    async def action(sessions: object, _settings: object) -> None:
+        while True:
+            try:
+                report = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
+            except SendNotFound as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(1) from err
+            _print_report(report)
+            if not follow or report.status in {"done", "cancelled"}:
+                return
+            await asyncio.sleep(interval)
+
+    asyncio.run(_with_sessions(action))
+
+
+def _control(send_id: str, action_name: str) -> None:
+    from services.dispatcher import sends
+    from services.dispatcher.errors import SendNotFound
+    from shared.messaging.publisher import Publisher
+    from shared.messaging.schemas import SendControlled
+    from shared.messaging.topology import SEND_CONTROLLED, connect
+
+    async def action(sessions: object, settings: object) -> None:
+        try:
+            status = await sends.set_status(
+                sessions,  # type: ignore[arg-type]
+                send_id=send_id,
+                action=action_name,
+            )
+        except SendNotFound as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        connection = await connect(settings.amqp_url)  # type: ignore[attr-defined]
+        try:
+            publisher = await Publisher.open(connection)
+            await publisher.publish_event(
+                SendControlled(send_id=send_id, action=action_name),  # type: ignore[arg-type]
+                routing_key=SEND_CONTROLLED,
+            )
+        finally:
+            await connection.close()
+        typer.echo(f"send {send_id} {status}")
+
+    asyncio.run(_with_sessions(action))
+
+
+@send_app.command("pause")
+def send_pause(send_id: str) -> None:
+    """Hold the remaining deliveries of a send (nothing is lost)."""
+    _control(send_id, "pause")
+
+
+@send_app.command("resume")
+def send_resume(send_id: str) -> None:
+    """Continue a paused send (delivered mail is never sent again)."""
+    _control(send_id, "resume")
+
+
+@send_app.command("cancel")
+def send_cancel(send_id: str) -> None:
+    """Cancel the deliveries of a send that have not gone out yet."""
+    _control(send_id, "cancel")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="At most this many messages.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show dead letters (left in the queue) with their reason."""
+    from services.dispatcher import dead_letters
+    from services.dispatcher.settings import DispatcherSettings
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+    letters = asyncio.run(dead_letters.peek(settings.amqp_url, limit=limit))
+    for letter in letters:
+        if as_json:
+            typer.echo(json.dumps(letter.as_dict(), ensure_ascii=False))
+        else:
+            typer.echo(
+                f"{letter.message_id or '-'} type={letter.type or '-'} "
+                f"routing_key={letter.routing_key or '-'} reason={letter.reason}"
+            )
+    typer.echo(f"{len(letters)} dead letter(s) shown", err=True)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    limit: Annotated[int, typer.Option(help="Replay at most this many messages.")] = 100,
+    message_id: Annotated[
+        str | None, typer.Option("--id", help="Replay only the message with this id.")
+    ] = None,
+) -> None:
+    """Publish dead letters back to their original routing key, then remove them."""
+    from services.dispatcher import dead_letters
+    from services.dispatcher.settings import DispatcherSettings
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+    count = asyncio.run(dead_letters.replay(settings.amqp_url, limit=limit, message_id=message_id))
+    typer.echo(f"{count} dead letter(s) replayed")
+
+
+def bench_dispatch(
+    recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
+    connections: Annotated[int, typer.Option(help="SMTP connections of the dispatcher.")] = 16,
+) -> None:
+    """Benchmark a whole send end to end, and the bare-SMTP ceiling on the same sink."""
+    from services.dispatcher import bench
+
+    figures = asyncio.run(
+        bench.run_benchmark(recipients=recipients, dkim=dkim, connections=connections)
+    )
+    if as_json:
+        typer.echo(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            typer.echo(f"{key}: {value}")

@@ -1,0 +1,173 @@
+"""One recipient's message bytes: the edition's template filled with that recipient's values.
+
+Editions are read from the ``edition`` table once per (send, language) and kept as
+:class:`~services.dispatcher.mime.MessageTemplate`; a recipient costs a join of bytes, three
+signed links and, when configured, a DKIM signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import format_datetime
+
+import dkim
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher import mime
+from services.dispatcher.errors import PoisonJob
+from services.dispatcher.settings import DispatcherSettings
+from shared import verp
+from shared.addresses import address_hash
+from shared.db.tables.editions import Edition
+from shared.db.tables.timestamps import utcnow
+from shared.links import Links
+from shared.messaging import placeholders
+from shared.tokens import TokenSigner
+
+DKIM_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"content-language",
+)
+_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int
+    subscriber_id: int | None
+    address: str
+    message_key: str  # makes the Message-ID: stable across attempts of one delivery
+
+
+class Composer:
+    """Builds message bytes for the settings' sender, links and DKIM key."""
+
+    def __init__(self, *, settings: DispatcherSettings) -> None:
+        self._settings = settings
+        self._links = Links(
+            public_url=settings.public_url,
+            signer=TokenSigner(settings.secret_key.get_secret_value()),
+        )
+        self._secret = settings.secret_key.get_secret_value()
+        self._sender = settings.sender
+        self._domain = settings.return_path_domain
+        self._dkim_key = settings.dkim_key
+        self._dkim_domain = (settings.dkim_domain or self._sender.domain).encode()
+        self._dkim_selector = settings.dkim_selector.encode()
+
+    def from_header(self, language: str) -> str:
+        name = self._sender.display_name
+        if not name or name == mime.DEFAULT_DISPLAY_NAMES["en"]:
+            name = mime.DEFAULT_DISPLAY_NAMES.get(language, name)
+        return mime.display_from(name=name, address=self._sender.addr_spec)
+
+    def envelope(
+        self, *, subject: str, language: str, campaign: str, list_unsubscribe: bool = True
+    ) -> mime.Envelope:
+        return mime.Envelope(
+            from_header=self.from_header(language),
+            subject=subject,
+            content_language=language,
+            list_id=self._settings.list_id,
+            list_name=mime.DEFAULT_DISPLAY_NAMES.get(language, "Newsletter"),
+            feedback_id=f"{campaign}:{language}:newsletter:{self._sender.domain}",
+            list_unsubscribe=list_unsubscribe,
+        )
+
+    def return_path(self, delivery_id: int) -> str:
+        return verp.return_path(
+            secret_key=self._secret, delivery_id=delivery_id, domain=self._domain
+        )
+
+    def message_id(self, key: str) -> str:
+        return f"<{key}@{self._sender.domain}>"
+
+    def values(self, recipient: Recipient, *, one_click_url: str | None = None) -> dict[str, str]:
+        """The per-recipient values of every marker."""
+        sid = recipient.subscriber_id or 0
+        digest = address_hash(recipient.address)
+        values = {
+            mime.TO: recipient.address,
+            mime.DATE: format_datetime(utcnow()),
+            mime.MESSAGE_ID: self.message_id(recipient.message_key),
+            mime.ONE_CLICK_URL: one_click_url or self._links.one_click(sid, digest),
+            mime.UNSUBSCRIBE_MAILTO: verp.unsubscribe_mailto(
+                secret_key=self._secret, subscriber_id=sid, domain=self._domain
+            ),
+            placeholders.UNSUBSCRIBE_URL: self._links.unsubscribe(sid, digest),
+            placeholders.PREFERENCES_URL: self._links.preferences(sid, digest),
+            placeholders.RECIPIENT: recipient.address,
+            placeholders.VIEW_ONLINE_URL: self._settings.public_url + "/",
+        }
+        return values
+
+    def render(self, template: mime.MessageTemplate, values: dict[str, str]) -> bytes:
+        data = template.render(values)
+        if self._dkim_key is None:
+            return data
+        signature = dkim.sign(
+            data,
+            self._dkim_selector,
+            self._dkim_domain,
+            self._dkim_key,
+            include_headers=list(DKIM_HEADERS),
+            linesep=b"\r\n",
+        )
+        return bytes(signature) + data
+
+
+class EditionCache:
+    """Message templates of editions, read once per (send, language, test) and kept."""
+
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], composer: Composer) -> None:
+        self._sessions = sessions
+        self._composer = composer
+        self._templates: OrderedDict[tuple[str, str, bool], mime.MessageTemplate] = OrderedDict()
+        self._locks: dict[tuple[str, str, bool], asyncio.Lock] = {}
+
+    async def get(self, *, send_id: str, language: str, test: bool) -> mime.MessageTemplate:
+        key = (send_id, language, test)
+        found = self._templates.get(key)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            found = self._templates.get(key)
+            if found is None:
+                found = await self._load(send_id=send_id, language=language, test=test)
+                self._templates[key] = found
+                while len(self._templates) > _CACHE_SIZE:
+                    self._templates.popitem(last=False)
+        self._locks.pop(key, None)
+        return found
+
+    async def _load(self, *, send_id: str, language: str, test: bool) -> mime.MessageTemplate:
+        async with self._sessions() as session:
+            edition = (
+                await session.exec(
+                    select(Edition).where(Edition.send_id == send_id, Edition.language == language)
+                )
+            ).first()
+        if edition is None:
+            raise PoisonJob(f"no edition for send {send_id} in {language}")
+        subject = f"[TEST] {edition.subject}" if test else edition.subject
+        envelope = self._composer.envelope(
+            subject=subject, language=edition.content_language, campaign=send_id[:8]
+        )
+        try:
+            return await asyncio.to_thread(
+                mime.build_template, envelope=envelope, text=edition.text, html_body=edition.html
+            )
+        except mime.TemplateError as err:
+            raise PoisonJob(f"edition {send_id}/{language} does not build: {err}") from err

@@ -1,0 +1,80 @@
+"""Running handlers on queues: prefetch, in-flight tracking, unexpected errors, clean stop.
+
+Each handler acks or rejects its own message. A handler that fails unexpectedly (the database
+is down, say) has its message requeued after a pause; the quorum queue's delivery limit sends
+a message that keeps failing to the dead-letter queue. Stopping cancels the consumers, waits
+for the messages in flight, then lets the caller close the channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from shared.messaging.topology import QueueSpec, declare_queue
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+FAILURE_PAUSE_S = 1.0
+
+
+@dataclass
+class QueueConsumer:
+    """One queue, one channel, one handler; keeps strong references for robust recovery."""
+
+    spec: QueueSpec
+    handler: Handler
+    prefetch: int
+    channel: AbstractChannel | None = None
+    queue: AbstractQueue | None = None
+    tag: str | None = None
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        self.channel = await connection.channel()
+        await self.channel.set_qos(prefetch_count=self.prefetch)
+        self.queue = await declare_queue(self.channel, self.spec)
+        self.tag = await self.queue.consume(self._on_message)
+        log.info("consumer_started", queue=self.spec.name, prefetch=self.prefetch)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add(task)  # type: ignore[arg-type]
+        try:
+            await self.handler(message)
+        except (ChannelInvalidStateError, AMQPError) as err:
+            # The channel went away (broker restart): the broker redelivers the message and the
+            # ledger tells the next consumer what already happened.
+            log.warning("ack_lost", queue=self.spec.name, error=str(err)[:200])
+        except Exception:
+            log.exception("handler_failed", queue=self.spec.name)
+            await asyncio.sleep(FAILURE_PAUSE_S)
+            try:
+                await message.reject(requeue=True)
+            except Exception as err:  # the channel may be gone as well
+                log.warning("reject_lost", queue=self.spec.name, error=str(err)[:200])
+        finally:
+            if task is not None:
+                self.in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def stop(self, *, drain_timeout: float = 30.0) -> None:
+        if self.queue is not None and self.tag is not None:
+            try:
+                await self.queue.cancel(self.tag)
+            except Exception as err:
+                log.warning("consumer_cancel_failed", queue=self.spec.name, error=str(err))
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=drain_timeout)
+        if self.channel is not None and not self.channel.is_closed:
+            await self.channel.close()

@@ -1,0 +1,177 @@
+"""The delivery ledger: claims before SMTP, outcomes after it, in batched transactions.
+
+A worker *claims* a delivery (``queued``/``deferred`` -> ``sending``) before its SMTP
+transaction: of two copies of the same job, only one can claim, so a duplicate job is skipped
+instead of mailed. A redelivered job (its first consumer died or lost its channel) may re-claim
+a delivery left in ``sending``: that is the in-flight window, logged as a possible duplicate.
+Outcomes are committed before the queue message is acked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db.tables.deliveries import DeliveryStatus, SendStatus
+from shared.db.tables.timestamps import UTCDateTime, utcnow
+
+Sessions = async_sessionmaker[AsyncSession]
+
+_CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+_OPEN = (*_CLAIMABLE, DeliveryStatus.SENDING)
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    delivery_id: int
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    claimed: bool
+    reclaimed: bool = False  # it was left in "sending" by a consumer that went away
+    status: str = ""  # the status found when not claimed
+
+
+@dataclass(frozen=True)
+class Result:
+    delivery_id: int
+    send_id: str | None
+    status: str
+    smtp_code: int | None = None
+    smtp_reply: str = ""
+    message_id: str = ""
+
+
+_CLAIM = text(
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "WHERE id IN :ids AND status IN :claimable RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("claimable", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+)
+_RECLAIM = text(
+    "UPDATE delivery SET attempts = attempts + 1, updated_at = :now "
+    "WHERE id IN :ids AND status = :sending RETURNING id"
+).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+_STATUS_OF = text("SELECT id, status FROM delivery WHERE id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+_RECORD = text(
+    "UPDATE delivery SET status = :status, smtp_code = :smtp_code, smtp_reply = :smtp_reply, "
+    "message_id = COALESCE(:message_id, message_id), sent_at = COALESCE(:sent_at, sent_at), "
+    "updated_at = :now WHERE id = :id AND status <> 'sent'"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
+_ANY_OPEN = text("SELECT 1 FROM delivery WHERE send_id = :send_id AND status IN :open LIMIT 1")
+_FINISH = text(
+    "UPDATE send SET status = :done, finished_at = :now WHERE id = :send_id AND status = :running"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+async def claim(sessions: Sessions, requests: Sequence[ClaimRequest]) -> list[Claim]:
+    """Claim a batch of deliveries in one transaction; one :class:`Claim` per request."""
+    ids = sorted({r.delivery_id for r in requests})
+    redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
+    now = utcnow()
+    async with sessions() as session:
+        claimed = set(
+            (
+                await session.execute(
+                    _CLAIM,
+                    {
+                        "ids": ids,
+                        "claimable": [str(s) for s in _CLAIMABLE],
+                        "sending": str(DeliveryStatus.SENDING),
+                        "now": now,
+                    },
+                )
+            ).scalars()
+        )
+        reclaimed: set[int] = set()
+        left = [i for i in redelivered if i not in claimed]
+        if left:
+            reclaimed = set(
+                (
+                    await session.execute(
+                        _RECLAIM,
+                        {"ids": left, "sending": str(DeliveryStatus.SENDING), "now": now},
+                    )
+                ).scalars()
+            )
+        missing = [i for i in ids if i not in claimed and i not in reclaimed]
+        found: dict[int, str] = {}
+        if missing:
+            rows = await session.execute(_STATUS_OF, {"ids": missing})
+            found = {int(row[0]): str(row[1]) for row in rows}
+        await session.commit()
+    results: list[Claim] = []
+    seen: set[int] = set()
+    for request in requests:
+        ident = request.delivery_id
+        first = ident not in seen
+        seen.add(ident)
+        if first and ident in claimed:
+            results.append(Claim(claimed=True))
+        elif first and ident in reclaimed:
+            results.append(Claim(claimed=True, reclaimed=True))
+        else:
+            results.append(Claim(claimed=False, status=found.get(ident, DeliveryStatus.SENDING)))
+    return results
+
+
+async def record(sessions: Sessions, results: Sequence[Result]) -> list[None]:
+    """Commit a batch of outcomes, then finish the sends that have nothing open any more."""
+    now = utcnow()
+    params = [
+        {
+            "id": r.delivery_id,
+            "status": r.status,
+            "smtp_code": r.smtp_code,
+            "smtp_reply": r.smtp_reply[:2000],
+            "message_id": r.message_id or None,
+            "sent_at": now if r.status == DeliveryStatus.SENT else None,
+            "now": now,
+        }
+        for r in results
+    ]
+    async with sessions() as session:
+        await session.execute(_RECORD, params)
+        await session.commit()
+    for send_id in {r.send_id for r in results if r.send_id}:
+        await finish_if_complete(sessions, send_id=send_id)
+    return [None] * len(results)
+
+
+async def finish_if_complete(sessions: Sessions, *, send_id: str) -> bool:
+    """Mark a running send done when none of its deliveries is open; True if it did."""
+    async with sessions() as session:
+        open_row = (
+            await session.execute(
+                _ANY_OPEN.bindparams(bindparam("open", expanding=True)),
+                {"send_id": send_id, "open": [str(s) for s in _OPEN]},
+            )
+        ).first()
+        if open_row is not None:
+            return False
+        done = await session.execute(
+            _FINISH,
+            {
+                "send_id": send_id,
+                "done": str(SendStatus.DONE),
+                "running": str(SendStatus.RUNNING),
+                "now": utcnow(),
+            },
+        )
+        await session.commit()
+        return bool(getattr(done, "rowcount", 0))
+
+
+def now() -> datetime:
+    return utcnow()

@@ -1,0 +1,43 @@
+"""The dispatcher's Prometheus metrics, created on the registry the composition root passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass(frozen=True)
+class DispatcherMetrics:
+    deliveries: Counter
+    smtp_seconds: Histogram
+    planned: Counter
+    confirms: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DispatcherMetrics:
+        return cls(
+            deliveries=Counter(
+                "newsletter_deliveries_total",
+                "Delivery attempts by outcome, language and recipient domain.",
+                ["outcome", "language", "domain"],
+                registry=registry,
+            ),
+            smtp_seconds=Histogram(
+                "newsletter_smtp_transaction_seconds",
+                "Duration of one SMTP transaction (MAIL, RCPT, DATA).",
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+                registry=registry,
+            ),
+            planned=Counter(
+                "newsletter_planned_deliveries_total",
+                "Delivery jobs planned and confirmed by the broker, by language.",
+                ["language"],
+                registry=registry,
+            ),
+            confirms=Counter(
+                "newsletter_publish_confirms_total",
+                "Publisher confirms received for delivery jobs.",
+                registry=registry,
+            ),
+        )

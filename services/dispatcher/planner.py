@@ -1,0 +1,248 @@
+"""The planner: ``PlanSend`` -> one delivery row per (send, subscriber) -> delivery jobs.
+
+The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
+held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
+(the unique keys make a re-plan harmless) as ``pending`` rows: the outbox. The relay then
+publishes pending rows in batches with publisher confirms and marks them ``queued`` only after
+every confirm of the batch. A planner that dies anywhere in between leaves its ``PlanSend``
+unacked; the broker redelivers it and the planner picks up where the ledger says it was:
+rows already written are skipped, pending rows are published. A crash after the confirms but
+before the ``queued`` commit republishes that one batch; the workers' claim makes those copies
+harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher import ledger
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.retry import dead_letter
+from services.dispatcher.settings import DispatcherSettings
+from shared.addresses import address_domain
+from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus, Send, SendStatus
+from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
+from shared.messaging.topology import DELIVER_ISSUE
+
+log = structlog.get_logger(__name__)
+Sessions = async_sessionmaker[AsyncSession]
+
+_AUDIENCE_PAGE = text(
+    "SELECT s.id FROM subscriber s "
+    "JOIN subscriber_language sl ON sl.subscriber_id = s.id AND sl.language = :language "
+    "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after "
+    "ORDER BY s.id LIMIT :limit"
+)
+_INSERT_PAGE = text(
+    "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
+    "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
+    "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)), :kind, :send_id, s.id, "
+    "s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
+    "FROM subscriber s "
+    "JOIN subscriber_language sl ON sl.subscriber_id = s.id AND sl.language = :language "
+    "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after AND s.id <= :last "
+    "AND NOT EXISTS (SELECT 1 FROM suppression p "
+    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) "
+    "ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_INSERT_TEST = text(
+    "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
+    "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
+    "VALUES (:key, :kind, :send_id, NULL, :email, :domain, :language, :pending, 0, '', '', "
+    ":now, :now) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_PENDING_PAGE = text(
+    "SELECT id, subscriber_id, email, language FROM delivery "
+    "WHERE send_id = :send_id AND status = :pending AND id > :after ORDER BY id LIMIT :limit"
+)
+_MARK_QUEUED = text(
+    "UPDATE delivery SET status = :queued, queued_at = :now, updated_at = :now "
+    "WHERE id IN :ids AND status = :pending"
+).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+_COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
+
+
+@dataclass
+class Planner:
+    settings: DispatcherSettings
+    sessions: Sessions
+    publisher: Publisher
+    raw_channel: object
+    metrics: DispatcherMetrics
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = decode(PlanSend, message.body)
+        except UndecodableMessage as err:
+            log.warning("poison_job_dead_lettered", reason=str(err)[:300])
+            await dead_letter(
+                channel=self.raw_channel,  # type: ignore[arg-type]
+                message=message,
+                reason=str(err),
+            )
+            await message.ack()
+            return
+        with structlog.contextvars.bound_contextvars(send_id=job.send_id, issue=job.issue_key):
+            await self.plan(job)
+        await message.ack()
+
+    async def plan(self, job: PlanSend) -> None:
+        """Plan (or resume planning) one send; returns when every row is queued."""
+        status = await self._open_send(job)
+        if status in {SendStatus.CANCELLED, SendStatus.DONE}:
+            log.info("plan_skipped", status=status)
+            return
+        if job.test_to:
+            await self._write_test_rows(job, job.test_to)
+        else:
+            for language in job.segments:
+                await self._write_segment(job, language)
+                if await self._cancelled(job.send_id):
+                    log.info("plan_cancelled")
+                    return
+        await self._relay(job.send_id)
+        await self._finish_planning(job.send_id)
+
+    async def _open_send(self, job: PlanSend) -> str:
+        async with self.sessions() as session:
+            send = await session.get(Send, job.send_id)
+            if send is None:
+                send = Send(
+                    id=job.send_id,
+                    issue_key=job.issue_key,
+                    languages=",".join(job.segments),
+                    fallbacks=",".join(f"{k}={v}" for k, v in sorted(job.fallbacks.items())),
+                    status=SendStatus.PLANNING,
+                    test_to=job.test_to,
+                )
+                session.add(send)
+                await session.commit()
+                log.info("send_planning", segments=job.segments, test=bool(job.test_to))
+            return send.status
+
+    async def _cancelled(self, send_id: str) -> bool:
+        async with self.sessions() as session:
+            send = await session.get(Send, send_id)
+            return send is None or send.status == SendStatus.CANCELLED
+
+    async def _write_test_rows(self, job: PlanSend, address: str) -> None:
+        async with self.sessions() as session:
+            for language in job.segments:
+                await session.execute(
+                    _INSERT_TEST,
+                    {
+                        "key": f"send:{job.send_id}:test:{language}",
+                        "kind": str(DeliveryKind.TEST),
+                        "send_id": job.send_id,
+                        "email": address,
+                        "domain": address_domain(address),
+                        "language": language,
+                        "pending": str(DeliveryStatus.PENDING),
+                        "now": utcnow(),
+                    },
+                )
+            await session.commit()
+
+    async def _write_segment(self, job: PlanSend, language: str) -> None:
+        after = 0
+        batch = self.settings.dispatch_planner_batch
+        while True:
+            async with self.sessions() as session:
+                ids = list(
+                    (
+                        await session.execute(
+                            _AUDIENCE_PAGE, {"language": language, "after": after, "limit": batch}
+                        )
+                    ).scalars()
+                )
+                if not ids:
+                    return
+                last = int(ids[-1])
+                await session.execute(
+                    _INSERT_PAGE,
+                    {
+                        "send_id": job.send_id,
+                        "kind": str(DeliveryKind.ISSUE),
+                        "language": language,
+                        "pending": str(DeliveryStatus.PENDING),
+                        "now": utcnow(),
+                        "after": after,
+                        "last": last,
+                    },
+                )
+                await session.commit()
+            after = last
+            # Publish as we go, so that workers start while the rest is still being planned.
+            await self._relay(job.send_id)
+
+    async def _relay(self, send_id: str) -> None:
+        """Publish every pending row of the send, batch by batch, and mark it queued."""
+        after = 0
+        batch = self.settings.dispatch_planner_batch
+        while True:
+            async with self.sessions() as session:
+                rows = (
+                    await session.execute(
+                        _PENDING_PAGE,
+                        {
+                            "send_id": send_id,
+                            "pending": str(DeliveryStatus.PENDING),
+                            "after": after,
+                            "limit": batch,
+                        },
+                    )
+                ).all()
+            if not rows:
+                return
+            now = utcnow()
+            jobs = [
+                DeliverIssue(
+                    delivery_id=int(row[0]),
+                    send_id=send_id,
+                    subscriber_id=row[1],
+                    to=str(row[2]),
+                    language=row[3],
+                    first_attempt_at=now,
+                )
+                for row in rows
+            ]
+            await self.publisher.publish_many(jobs, routing_key=DELIVER_ISSUE)
+            self.metrics.confirms.inc(len(jobs))
+            async with self.sessions() as session:
+                await session.execute(
+                    _MARK_QUEUED,
+                    {
+                        "ids": [j.delivery_id for j in jobs],
+                        "queued": str(DeliveryStatus.QUEUED),
+                        "pending": str(DeliveryStatus.PENDING),
+                        "now": now,
+                    },
+                )
+                await session.commit()
+            for job in jobs:
+                self.metrics.planned.labels(job.language).inc()
+            after = jobs[-1].delivery_id
+            log.debug("jobs_queued", count=len(jobs))
+
+    async def _finish_planning(self, send_id: str) -> None:
+        async with self.sessions() as session:
+            send = await session.get(Send, send_id)
+            if send is None:
+                return
+            total = int((await session.execute(_COUNT, {"send_id": send_id})).scalar_one())
+            send.total = total
+            send.planned_at = send.planned_at or utcnow()
+            if send.status == SendStatus.PLANNING:
+                send.status = SendStatus.RUNNING
+            session.add(send)
+            await session.commit()
+            log.info("send_planned", total=total, status=send.status)
+        await ledger.finish_if_complete(self.sessions, send_id=send_id)

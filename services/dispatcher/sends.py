@@ -1,0 +1,132 @@
+"""Sends as the workers see them (status, cached briefly) and as operators control them.
+
+Pause, resume and cancel write the ``send`` row and publish ``SendControlled`` so that a
+dispatcher refreshes at once; every dispatcher also re-reads a send's status at least every
+second, since the control queue hands each event to one consumer only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, func, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher.errors import SendNotFound
+from shared.db.tables.deliveries import Delivery, DeliveryStatus, Send, SendStatus
+from shared.db.tables.timestamps import UTCDateTime, utcnow
+
+Sessions = async_sessionmaker[AsyncSession]
+STATUS_TTL_S = 1.0
+
+
+class SendDirectory:
+    """The status of each send, re-read at most every :data:`STATUS_TTL_S` seconds."""
+
+    def __init__(self, *, sessions: Sessions, ttl_s: float = STATUS_TTL_S) -> None:
+        self._sessions = sessions
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    def forget(self, send_id: str) -> None:
+        self._cache.pop(send_id, None)
+
+    async def status(self, send_id: str) -> str | None:
+        """The send's status, or None if there is no such send."""
+        now = time.monotonic()
+        cached = self._cache.get(send_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        async with self._sessions() as session:
+            found = (await session.exec(select(Send.status).where(Send.id == send_id))).first()
+        self._cache[send_id] = (now, found)
+        if len(self._cache) > 1024:
+            self._cache.pop(next(iter(self._cache)))
+        return found
+
+
+@dataclass
+class SendReport:
+    send_id: str
+    issue_key: str
+    status: str
+    total: int
+    test_to: str | None
+    by_language: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def open(self) -> int:
+        open_states = {"pending", "queued", "sending", "deferred"}
+        return sum(
+            n for counts in self.by_language.values() for s, n in counts.items() if s in open_states
+        )
+
+
+async def report(sessions: Sessions, *, send_id: str) -> SendReport:
+    """Progress of a send: deliveries by language and status."""
+    async with sessions() as session:
+        send = await session.get(Send, send_id)
+        if send is None:
+            raise SendNotFound(f"no send {send_id}")
+        rows = await session.exec(
+            select(Delivery.language, Delivery.status, func.count())
+            .where(Delivery.send_id == send_id)
+            .group_by(col(Delivery.language), col(Delivery.status))
+        )
+        result = SendReport(
+            send_id=send.id,
+            issue_key=send.issue_key,
+            status=send.status,
+            total=send.total,
+            test_to=send.test_to,
+        )
+        for language, status, count in rows:
+            result.by_language.setdefault(language, {})[status] = int(count)
+    return result
+
+
+async def set_status(sessions: Sessions, *, send_id: str, action: str) -> str:
+    """Apply pause, resume or cancel to the send row; returns the new status."""
+    now = utcnow()
+    async with sessions() as session:
+        send = await session.get(Send, send_id)
+        if send is None:
+            raise SendNotFound(f"no send {send_id}")
+        if send.status in {SendStatus.DONE, SendStatus.CANCELLED}:
+            return send.status
+        if action == "pause":
+            send.status = SendStatus.PAUSED
+        elif action == "resume":
+            send.status = SendStatus.RUNNING if send.planned_at else SendStatus.PLANNING
+        elif action == "cancel":
+            send.status = SendStatus.CANCELLED
+            send.cancelled_at = now
+            # Jobs still in queues find their delivery cancelled and skip it; a delivery in
+            # the middle of its SMTP transaction finishes and records what happened.
+            await session.execute(
+                text(
+                    "UPDATE delivery SET status = :cancelled, updated_at = :now "
+                    "WHERE send_id = :send_id AND status IN :open"
+                ).bindparams(
+                    bindparam("open", expanding=True), bindparam("now", type_=UTCDateTime())
+                ),
+                {
+                    "cancelled": str(DeliveryStatus.CANCELLED),
+                    "now": now,
+                    "send_id": send_id,
+                    "open": [
+                        str(DeliveryStatus.PENDING),
+                        str(DeliveryStatus.QUEUED),
+                        str(DeliveryStatus.DEFERRED),
+                    ],
+                },
+            )
+            send.finished_at = now
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        session.add(send)
+        await session.commit()
+        return send.status

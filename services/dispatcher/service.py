@@ -1,0 +1,216 @@
+"""The dispatcher's composition root: ``run(settings, stop=...)`` wires the real adapters.
+
+One process runs the planner, the issue workers and the transactional worker (each can be
+turned off with ``NEWSLETTER_DISPATCH_ROLES``), plus the control consumer and the probe server
+(``/healthz``, ``/readyz`` checking the database, RabbitMQ and SMTP, ``/metrics``).
+Everything is opened in one ``AsyncExitStack`` and closed in reverse order when ``stop`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+
+from services.dispatcher import ledger
+from services.dispatcher.batching import Batcher
+from services.dispatcher.composer import Composer, EditionCache
+from services.dispatcher.consumers import QueueConsumer
+from services.dispatcher.flow import FlowControl
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.planner import Planner
+from services.dispatcher.sends import SendDirectory
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.smtp import SmtpPool
+from services.dispatcher.transactional import TransactionalWorker
+from services.dispatcher.worker import DeliveryWorker
+from shared.db.engine import create_engine, session_factory
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import SendControlled, UndecodableMessage, decode
+from shared.messaging.topology import (
+    DISPATCHER_CONTROL,
+    DISPATCHER_DELIVERIES,
+    DISPATCHER_PLANNER,
+    DISPATCHER_TRANSACTIONAL,
+    connect,
+    declare_topology,
+)
+from shared.probes import ProbeServer, probe_app
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def as_dispatcher_settings(settings: Settings) -> DispatcherSettings:
+    if isinstance(settings, DispatcherSettings):
+        return settings
+    return DispatcherSettings(**settings.model_dump(by_alias=False))
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    registry: CollectorRegistry | None = None,
+    serve_probes: bool = True,
+) -> None:
+    """Run the dispatcher until ``stop`` is set, then close everything."""
+    config = as_dispatcher_settings(settings)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = DispatcherMetrics.create(registry)
+    roles = config.roles
+    async with AsyncExitStack() as stack:
+        engine = create_engine(config.database_url, pool_size=10)
+        stack.push_async_callback(engine.dispose)
+        sessions = session_factory(engine)
+        connection = await connect(config.amqp_url)
+        stack.push_async_callback(connection.close)
+        setup = await connection.channel()
+        await declare_topology(setup)
+        await setup.close()
+        publisher = await Publisher.open(connection)
+        stack.push_async_callback(publisher.close)
+        raw_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        stack.push_async_callback(raw_channel.close)
+
+        composer = Composer(settings=config)
+        sends = SendDirectory(sessions=sessions)
+        issue_pool = SmtpPool(
+            target=config.smtp,
+            size=config.dispatch_smtp_connections,
+            timeout=config.smtp_timeout_s,
+        )
+        stack.push_async_callback(issue_pool.close)
+        tx_pool = SmtpPool(
+            target=config.smtp,
+            size=config.transactional_smtp_connections,
+            timeout=config.smtp_timeout_s,
+        )
+        stack.push_async_callback(tx_pool.close)
+
+        async def claim_batch(items: list[ledger.ClaimRequest]) -> list[ledger.Claim]:
+            return await ledger.claim(sessions, items)
+
+        async def record_batch(items: list[ledger.Result]) -> list[None]:
+            return await ledger.record(sessions, items)
+
+        claims: Batcher[ledger.ClaimRequest, ledger.Claim] = Batcher(
+            claim_batch,  # type: ignore[arg-type]
+            max_size=config.dispatch_ledger_batch,
+            interval_s=config.dispatch_ledger_interval_s / 5,
+        )
+        results: Batcher[ledger.Result, None] = Batcher(
+            record_batch,  # type: ignore[arg-type]
+            max_size=config.dispatch_ledger_batch,
+            interval_s=config.dispatch_ledger_interval_s,
+        )
+        claims.start()
+        results.start()
+        stack.push_async_callback(results.close)
+        stack.push_async_callback(claims.close)
+
+        consumers: list[QueueConsumer] = []
+        stack.push_async_callback(_stop_all, consumers)
+
+        async def on_control(message: AbstractIncomingMessage) -> None:
+            try:
+                event = decode(SendControlled, message.body)
+            except UndecodableMessage:
+                await message.reject(requeue=False)
+                return
+            sends.forget(event.send_id)
+            if event.action == "resume":
+                await ledger.finish_if_complete(sessions, send_id=event.send_id)
+            await message.ack()
+
+        consumers.append(QueueConsumer(DISPATCHER_CONTROL, on_control, prefetch=10))
+        if "transactional" in roles:
+            tx = TransactionalWorker(
+                settings=config,
+                sessions=sessions,
+                composer=composer,
+                pool=tx_pool,
+                publisher=publisher,
+                raw_channel=raw_channel,
+                metrics=metrics,
+            )
+            consumers.append(
+                QueueConsumer(
+                    DISPATCHER_TRANSACTIONAL,
+                    tx.handle,
+                    prefetch=max(4, config.transactional_smtp_connections * 2),
+                )
+            )
+        if "deliveries" in roles:
+            worker = DeliveryWorker(
+                settings=config,
+                composer=composer,
+                editions=EditionCache(sessions=sessions, composer=composer),
+                sends=sends,
+                pool=issue_pool,
+                flow=FlowControl(
+                    global_rate=config.dispatch_rate_limit,
+                    domain_concurrency=config.dispatch_domain_concurrency,
+                    domain_rate=config.dispatch_domain_rate,
+                    breaker_threshold=config.dispatch_breaker_threshold,
+                    breaker_window_s=config.dispatch_breaker_window_s,
+                    breaker_cooldown_s=config.dispatch_breaker_cooldown_s,
+                ),
+                publisher=publisher,
+                raw_channel=raw_channel,
+                claims=claims,
+                results=results,
+                metrics=metrics,
+            )
+            consumers.append(
+                QueueConsumer(
+                    DISPATCHER_DELIVERIES, worker.handle, prefetch=config.dispatch_prefetch
+                )
+            )
+        if "planner" in roles:
+            planner = Planner(
+                settings=config,
+                sessions=sessions,
+                publisher=publisher,
+                raw_channel=raw_channel,
+                metrics=metrics,
+            )
+            consumers.append(QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1))
+        for consumer in consumers:
+            await consumer.start(connection)
+
+        if serve_probes:
+
+            async def check_database() -> None:
+                async with sessions() as session:
+                    await session.execute(text("SELECT 1"))
+
+            async def check_broker() -> None:
+                if connection.is_closed:
+                    raise ConnectionError("RabbitMQ connection is closed")
+
+            probes = ProbeServer(
+                probe_app(
+                    {
+                        "database": check_database,
+                        "rabbitmq": check_broker,
+                        "smtp": issue_pool.check,
+                    },
+                    registry,
+                ),
+                host=config.http_host,
+                port=config.dispatcher_probe_port,
+            )
+            await probes.start()
+            stack.push_async_callback(probes.stop)
+        log.info("dispatcher_started", roles=sorted(roles))
+        await stop.wait()
+        log.info("dispatcher_stopping")
+
+
+async def _stop_all(consumers: list[QueueConsumer]) -> None:
+    await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)

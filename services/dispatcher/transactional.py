@@ -1,0 +1,202 @@
+"""Transactional mail: ``dispatcher.transactional`` -> SMTP, on its own queue and connections.
+
+Confirmation, welcome and goodbye mails never wait behind a campaign: their queue, channel and
+SMTP pool are separate from the issue workers'. The ledger row (``tx:<command id>``) makes a
+redelivered command harmless; unlike an issue, a confirmation whose outcome is unknown (timeout
+after the data) is sent again, since a second confirmation mail does no harm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher import mime
+from services.dispatcher.composer import Composer, Recipient
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.outcomes import Outcome
+from services.dispatcher.retry import (
+    attempt_of,
+    dead_letter,
+    schedule_retry,
+    tier_for,
+    window_exhausted,
+)
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.smtp import SmtpPool
+from shared.addresses import address_domain, mask_email
+from shared.db.tables.deliveries import TERMINAL_STATUSES, DeliveryKind, DeliveryStatus
+from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import (
+    BounceReceived,
+    DeliverTransactional,
+    UndecodableMessage,
+    decode,
+)
+from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_TRANSACTIONAL
+
+log = structlog.get_logger(__name__)
+
+_INSERT = text(
+    "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
+    "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
+    "VALUES (:key, :kind, NULL, :sid, :email, :domain, :language, :sending, 0, '', '', "
+    ":now, :now) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_LOOKUP = text("SELECT id, status FROM delivery WHERE dedupe_key = :key")
+_START = text(
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "WHERE id = :id"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_FINISH = text(
+    "UPDATE delivery SET status = :status, smtp_code = :code, smtp_reply = :reply, "
+    "message_id = :mid, sent_at = :sent_at, updated_at = :now WHERE id = :id"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
+
+
+@dataclass
+class TransactionalWorker:
+    settings: DispatcherSettings
+    sessions: async_sessionmaker[AsyncSession]
+    composer: Composer
+    pool: SmtpPool
+    publisher: Publisher
+    raw_channel: AbstractChannel
+    metrics: DispatcherMetrics
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = decode(DeliverTransactional, message.body)
+        except UndecodableMessage as err:
+            log.warning("poison_job_dead_lettered", reason=str(err)[:300])
+            await dead_letter(channel=self.raw_channel, message=message, reason=str(err))
+            await message.ack()
+            return
+        with structlog.contextvars.bound_contextvars(
+            command_id=job.message_id, kind=job.kind, language=job.language
+        ):
+            await self._deliver(job, message)
+
+    async def _claim(self, job: DeliverTransactional) -> tuple[int, str]:
+        key = f"tx:{job.message_id}"
+        async with self.sessions() as session:
+            await session.execute(
+                _INSERT,
+                {
+                    "key": key,
+                    "kind": str(DeliveryKind.TRANSACTIONAL),
+                    "sid": job.subscriber_id,
+                    "email": job.to,
+                    "domain": address_domain(job.to),
+                    "language": job.language,
+                    "sending": str(DeliveryStatus.QUEUED),
+                    "now": utcnow(),
+                },
+            )
+            row = (await session.execute(_LOOKUP, {"key": key})).one()
+            delivery_id, status = int(row[0]), str(row[1])
+            if status not in TERMINAL_STATUSES:
+                await session.execute(
+                    _START,
+                    {"id": delivery_id, "sending": str(DeliveryStatus.SENDING), "now": utcnow()},
+                )
+            await session.commit()
+        return delivery_id, status
+
+    async def _deliver(self, job: DeliverTransactional, message: AbstractIncomingMessage) -> None:
+        delivery_id, status = await self._claim(job)
+        if status in TERMINAL_STATUSES:
+            log.info("duplicate_job_skipped", delivery_id=delivery_id, found_status=status)
+            await message.ack()
+            return
+        envelope = self.composer.envelope(
+            subject=job.subject,
+            language=job.language,
+            campaign=job.kind,
+            list_unsubscribe=job.list_unsubscribe_url is not None,
+        )
+        template = mime.build_template(envelope=envelope, text=job.text, html_body=job.html)
+        message_key = f"tx.{job.message_id}"
+        recipient = Recipient(delivery_id, job.subscriber_id, job.to, message_key)
+        values = self.composer.values(recipient, one_click_url=job.list_unsubscribe_url)
+        data = self.composer.render(template, values)
+        started = time.perf_counter()
+        outcome = await self.pool.send(
+            sender=self.composer.return_path(delivery_id), recipient=job.to, data=data
+        )
+        self.metrics.smtp_seconds.observe(time.perf_counter() - started)
+        await self._settle(job, message, outcome, delivery_id=delivery_id, key=message_key)
+
+    async def _settle(
+        self,
+        job: DeliverTransactional,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        *,
+        delivery_id: int,
+        key: str,
+    ) -> None:
+        # A confirmation may arrive twice without harm: an unknown outcome is tried again.
+        status = "deferred" if outcome.status == "unknown" else outcome.status
+        attempt = attempt_of(message)
+        tier = tier_for(self.settings.retry_tiers, attempt)
+        now = utcnow()
+        if status == "deferred" and window_exhausted(
+            first_attempt_at=job.created_at,
+            tier=tier,
+            window_s=self.settings.dispatch_retry_window_s,
+            now=now,
+        ):
+            status = "failed"
+        if status == "bounced":
+            await self.publisher.publish_event(
+                BounceReceived(
+                    recipient=job.to,
+                    bounce_class="hard",
+                    status=outcome.enhanced,
+                    diagnostic=f"{outcome.code} {outcome.reply}"[:2000],
+                    source="smtp",
+                    delivery_id=delivery_id,
+                    language=job.language,
+                ),
+                routing_key=BOUNCE_RECEIVED,
+            )
+        async with self.sessions() as session:
+            await session.execute(
+                _FINISH,
+                {
+                    "id": delivery_id,
+                    "status": status,
+                    "code": outcome.code,
+                    "reply": outcome.reply[:2000],
+                    "mid": self.composer.message_id(key),
+                    "sent_at": now if status == "sent" else None,
+                    "now": now,
+                },
+            )
+            await session.commit()
+        if status == "deferred":
+            await schedule_retry(
+                publisher=self.publisher,
+                job=job,
+                routing_key=DELIVER_TRANSACTIONAL,
+                tier=tier,
+                attempt=attempt + 1,
+            )
+        await message.ack()
+        domain = address_domain(job.to)
+        self.metrics.deliveries.labels(status, job.language, domain).inc()
+        log.info(
+            "email_sent" if status == "sent" else f"email_{status}",
+            delivery_id=delivery_id,
+            to=mask_email(job.to),
+            smtp_code=outcome.code,
+            reply=outcome.reply[:200] if status != "sent" else "",
+        )

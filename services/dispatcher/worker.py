@@ -1,0 +1,211 @@
+"""Issue delivery workers: ``dispatcher.deliveries`` -> SMTP -> ledger -> ack.
+
+Each job is claimed in the ledger (a duplicate job cannot claim), composed from the edition's
+cached template, sent on a pooled SMTP connection under flow control, recorded, and only then
+acked. Deferred jobs go to a delay tier; hard bounces raise a ``BounceReceived`` event; jobs of
+a paused send wait in the hold tier without being claimed; poison jobs are dead-lettered with
+their reason after a few deliveries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from services.dispatcher import ledger
+from services.dispatcher.batching import Batcher
+from services.dispatcher.composer import Composer, EditionCache, Recipient
+from services.dispatcher.errors import PoisonJob
+from services.dispatcher.flow import FlowControl
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.outcomes import Outcome, breaker_open
+from services.dispatcher.retry import (
+    attempt_of,
+    dead_letter,
+    schedule_retry,
+    tier_for,
+    window_exhausted,
+)
+from services.dispatcher.sends import SendDirectory
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.smtp import SmtpPool
+from shared.addresses import address_domain, mask_email
+from shared.db.tables.deliveries import DeliveryStatus, SendStatus
+from shared.db.tables.timestamps import utcnow
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
+from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DeliveryWorker:
+    """Handles one ``DeliverIssue`` message at a time per call; many calls run concurrently."""
+
+    settings: DispatcherSettings
+    composer: Composer
+    editions: EditionCache
+    sends: SendDirectory
+    pool: SmtpPool
+    flow: FlowControl
+    publisher: Publisher
+    raw_channel: AbstractChannel
+    claims: Batcher[ledger.ClaimRequest, ledger.Claim]
+    results: Batcher[ledger.Result, None]
+    metrics: DispatcherMetrics
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = decode(DeliverIssue, message.body)
+        except UndecodableMessage as err:
+            log.warning("poison_job_dead_lettered", reason=str(err)[:300])
+            await dead_letter(channel=self.raw_channel, message=message, reason=str(err))
+            await message.ack()
+            return
+        with structlog.contextvars.bound_contextvars(
+            delivery_id=job.delivery_id, send_id=job.send_id, language=job.language
+        ):
+            try:
+                await self._deliver(job, message)
+            except PoisonJob as err:
+                await self._poison(job, message, reason=str(err))
+
+    async def _deliver(self, job: DeliverIssue, message: AbstractIncomingMessage) -> None:
+        status = await self.sends.status(job.send_id)
+        if status is None:
+            raise PoisonJob(f"unknown send {job.send_id}")
+        if status == SendStatus.CANCELLED:
+            await self.results.submit(
+                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.CANCELLED)
+            )
+            await message.ack()
+            return
+        if status == SendStatus.PAUSED:
+            tier = self.settings.hold_tier
+            await schedule_retry(
+                publisher=self.publisher,
+                job=job,
+                routing_key=DELIVER_ISSUE,
+                tier=tier,
+                attempt=attempt_of(message),
+            )
+            await message.ack()
+            log.debug("job_held_while_paused", tier=tier.label)
+            return
+        claim = await self.claims.submit(
+            ledger.ClaimRequest(job.delivery_id, redelivered=bool(message.redelivered))
+        )
+        if not claim.claimed:
+            log.info("duplicate_job_skipped", found_status=claim.status)
+            await message.ack()
+            return
+        if claim.reclaimed:
+            log.warning("possible_duplicate_resend", reason="redelivered while sending")
+        template = await self.editions.get(
+            send_id=job.send_id, language=job.language, test=job.subscriber_id is None
+        )
+        domain = address_domain(job.to)
+        message_key = f"d{job.delivery_id}.{job.send_id[:8]}"
+        if self.flow.is_open(domain):
+            outcome: Outcome = breaker_open(domain)
+        else:
+            recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
+            data = self.composer.render(template, self.composer.values(recipient))
+            async with self.flow.slot(domain):
+                started = time.perf_counter()
+                outcome = await self.pool.send(
+                    sender=self.composer.return_path(job.delivery_id),
+                    recipient=job.to,
+                    data=data,
+                )
+                self.metrics.smtp_seconds.observe(time.perf_counter() - started)
+            if self.flow.record(domain, outcome):
+                log.warning("circuit_breaker_opened", domain=domain)
+        await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+
+    async def _settle(
+        self,
+        job: DeliverIssue,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        *,
+        message_key: str,
+        domain: str,
+    ) -> None:
+        status = outcome.status
+        attempt = attempt_of(message)
+        tier = tier_for(self.settings.retry_tiers, attempt)
+        if status == "deferred" and window_exhausted(
+            first_attempt_at=job.first_attempt_at,
+            tier=tier,
+            window_s=self.settings.dispatch_retry_window_s,
+            now=utcnow(),
+        ):
+            status = "failed"
+        if status == "bounced":
+            await self.publisher.publish_event(
+                BounceReceived(
+                    recipient=job.to,
+                    bounce_class="hard",
+                    status=outcome.enhanced,
+                    diagnostic=f"{outcome.code} {outcome.reply}"[:2000],
+                    source="smtp",
+                    delivery_id=job.delivery_id,
+                    language=job.language,
+                ),
+                routing_key=BOUNCE_RECEIVED,
+            )
+        await self.results.submit(
+            ledger.Result(
+                job.delivery_id,
+                job.send_id,
+                status,
+                smtp_code=outcome.code,
+                smtp_reply=outcome.reply,
+                message_id=self.composer.message_id(message_key),
+            )
+        )
+        if status == "deferred":
+            await schedule_retry(
+                publisher=self.publisher,
+                job=job,
+                routing_key=DELIVER_ISSUE,
+                tier=tier,
+                attempt=attempt + 1,
+            )
+        await message.ack()
+        self.metrics.deliveries.labels(status, job.language, domain).inc()
+        event = "email_sent" if status == "sent" else f"email_{status}"
+        log.info(
+            event,
+            to=mask_email(job.to),
+            smtp_code=outcome.code,
+            reply=outcome.reply[:200] if status != "sent" else "",
+            attempt=attempt,
+            tier=tier.label if status == "deferred" else None,
+        )
+
+    async def _poison(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, *, reason: str
+    ) -> None:
+        deliveries = _delivery_count(message)
+        if deliveries + 1 < self.settings.dispatch_poison_limit:
+            log.warning("poison_job_requeued", reason=reason, deliveries=deliveries + 1)
+            await message.reject(requeue=True)
+            return
+        log.error("poison_job_dead_lettered", reason=reason)
+        await dead_letter(channel=self.raw_channel, message=message, reason=reason)
+        await self.results.submit(
+            ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
+        )
+        await message.ack()
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """How often the broker delivered this message before (quorum queues count it)."""
+    raw = (message.headers or {}).get("x-delivery-count", 0)
+    return int(raw) if isinstance(raw, int) else 0

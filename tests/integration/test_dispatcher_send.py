@@ -1,0 +1,110 @@
+"""A whole send through the real planner, RabbitMQ, workers and an SMTP server over a socket."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher.settings import DispatcherSettings, load_dispatcher_settings
+from shared.db.engine import create_engine, session_factory
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import PlanSend
+from shared.messaging.topology import PLAN_SEND, connect
+from tests.support import dispatch_seed, infra
+from tests.support.test_mta import MtaScript, ScriptedMta
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    name, url = dispatch_seed.fresh_vhost()
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+def make_settings(
+    *, amqp_url: str, database_url: str, smtp_url: str, tmp_path: Path, **extra: object
+) -> DispatcherSettings:
+    return load_dispatcher_settings(
+        mode="test",
+        amqp_url=amqp_url,
+        database_url=database_url,
+        smtp_url=smtp_url,
+        var_dir=tmp_path,
+        secret_key="test-secret-key-" + "x" * 32,
+        dispatch_retry_tiers="1s",
+        dispatch_hold_tier="1s",
+        smtp_timeout_s=2.0,
+        **extra,
+    )
+
+
+async def publish_plan(amqp_url: str, plan: PlanSend) -> None:
+    connection = await connect(amqp_url)
+    try:
+        publisher = await Publisher.open(connection)
+        await publisher.publish(plan, routing_key=PLAN_SEND)
+    finally:
+        await connection.close()
+
+
+async def test_every_active_subscriber_of_each_segment_gets_one_copy_in_its_language(
+    vhost_url: str,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(sessions, 10)
+    await dispatch_seed.add_subscribers(sessions, 3, status="pending", prefix="pending")
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en", "be", "ru"))
+    with ScriptedMta() as mta:
+        settings = make_settings(
+            amqp_url=vhost_url, database_url=database_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await publish_plan(
+                vhost_url,
+                PlanSend(send_id=send_id, issue_key="2026-w48", segments=["en", "be", "ru"]),
+            )
+            send = await dispatch_seed.wait_for_send(sessions, send_id)
+        copies = mta.handler.copies()
+        accepted = list(mta.handler.accepted)
+    assert send.total == 30
+    assert await dispatch_seed.status_counts(sessions, send_id) == {"sent": 30}
+    assert copies == {a: 1 for a in addresses}, "each active subscriber exactly once"
+    by_rcpt = {a.rcpt: a for a in accepted}
+    ru = next(a for a in addresses if "-ru-" in a)
+    mail = by_rcpt[ru].parsed()
+    assert mail["Content-Language"] == "ru"
+    assert str(mail["Subject"]) == dispatch_seed.SUBJECTS["ru"]
+    assert "=?utf-8?" in by_rcpt[ru].data.split(b"\r\n\r\n")[0].decode().lower()
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "/unsubscribe/one-click?token=" in mail["List-Unsubscribe"]
+    assert "mailto:unsubscribe+" in mail["List-Unsubscribe"]
+    assert by_rcpt[ru].mail_from.startswith("bounces+")
+    assert not mail.defects
+    text_part = mail.get_body(("plain",))
+    html_part = mail.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    assert "@@NL_" not in text_part.get_content() + html_part.get_content()
+    assert "/unsubscribe?token=" in text_part.get_content()
+    assert ru in html_part.get_content()
+    assert max(len(line) for line in by_rcpt[ru].data.split(b"\r\n")) < 998

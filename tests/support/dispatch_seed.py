@@ -1,0 +1,190 @@
+"""Seeding for the dispatcher's tests: subscribers in segments, editions with markers, waits.
+
+Editions are inserted directly into the ``edition`` table, with the per-recipient markers of
+``shared.messaging.placeholders`` in html and text: that table is the renderer's real contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.addresses import address_domain, address_hash
+from shared.db.tables.deliveries import Delivery, Send
+from shared.db.tables.editions import Edition
+from shared.db.tables.subscribers import Subscriber, SubscriberLanguage
+from shared.messaging import placeholders
+
+SUBJECTS = {
+    "en": "Weekly digest: what happened",
+    "be": "Штотыднёвы дайджэст: што здарылася",
+    "ru": "Еженедельный дайджест: что случилось",
+}
+PARAGRAPH = {
+    "en": "The council met on Tuesday and agreed the budget for the new library. ",
+    "be": "Рада сабралася ў аўторак і зацвердзіла бюджэт новай бібліятэкі. ",
+    "ru": "Совет собрался во вторник и утвердил бюджет новой библиотеки. ",
+}
+
+
+def edition_html(language: str, *, paragraphs: int = 20) -> str:
+    # One long line per paragraph on purpose: the dispatcher must wrap it under 998 bytes.
+    body = "".join(f"<p>{PARAGRAPH[language] * 12}</p>\n" for _ in range(paragraphs))
+    return (
+        f'<!doctype html><html lang="{language}"><body><h1>{SUBJECTS[language]}</h1>\n{body}'
+        f'<p>To: {placeholders.RECIPIENT}</p>\n'
+        f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">unsubscribe</a> '
+        f'<a href="{placeholders.PREFERENCES_URL}">preferences</a></p></body></html>\n'
+    )
+
+
+def edition_text(language: str, *, paragraphs: int = 20) -> str:
+    body = "\n\n".join(PARAGRAPH[language] * 12 for _ in range(paragraphs))
+    return (
+        f"{SUBJECTS[language]}\n\n{body}\n\n"
+        f"Unsubscribe:\n{placeholders.UNSUBSCRIBE_URL}\n"
+        f"Preferences:\n{placeholders.PREFERENCES_URL}\n"
+    )
+
+
+async def add_editions(
+    sessions: async_sessionmaker[AsyncSession], send_id: str, languages: Iterable[str]
+) -> None:
+    async with sessions() as session:
+        for language in languages:
+            session.add(
+                Edition(
+                    send_id=send_id,
+                    issue_key="2026-w48",
+                    language=language,
+                    content_language=language,
+                    subject=SUBJECTS[language],
+                    html=edition_html(language),
+                    text=edition_text(language),
+                )
+            )
+        await session.commit()
+
+
+async def add_subscribers(
+    sessions: async_sessionmaker[AsyncSession],
+    per_language: int,
+    *,
+    languages: Iterable[str] = ("en", "be", "ru"),
+    domains: tuple[str, ...] = ("example.org", "example.net", "example.com"),
+    status: str = "active",
+    prefix: str = "reader",
+) -> list[str]:
+    """Subscribers ``<prefix>-<lang>-<n>@<domain>``; returns their addresses."""
+    addresses: list[str] = []
+    tag = uuid.uuid4().hex[:6]
+    async with sessions() as session:
+        for language in languages:
+            for n in range(per_language):
+                address = f"{prefix}-{tag}-{language}-{n}@{domains[n % len(domains)]}"
+                subscriber = Subscriber(
+                    email=address,
+                    email_hash=address_hash(address),
+                    email_domain=address_domain(address),
+                    status=status,
+                    locale=language,
+                )
+                session.add(subscriber)
+                await session.flush()
+                assert subscriber.id is not None
+                session.add(SubscriberLanguage(subscriber_id=subscriber.id, language=language))
+                addresses.append(address)
+        await session.commit()
+    return addresses
+
+
+async def wait_for_send(
+    sessions: async_sessionmaker[AsyncSession], send_id: str, *, timeout: float = 60.0
+) -> Send:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with sessions() as session:
+            send = await session.get(Send, send_id)
+        if send is not None and send.status == "done":
+            return send
+        if time.monotonic() > deadline:
+            counts = await status_counts(sessions, send_id)
+            raise AssertionError(
+                f"send {send_id} not done in {timeout}s: {send and send.status} {counts}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def status_counts(
+    sessions: async_sessionmaker[AsyncSession], send_id: str
+) -> dict[str, int]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT status, COUNT(*) FROM delivery WHERE send_id = :s GROUP BY status"),
+            {"s": send_id},
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def deliveries(sessions: async_sessionmaker[AsyncSession], send_id: str) -> list[Delivery]:
+    from sqlmodel import select
+
+    async with sessions() as session:
+        return list((await session.exec(select(Delivery).where(Delivery.send_id == send_id))).all())
+
+
+def fresh_vhost() -> tuple[str, str]:
+    """A vhost of its own (with the topology), so no job of another test can reach us."""
+    from shared.messaging.topology import connect, declare_topology
+    from tests.support import infra
+
+    name, url = infra.create_vhost()
+
+    async def declare() -> None:
+        connection = await connect(url)
+        try:
+            await declare_topology(await connection.channel())
+        finally:
+            await connection.close()
+
+    asyncio.run(declare()) if not _loop_running() else None
+    return name, url
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class RunningDispatcher:
+    """``services.dispatcher.service.run`` as a task of the test's loop."""
+
+    def __init__(self, settings: object) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RunningDispatcher:
+        from services.dispatcher import service
+
+        self.task = asyncio.create_task(
+            service.run(self.settings, stop=self.stop, serve_probes=False)  # type: ignore[arg-type]
+        )
+        await asyncio.sleep(0.5)
+        if self.task.done():
+            self.task.result()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)

@@ -1,0 +1,127 @@
+"""A scripted test MTA (aiosmtpd over a real socket) that can misbehave on purpose.
+
+Rules are per recipient address or random per message: answer 550 5.1.1 (unknown user),
+554 5.7.1 (policy), 421/451 (slow down), drop the connection at RCPT, or stall at DATA past the
+client's timeout. Every accepted message is kept with its envelope, so tests can count copies
+per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from newsletter_cli.smtp_sink import _free_port
+
+
+@dataclass
+class Accepted:
+    mail_from: str
+    rcpt: str
+    data: bytes
+
+    def parsed(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class MtaScript:
+    """What the MTA does; every field may be changed while it runs."""
+
+    hard_bounce: set[str] = field(default_factory=set)  # 550 5.1.1 at RCPT
+    policy_reject: set[str] = field(default_factory=set)  # 554 5.7.1 at RCPT
+    throttle_ratio: float = 0.0  # share of RCPTs answered 421/451 (alternating)
+    drop_ratio: float = 0.0  # share of RCPTs where the connection is dropped
+    stall_data: set[str] = field(default_factory=set)  # stall after DATA, once per address
+    stall_seconds: float = 5.0
+    seed: int = 7
+
+
+class ScriptedHandler:
+    def __init__(self, script: MtaScript) -> None:
+        self.script = script
+        self.accepted: list[Accepted] = []
+        self.lock = threading.Lock()
+        self.random = random.Random(script.seed)
+        self.replies: Counter[str] = Counter()
+        self._stalled: set[str] = set()
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        script = self.script
+        if address in script.hard_bounce:
+            return self._reply("550 5.1.1 <%s>: user unknown" % address)
+        if address in script.policy_reject:
+            return self._reply("554 5.7.1 message refused by policy")
+        roll = self.random.random()
+        if roll < script.drop_ratio:
+            self.replies["drop"] += 1
+            assert session.transport is not None
+            session.transport.close()
+            return "421 4.4.2 closing"
+        if roll < script.drop_ratio + script.throttle_ratio:
+            if self.random.random() < 0.5:
+                return self._reply("421 4.7.0 try again later, slow down")
+            return self._reply("451 4.7.1 greylisted, try again")
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    def _reply(self, reply: str) -> str:
+        self.replies[reply[:3]] += 1
+        return reply
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd hook
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        data = envelope.original_content or b""
+        for rcpt in envelope.rcpt_tos:
+            if rcpt in self.script.stall_data and rcpt not in self._stalled:
+                self._stalled.add(rcpt)
+                # Keep the message (it "arrived") but answer too late: outcome unknown.
+                with self.lock:
+                    self.accepted.append(Accepted(str(envelope.mail_from), rcpt, data))
+                await asyncio.sleep(self.script.stall_seconds)
+                return "250 OK (too late)"
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.accepted.append(Accepted(str(envelope.mail_from), rcpt, data))
+        return "250 2.0.0 OK"
+
+    def copies(self) -> Counter[str]:
+        with self.lock:
+            return Counter(a.rcpt for a in self.accepted)
+
+
+class ScriptedMta:
+    """Runs a :class:`ScriptedHandler` on a free loopback port in a thread."""
+
+    def __init__(self, script: MtaScript | None = None) -> None:
+        self.handler = ScriptedHandler(script or MtaScript())
+        self._controller = Controller(
+            self.handler,
+            hostname="127.0.0.1",
+            port=_free_port("127.0.0.1"),
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            ready_timeout=10,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self._controller.port}"
+
+    def __enter__(self) -> ScriptedMta:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
