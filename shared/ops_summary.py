@@ -37,10 +37,31 @@ _OPEN_SEND_STATUSES = (
 )
 
 
+RATE_WINDOW_S = 300
+
+
 @dataclass
 class LanguageProgress:
     language: str
     counts: dict[str, int] = field(default_factory=dict)
+    sent_in_window: int = 0  # mail sent in the last RATE_WINDOW_S seconds
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done
+
+    @property
+    def rate_per_min(self) -> float:
+        return 60.0 * self.sent_in_window / RATE_WINDOW_S
+
+    @property
+    def eta_s(self) -> float | None:
+        """Time left at the recent rate; ``None`` when nothing is moving."""
+        if not self.remaining:
+            return 0.0
+        if not self.sent_in_window:
+            return None
+        return self.remaining * RATE_WINDOW_S / self.sent_in_window
 
     @property
     def total(self) -> int:
@@ -60,6 +81,9 @@ class LanguageProgress:
             "total": self.total,
             "done": self.done,
             "percent": round(self.percent, 1),
+            "remaining": self.remaining,
+            "rate_per_min": round(self.rate_per_min, 2),
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
             "counts": dict(sorted(self.counts.items())),
         }
 
@@ -164,7 +188,9 @@ def mask_addresses(text: str) -> str:
     return _ADDRESS.sub(lambda m: mask_email(m.group(0)), text)
 
 
-async def send_progress(*, session: AsyncSession, limit: int = 10) -> list[SendProgress]:
+async def send_progress(
+    *, session: AsyncSession, limit: int = 10, now: datetime | None = None
+) -> list[SendProgress]:
     """Open sends first, then the most recent finished ones, each with per-language counts."""
     open_rows = (
         await session.execute(
@@ -176,7 +202,7 @@ async def send_progress(*, session: AsyncSession, limit: int = 10) -> list[SendP
     ).scalars()
     sends: list[Send] = list(open_rows)
     if len(sends) < limit:
-        recent = (
+        finished = (
             await session.execute(
                 select(Send)
                 .where(col(Send.status).not_in(_OPEN_SEND_STATUSES))
@@ -184,7 +210,7 @@ async def send_progress(*, session: AsyncSession, limit: int = 10) -> list[SendP
                 .limit(limit - len(sends))
             )
         ).scalars()
-        sends.extend(recent)
+        sends.extend(finished)
     if not sends:
         return []
     ids = [s.id for s in sends]
@@ -196,12 +222,26 @@ async def send_progress(*, session: AsyncSession, limit: int = 10) -> list[SendP
     )
     for send_id, language, status, count in rows:
         counts[str(send_id)][str(language)][str(status)] = int(count)
+    recent: dict[tuple[str, str], int] = {}
+    open_ids = [s.id for s in sends if s.status in _OPEN_SEND_STATUSES]
+    if open_ids:
+        since = (now or datetime.now(UTC)) - timedelta(seconds=RATE_WINDOW_S)
+        for send_id, language, count in await session.execute(
+            select(col(Delivery.send_id), col(Delivery.language), func.count())
+            .where(col(Delivery.send_id).in_(open_ids), col(Delivery.sent_at) >= since)
+            .group_by(col(Delivery.send_id), col(Delivery.language))
+        ):
+            recent[(str(send_id), str(language))] = int(count)
     result = []
     for send in sends:
         per_language = counts.get(send.id, {})
         planned = [lang for lang in send.languages.split(",") if lang]
         languages = [
-            LanguageProgress(language=lang, counts=dict(per_language.get(lang, {})))
+            LanguageProgress(
+                language=lang,
+                counts=dict(per_language.get(lang, {})),
+                sent_in_window=recent.get((send.id, lang), 0),
+            )
             for lang in dict.fromkeys([*planned, *sorted(per_language)])
         ]
         result.append(

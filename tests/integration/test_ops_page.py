@@ -191,6 +191,9 @@ async def test_summary_reports_progress_errors_queues_dead_letters_and_rates(
     assert list(languages) == ["en", "be", "ru"]
     assert languages["en"]["counts"] == {"bounced": 1, "queued": 2, "sent": 5}
     assert languages["en"]["percent"] == 75.0
+    assert languages["en"]["rate_per_min"] == 1.0, "5 sent in the last 5 minutes"
+    assert languages["en"]["eta_s"] == 120, "2 left at 1 a minute"
+    assert languages["be"]["eta_s"] == 100, "1 deferred left at 3 per 5 minutes"
     assert languages["be"]["counts"] == {"deferred": 1, "sent": 3}
     assert languages["ru"]["total"] == 0
 

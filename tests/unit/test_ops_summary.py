@@ -34,3 +34,15 @@ def test_rates_are_relative_to_mail_sent() -> None:
         Reputation(window_hours=24, sent=0, by_class={"hard": 1}, top_domains=[]).hard_bounce_rate
         == 0
     )
+
+
+def test_time_left_follows_the_recent_rate() -> None:
+    moving = LanguageProgress(
+        language="en", counts={"sent": 600, "queued": 300}, sent_in_window=600
+    )
+    assert moving.rate_per_min == 120.0
+    assert moving.eta_s == 150.0
+    stalled = LanguageProgress(language="be", counts={"queued": 10})
+    assert stalled.eta_s is None
+    finished = LanguageProgress(language="ru", counts={"sent": 3})
+    assert finished.eta_s == 0.0

@@ -451,7 +451,8 @@ def _sends_section(sends: list[SendProgress]) -> str:
         head = "".join(f'<th class="n">{c}</th>' for c in _PROGRESS_COLUMNS)
         parts.append(
             f'<table class="progress"><tr><th>language</th><th>progress</th>{head}'
-            '<th class="n">other</th><th class="n">total</th></tr>'
+            '<th class="n">other</th><th class="n">total</th><th class="n">rate</th>'
+            '<th class="n">time left</th></tr>'
         )
         for lang in send.languages:
             shown = sum(lang.counts.get(c, 0) for c in _PROGRESS_COLUMNS)
@@ -464,11 +465,23 @@ def _sends_section(sends: list[SendProgress]) -> str:
                 f'<span style="width:{lang.percent:.1f}%"></span></div>'
                 f'<span class="pct">{lang.percent:.0f} %</span></td>'
                 f'{cells}<td class="n">{lang.total - shown}</td>'
-                f'<td class="n total">{lang.total}</td></tr>'
+                f'<td class="n total">{lang.total}</td>'
+                f'<td class="n rate">{lang.rate_per_min:.0f}/min</td>'
+                f'<td class="n eta">{_duration(lang.eta_s) if send.in_progress else "-"}</td></tr>'
             )
         parts.append("</table>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "stalled"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _count(value: int | None) -> str:
