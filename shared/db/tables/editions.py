@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Text, UniqueConstraint
+from sqlalchemy import Index, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlmodel import Column, Field, SQLModel
 
 from shared.db.tables.timestamps import created_at_field
@@ -18,7 +19,10 @@ class Edition(SQLModel, table=True):
     """
 
     __tablename__ = "edition"
-    __table_args__ = (UniqueConstraint("send_id", "language", name="uq_edition_send_language"),)
+    __table_args__ = (
+        UniqueConstraint("send_id", "language", name="uq_edition_send_language"),
+        Index("ix_edition_language_rendered", "language", "rendered_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     send_id: str = Field(max_length=36, index=True)
@@ -30,4 +34,6 @@ class Edition(SQLModel, table=True):
     html: str = Field(sa_column=Column(Text, nullable=False))
     text: str = Field(sa_column=Column(Text, nullable=False))
     render_ms: float = 0.0
+    # A "[TEST]" send to one address: kept out of the archive and the feeds.
+    is_test: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     rendered_at: datetime = created_at_field()
