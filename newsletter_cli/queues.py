@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import asdict
 
 import typer
@@ -88,7 +89,7 @@ async def _show(*, watch: bool, interval: float, as_json: bool, management_url: 
         while True:
             snapshot = await reader.read()
             text = to_json(snapshot) if as_json else format_table(snapshot)
-            if watch and not as_json:
+            if watch and not as_json and sys.stdout.isatty():
                 typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the terminal, cursor home
             typer.echo(text)
             if not watch:
