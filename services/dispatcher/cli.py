@@ -128,7 +128,7 @@ def _control(send_id: str, action_name: str) -> None:
         try:
             publisher = await Publisher.open(connection)
             await publisher.publish_event(
-                SendControlled(send_id=send_id, action=action_name),  # type: ignore[arg-type]
+                SendControlled(send_id=send_id, action=action_name),
                 routing_key=SEND_CONTROLLED,
             )
         finally:

@@ -97,7 +97,7 @@ class Composer:
         """The per-recipient values of every marker."""
         sid = recipient.subscriber_id or 0
         digest = address_hash(recipient.address)
-        values = {
+        return {
             mime.TO: recipient.address,
             mime.DATE: format_datetime(utcnow()),
             mime.MESSAGE_ID: self.message_id(recipient.message_key),
@@ -110,7 +110,6 @@ class Composer:
             placeholders.RECIPIENT: recipient.address,
             placeholders.VIEW_ONLINE_URL: self._settings.public_url + "/",
         }
-        return values
 
     def render(self, template: mime.MessageTemplate, values: dict[str, str]) -> bytes:
         data = template.render(values)

@@ -50,7 +50,7 @@ class QueueConsumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self.in_flight.add(task)  # type: ignore[arg-type]
+            self.in_flight.add(task)
         try:
             await self.handler(message)
         except (ChannelInvalidStateError, AMQPError) as err:
@@ -66,7 +66,7 @@ class QueueConsumer:
                 log.warning("reject_lost", queue=self.spec.name, error=str(err)[:200])
         finally:
             if task is not None:
-                self.in_flight.discard(task)  # type: ignore[arg-type]
+                self.in_flight.discard(task)
 
     async def stop(self, *, drain_timeout: float = 30.0) -> None:
         if self.queue is not None and self.tag is not None:

@@ -53,10 +53,10 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         death = deaths[0]
         if not reason:
-            reason = f"{death.get('reason', '')} from {death.get('queue', '')}"
+            reason = f"{_text(death.get('reason'))} from {_text(death.get('queue'))}"
         keys = death.get("routing-keys")
         if not routing_key and isinstance(keys, list) and keys:
-            routing_key = str(keys[0])
+            routing_key = _text(keys[0])
     return DeadLetter(
         message_id=message.message_id,
         type=message.type,
@@ -64,6 +64,12 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
         reason=reason or "unknown",
         body=message.body.decode("utf-8", "replace"),
     )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 async def peek(amqp_url: str, *, limit: int) -> list[DeadLetter]:

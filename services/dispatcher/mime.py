@@ -136,13 +136,14 @@ def wrap_lines(text: str, *, limit: int = MAX_LINE - 2) -> str | None:
     """
     out: list[str] = []
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        while _cost(line) > limit:
-            cut = _break_at(line, limit)
+        rest = line
+        while _cost(rest) > limit:
+            cut = _break_at(rest, limit)
             if cut is None:
                 return None
-            out.append(line[:cut].rstrip(" "))
-            line = line[cut:].lstrip(" ")
-        out.append(line)
+            out.append(rest[:cut].rstrip(" "))
+            rest = rest[cut:].lstrip(" ")
+        out.append(rest)
     return _CRLF.join(out)
 
 

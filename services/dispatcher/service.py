@@ -9,12 +9,15 @@ Everything is opened in one ``AsyncExitStack`` and closed in reverse order when 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
 from services.dispatcher.batching import Batcher
@@ -92,22 +95,7 @@ async def run(
         )
         stack.push_async_callback(tx_pool.close)
 
-        async def claim_batch(items: list[ledger.ClaimRequest]) -> list[ledger.Claim]:
-            return await ledger.claim(sessions, items)
-
-        async def record_batch(items: list[ledger.Result]) -> list[None]:
-            return await ledger.record(sessions, items)
-
-        claims: Batcher[ledger.ClaimRequest, ledger.Claim] = Batcher(
-            claim_batch,  # type: ignore[arg-type]
-            max_size=config.dispatch_ledger_batch,
-            interval_s=config.dispatch_ledger_interval_s / 5,
-        )
-        results: Batcher[ledger.Result, None] = Batcher(
-            record_batch,  # type: ignore[arg-type]
-            max_size=config.dispatch_ledger_batch,
-            interval_s=config.dispatch_ledger_interval_s,
-        )
+        claims, results = _ledger_batchers(config, sessions)
         claims.start()
         results.start()
         stack.push_async_callback(results.close)
@@ -116,18 +104,8 @@ async def run(
         consumers: list[QueueConsumer] = []
         stack.push_async_callback(_stop_all, consumers)
 
-        async def on_control(message: AbstractIncomingMessage) -> None:
-            try:
-                event = decode(SendControlled, message.body)
-            except UndecodableMessage:
-                await message.reject(requeue=False)
-                return
-            sends.forget(event.send_id)
-            if event.action == "resume":
-                await ledger.finish_if_complete(sessions, send_id=event.send_id)
-            await message.ack()
-
-        consumers.append(QueueConsumer(DISPATCHER_CONTROL, on_control, prefetch=10))
+        control = ControlHandler(sessions=sessions, sends=sends)
+        consumers.append(QueueConsumer(DISPATCHER_CONTROL, control.handle, prefetch=10))
         if "transactional" in roles:
             tx = TransactionalWorker(
                 settings=config,
@@ -184,26 +162,8 @@ async def run(
             await consumer.start(connection)
 
         if serve_probes:
-
-            async def check_database() -> None:
-                async with sessions() as session:
-                    await session.execute(text("SELECT 1"))
-
-            async def check_broker() -> None:
-                if connection.is_closed:
-                    raise ConnectionError("RabbitMQ connection is closed")
-
-            probes = ProbeServer(
-                probe_app(
-                    {
-                        "database": check_database,
-                        "rabbitmq": check_broker,
-                        "smtp": issue_pool.check,
-                    },
-                    registry,
-                ),
-                host=config.http_host,
-                port=config.dispatcher_probe_port,
+            probes = _probe_server(
+                config, registry=registry, sessions=sessions, connection=connection, pool=issue_pool
             )
             await probes.start()
             stack.push_async_callback(probes.stop)
@@ -214,3 +174,72 @@ async def run(
 
 async def _stop_all(consumers: list[QueueConsumer]) -> None:
     await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+
+
+def _probe_server(
+    config: DispatcherSettings,
+    *,
+    registry: CollectorRegistry,
+    sessions: async_sessionmaker[AsyncSession],
+    connection: AbstractRobustConnection,
+    pool: SmtpPool,
+) -> ProbeServer:
+    async def check_database() -> None:
+        async with sessions() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def check_broker() -> None:
+        if connection.is_closed:
+            raise ConnectionError("RabbitMQ connection is closed")
+
+    return ProbeServer(
+        probe_app(
+            {"database": check_database, "rabbitmq": check_broker, "smtp": pool.check},
+            registry,
+        ),
+        host=config.http_host,
+        port=config.dispatcher_probe_port,
+    )
+
+
+class ControlHandler:
+    """``SendControlled`` events: forget the cached status; on resume, maybe finish the send."""
+
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], sends: SendDirectory) -> None:
+        self._sessions = sessions
+        self._sends = sends
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = decode(SendControlled, message.body)
+        except UndecodableMessage:
+            await message.reject(requeue=False)
+            return
+        self._sends.forget(event.send_id)
+        if event.action == "resume":
+            await ledger.finish_if_complete(self._sessions, send_id=event.send_id)
+        await message.ack()
+
+
+def _ledger_batchers(
+    config: DispatcherSettings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
+    """Claims and outcomes, each committed in batches."""
+
+    async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
+        return await ledger.claim(sessions, items)
+
+    async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
+        return await ledger.record(sessions, items)
+
+    claims: Batcher[ledger.ClaimRequest, ledger.Claim] = Batcher(
+        claim_batch,
+        max_size=config.dispatch_ledger_batch,
+        interval_s=config.dispatch_ledger_interval_s / 5,
+    )
+    results: Batcher[ledger.Result, None] = Batcher(
+        record_batch,
+        max_size=config.dispatch_ledger_batch,
+        interval_s=config.dispatch_ledger_interval_s,
+    )
+    return claims, results

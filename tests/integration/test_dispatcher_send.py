@@ -16,7 +16,7 @@ from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import PlanSend
 from shared.messaging.topology import PLAN_SEND, connect
 from tests.support import dispatch_seed, infra
-from tests.support.test_mta import MtaScript, ScriptedMta
+from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,8 @@ async def test_every_active_subscriber_of_each_segment_gets_one_copy_in_its_lang
     assert not mail.defects
     text_part = mail.get_body(("plain",))
     html_part = mail.get_body(("html",))
-    assert text_part is not None and html_part is not None
+    assert text_part is not None
+    assert html_part is not None
     assert "@@NL_" not in text_part.get_content() + html_part.get_content()
     assert "/unsubscribe?token=" in text_part.get_content()
     assert ru in html_part.get_content()

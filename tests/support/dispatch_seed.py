@@ -38,7 +38,7 @@ def edition_html(language: str, *, paragraphs: int = 20) -> str:
     body = "".join(f"<p>{PARAGRAPH[language] * 12}</p>\n" for _ in range(paragraphs))
     return (
         f'<!doctype html><html lang="{language}"><body><h1>{SUBJECTS[language]}</h1>\n{body}'
-        f'<p>To: {placeholders.RECIPIENT}</p>\n'
+        f"<p>To: {placeholders.RECIPIENT}</p>\n"
         f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">unsubscribe</a> '
         f'<a href="{placeholders.PREFERENCES_URL}">preferences</a></p></body></html>\n'
     )
@@ -121,9 +121,7 @@ async def wait_for_send(
         await asyncio.sleep(0.2)
 
 
-async def status_counts(
-    sessions: async_sessionmaker[AsyncSession], send_id: str
-) -> dict[str, int]:
+async def status_counts(sessions: async_sessionmaker[AsyncSession], send_id: str) -> dict[str, int]:
     async with sessions() as session:
         rows = await session.execute(
             text("SELECT status, COUNT(*) FROM delivery WHERE send_id = :s GROUP BY status"),

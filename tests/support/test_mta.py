@@ -54,12 +54,12 @@ class ScriptedHandler:
         self.replies: Counter[str] = Counter()
         self._stalled: set[str] = set()
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         script = self.script
         if address in script.hard_bounce:
-            return self._reply("550 5.1.1 <%s>: user unknown" % address)
+            return self._reply(f"550 5.1.1 <{address}>: user unknown")
         if address in script.policy_reject:
             return self._reply("554 5.7.1 message refused by policy")
         roll = self.random.random()
@@ -79,9 +79,7 @@ class ScriptedHandler:
         self.replies[reply[:3]] += 1
         return reply
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd hook
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         for rcpt in envelope.rcpt_tos:
             if rcpt in self.script.stall_data and rcpt not in self._stalled:

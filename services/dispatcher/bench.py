@@ -1,0 +1,312 @@
+"""``newsletter bench dispatch``: a whole send end to end, and the bare-SMTP ceiling.
+
+The run creates its own PostgreSQL database and RabbitMQ vhost (both removed at the end), seeds
+N active subscribers across en/be/ru and one edition per language, starts a fast SMTP sink and
+a real dispatcher process (``python -m services.dispatcher``), publishes ``PlanSend`` and waits
+for the send to be done. Then, on the same sink, a bare aiosmtplib client with the same number
+of connections pushes the same number of messages with no queue and no database: the ceiling.
+Figures: e2e_msgs_per_s, ceiling_msgs_per_s, ratio, plan_seconds, peak_rss_mb (dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiosmtplib
+import asyncpg
+import psutil
+
+from services.dispatcher import mime
+from services.dispatcher.composer import Composer, Recipient
+from services.dispatcher.settings import DispatcherSettings
+from shared.db.migrate import upgrade_async
+from shared.messaging import placeholders
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import PlanSend
+from shared.messaging.topology import PLAN_SEND, connect, declare_topology
+
+ADMIN_URL = os.environ.get(
+    "NEWSLETTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_BASE = os.environ.get("NEWSLETTER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+LANGUAGES = ("en", "be", "ru")
+SECRET = "bench-secret-key-" + "x" * 40
+_PARAGRAPHS = {
+    "en": "The council met on Tuesday and agreed the budget for the new library. ",
+    "be": "Рада сабралася ў аўторак і зацвердзіла бюджэт новай бібліятэкі. ",
+    "ru": "Совет собрался во вторник и утвердил бюджет новой библиотеки. ",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _edition(language: str) -> tuple[str, str, str]:
+    """Subject, html and text of a ~30 KB edition with the per-recipient markers."""
+    paragraph = _PARAGRAPHS[language] * 6
+    html = (
+        f'<!doctype html><html lang="{language}"><body>'
+        + "".join(
+            f'<h2 style="font-family:Georgia">Item {i}</h2>\n<p>{paragraph}</p>\n'
+            for i in range(30)
+        )
+        + f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">x</a> '
+        f'<a href="{placeholders.PREFERENCES_URL}">y</a> {placeholders.RECIPIENT}</p></body></html>'
+    )
+    text = "\n\n".join(paragraph for _ in range(20)) + f"\n\n{placeholders.UNSUBSCRIBE_URL}\n"
+    return f"Digest {language} — №48", html, text
+
+
+def _rabbitmqctl(*args: str) -> None:
+    binary = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([binary, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+
+@contextlib.contextmanager
+def _vhost() -> Iterator[str]:
+    name = f"nlbench_{uuid.uuid4().hex[:10]}"
+    user = urlsplit(AMQP_BASE).username or "guest"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        parts = urlsplit(AMQP_BASE)
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+@contextlib.asynccontextmanager
+async def _database() -> AsyncIterator[str]:
+    name = f"nlbench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(ADMIN_URL)
+    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _seed(url: str, *, recipients: int, send_id: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO subscriber (email, email_hash, email_domain, status, locale,
+                                    created_at, updated_at)
+            SELECT 'reader' || g || '@' || d.domain, md5(g::text) || md5('x' || g::text),
+                   d.domain, 'active', (ARRAY['en','be','ru'])[1 + g % 3], now(), now()
+            FROM generate_series(1, $1::int) g
+            CROSS JOIN LATERAL (SELECT (ARRAY['example.org','example.net','example.com',
+                                              'example.edu'])[1 + g % 4] AS domain) d
+            """,
+            recipients,
+        )
+        await conn.execute(
+            "INSERT INTO subscriber_language (subscriber_id, language) "
+            "SELECT id, locale FROM subscriber"
+        )
+        for language in LANGUAGES:
+            subject, html, text = _edition(language)
+            await conn.execute(
+                "INSERT INTO edition (send_id, issue_key, language, content_language, subject, "
+                "preheader, html, text, render_ms, rendered_at) "
+                "VALUES ($1, 'bench', $2, $2, $3, '', $4, $5, 0, now())",
+                send_id,
+                language,
+                subject,
+                html,
+                text,
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def _sink() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "services.dispatcher.bench_sink", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # "ready"
+        yield f"smtp://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _settings_env(
+    *, database_url: str, amqp_url: str, smtp_url: str, connections: int, dkim_key: Path | None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        NEWSLETTER_MODE="test",
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_DATABASE_URL=database_url,
+        NEWSLETTER_AMQP_URL=amqp_url,
+        NEWSLETTER_SMTP_URL=smtp_url,
+        NEWSLETTER_DISPATCHER_PROBE_PORT=str(_free_port()),
+        NEWSLETTER_LOG_LEVEL="WARNING",
+        NEWSLETTER_DISPATCH_SMTP_CONNECTIONS=str(connections),
+        NEWSLETTER_DISPATCH_DOMAIN_CONCURRENCY=str(connections),
+    )
+    if dkim_key is not None:
+        env["NEWSLETTER_DKIM_PRIVATE_KEY_PATH"] = str(dkim_key)
+        env["NEWSLETTER_DKIM_DOMAIN"] = "example.org"
+    return env
+
+
+async def _wait_done(url: str, send_id: str, *, peak: list[float], pid: int) -> tuple[float, Any]:
+    conn = await asyncpg.connect(url)
+    process = psutil.Process(pid)
+    try:
+        while True:
+            with contextlib.suppress(psutil.Error):
+                peak[0] = max(peak[0], process.memory_info().rss / 1e6)
+            row = await conn.fetchrow(
+                "SELECT status, created_at, planned_at FROM send WHERE id = $1", send_id
+            )
+            if row is not None and row["status"] == "done":
+                return time.perf_counter(), row
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def _ceiling(
+    smtp_url: str, *, messages: int, connections: int, dkim_key: Path | None
+) -> float:
+    """Bare aiosmtplib: the same messages, the same sink, the same number of connections."""
+    settings = DispatcherSettings(
+        mode="test", secret_key=SECRET, dkim_private_key_path=dkim_key, dkim_domain="example.org"
+    )
+    composer = Composer(settings=settings)
+    templates = []
+    for language in LANGUAGES:
+        subject, html, text = _edition(language)
+        envelope = composer.envelope(subject=subject, language=language, campaign="bench")
+        templates.append(mime.build_template(envelope=envelope, text=text, html_body=html))
+    target = urlsplit(smtp_url)
+    counter = iter(range(messages))
+
+    async def pusher() -> None:
+        client = aiosmtplib.SMTP(hostname=target.hostname, port=target.port, timeout=30)
+        await client.connect()
+        try:
+            for n in counter:
+                address = f"reader{n}@example.org"
+                recipient = Recipient(n, n, address, f"c{n}")
+                data = composer.render(templates[n % 3], composer.values(recipient))
+                await client.sendmail(composer.return_path(n), [address], data)
+        finally:
+            await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(pusher() for _ in range(connections)))
+    return messages / (time.perf_counter() - started)
+
+
+def _dkim_key(folder: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dict[str, Any]:
+    send_id = str(uuid.uuid4())
+    with tempfile.TemporaryDirectory() as tmp, _vhost() as amqp_url, _sink() as (smtp_url, sink):
+        dkim_key = _dkim_key(Path(tmp)) if dkim else None
+        async with _database() as database_url:
+            seed_started = time.perf_counter()
+            await _seed(database_url, recipients=recipients, send_id=send_id)
+            seed_seconds = time.perf_counter() - seed_started
+            connection = await connect(amqp_url)
+            try:
+                await declare_topology(await connection.channel())
+                env = _settings_env(
+                    database_url=database_url,
+                    amqp_url=amqp_url,
+                    smtp_url=smtp_url,
+                    connections=connections,
+                    dkim_key=dkim_key,
+                )
+                dispatcher = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "services.dispatcher", env=env
+                )
+                try:
+                    await asyncio.sleep(2.0)  # start-up: imports, connections, consumers
+                    publisher = await Publisher.open(connection)
+                    started = time.perf_counter()
+                    await publisher.publish(
+                        PlanSend(send_id=send_id, issue_key="bench", segments=list(LANGUAGES)),
+                        routing_key=PLAN_SEND,
+                    )
+                    peak = [0.0]
+                    finished, row = await _wait_done(
+                        database_url, send_id, peak=peak, pid=dispatcher.pid
+                    )
+                finally:
+                    dispatcher.terminate()
+                    await asyncio.wait_for(dispatcher.wait(), 30)
+            finally:
+                await connection.close()
+        e2e = recipients / (finished - started)
+        ceiling = await _ceiling(
+            smtp_url, messages=recipients, connections=connections, dkim_key=dkim_key
+        )
+        plan_seconds = (row["planned_at"] - row["created_at"]).total_seconds()
+        sink.terminate()
+        assert sink.stdout is not None
+        received = int(sink.stdout.readline().strip() or 0)
+    return {
+        "recipients": recipients,
+        "dkim": dkim,
+        "connections": connections,
+        "e2e_msgs_per_s": round(e2e, 1),
+        "ceiling_msgs_per_s": round(ceiling, 1),
+        "ratio": round(e2e / ceiling, 3),
+        "plan_seconds": round(plan_seconds, 2),
+        "peak_rss_mb": round(peak[0], 1),
+        "seed_seconds": round(seed_seconds, 2),
+        "sink_received": received,
+    }
