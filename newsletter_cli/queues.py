@@ -73,9 +73,10 @@ def _plain_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}/s"
 
 
-def to_json(snapshot: QueueSnapshot) -> str:
+def to_json(snapshot: QueueSnapshot, *, one_line: bool = False) -> str:
     return json.dumps(
-        {"source": snapshot.source, "queues": [asdict(q) for q in snapshot.queues]}, indent=2
+        {"source": snapshot.source, "queues": [asdict(q) for q in snapshot.queues]},
+        indent=None if one_line else 2,
     )
 
 
@@ -88,7 +89,8 @@ async def _show(*, watch: bool, interval: float, as_json: bool, management_url: 
     async with QueueStatsReader(amqp_url=settings.amqp_url, management_url=url) as reader:
         while True:
             snapshot = await reader.read()
-            text = to_json(snapshot) if as_json else format_table(snapshot)
+            # --watch --json prints JSON lines: one object per sample.
+            text = to_json(snapshot, one_line=watch) if as_json else format_table(snapshot)
             if watch and not as_json and sys.stdout.isatty():
                 typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the terminal, cursor home
             typer.echo(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -90,6 +91,20 @@ def test_cli_prints_every_queue_as_json(vhost_url: str) -> None:
     by_name = {q["name"]: q for q in data["queues"]}
     assert list(by_name) == topology.all_queue_names()
     assert by_name[topology.DISPATCHER_DELIVERIES.name]["ready"] == 3
+
+
+def test_cli_watch_prints_one_json_line_per_sample_until_interrupted(vhost_url: str) -> None:
+    env = {**os.environ, "NEWSLETTER_AMQP_URL": vhost_url, "NEWSLETTER_MODE": "test"}
+    command = [sys.executable, "-m", "newsletter_cli.main", "queues", "--watch", "--json",
+               "--interval", "0.2", "--management-url", "none"]  # fmt: skip
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        samples = [json.loads(process.stdout.readline()) for _ in range(2)]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, "Ctrl-C ends the watch cleanly"
+    assert [s["source"] for s in samples] == ["amqp", "amqp"]
+    second = {q["name"]: q for q in samples[1]["queues"]}
+    assert second[topology.DISPATCHER_DELIVERIES.name]["depth_rate"] == 0.0
 
 
 def test_cli_says_when_the_broker_is_unreachable() -> None:
