@@ -167,6 +167,7 @@ class FeedbackConsumer:
         last = self._alerted.get(domain)
         if last is not None and time.monotonic() - last < pause_s:
             return
+        self._alerted[domain] = time.monotonic()  # before any await: handlers run concurrently
         alert = DomainPolicyAlerted(
             domain=domain,
             policy_bounces=outcome.storm_count,
@@ -180,6 +181,6 @@ class FeedbackConsumer:
             await self._publisher.publish_event(alert, routing_key=DOMAIN_POLICY_ALERTED)
         except PublishError as err:
             log.warning("domain_policy_alert_failed", domain=domain, error=str(err))
+            del self._alerted[domain]
             return
-        self._alerted[domain] = time.monotonic()
         log.warning("domain_policy_alerted", domain=domain, policy_bounces=outcome.storm_count)
