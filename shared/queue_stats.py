@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 Source = Literal["management", "amqp"]
 MANAGEMENT_PORT = 15672
+MANAGEMENT_RETRY_S = 60.0  # after the API failed, use passive declares this long
 
 
 class QueueStatsError(RuntimeError):
@@ -257,6 +258,7 @@ class QueueStatsReader:
         self._connection: AbstractRobustConnection | None = None
         self._lock = asyncio.Lock()
         self._previous: QueueSnapshot | None = None
+        self._management_retry_at = 0.0
         self.last_error = ""
 
     async def __aenter__(self) -> QueueStatsReader:
@@ -288,10 +290,12 @@ class QueueStatsReader:
             return snapshot
 
     async def _read_once(self) -> QueueSnapshot:
-        if self._management is not None:
+        if self._management is not None and time.monotonic() >= self._management_retry_at:
             try:
                 return await self._management.read(self.names)
             except ManagementUnavailable as err:
+                # Not enabled, or unreachable: ask again later, not on every sample.
+                self._management_retry_at = time.monotonic() + MANAGEMENT_RETRY_S
                 self.last_error = str(err)
                 log.debug("queue_stats_management_unavailable", error=str(err))
         try:

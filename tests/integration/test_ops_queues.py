@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import aio_pika
+import httpx
 import pytest
 
 from shared.messaging import topology
@@ -75,6 +76,23 @@ async def test_reader_falls_back_to_passive_declares(vhost_url: str) -> None:
     again = second.get(topology.DISPATCHER_DELIVERIES.name)
     assert again is not None
     assert again.depth_rate == 0.0, "the second sample derives a rate from the first"
+
+
+async def test_after_a_management_failure_the_reader_waits_before_asking_again(
+    vhost_url: str,
+) -> None:
+    asked: list[httpx.Request] = []
+
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(503)
+
+    async with QueueStatsReader(
+        amqp_url=vhost_url, transport=httpx.MockTransport(unavailable)
+    ) as reader:
+        sources = [(await reader.read()).source for _ in range(3)]
+    assert sources == ["amqp", "amqp", "amqp"]
+    assert len(asked) == 1, "the API is asked again only after MANAGEMENT_RETRY_S"
 
 
 def run_cli(*args: str, amqp_url: str) -> subprocess.CompletedProcess[str]:

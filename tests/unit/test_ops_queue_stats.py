@@ -16,6 +16,7 @@ from shared.queue_stats import (
     QueueMetrics,
     QueueSnapshot,
     QueueStat,
+    QueueStatsReader,
     management_url_for,
     vhost_of,
     with_rates,
@@ -163,3 +164,17 @@ def test_queue_gauges_follow_the_snapshot() -> None:
     assert value("newsletter_queue_consumers", queue="dispatcher.deliveries") == 4
     assert value("newsletter_queue_messages", queue="renderer.issues", state="unacked") is None
     assert value("newsletter_queue_consumers", queue="missing.queue") is None
+
+
+async def test_reader_prefers_the_management_api_and_needs_no_amqp_then() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, json=ROWS))
+    async with QueueStatsReader(
+        amqp_url="amqp://u:p@broker.invalid:5672/news",
+        names=["dispatcher.deliveries"],
+        transport=transport,
+    ) as reader:
+        snapshot = await reader.read()
+    assert snapshot.source == "management"
+    stat = snapshot.get("dispatcher.deliveries")
+    assert stat is not None
+    assert stat.unacked == 16
