@@ -6,12 +6,13 @@ a private vhost keeps the counts this module's own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import aio_pika
 import httpx
@@ -24,10 +25,12 @@ from tests.support import infra
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def vhost_url() -> AsyncIterator[str]:
+@pytest.fixture(scope="module")
+def vhost_url() -> Iterator[str]:
+    """A private vhost with the topology and 3 jobs waiting in ``dispatcher.deliveries``."""
     name, url = infra.create_vhost()
-    try:
+
+    async def prepare() -> None:
         connection = await topology.connect(url)
         try:
             channel = await connection.channel()
@@ -39,6 +42,9 @@ async def vhost_url() -> AsyncIterator[str]:
                 )
         finally:
             await connection.close()
+
+    try:
+        asyncio.run(prepare())
         yield url
     finally:
         infra.delete_vhost(name)
