@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from services.subscription.components import Components
 from services.subscription.feedback.consumer import FeedbackConsumer
@@ -147,6 +148,11 @@ def _install_error_pages(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": err.detail}, status_code=err.status_code, headers=err.headers
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, err: ClientDisconnect) -> Response:
+        log.info("client_disconnected", path=request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> Response:

@@ -52,7 +52,14 @@ def serve(
 
 def run_service() -> None:
     """``python -m services.subscription``: the same as ``newsletter subscription serve``."""
-    typer.main.get_command(app).main(args=["serve"], prog_name="python -m services.subscription")
+    import sys
+
+    import click
+
+    command = typer.main.get_command(app)
+    # With one command Typer collapses the app into it; with more it is a group.
+    args: list[str] = ["serve"] if isinstance(command, click.Group) else []
+    command.main(args=[*args, *sys.argv[1:]], prog_name="python -m services.subscription")
 
 
 def bench_signups(

@@ -28,7 +28,7 @@ from services.subscription.records import (
     release_confirmation_slot,
     set_languages,
 )
-from shared.db.tables import ConsentRecord, Subscriber, SubscriberStatus
+from shared.db.tables import ConsentRecord, Subscriber, SubscriberLanguage, SubscriberStatus
 from shared.db.tables.timestamps import utcnow
 
 log = structlog.get_logger(__name__)
@@ -78,12 +78,15 @@ async def sign_up(
         try:
             async with sessions() as session:
                 outcome, subscriber_id = await _store(session, request=request, now=now)
-                claimed = subscriber_id is not None and await claim_confirmation_slot(
-                    session,
-                    subscriber_id=subscriber_id,
-                    now=now,
-                    interval_s=confirmation_interval_s,
-                )
+                if outcome == SignupOutcome.CREATED:
+                    claimed = True  # the new row was inserted with the slot taken
+                else:
+                    claimed = subscriber_id is not None and await claim_confirmation_slot(
+                        session,
+                        subscriber_id=subscriber_id,
+                        now=now,
+                        interval_s=confirmation_interval_s,
+                    )
                 await session.commit()
             break
         except IntegrityError:
@@ -131,9 +134,15 @@ async def _store(
             locale=request.locale,
             created_at=now,
             updated_at=now,
+            last_confirmation_sent_at=now,
         )
         session.add(subscriber)
         await session.flush()
+        assert subscriber.id is not None
+        session.add_all(
+            SubscriberLanguage(subscriber_id=subscriber.id, language=language)
+            for language in request.languages
+        )
     else:
         outcome = (
             SignupOutcome.RESUBSCRIBED
@@ -144,8 +153,8 @@ async def _store(
         subscriber.locale = request.locale
         subscriber.updated_at = now
         session.add(subscriber)
-    assert subscriber.id is not None
-    await set_languages(session, subscriber.id, request.languages)
+        assert subscriber.id is not None
+        await set_languages(session, subscriber.id, request.languages)
     session.add(
         ConsentRecord(
             subscriber_id=subscriber.id,
@@ -160,5 +169,4 @@ async def _store(
             given_at=now,
         )
     )
-    await session.flush()
     return outcome, subscriber.id

@@ -1,0 +1,302 @@
+"""``newsletter bench signups``: a load test of the signup form from a second process.
+
+It migrates the database, gives the run a RabbitMQ vhost of its own (so thousands of
+confirmation commands never reach a real renderer), starts ``python -m services.subscription``
+as a separate process, then fires ``count`` signups at it with bounded concurrency (plus a
+share of repeated addresses, sent concurrently with their first signup), probing ``/healthz``
+all along. It then checks that every address is stored exactly once, that exactly one
+confirmation command per address was queued, and prints signups/s and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy import text
+
+from services.subscription.errors import SubscriptionError
+from shared.db.engine import create_engine
+from shared.db.migrate import upgrade
+from shared.messaging.topology import RENDERER_TRANSACTIONAL, connect, declare_topology
+from shared.settings import DatabaseSettings
+
+
+class BenchFailed(SubscriptionError):
+    """The load test found lost or duplicated signups, or could not run."""
+
+
+@dataclass
+class BenchReport:
+    count: int
+    repeats: int
+    concurrency: int
+    database: str
+    elapsed_s: float
+    latencies_s: list[float]
+    statuses: dict[int, int]
+    stored: int
+    distinct: int
+    commands: int
+    healthz_max_s: float
+    healthz_probes: int
+    problems: list[str] = field(default_factory=list)
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    def __str__(self) -> str:
+        total = self.count + self.repeats
+        return "\n".join(
+            [
+                f"signups: {self.count} addresses + {self.repeats} repeats = {total} posts, "
+                f"concurrency {self.concurrency}, database {self.database}",
+                f"throughput: {total / self.elapsed_s:.0f} signups/s "
+                f"({total} in {self.elapsed_s:.1f} s)",
+                f"latency: p50 {self.percentile(0.50) * 1000:.0f} ms, "
+                f"p99 {self.percentile(0.99) * 1000:.0f} ms, "
+                f"max {max(self.latencies_s) * 1000:.0f} ms, "
+                f"mean {statistics.fmean(self.latencies_s) * 1000:.0f} ms",
+                f"answers: {dict(sorted(self.statuses.items()))}",
+                f"stored: {self.stored} subscribers, {self.distinct} distinct addresses "
+                f"(expected {self.count}); confirmation commands queued: {self.commands}",
+                f"responsiveness: /healthz max {self.healthz_max_s * 1000:.0f} ms over "
+                f"{self.healthz_probes} probes during the load",
+                "result: " + ("OK, none lost, no duplicates" if not self.problems else "FAILED"),
+            ]
+        )
+
+
+class _FormFields(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "input" and values.get("type") == "hidden" and values.get("name"):
+            self.fields[str(values["name"])] = values.get("value") or ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rabbitmqctl(*args: str) -> None:
+    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([tool, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+
+def _private_vhost(base_url: str) -> tuple[str, str]:
+    parts = urlsplit(base_url)
+    name = f"newsletter-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        _rabbitmqctl("add_vhost", name)
+        _rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BenchFailed(
+            "the load test needs a local RabbitMQ and rabbitmqctl for a vhost of its own"
+        ) from err
+    return name, urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
+
+
+def _start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """The service under test, in its own process, as in production."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.subscription"], env=env, stdout=log, stderr=log
+        )
+
+
+async def _wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchFailed(f"the service exited with {process.returncode}")
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise BenchFailed("the service did not become ready in 60 s")
+
+
+async def run_bench(
+    *,
+    count: int,
+    database_url: str | None,
+    concurrency: int = 200,
+    repeats: float = 0.02,
+    response_floor_s: float = 0.2,
+    var_dir: Path = Path("./var/bench"),
+) -> BenchReport:
+    database_url = database_url or DatabaseSettings().database_url
+    await asyncio.to_thread(upgrade, database_url)
+    base_amqp = os.environ.get("NEWSLETTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    vhost, amqp_url = await asyncio.to_thread(_private_vhost, base_amqp)
+    connection = await connect(amqp_url)
+    await declare_topology(await connection.channel())
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NEWSLETTER_MODE": "demo",
+        "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(48),
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_AMQP_URL": amqp_url,
+        "NEWSLETTER_SUBSCRIPTION_PORT": str(port),
+        "NEWSLETTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "NEWSLETTER_IP_LIMIT": "0",  # every post comes from 127.0.0.1
+        "NEWSLETTER_SIGNUP_MIN_SECONDS": "1",
+        "NEWSLETTER_RESPONSE_FLOOR_S": str(response_floor_s),
+        "NEWSLETTER_LOG_LEVEL": "WARNING",
+        "NEWSLETTER_LOG_FORMAT": "json",
+    }
+    process = _start_service(env, var_dir / f"subscription-{vhost}.log")
+    try:
+        return await _fire(
+            base_url=f"http://127.0.0.1:{port}",
+            process=process,
+            database_url=database_url,
+            connection_queue=connection,
+            count=count,
+            concurrency=concurrency,
+            repeats=repeats,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        await connection.close()
+        await asyncio.to_thread(_rabbitmqctl, "delete_vhost", vhost)
+
+
+async def _fire(
+    *,
+    base_url: str,
+    process: subprocess.Popen[bytes],
+    database_url: str,
+    connection_queue: AbstractRobustConnection,
+    count: int,
+    concurrency: int,
+    repeats: float,
+) -> BenchReport:
+    run = uuid.uuid4().hex[:10]
+    addresses = [f"bench-{run}-{i}@example.org" for i in range(count)]
+    extra = int(count * repeats)
+    posts = addresses + random.sample(addresses, min(extra, count))
+    random.shuffle(posts)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them, so no
+    # request is ever sent on a connection the server is closing at that moment.
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0
+    )
+    async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as client:
+        await _wait_ready(client, process)
+        form_page = await client.get("/?lang=en")
+        parser = _FormFields()
+        parser.feed(form_page.text)
+        await asyncio.sleep(1.1)  # the time trap wants a person's pause
+        gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        done = asyncio.Event()
+        health: list[float] = []
+
+        async def one(address: str) -> None:
+            async with gate:
+                started = time.perf_counter()
+                answer = await client.post(
+                    "/subscribe", data={**parser.fields, "email": address, "languages": "en"}
+                )
+                latencies.append(time.perf_counter() - started)
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+
+        async def probe() -> None:
+            async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as prober:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    await prober.get("/healthz")
+                    health.append(time.perf_counter() - started)
+                    await asyncio.sleep(0.25)
+
+        prober = asyncio.create_task(probe())
+        started = time.perf_counter()
+        await asyncio.gather(*(one(a) for a in posts))
+        elapsed = time.perf_counter() - started
+        done.set()
+        await prober
+    stored, distinct = await _count_stored(database_url, f"bench-{run}-%")
+    commands = await _queued_commands(connection_queue)
+    report = BenchReport(
+        count=count,
+        repeats=len(posts) - count,
+        concurrency=concurrency,
+        database=urlsplit(database_url).scheme,
+        elapsed_s=elapsed,
+        latencies_s=latencies,
+        statuses=statuses,
+        stored=stored,
+        distinct=distinct,
+        commands=commands,
+        healthz_max_s=max(health, default=0.0),
+        healthz_probes=len(health),
+    )
+    if statuses != {200: len(posts)}:
+        report.problems.append(f"not every post was answered 200: {statuses}")
+    if stored != count or distinct != count:
+        report.problems.append(f"stored {stored} rows / {distinct} addresses, expected {count}")
+    if commands != count:
+        report.problems.append(f"{commands} confirmation commands queued, expected {count}")
+    if report.problems:
+        raise BenchFailed(str(report) + "\n" + "\n".join(report.problems))
+    return report
+
+
+async def _count_stored(database_url: str, pattern: str) -> tuple[int, int]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*), count(DISTINCT email) FROM subscriber "
+                        "WHERE email LIKE :pattern"
+                    ),
+                    {"pattern": pattern},
+                )
+            ).one()
+            return int(row[0]), int(row[1])
+    finally:
+        await engine.dispose()
+
+
+async def _queued_commands(connection: AbstractRobustConnection) -> int:
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(RENDERER_TRANSACTIONAL.name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()

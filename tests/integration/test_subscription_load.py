@@ -1,0 +1,31 @@
+"""A few hundred concurrent signups against the service in its own process: none lost, no
+duplicates, one confirmation command per address (the load test's small version; figures
+come from ``newsletter bench signups``, never from a timed assertion here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.subscription.signup_bench import run_bench
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+async def test_concurrent_signups_lose_none_and_duplicate_none(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    report = await run_bench(
+        count=300,
+        database_url=postgres_url,
+        concurrency=60,
+        repeats=0.1,
+        response_floor_s=0.0,
+        var_dir=tmp_path,
+    )
+    assert report.problems == []
+    assert report.stored == 300
+    assert report.distinct == 300
+    assert report.commands == 300
+    assert report.statuses == {200: 330}
