@@ -466,7 +466,7 @@ def _sends_section(sends: list[SendProgress]) -> str:
                 f'<span class="pct">{lang.percent:.0f} %</span></td>'
                 f'{cells}<td class="n">{lang.total - shown}</td>'
                 f'<td class="n total">{lang.total}</td>'
-                f'<td class="n rate">{lang.rate_per_min:.0f}/min</td>'
+                f'<td class="n rate">{_per_minute(lang.rate_per_min)}</td>'
                 f'<td class="n eta">{_duration(lang.eta_s) if send.in_progress else "-"}</td></tr>'
             )
         parts.append("</table>")
@@ -474,9 +474,15 @@ def _sends_section(sends: list[SendProgress]) -> str:
     return "".join(parts)
 
 
+def _per_minute(rate: float) -> str:
+    return f"{rate:.1f}/min" if rate < 10 else f"{rate:.0f}/min"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "stalled"
+    if seconds == 0:
+        return "done"
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:
