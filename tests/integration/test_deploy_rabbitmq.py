@@ -13,6 +13,7 @@ import asyncio
 import base64
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -223,3 +224,45 @@ def test_import_script_posts_the_definitions_to_the_management_api(tmp_path: Pat
     assert path == "/api/definitions"
     assert authorization == "Basic " + base64.b64encode(b"newsletter:s3cret").decode()
     assert json.loads(body) == definitions()
+
+
+def _broker_plugins_dir() -> Path:
+    found = sorted(Path("/usr/lib/rabbitmq/lib").glob("rabbitmq_server-*/plugins"))
+    assert found, "the local RabbitMQ installation (its plugins and config schemas) is missing"
+    return found[-1]
+
+
+def _schema_key_pattern(mapping: str) -> re.Pattern[str]:
+    parts = [r"[^.]+" if part.startswith("$") else re.escape(part) for part in mapping.split(".")]
+    return re.compile(r"\.".join(parts) + r"\Z")
+
+
+def test_every_rabbitmq_conf_key_is_known_to_the_broker() -> None:
+    """Cuttlefish refuses to boot on an unknown key: check against the installed schemas."""
+    plugins = _broker_plugins_dir()
+    mappings = {
+        m
+        for schema in plugins.glob("*/priv/**/*.schema")
+        for m in re.findall(r'\{mapping,\s*"([^"]+)"', schema.read_text(encoding="utf-8"))
+    }
+    patterns = [_schema_key_pattern(m) for m in mappings]
+    config = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text(encoding="utf-8")
+    keys = [
+        line.split("=", 1)[0].strip()
+        for line in config.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "consumer_timeout" in keys
+    unknown = [key for key in keys if not any(p.match(key) for p in patterns)]
+    assert not unknown, f"keys the broker does not know: {unknown}"
+    assert not any(p.match("consumer_timeoutt") for p in patterns), "the check can fail"
+
+
+def test_enabled_plugins_exist_in_the_broker() -> None:
+    text = (ROOT / "deploy" / "rabbitmq" / "enabled_plugins").read_text(encoding="utf-8")
+    match = re.fullmatch(r"\s*\[([a-z_,\s]*)\]\.\s*", text)
+    assert match, "enabled_plugins must be one Erlang list term ending with a full stop"
+    wanted = {p.strip() for p in match.group(1).split(",") if p.strip()}
+    assert wanted == {"rabbitmq_management", "rabbitmq_prometheus"}
+    installed = {p.name.rsplit("-", 1)[0] for p in _broker_plugins_dir().iterdir()}
+    assert wanted <= installed
