@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import promql_parser
 import pytest
 import yaml
@@ -246,6 +247,113 @@ def test_prometheus_scrapes_every_process_on_its_port() -> None:
         assert "static_configs" in job or "dns_sd_configs" in job, job["job_name"]
 
 
-@pytest.mark.parametrize("path", [PROMETHEUS, ALERTS], ids=lambda p: p.name)
-def test_prometheus_files_are_plain_yaml_mappings(path: Path) -> None:
-    assert isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict)
+# Prometheus refuses unknown fields ("field x not found in type config.ScrapeConfig"): a
+# subset of its configuration schema, strict where these files use it.
+_DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w|y))+$"}
+_STATIC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["targets"],
+    "properties": {
+        "targets": {"type": "array", "items": {"type": "string", "pattern": r"^[\w.-]+:\d+$"}},
+        "labels": {"type": "object"},
+    },
+}
+_DNS_SD = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["names"],
+    "properties": {
+        "names": {"type": "array", "items": {"type": "string"}},
+        "type": {"enum": ["SRV", "A", "AAAA", "MX", "NS"]},
+        "port": {"type": "integer"},
+        "refresh_interval": _DURATION,
+    },
+}
+PROMETHEUS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "global": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "scrape_interval": _DURATION,
+                "scrape_timeout": _DURATION,
+                "evaluation_interval": _DURATION,
+                "external_labels": {"type": "object"},
+            },
+        },
+        "rule_files": {"type": "array", "items": {"type": "string"}},
+        "scrape_configs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["job_name"],
+                "properties": {
+                    "job_name": {"type": "string"},
+                    "metrics_path": {"type": "string", "pattern": "^/"},
+                    "scheme": {"enum": ["http", "https"]},
+                    "scrape_interval": _DURATION,
+                    "scrape_timeout": _DURATION,
+                    "static_configs": {"type": "array", "items": _STATIC},
+                    "dns_sd_configs": {"type": "array", "items": _DNS_SD},
+                },
+            },
+        },
+    },
+}
+RULES_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groups"],
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "interval": _DURATION,
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["alert", "expr"],
+                            "properties": {
+                                "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                "expr": {"type": "string"},
+                                "for": _DURATION,
+                                "keep_firing_for": _DURATION,
+                                "labels": {"type": "object"},
+                                "annotations": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [(PROMETHEUS, PROMETHEUS_SCHEMA), (ALERTS, RULES_SCHEMA)],
+    ids=["prometheus.yml", "alerts.yml"],
+)
+def test_prometheus_files_have_only_fields_prometheus_knows(
+    path: Path, schema: dict[str, object]
+) -> None:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(document)
+    ]
+    assert not errors, "\n".join(errors)
+    broken = {"scrape_configs": [{"job_name": "x", "static_config": []}]}
+    assert list(jsonschema.Draft202012Validator(PROMETHEUS_SCHEMA).iter_errors(broken))
