@@ -6,7 +6,8 @@ milliseconds), so a stale ``.mo`` can never ship. English is the source language
 
 Regenerate the template after changing strings::
 
-    pybabel extract -F services/renderer/babel.cfg -k N_ -o services/renderer/locales/messages.pot services/renderer
+    pybabel extract -F services/renderer/babel.cfg -k N_ --no-location --omit-header \
+        -o services/renderer/locales/messages.pot services/renderer
     pybabel update -i services/renderer/locales/messages.pot -d services/renderer/locales
 """
 

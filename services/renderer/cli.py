@@ -1,21 +1,184 @@
-"""Commands of the renderer (composition root: ``run``) and the editors' ``issue`` commands."""
+"""Commands of the renderer (composition root: ``run``) and the editors' ``issue`` commands.
+
+``newsletter renderer run``, ``newsletter issue check|preview|send`` and
+``newsletter bench render``. Imports happen inside the commands to keep start-up fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from services.renderer.settings import RendererSettings
 
 app = typer.Typer(help="Render issues and transactional mails.", no_args_is_help=True)
 issue_app = typer.Typer(help="Editors' tools for weekly issues.", no_args_is_help=True)
 
+IssuePath = Annotated[Path, typer.Argument(help="The issue folder (en.md, be.md, ru.md).")]
+
+
+def _settings(*, offline: bool = False) -> RendererSettings:
+    """The renderer's settings; offline tools (check, preview) fall back to demo secrets."""
+    from services.renderer.settings import load_renderer_settings
+    from shared.settings import SettingsError
+
+    try:
+        return load_renderer_settings()
+    except SettingsError as err:
+        if offline:
+            return load_renderer_settings(mode="demo")
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
+def _quiet_logging() -> None:
+    from shared.logging import configure_logging
+
+    configure_logging(service="renderer-cli", level="WARNING")
+
 
 @app.command()
 def run() -> None:
-    """Consume render commands from RabbitMQ."""
-    raise typer.Exit("not built yet")
+    """Consume render commands and serve the pages and probes (until SIGTERM or SIGINT)."""
+    from services.renderer import service
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(service="renderer", level=settings.log_level, fmt=settings.log_format)
+
+    async def main() -> None:
+        from prometheus_client import REGISTRY
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(settings, stop=stop, registry=REGISTRY)
+
+    asyncio.run(main())
 
 
 def run_service() -> None:
     run()
 
 
-def bench_render() -> None:
-    """Benchmark rendering (being built)."""
-    raise typer.Exit("not built yet")
+@issue_app.command()
+def check(
+    path: IssuePath,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    spam: Annotated[bool, typer.Option(help="Run SpamAssassin's local tests.")] = True,
+) -> None:
+    """Validate an issue: readiness matrix (articles x languages) and each edition's preflight."""
+    from services.renderer.catalogs import Templates
+    from services.renderer.editor_tools import check_as_json, check_issue, print_check
+    from services.renderer.errors import IssueFormatError
+
+    _quiet_logging()
+    try:
+        result = check_issue(
+            path, settings=_settings(offline=True), templates=Templates(), spam=spam
+        )
+    except IssueFormatError as err:
+        for problem in err.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from err
+    if as_json:
+        typer.echo(check_as_json(result))
+    else:
+        print_check(result, echo=typer.echo)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@issue_app.command()
+def preview(
+    path: IssuePath,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the .html, .txt and .eml files.")],
+) -> None:
+    """Write each language's .html, .txt and complete .eml, as sent to a sample recipient."""
+    from services.renderer.catalogs import Templates
+    from services.renderer.editor_tools import write_previews
+    from services.renderer.errors import IssueFormatError
+
+    _quiet_logging()
+    try:
+        written = write_previews(path, out, settings=_settings(offline=True), templates=Templates())
+    except IssueFormatError as err:
+        for problem in err.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from err
+    for target in written:
+        typer.echo(str(target))
+
+
+@issue_app.command()
+def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
+    path: IssuePath,
+    segments: Annotated[
+        str, typer.Option(help="Comma-separated segments to send to.")
+    ] = "en,be,ru",
+    fallback: Annotated[
+        list[str] | None,
+        typer.Option(help="SEGMENT=LANGUAGE: a segment without its edition gets this one."),
+    ] = None,
+    test_to: Annotated[
+        str | None, typer.Option(help="Send every edition to this address only, '[TEST]'.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every delivery is final.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 600.0,
+    spam: Annotated[bool, typer.Option(help="Run SpamAssassin's local tests first.")] = True,
+) -> None:
+    """Check the issue, then ask the renderer to render and the dispatcher to send it."""
+    from services.renderer.editor_tools import send_issue
+    from services.renderer.errors import IssueFormatError, IssueNotReady
+    from services.renderer.sending import parse_fallbacks, parse_segments
+
+    _quiet_logging()
+    settings = _settings()
+    try:
+        done = send_issue(
+            path,
+            settings=settings,
+            segments=parse_segments(segments),
+            fallbacks=parse_fallbacks(fallback or []),
+            test_to=test_to,
+            wait=wait,
+            timeout=timeout,
+            spam=spam,
+            echo=typer.echo,
+        )
+    except IssueFormatError as err:
+        for problem in err.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from err
+    except IssueNotReady as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    if not done:
+        raise typer.Exit(1)
+
+
+def bench_render(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as one JSON object.")
+    ] = False,
+    path: Annotated[Path, typer.Option(help="The issue to render.")] = Path("deploy/sample-issue"),
+    recipients: Annotated[int, typer.Option(help="Fills to time.")] = 20000,
+    full_renders: Annotated[int, typer.Option(help="Full per-recipient renders to time.")] = 30,
+) -> None:
+    """Time rendering the three editions, and per-recipient filling against a full render."""
+    from services.renderer.bench import run_bench
+
+    _quiet_logging()
+    figures = run_bench(path, recipients=recipients, full_renders=full_renders)
+    if as_json:
+        typer.echo(json.dumps(figures, ensure_ascii=False))
+        return
+    for key, value in figures.items():
+        typer.echo(f"{key}: {value}")

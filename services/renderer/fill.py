@@ -62,7 +62,9 @@ class FillPlan:
         return "".join(parts)
 
 
-def recipient_values(*, unsubscribe_url: str, preferences_url: str, recipient: str) -> dict[str, str]:
+def recipient_values(
+    *, unsubscribe_url: str, preferences_url: str, recipient: str
+) -> dict[str, str]:
     """The marker -> value mapping of one recipient."""
     return {
         placeholders.UNSUBSCRIBE_URL: unsubscribe_url,

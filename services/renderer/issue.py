@@ -168,7 +168,9 @@ def _parse_header(
             continue
         if key not in REQUIRED_KEYS:
             problems.append(
-                Problem(file, index, f"unknown header key {key!r} (known: {', '.join(REQUIRED_KEYS)})")
+                Problem(
+                    file, index, f"unknown header key {key!r} (known: {', '.join(REQUIRED_KEYS)})"
+                )
             )
             continue
         if key in header:
@@ -179,7 +181,7 @@ def _parse_header(
     return header, None
 
 
-def _header_values(
+def _header_values(  # noqa: PLR0912 - one branch per header key reads best
     header: dict[str, tuple[int, str]], *, file: str, problems: list[Problem]
 ) -> dict[str, object]:
     values: dict[str, object] = {
@@ -234,7 +236,7 @@ def _header_values(
     return values
 
 
-def _parse_body(
+def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branch per kind
     body: str, *, file: str, offset: int, problems: list[Problem]
 ) -> list[Section]:
     sections: list[Section] = []
@@ -276,15 +278,21 @@ def _parse_body(
             index += 3
             continue
         if article is None:
-            if token.level == 0 and token.type.endswith("_open") or token.type == "hr":
+            if (token.level == 0 and token.type.endswith("_open")) or token.type == "hr":
                 where = "section" if sections else "'# Section' heading"
                 problems.append(
-                    Problem(file, line, f"text outside an article: start one with '## Title' after a {where}")
+                    Problem(
+                        file,
+                        line,
+                        f"text outside an article: start one with '## Title' after a {where}",
+                    )
                 )
             index += 1
             continue
         if token.type == "heading_open" and token.tag in {"h4", "h5", "h6"}:
-            problems.append(Problem(file, line, "use '###' for subheadings; deeper levels are not allowed"))
+            problems.append(
+                Problem(file, line, "use '###' for subheadings; deeper levels are not allowed")
+            )
         if article.lead is None and not article.body and token.type == "paragraph_open":
             article.lead = tokens[index + 1]
             _collect_links(article, tokens[index + 1], line=line)
@@ -296,7 +304,9 @@ def _parse_body(
         index += 1
     for section in sections:
         if not section.articles:
-            problems.append(Problem(file, section.line, f"section {section.title!r} has no articles"))
+            problems.append(
+                Problem(file, section.line, f"section {section.title!r} has no articles")
+            )
         for art in section.articles:
             if art.lead is None:
                 problems.append(
@@ -339,9 +349,19 @@ class IssueFolder:
         }
         if not sources:
             raise IssueFormatError(
-                [Problem(str(path), 0, f"no language file found (expected {', '.join(f'{l}.md' for l in LANGUAGES)})")]
+                [
+                    Problem(
+                        str(path),
+                        0,
+                        f"no language file found (expected {_expected_files()})",
+                    )
+                ]
             )
         return cls(path=path, sources=sources)
+
+
+def _expected_files() -> str:
+    return ", ".join(f"{lang}.md" for lang in LANGUAGES)
 
 
 def parse_sources(sources: dict[str, str]) -> dict[str, IssueEdition]:

@@ -64,7 +64,9 @@ def inline_text(token: Token | None, notes: Footnotes, *, image_label: str) -> s
     return "".join(out)
 
 
-def blocks_text(tokens: list[Token], notes: Footnotes, *, image_label: str) -> str:
+def blocks_text(  # noqa: PLR0912 - one branch per token kind
+    tokens: list[Token], notes: Footnotes, *, image_label: str
+) -> str:
     """Block tokens (paragraphs, lists, quotes, subheadings) as readable text."""
     blocks: list[tuple[str, bool]] = []  # (text, is a list item)
     quote_depth = 0

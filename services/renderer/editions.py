@@ -1,0 +1,78 @@
+"""Rendering the editions of one send (each language once), shared by the consumer, the CLI
+preflight, the editor page and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.renderer.catalogs import Templates
+from services.renderer.issue import IssueEdition
+from services.renderer.readiness import SendPlan, plan_send
+from services.renderer.render import EditionContext, RenderedMail, render_edition
+
+
+@dataclass(frozen=True)
+class TimedMail:
+    mail: RenderedMail
+    seconds: float
+
+
+def view_url(pages_url: str, *, segment: str, send_id: str) -> str:
+    """The view-in-browser page of one sent edition."""
+    return f"{pages_url}/archive/{segment}/{send_id}"
+
+
+def archive_url(pages_url: str, *, segment: str) -> str:
+    return f"{pages_url}/archive/{segment}"
+
+
+def render_plan(
+    templates: Templates,
+    editions: Mapping[str, IssueEdition],
+    *,
+    segments: Sequence[str],
+    fallbacks: Mapping[str, str],
+    pages_url: str,
+    send_id: str,
+    test: bool = False,
+) -> tuple[SendPlan, dict[str, TimedMail]]:
+    """Plan the send (refusing missing editions) and render each segment's edition once."""
+    plan = plan_send(editions, segments=segments, fallbacks=fallbacks)
+    rendered: dict[str, TimedMail] = {}
+    for segment, language in plan.editions.items():
+        started = time.perf_counter()
+        context = EditionContext(
+            segment=segment,
+            view_url=view_url(pages_url, segment=segment, send_id=send_id),
+            archive_url=archive_url(pages_url, segment=segment),
+            test=test,
+        )
+        mail = render_edition(templates, editions[language], context=context)
+        rendered[segment] = TimedMail(mail, time.perf_counter() - started)
+    return plan, rendered
+
+
+async def render_plan_async(
+    templates: Templates,
+    editions: Mapping[str, IssueEdition],
+    *,
+    segments: Sequence[str],
+    fallbacks: Mapping[str, str],
+    pages_url: str,
+    send_id: str,
+    test: bool = False,
+) -> tuple[SendPlan, dict[str, TimedMail]]:
+    """:func:`render_plan` off the event loop (Jinja2 and premailer are CPU-bound)."""
+    return await asyncio.to_thread(
+        render_plan,
+        templates,
+        editions,
+        segments=segments,
+        fallbacks=fallbacks,
+        pages_url=pages_url,
+        send_id=send_id,
+        test=test,
+    )

@@ -1,0 +1,230 @@
+"""The editors' command-line tools behind ``newsletter issue check|preview|send``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from services.renderer.catalogs import Templates
+from services.renderer.editions import render_plan
+from services.renderer.errors import IssueNotReady
+from services.renderer.fill import FillPlan, recipient_values
+from services.renderer.issue import IssueFolder, parse_sources
+from services.renderer.mime import build_message
+from services.renderer.preflight import PreflightReport, preflight
+from services.renderer.readiness import Matrix, readiness
+from services.renderer.sending import PreparedSend, prepare_send, sample_for
+from services.renderer.settings import RendererSettings
+from shared.db.engine import create_engine, session_factory
+from shared.db.tables import Delivery, Send, SendStatus
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import RENDER_ISSUE, connect
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class CheckResult:
+    matrix: Matrix
+    reports: dict[str, PreflightReport]
+
+    @property
+    def ok(self) -> bool:
+        return self.matrix.ready and all(r.ok for r in self.reports.values())
+
+
+def check_issue(
+    path: Path, *, settings: RendererSettings, templates: Templates, spam: bool = True
+) -> CheckResult:
+    """Readiness matrix plus the preflight of each language's edition."""
+    folder = IssueFolder.read(path)
+    editions = parse_sources(folder.sources)
+    matrix = readiness(editions)
+    _plan, rendered = render_plan(
+        templates,
+        editions,
+        segments=list(editions),
+        fallbacks={},
+        pages_url=settings.pages_url,
+        send_id="preview",
+    )
+    sample = sample_for(settings)
+    reports = {
+        lang: preflight(timed.mail, sender=settings.sender, sample=sample, spam=spam)
+        for lang, timed in rendered.items()
+    }
+    return CheckResult(matrix, reports)
+
+
+def print_check(result: CheckResult, *, echo: Echo) -> None:
+    echo(result.matrix.as_text())
+    for problem in result.matrix.problems:
+        echo(f"problem: {problem}")
+    for lang, report in result.reports.items():
+        score = "n/a" if report.spam_score is None else f"{report.spam_score:.1f}"
+        echo(f"{lang}: html {report.html_bytes} bytes, spam score {score}")
+        for finding in report.findings:
+            echo(f"  {finding}")
+    echo("ready to send" if result.ok else "NOT ready to send")
+
+
+def write_previews(
+    path: Path, out: Path, *, settings: RendererSettings, templates: Templates
+) -> list[Path]:
+    """Each language's .html, .txt and complete .eml, filled for a sample recipient."""
+    folder = IssueFolder.read(path)
+    editions = parse_sources(folder.sources)
+    _plan, rendered = render_plan(
+        templates,
+        editions,
+        segments=list(editions),
+        fallbacks={},
+        pages_url=settings.pages_url,
+        send_id="preview",
+    )
+    sample = sample_for(settings)
+    values = recipient_values(
+        unsubscribe_url=sample.unsubscribe_url,
+        preferences_url=sample.preferences_url,
+        recipient=sample.to,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for lang, timed in rendered.items():
+        html = FillPlan(timed.mail.html, escape_html=True).fill(values)
+        text = FillPlan(timed.mail.text, escape_html=False).fill(values)
+        message = build_message(
+            sender=settings.sender,
+            to=sample.to,
+            subject=timed.mail.subject,
+            html=html,
+            text=text,
+            language=timed.mail.content_language,
+            list_unsubscribe_url=sample.one_click_url,
+            list_id=settings.list_id,
+        )
+        for suffix, data in (
+            (".html", html.encode()),
+            (".txt", text.encode()),
+            (".eml", message),
+        ):
+            target = out / f"{lang}{suffix}"
+            target.write_bytes(data)
+            written.append(target)
+    return written
+
+
+async def publish_send(prepared: PreparedSend, *, settings: RendererSettings) -> None:
+    connection = await connect(settings.amqp_url)
+    try:
+        publisher = await Publisher.open(connection)
+        try:
+            await publisher.publish(prepared.command, routing_key=RENDER_ISSUE)
+        finally:
+            await publisher.close()
+    finally:
+        await connection.close()
+
+
+async def wait_for_send(
+    send_id: str, *, settings: RendererSettings, timeout: float, echo: Echo
+) -> bool:
+    """Poll ``send`` until it is done; print deliveries by language and status. False on timeout."""
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    deadline = time.monotonic() + timeout
+    try:
+        status = ""
+        while time.monotonic() < deadline:
+            async with sessions() as session:
+                send = await session.get(Send, send_id)
+                status = send.status if send is not None else "not planned yet"
+            if status == SendStatus.DONE:
+                break
+            await asyncio.sleep(0.5)
+        async with sessions() as session:
+            rows = await session.exec(
+                select(Delivery.language, Delivery.status, func.count())
+                .where(Delivery.send_id == send_id)
+                .group_by(Delivery.language, Delivery.status)
+            )
+            summary: dict[str, dict[str, int]] = {}
+            for language, delivery_status, count in rows.all():
+                summary.setdefault(language, {})[delivery_status] = int(count)
+        for language in sorted(summary):
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(summary[language].items()))
+            echo(f"  {language}: {sum(summary[language].values())} deliveries ({counts})")
+        if status != SendStatus.DONE:
+            echo(f"send {send_id} not done after {timeout:.0f}s (status: {status})")
+            return False
+        echo(f"send {send_id} done")
+        return True
+    finally:
+        await engine.dispose()
+
+
+def send_issue(
+    path: Path,
+    *,
+    settings: RendererSettings,
+    segments: Sequence[str],
+    fallbacks: dict[str, str],
+    test_to: str | None,
+    wait: bool,
+    timeout: float,
+    spam: bool,
+    echo: Echo,
+) -> bool:
+    """Check, publish ``RenderIssue``, optionally wait. Raise on a refused send."""
+    prepared = prepare_send(
+        IssueFolder.read(path),
+        settings=settings,
+        templates=Templates(),
+        segments=segments,
+        fallbacks=fallbacks,
+        test_to=test_to,
+        spam=spam,
+    )
+    for finding in (f for r in prepared.reports.values() for f in r.findings):
+        echo(f"warning: {finding}")
+    asyncio.run(publish_send(prepared, settings=settings))
+    plan = ", ".join(f"{seg}<-{lang}" for seg, lang in prepared.plan.editions.items())
+    echo(f"send {prepared.command.send_id} requested")
+    echo(
+        f"  issue {prepared.command.issue_key}, editions {plan}"
+        + (f", test to {test_to}" if test_to else "")
+    )
+    if not wait:
+        return True
+    return asyncio.run(
+        wait_for_send(prepared.command.send_id, settings=settings, timeout=timeout, echo=echo)
+    )
+
+
+def check_as_json(result: CheckResult) -> str:
+    return json.dumps(
+        {
+            "matrix": result.matrix.as_dict(),
+            "preflight": {
+                lang: {
+                    "html_bytes": r.html_bytes,
+                    "spam_score": r.spam_score,
+                    "findings": [str(f) for f in r.findings],
+                }
+                for lang, r in result.reports.items()
+            },
+            "ready": result.ok,
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+__all__ = ["IssueNotReady", "check_issue", "send_issue", "write_previews"]

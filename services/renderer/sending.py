@@ -1,0 +1,116 @@
+"""Preparing a send from an issue folder: parse, plan, render, preflight, build the command.
+
+Used by ``newsletter issue send``, the editor page and the admin API, so that a send refuses
+to start for the same reasons wherever it is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.renderer.catalogs import Templates
+from services.renderer.editions import TimedMail, render_plan
+from services.renderer.errors import IssueNotReady
+from services.renderer.issue import LANGUAGES, IssueFolder, parse_sources
+from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
+from services.renderer.readiness import Matrix, SendPlan, readiness
+from services.renderer.settings import RendererSettings
+from shared.messaging.schemas import RenderIssue
+
+
+@dataclass
+class PreparedSend:
+    command: RenderIssue
+    plan: SendPlan
+    matrix: Matrix
+    rendered: dict[str, TimedMail]
+    reports: dict[str, PreflightReport]
+
+
+def parse_fallbacks(values: Sequence[str]) -> dict[str, str]:
+    """``["be=ru"]`` -> ``{"be": "ru"}``; raise :class:`IssueNotReady` on a malformed one."""
+    fallbacks: dict[str, str] = {}
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            segment, sep, language = item.partition("=")
+            if not sep or segment not in LANGUAGES or language not in LANGUAGES:
+                raise IssueNotReady(
+                    f"fallback {item!r} must be SEGMENT=LANGUAGE with both in {LANGUAGES}"
+                )
+            fallbacks[segment] = language
+    return fallbacks
+
+
+def parse_segments(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return list(LANGUAGES)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    segments = [s.strip() for s in items if s.strip()]
+    unknown = [s for s in segments if s not in LANGUAGES]
+    if unknown or not segments:
+        raise IssueNotReady(f"segments must be among {LANGUAGES}, not {unknown or 'nothing'}")
+    return list(dict.fromkeys(segments))
+
+
+def sample_for(settings: RendererSettings) -> SampleRecipient:
+    return SampleRecipient.for_settings(
+        public_url=settings.public_url,
+        secret_key=settings.secret_key.get_secret_value(),
+        domain=settings.sender.domain,
+    )
+
+
+def prepare_send(
+    folder: IssueFolder,
+    *,
+    settings: RendererSettings,
+    templates: Templates,
+    segments: Sequence[str],
+    fallbacks: Mapping[str, str],
+    test_to: str | None = None,
+    spam: bool = True,
+) -> PreparedSend:
+    """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
+    editions = parse_sources(folder.sources)
+    matrix = readiness(editions)
+    link_problems = [p for ed in editions.values() for p in ed.link_problems()]
+    if link_problems:
+        raise IssueNotReady("the issue has problems:\n" + "\n".join(str(p) for p in link_problems))
+    send_id = str(uuid.uuid4())
+    plan, rendered = render_plan(
+        templates,
+        editions,
+        segments=segments,
+        fallbacks=fallbacks,
+        pages_url=settings.pages_url,
+        send_id=send_id,
+        test=test_to is not None,
+    )
+    sample = sample_for(settings)
+    reports = {
+        segment: preflight(timed.mail, sender=settings.sender, sample=sample, spam=spam)
+        for segment, timed in rendered.items()
+    }
+    failed = [
+        f"{segment}: {finding}" for segment, report in reports.items() for finding in report.errors
+    ]
+    if failed:
+        raise IssueNotReady("preflight failed:\n" + "\n".join(failed))
+    first = next(iter(editions.values()))
+    command = RenderIssue(
+        send_id=send_id,
+        issue_key=first.issue_key,
+        sources=dict(folder.sources),
+        segments=list(segments),
+        fallbacks=dict(plan.fallbacks),
+        test_to=test_to,
+    )
+    return PreparedSend(command, plan, matrix, rendered, reports)
+
+
+async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:
+    """:func:`prepare_send` off the event loop (rendering and SpamAssassin take a while)."""
+    return await asyncio.to_thread(prepare_send, folder, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,84 @@
+"""The renderer process's composition root: engine, AMQP connection, publisher, consumers and
+the HTTP server (probes, view-in-browser and archive pages, feeds, editor page, admin API)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import structlog
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+
+from services.renderer.catalogs import Templates
+from services.renderer.consumer import RenderConsumers, RenderServices
+from services.renderer.metrics import RendererMetrics
+from services.renderer.settings import RendererSettings, from_settings
+from services.renderer.web import build_app
+from shared.db.engine import create_engine, session_factory
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import connect, declare_topology
+from shared.probes import ProbeServer
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+async def run(
+    settings: Settings, *, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> None:
+    """Run until ``stop`` is set, then close everything (in reverse order of opening)."""
+    config: RendererSettings = from_settings(settings)
+    registry = registry if registry is not None else CollectorRegistry()
+    async with AsyncExitStack() as stack:
+        engine = create_engine(config.database_url)
+        stack.push_async_callback(engine.dispose)
+        sessions = session_factory(engine)
+
+        connection = await connect(config.amqp_url)
+        stack.push_async_callback(connection.close)
+        channel = await connection.channel()
+        await declare_topology(channel)
+        await channel.close()
+        publisher = await Publisher.open(connection)
+        stack.push_async_callback(publisher.close)
+
+        templates = Templates()
+        metrics = RendererMetrics(registry)
+        deps = RenderServices(
+            templates=templates,
+            publisher=publisher,
+            sessions=sessions,
+            metrics=metrics,
+            pages_url=config.pages_url,
+        )
+        consumers = RenderConsumers(deps)
+        await consumers.start(connection)
+        stack.push_async_callback(consumers.stop)
+
+        async def database_ready() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        async def broker_ready() -> None:
+            if connection.is_closed:
+                raise ConnectionError("AMQP connection is closed")
+
+        app = build_app(
+            settings=config,
+            sessions=sessions,
+            publisher=publisher,
+            templates=templates,
+            checks={"database": database_ready, "broker": broker_ready},
+            registry=registry,
+        )
+        server = ProbeServer(app, host=config.http_host, port=config.renderer_probe_port)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        log.info(
+            "renderer_started",
+            port=config.renderer_probe_port,
+            pages=config.pages_url,
+        )
+        await stop.wait()
+        log.info("renderer_stopping")
