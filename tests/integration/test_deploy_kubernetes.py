@@ -158,3 +158,12 @@ def test_every_object_lives_in_the_namespace() -> None:
         if doc["kind"] == "Namespace":
             continue
         assert doc["metadata"].get("namespace") == "newsletter", f"{source}: {doc['kind']}"
+
+
+def test_disruption_budgets_select_existing_deployments() -> None:
+    deployments = by_kind("Deployment")
+    budgets = by_kind("PodDisruptionBudget")
+    assert set(budgets) == {"newsletter-subscription", "newsletter-dispatcher"}
+    for name, budget in budgets.items():
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert selector == deployments[name]["spec"]["selector"]["matchLabels"], name
