@@ -157,6 +157,7 @@ class OpsState:
 def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
     headers: dict[str, Any] = dict(message.headers or {})
     deaths = headers.get("x-death") or []
+    # The broker puts the latest death first: why the message is here now.
     first: dict[str, Any] = dict(deaths[0]) if deaths and isinstance(deaths[0], dict) else {}
     keys = first.get("routing-keys") or [message.routing_key or ""]
     died_at = first.get("time")
