@@ -39,7 +39,10 @@ _STRONG_CONTEXT = re.compile(
     r"(?:rcpt\s+to|recipient|address|user|mailbox|to)\b[^\n@]{0,40}$|smtp=$|[<\"']$",
     re.IGNORECASE,
 )
-_SENDER_CONTEXT = re.compile(r"\b(?:mail\s+)?from\s*:?\s*[<\"']?$", re.IGNORECASE)
+_SENDER_CONTEXT = re.compile(
+    r"\b(?:mail|message|messages|sent|sender)\s+from\s*:?\s*[<\"']?$|\bsender\s*:?\s*[<\"']?$",
+    re.IGNORECASE,
+)
 _ROBOT_LOCALS = re.compile(
     r"^(?:mailer-?daemon|postmaster|root|abuse|no-?reply|do-?not-?reply|bounces?(?:\+.*)?|"
     r"unsubscribe\+.*|double-bounce|nobody|.*-bounces(?:\+.*)?|owner-.*|.*-owner|.*-request|"
@@ -152,7 +155,7 @@ def _is_candidate(address: str, ours: set[str]) -> bool:
 def _complaint(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
     feedback = parsed.feedback
     if feedback is None:
-        return []
+        return _jmrp_complaint(parsed)
     feedback_type = feedback.get("feedback-type", "").strip().lower()
     recipients = [
         a
@@ -173,6 +176,18 @@ def _complaint(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
         Finding(r, "", "", bounce_class, reason, diagnostic, kind="complaint")
         for r in _unique(recipients or [""])
     ]
+
+
+def _jmrp_complaint(parsed: ParsedBounce) -> list[Finding]:
+    """Microsoft JMRP: the reported message attached, its recipient in a special header."""
+    if parsed.original is None:
+        return []
+    recipient = decoded(parsed.original.get("X-HmXmrOriginalRecipient", ""))
+    if "@" not in recipient:
+        return []
+    address = _ADDRESS.findall(recipient)
+    reason = "Microsoft JMRP complaint (X-HmXmrOriginalRecipient)"
+    return [Finding(address[0] if address else "", "", "", "complaint", reason, kind="complaint")]
 
 
 def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
@@ -235,7 +250,7 @@ def _auto_reply(parsed: ParsedBounce) -> list[Finding]:
     auto_submitted = parsed.header("Auto-Submitted").lower()
     precedence = parsed.header("Precedence").lower()
     replied = (
-        auto_submitted.startswith("auto-replied")
+        auto_submitted.startswith(("auto-replied", "auto-generated", "auto-notified"))
         or bool(parsed.header("X-Autoreply") or parsed.header("X-Autorespond"))
         or precedence == "auto_reply"
         or bool(patterns.AUTO_REPLY_SUBJECT.search(parsed.subject))
@@ -271,7 +286,7 @@ def _candidates(text: str, ours: set[str]) -> list[tuple[str, int]]:
 
 def _non_standard(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
     text = parsed.human_text
-    candidates = _candidates(text, ours)
+    candidates = _failed_recipients_header(parsed, text, ours) or _candidates(text, ours)
     if not candidates and parsed.original is not None and _looks_like_bounce(parsed):
         candidates = [(a, -1) for a in _original_recipients(parsed) if _is_candidate(a, ours)]
     if not _looks_like_bounce(parsed) and not _plausible_bounce_text(text):
@@ -288,6 +303,18 @@ def _non_standard(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
         diagnostic = " ".join(context.split())[:_DIAGNOSTIC_MAX]
         findings.append(Finding(address, status, action, bounce_class, reason, diagnostic))
     return _dedupe(findings)
+
+
+def _failed_recipients_header(
+    parsed: ParsedBounce, text: str, ours: set[str]
+) -> list[tuple[str, int]]:
+    """Exim and others name the failed addresses in ``X-Failed-Recipients``."""
+    found: list[tuple[str, int]] = []
+    for value in parsed.message.get_all("X-Failed-Recipients") or []:
+        for address in _ADDRESS.findall(decoded(value)):
+            if _is_candidate(address, ours):
+                found.append((address, text.lower().find(address.lower())))
+    return found
 
 
 def _original_recipients(parsed: ParsedBounce) -> list[str]:
@@ -329,7 +356,7 @@ def _weak(verdict: Verdict) -> bool:
 
 
 def _status_in(text: str) -> str:
-    enhanced = status_codes.find_enhanced(text)
+    enhanced = status_codes.find_failure(text)
     basic = status_codes.find_basic(text)
     if enhanced and (basic is None or str(basic)[0] == enhanced[0]):
         return enhanced

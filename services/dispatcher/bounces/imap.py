@@ -64,7 +64,7 @@ class ImapTarget:
             else imaplib.IMAP4(self.host, self.port, timeout=30)
         )
         client.login(self.username, self.password)
-        return client  # type: ignore[return-value] - IMAP4 has these methods, typeshed types differ
+        return client  # type: ignore[return-value]  # typeshed types IMAP4 more loosely
 
 
 def _fetch_unseen(client: MailboxClient, mailbox: str) -> list[tuple[str, bytes]]:

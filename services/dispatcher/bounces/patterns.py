@@ -30,7 +30,8 @@ MAILBOX_FULL = _any(
     r"mail\s*box\s+space\s+(?:not\s+enough|exceeded)",
     r"too\s+many\s+messages\s+in\s+(?:the\s+)?mailbox",
     r"inbox\s+is\s+full",
-    r"ящик\s+переполнен",
+    r"ящик\s+переполнен|переполнен\w*\s+(?:почтовый\s+)?ящик",
+    r"превышен\w*\s+(?:\S+\s+)?(?:квот|лимит|размер)",
     r"postfach\s+(?:ist\s+)?voll",
 )
 
@@ -68,14 +69,17 @@ NO_SUCH_USER = _any(
     r"there\s+is\s+no\s+(?:one|user|such)",
     r"address\s+(?:lookup\s+)?failed",
     r"(?:не\s+существует|нет\s+такого\s+пользователя|пользователь\s+не\s+найден)",
+    r"(?:адрес|адресат|получатель|ящик)\w*\s+не\s+(?:найден|существует)|несуществующ",
+    r"(?:учетная|учётная)\s+запись\s+(?:\S+\s+)?(?:заблокирована|отключена|удалена)",
     r"(?:unbekannt|existiert\s+nicht|inconnu|n'existe\s+pas|sconosciuto|inexistente|no\s+existe)",
 )
 
 # The receiver refused us, not the subscriber: policy.
 POLICY = _any(
-    r"\bspam",
+    r"\bspam|спам",
     r"unsolicited",
     r"block(?:ed|list|ing)\b",
+    r"block\s+list|on\s+our\s+(?:block|deny|black)",
     r"black\s*list",
     r"deny\s*list|denylist",
     r"\blisted\s+(?:in|on|at|by)\b",
@@ -103,6 +107,7 @@ POLICY = _any(
     r"not\s+permitted\s+to\s+(?:relay|send)",
     r"prohibited|forbidden",
     r"bulk\s+mail",
+    r"(?:not\s+accepting|refus\w*\s+to\s+accept|does\s+not\s+accept)\s+(?:e-?mail|mail|messages)\s+from",
 )
 
 # The receiving system is not the one for this domain any more: treated as a bad address.

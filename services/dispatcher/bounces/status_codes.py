@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
-ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
+# Subjects are 0-7 (RFC 3463); not followed by ".<digit>" so IP addresses do not match.
+ENHANCED = re.compile(r"(?<![\d.])([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
 # A basic reply code at the start of a reply ("550 ", "550-", "#550") or after "said:".
 BASIC = re.compile(r"(?:^|[\s#(:\[])([245][0-5]\d)(?=[\s\-:)\]]|$)")
 # A Qmail/Yahoo style code in parentheses: "(#5.1.1)".
-HASHED = re.compile(r"#\s*([245]\.\d{1,3}\.\d{1,3})")
+HASHED = re.compile(r"#\s*([245]\.[0-7]\.\d{1,3})")
+FAILURE = re.compile(r"(?<![\d.])([45])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
 
 
 def normalize(status: str) -> str:
@@ -23,6 +25,15 @@ def find_enhanced(text: str) -> str:
     if match is None:
         return ""
     return normalize(match.group(0).lstrip("#").strip())
+
+
+def find_failure(text: str) -> str:
+    """The first 4.x.x or 5.x.x code in free text (a 2.x.x there is usually a version number)."""
+    match = HASHED.search(text)
+    if match and match.group(1)[0] in "45":
+        return normalize(match.group(1))
+    match = FAILURE.search(text)
+    return ".".join(match.groups()) if match else ""
 
 
 def find_basic(text: str) -> int | None:
