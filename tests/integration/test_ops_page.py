@@ -230,7 +230,12 @@ async def test_peeking_leaves_dead_letters_in_their_queue(
     assert len(summary["dead_letters"]) == 2
     connection = await aio_pika.connect(ops_amqp_url)
     try:
-        snapshot = await read_by_declares(connection, [topology.DEAD_LETTER_QUEUE])
+        # A quorum queue takes peeked messages back through its log: wait for that, briefly.
+        for _ in range(50):
+            snapshot = await read_by_declares(connection, [topology.DEAD_LETTER_QUEUE])
+            if snapshot.queues[0].ready == 2:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await connection.close()
     (stat,) = snapshot.queues
