@@ -31,7 +31,7 @@ from services.dispatcher.retry import (
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from shared.addresses import address_domain, mask_email
-from shared.db.tables.deliveries import TERMINAL_STATUSES, DeliveryKind, DeliveryStatus
+from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import (
@@ -53,8 +53,8 @@ _INSERT = text(
 _LOOKUP = text("SELECT id, status FROM delivery WHERE dedupe_key = :key")
 _START = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
-    "WHERE id = :id"
-).bindparams(bindparam("now", type_=UTCDateTime()))
+    "WHERE id = :id AND status IN :claimable RETURNING id"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("claimable", expanding=True))
 _FINISH = text(
     "UPDATE delivery SET status = :status, smtp_code = :code, smtp_reply = :reply, "
     "message_id = :mid, sent_at = :sent_at, updated_at = :now WHERE id = :id"
@@ -84,7 +84,8 @@ class TransactionalWorker:
         ):
             await self._deliver(job, message)
 
-    async def _claim(self, job: DeliverTransactional) -> tuple[int, str]:
+    async def _claim(self, job: DeliverTransactional, *, redelivered: bool) -> tuple[int, str]:
+        """Insert or find the ledger row and claim it; the status is "" when claimed."""
         key = f"tx:{job.message_id}"
         async with self.sessions() as session:
             await session.execute(
@@ -102,17 +103,27 @@ class TransactionalWorker:
             )
             row = (await session.execute(_LOOKUP, {"key": key})).one()
             delivery_id, status = int(row[0]), str(row[1])
-            if status not in TERMINAL_STATUSES:
+            # A redelivered command may take over a row its first consumer left in "sending".
+            claimable = [str(DeliveryStatus.QUEUED), str(DeliveryStatus.DEFERRED)]
+            if redelivered:
+                claimable.append(str(DeliveryStatus.SENDING))
+            claimed = (
                 await session.execute(
                     _START,
-                    {"id": delivery_id, "sending": str(DeliveryStatus.SENDING), "now": utcnow()},
+                    {
+                        "id": delivery_id,
+                        "sending": str(DeliveryStatus.SENDING),
+                        "now": utcnow(),
+                        "claimable": claimable,
+                    },
                 )
+            ).first()
             await session.commit()
-        return delivery_id, status
+        return delivery_id, "" if claimed is not None else status
 
     async def _deliver(self, job: DeliverTransactional, message: AbstractIncomingMessage) -> None:
-        delivery_id, status = await self._claim(job)
-        if status in TERMINAL_STATUSES:
+        delivery_id, status = await self._claim(job, redelivered=bool(message.redelivered))
+        if status:
             log.info("duplicate_job_skipped", delivery_id=delivery_id, found_status=status)
             await message.ack()
             return

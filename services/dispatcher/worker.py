@@ -78,23 +78,8 @@ class DeliveryWorker:
         status = await self.sends.status(job.send_id)
         if status is None:
             raise PoisonJob(f"unknown send {job.send_id}")
-        if status == SendStatus.CANCELLED:
-            await self.results.submit(
-                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.CANCELLED)
-            )
-            await message.ack()
-            return
-        if status == SendStatus.PAUSED:
-            tier = self.settings.hold_tier
-            await schedule_retry(
-                publisher=self.publisher,
-                job=job,
-                routing_key=DELIVER_ISSUE,
-                tier=tier,
-                attempt=attempt_of(message),
-            )
-            await message.ack()
-            log.debug("job_held_while_paused", tier=tier.label)
+        if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
+            await self._stand_down(job, message, status)
             return
         claim = await self.claims.submit(
             ledger.ClaimRequest(job.delivery_id, redelivered=bool(message.redelivered))
@@ -116,6 +101,14 @@ class DeliveryWorker:
             recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
             data = self.composer.render(template, self.composer.values(recipient))
             async with self.flow.slot(domain):
+                # Waiting for a slot can take a while: look again before sending.
+                status = await self.sends.status(job.send_id)
+                if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
+                    await self.results.submit(
+                        ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
+                    )
+                    await self._stand_down(job, message, status)
+                    return
                 started = time.perf_counter()
                 outcome = await self.pool.send(
                     sender=self.composer.return_path(job.delivery_id),
@@ -126,6 +119,28 @@ class DeliveryWorker:
             if self.flow.record(domain, outcome):
                 log.warning("circuit_breaker_opened", domain=domain)
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+
+    async def _stand_down(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, status: str | None
+    ) -> None:
+        """A cancelled send's job is recorded cancelled; a paused send's job waits in the hold
+        tier (not claimed, so resume sends it exactly once)."""
+        if status == SendStatus.CANCELLED:
+            await self.results.submit(
+                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.CANCELLED)
+            )
+            await message.ack()
+            return
+        tier = self.settings.hold_tier
+        await schedule_retry(
+            publisher=self.publisher,
+            job=job,
+            routing_key=DELIVER_ISSUE,
+            tier=tier,
+            attempt=attempt_of(message),
+        )
+        await message.ack()
+        log.debug("job_held_while_paused", tier=tier.label)
 
     async def _settle(
         self,

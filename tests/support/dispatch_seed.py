@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -186,3 +186,46 @@ class RunningDispatcher:
         self.stop.set()
         assert self.task is not None
         await asyncio.wait_for(self.task, 30)
+
+
+def make_settings(
+    *, amqp_url: str, database_url: str, smtp_url: str, tmp_path: object, **extra: object
+) -> object:
+    from services.dispatcher.settings import load_dispatcher_settings
+
+    values: dict[str, object] = {
+        "mode": "test",
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "smtp_url": smtp_url,
+        "var_dir": tmp_path,
+        "secret_key": "test-secret-key-" + "x" * 32,
+        "dispatch_retry_tiers": "1s",
+        "dispatch_hold_tier": "1s",
+        "smtp_timeout_s": 2.0,
+    }
+    values.update(extra)
+    return load_dispatcher_settings(**values)
+
+
+async def publish(amqp_url: str, message: object, *, routing_key: str, **kwargs: object) -> None:
+    from shared.messaging.publisher import Publisher
+    from shared.messaging.topology import connect
+
+    connection = await connect(amqp_url)
+    try:
+        publisher = await Publisher.open(connection)
+        await publisher.publish(message, routing_key=routing_key, **kwargs)  # type: ignore[arg-type]
+    finally:
+        await connection.close()
+
+
+async def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met in {timeout}s")

@@ -65,8 +65,8 @@ class ScriptedHandler:
         roll = self.random.random()
         if roll < script.drop_ratio:
             self.replies["drop"] += 1
-            assert session.transport is not None
-            session.transport.close()
+            assert server.transport is not None
+            server.transport.close()
             return "421 4.4.2 closing"
         if roll < script.drop_ratio + script.throttle_ratio:
             if self.random.random() < 0.5:

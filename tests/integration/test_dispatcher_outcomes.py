@@ -1,0 +1,296 @@
+"""Outcomes against a misbehaving SMTP server: bounces, policy refusals, throttling, drops,
+stalls; duplicate jobs; the transactional path; test sends; pause, resume and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.dispatcher import sends as sends_module
+from shared.db.engine import create_engine, session_factory
+from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery
+from shared.messaging.schemas import (
+    BounceReceived,
+    DeliverIssue,
+    DeliverTransactional,
+    PlanSend,
+    decode,
+)
+from shared.messaging.topology import (
+    BOUNCE_RECEIVED,
+    DELIVER_ISSUE,
+    DELIVER_TRANSACTIONAL,
+    EVENTS,
+    PLAN_SEND,
+    connect,
+)
+from tests.support import dispatch_seed, infra
+from tests.support.test_mta import MtaScript, ScriptedMta
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    name, url = dispatch_seed.fresh_vhost()
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture
+async def sessions(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(sqlite_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+async def bounce_listener(amqp_url: str) -> tuple[object, list[BounceReceived]]:
+    """A private queue bound to bounce events, to see what the dispatcher announces."""
+    connection = await connect(amqp_url)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(EVENTS, routing_key=BOUNCE_RECEIVED)
+    events: list[BounceReceived] = []
+
+    async def on_message(message: object) -> None:
+        events.append(decode(BounceReceived, message.body))  # type: ignore[attr-defined]
+        await message.ack()  # type: ignore[attr-defined]
+
+    await queue.consume(on_message)
+    return connection, events
+
+
+async def test_a_faulty_server_leaves_every_subscriber_in_exactly_one_terminal_state(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(sessions, 20)
+    hard = set(addresses[0:3])
+    policy = {addresses[3]}
+    stalled = {addresses[4]}
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en", "be", "ru"))
+    script = MtaScript(
+        hard_bounce=hard,
+        policy_reject=policy,
+        throttle_ratio=0.2,
+        drop_ratio=0.05,
+        stall_data=stalled,
+        stall_seconds=3.0,
+    )
+    connection, bounces = await bounce_listener(vhost_url)
+    try:
+        with ScriptedMta(script) as mta:
+            settings = dispatch_seed.make_settings(
+                amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
+            )
+            with structlog.testing.capture_logs() as logs:
+                async with dispatch_seed.RunningDispatcher(settings):
+                    await dispatch_seed.publish(
+                        vhost_url,
+                        PlanSend(send_id=send_id, issue_key="w48", segments=["en", "be", "ru"]),
+                        routing_key=PLAN_SEND,
+                    )
+                    await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
+            copies = mta.handler.copies()
+            replies = dict(mta.handler.replies)
+    finally:
+        await connection.close()  # type: ignore[attr-defined]
+    rows = {d.email: d for d in await dispatch_seed.deliveries(sessions, send_id)}
+    assert set(rows) == set(addresses)
+    assert all(d.status in TERMINAL_STATUSES for d in rows.values())
+    assert {rows[a].status for a in hard} == {"bounced"}
+    assert rows[addresses[3]].status == "failed", "policy refusal: failed, not suppressed"
+    assert rows[addresses[4]].status == "unknown", "timeout after DATA: unknown, not resent"
+    assert copies[addresses[4]] == 1
+    sent = {a for a, d in rows.items() if d.status == "sent"}
+    assert sent == set(addresses) - hard - policy - stalled
+    assert all(copies[a] == 1 for a in sent), "every sent delivery arrived exactly once"
+    assert replies.get("421", 0) + replies.get("451", 0) > 0, "the server did throttle"
+    assert any(d.attempts > 1 for d in rows.values()), "throttled deliveries were retried"
+    assert sorted(e.recipient for e in bounces) == sorted(hard)
+    assert all(e.bounce_class == "hard" and e.status == "5.1.1" for e in bounces)
+    assert any(entry["event"] == "email_deferred" for entry in logs)
+
+
+async def test_the_same_job_delivered_twice_is_sent_once_and_logged(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(sessions, 3, languages=("en",))
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                await dispatch_seed.publish(
+                    vhost_url,
+                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                    routing_key=PLAN_SEND,
+                )
+                await dispatch_seed.wait_for_send(sessions, send_id)
+                first = (await dispatch_seed.deliveries(sessions, send_id))[0]
+                assert first.id is not None
+                duplicate = DeliverIssue(
+                    delivery_id=first.id,
+                    send_id=send_id,
+                    subscriber_id=first.subscriber_id,
+                    to=first.email,
+                    language="en",
+                )
+                for _ in range(2):
+                    await dispatch_seed.publish(vhost_url, duplicate, routing_key=DELIVER_ISSUE)
+                await asyncio.sleep(1.5)
+        copies = mta.handler.copies()
+    assert copies == {a: 1 for a in addresses}
+    assert sum(1 for e in logs if e["event"] == "duplicate_job_skipped") == 2
+
+
+async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    command = DeliverTransactional(
+        kind="confirmation",
+        language="be",
+        subscriber_id=42,
+        to="new.reader@example.org",
+        subject="Пацвердзіце падпіску",
+        html='<html lang="be"><a href="https://x.example/confirm?token=abc">Пацвердзіць</a></html>',
+        text="Пацвердзіце:\nhttps://x.example/confirm?token=abc\n",
+        list_unsubscribe_url="https://x.example/unsubscribe/one-click?token=def",
+    )
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            for _ in range(2):  # the same command twice: one mail
+                await dispatch_seed.publish(vhost_url, command, routing_key=DELIVER_TRANSACTIONAL)
+            for _ in range(50):
+                if mta.handler.copies():
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+        accepted = list(mta.handler.accepted)
+    assert len(accepted) == 1
+    mail = accepted[0].parsed()
+    assert str(mail["Subject"]) == "Пацвердзіце падпіску"
+    assert mail["Content-Language"] == "be"
+    assert mail["List-Unsubscribe"].startswith(
+        "<https://x.example/unsubscribe/one-click?token=def>"
+    )
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "https://x.example/confirm?token=abc" in text.splitlines(), "the link on its own line"
+    async with sessions() as session:
+        from sqlmodel import select
+
+        rows = (await session.exec(select(Delivery).where(Delivery.kind == "transactional"))).all()
+    assert [(r.status, r.dedupe_key) for r in rows] == [("sent", f"tx:{command.message_id}")]
+
+
+async def test_a_test_send_mails_each_edition_once_to_the_test_address_only(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await dispatch_seed.add_subscribers(sessions, 5)
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en", "ru"))
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await dispatch_seed.publish(
+                vhost_url,
+                PlanSend(
+                    send_id=send_id,
+                    issue_key="w48",
+                    segments=["en", "ru"],
+                    test_to="editor@example.org",
+                ),
+                routing_key=PLAN_SEND,
+            )
+            await dispatch_seed.wait_for_send(sessions, send_id)
+        accepted = list(mta.handler.accepted)
+    assert [a.rcpt for a in accepted] == ["editor@example.org"] * 2
+    subjects = sorted(str(a.parsed()["Subject"]) for a in accepted)
+    assert subjects == sorted(f"[TEST] {dispatch_seed.SUBJECTS[lang]}" for lang in ("en", "ru"))
+
+
+async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(sessions, 30, languages=("en",))
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=sqlite_url,
+            smtp_url=mta.url,
+            tmp_path=tmp_path,
+            dispatch_rate_limit=10.0,  # slow enough to pause in the middle
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await dispatch_seed.publish(
+                vhost_url,
+                PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                routing_key=PLAN_SEND,
+            )
+            await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
+            await sends_module.set_status(sessions, send_id=send_id, action="pause")
+            await asyncio.sleep(2.0)  # the status cache expires; in-flight work settles
+            during_pause = len(mta.handler.accepted)
+            await asyncio.sleep(2.0)
+            assert len(mta.handler.accepted) == during_pause, "nothing is sent while paused"
+            assert during_pause < 30
+            await sends_module.set_status(sessions, send_id=send_id, action="resume")
+            await dispatch_seed.wait_for_send(sessions, send_id)
+        copies = mta.handler.copies()
+    assert copies == {a: 1 for a in addresses}, "resume sent the rest, and nothing twice"
+    report = await sends_module.report(sessions, send_id=send_id)
+    assert report.status == "done"
+    assert report.by_language == {"en": {"sent": 30}}
+
+
+async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await dispatch_seed.add_subscribers(sessions, 30, languages=("en",))
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=sqlite_url,
+            smtp_url=mta.url,
+            tmp_path=tmp_path,
+            dispatch_rate_limit=20.0,
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await dispatch_seed.publish(
+                vhost_url,
+                PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                routing_key=PLAN_SEND,
+            )
+            await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
+            await sends_module.set_status(sessions, send_id=send_id, action="cancel")
+            await asyncio.sleep(2.0)
+            after_cancel = len(mta.handler.accepted)
+            await asyncio.sleep(1.5)
+            assert len(mta.handler.accepted) == after_cancel
+    counts = await dispatch_seed.status_counts(sessions, send_id)
+    assert set(counts) <= {"sent", "cancelled"}
+    assert counts["sent"] == after_cancel
+    assert counts["cancelled"] == 30 - after_cancel

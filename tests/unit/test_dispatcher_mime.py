@@ -1,0 +1,92 @@
+"""Message bytes built once per edition, filled per recipient."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+from services.dispatcher import mime
+from services.dispatcher.composer import Composer, Recipient
+from services.dispatcher.settings import load_dispatcher_settings
+from shared.messaging import placeholders
+
+RU_PARAGRAPH = "Совет собрался во вторник и утвердил бюджет новой библиотеки. " * 40
+
+
+def composer() -> Composer:
+    return Composer(settings=load_dispatcher_settings(mode="test", secret_key="k" * 40))
+
+
+def build(language: str = "ru", html: str | None = None) -> mime.MessageTemplate:
+    c = composer()
+    envelope = c.envelope(subject="Дайджэст №48: навіны", language=language, campaign="abc")
+    body = html or (
+        f'<html lang="{language}"><p>{RU_PARAGRAPH}</p>'
+        f'<a href="{placeholders.UNSUBSCRIBE_URL}">x</a> {placeholders.RECIPIENT}</html>'
+    )
+    text = f"{RU_PARAGRAPH}\n{placeholders.UNSUBSCRIBE_URL}\n"
+    return mime.build_template(envelope=envelope, text=text, html_body=body)
+
+
+def render(template: mime.MessageTemplate, address: str = "o'neil&co@example.org") -> bytes:
+    c = composer()
+    return c.render(template, c.values(Recipient(7, 3, address, "d7.abcdef12")))
+
+
+def test_a_rendered_mail_parses_without_defects_and_has_every_list_header() -> None:
+    data = render(build())
+    mail = message_from_bytes(data, policy=policy.default)
+    assert not mail.defects
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "Feedback-ID"):
+        assert mail[header], f"{header} missing"
+    assert str(mail["Subject"]) == "Дайджэст №48: навіны"
+    assert "=?utf-8?" in data.split(b"\r\n\r\n")[0].decode().lower(), "subject RFC 2047"
+    assert mail["Content-Language"] == "ru"
+    assert mail["Message-ID"] == "<d7.abcdef12@example.org>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail["List-Unsubscribe"].startswith("<http")
+    assert "mailto:unsubscribe+3-" in mail["List-Unsubscribe"]
+    assert "Еженедельный дайджест" in str(mail["From"])
+
+
+def test_cyrillic_bodies_go_8bit_with_every_line_under_998_bytes() -> None:
+    data = render(build())
+    assert b"Content-Transfer-Encoding: 8bit" in data
+    assert max(len(line) for line in data.split(b"\r\n")) < 998
+    assert len(data) < 2 * len(RU_PARAGRAPH.encode()) + 6000, "no quoted-printable bloat"
+
+
+def test_markers_are_replaced_and_escaped_in_html() -> None:
+    mail = message_from_bytes(render(build()), policy=policy.default)
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "@@NL_" not in html + text
+    assert "o&#x27;neil&amp;co@example.org" in html
+    assert "/unsubscribe?token=" in text
+
+
+def test_an_unbreakable_line_falls_back_to_base64_per_recipient() -> None:
+    html = "<p>" + "x" * 3000 + f"</p>{placeholders.RECIPIENT}"
+    data = render(build(html=html))
+    assert b"Content-Transfer-Encoding: base64" in data
+    mail = message_from_bytes(data, policy=policy.default)
+    assert "o&#x27;neil&amp;co@example.org" in mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+def test_wrap_lines_breaks_at_spaces_and_counts_markers_at_full_size() -> None:
+    line = " ".join(["word"] * 400) + " " + placeholders.UNSUBSCRIBE_URL
+    wrapped = mime.wrap_lines(line)
+    assert wrapped is not None
+    lines = wrapped.split("\r\n")
+    assert len(lines) > 1
+    assert all(len(x.encode()) + (400 if placeholders.PREFIX in x else 0) <= 996 for x in lines), (
+        "a line could pass 998 bytes once its marker is filled"
+    )
+    assert wrapped.replace("\r\n", " ") == line
+
+
+def test_the_template_is_built_once_and_rendering_only_joins_bytes() -> None:
+    template = build()
+    first, second = render(template, "a@example.org"), render(template, "b@example.org")
+    assert first != second
+    assert b"a@example.org" in first
+    assert b"a@example.org" not in second
