@@ -115,3 +115,10 @@ def test_accuracy_command_prints_figures_per_class() -> None:
 def test_garbage_input_yields_one_unknown_finding() -> None:
     [finding] = classify(b"\x00\xff not a message at all")
     assert (finding.recipient, finding.bounce_class) == ("", "unknown")
+
+
+def test_a_broken_encoded_subject_does_not_stop_reading_the_report() -> None:
+    data = _dsn(to="x@example.org", recipient="gone@example.com", status="5.1.1", diagnostic="550")
+    data = data.replace(b"Subject: Undelivered", b"Subject: =?utf-8?b?0J3QtdC?= Undelivered")
+    [finding] = classify(data)
+    assert (finding.recipient, finding.bounce_class) == ("gone@example.com", "hard")

@@ -19,10 +19,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import structlog
+
 from services.dispatcher.bounces import patterns, status_codes
 from services.dispatcher.bounces.classes import Verdict, classify_failure
 from services.dispatcher.bounces.report import ParsedBounce, decoded, parse
 from shared import verp
+
+log = structlog.get_logger(__name__)
 
 _ADDRESS = re.compile(
     r"(?<![\w.+%-])"
@@ -91,7 +95,19 @@ def classify(
     envelope_to: Sequence[str] = (),
     own_domains: Iterable[str] = (),
 ) -> list[Finding]:
-    """Read raw message bytes; always returns at least one finding."""
+    """Read raw message bytes; always returns at least one finding, never raises."""
+    try:
+        return _classify(
+            data, secret_key=secret_key, envelope_to=envelope_to, own_domains=own_domains
+        )
+    except Exception as err:  # a malformed report must not stop the intake (or loop an MTA)
+        log.warning("bounce_unreadable", error=f"{type(err).__name__}: {err}"[:200])
+        return [Finding("", "", "", "unknown", f"unreadable report: {type(err).__name__}")]
+
+
+def _classify(
+    data: bytes, *, secret_key: str | None, envelope_to: Sequence[str], own_domains: Iterable[str]
+) -> list[Finding]:
     parsed = parse(data)
     delivery_id = _delivery_id(parsed, secret_key=secret_key, envelope_to=envelope_to)
     ours = {d.lower() for d in own_domains} | _own_domains(parsed, envelope_to)

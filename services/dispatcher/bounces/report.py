@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
@@ -53,7 +54,7 @@ def decoded(value: object) -> str:
     raw = str(value or "")
     try:
         text = str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, MessageError):
         text = raw
     return " ".join(text.split())
 
