@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -89,6 +90,10 @@ async def run(
             if connection.is_closed:
                 raise ConnectionError("AMQP connection closed")
 
+        async def database_ready() -> None:
+            async with engine.connect() as db:
+                await db.execute(text("SELECT 1"))
+
         handlers = WebhookHandlers(
             intake=intake,
             verifier=SnsVerifier(
@@ -100,7 +105,9 @@ async def run(
             opener=cert_fetcher,
         )
         http = ProbeServer(
-            webhook_app(handlers, probe_app({"broker": broker_ready}, registry)),
+            webhook_app(
+                handlers, probe_app({"broker": broker_ready, "database": database_ready}, registry)
+            ),
             host=settings.http_host,
             port=settings.bounces_http_port,
         )
