@@ -1,0 +1,150 @@
+"""The signup journey in real headless Chromium (Debian's ``chromium``), in each language.
+
+The app runs with its real lifespan on a real socket (uvicorn), with the database and a
+private RabbitMQ vhost. The confirmation and unsubscribe links are taken from the
+``RenderTransactional`` command the service publishes on the real ``renderer.transactional``
+queue (the renderer and dispatcher are exercised end to end by the demo's e2e test). A
+screenshot of each language's form is kept in ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright
+from sqlmodel import select
+
+from services.subscription.app import create_app
+from services.subscription.policy import SignupPolicy
+from shared.db.engine import create_engine, session_factory
+from shared.db.tables import Subscriber
+from shared.probes import ProbeServer
+from shared.settings import load_settings
+from tests.integration.subscription_support import command_tap, private_amqp_url, unique_address
+
+pytestmark = pytest.mark.browser
+__all__ = ["private_amqp_url"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+TEXTS = {
+    "en": {
+        "label": "Email address",
+        "done": "Check your inbox",
+        "confirm": "Confirm my subscription",
+        "confirmed": "Your subscription is confirmed",
+        "unsubscribe": "Unsubscribe",
+        "unsubscribed": "You are unsubscribed",
+    },
+    "be": {
+        "label": "Адрас электроннай пошты",
+        "done": "Праверце пошту",
+        "confirm": "Пацвердзіць падпіску",
+        "confirmed": "Падпіска пацверджана",
+        "unsubscribe": "Адпісацца",
+        "unsubscribed": "Вы адпісаліся",
+    },
+    "ru": {
+        "label": "Адрес электронной почты",
+        "done": "Проверьте почту",
+        "confirm": "Подтвердить подписку",
+        "confirmed": "Подписка подтверждена",
+        "unsubscribe": "Отписаться",
+        "unsubscribed": "Вы отписались",
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _status(database_url: str, email: str) -> str | None:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            found = await session.exec(select(Subscriber.status).where(Subscriber.email == email))
+            return found.first()
+    finally:
+        await engine.dispose()
+
+
+async def _heading(page: Page) -> str:
+    return (await page.locator("h1").inner_text()).strip()
+
+
+async def test_sign_up_confirm_and_unsubscribe_in_chromium_in_each_language(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = load_settings(
+        mode="test",
+        amqp_url=private_amqp_url,
+        database_url=sqlite_url,
+        var_dir=tmp_path,
+        public_url=base,
+        secret_key="browser-test-secret-" + "b" * 32,
+        admin_token="browser-admin",
+    )
+    policy = SignupPolicy(signup_min_seconds=0.5, response_floor_s=0.0, ip_limit=100)
+    server = ProbeServer(create_app(settings, policy=policy), host="127.0.0.1", port=port)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await server.start()
+    try:
+        async with command_tap(private_amqp_url) as tap, async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                for lang, text in TEXTS.items():
+                    email = unique_address(f"browser-{lang}")
+                    context = await browser.new_context(java_script_enabled=False)
+                    page = await context.new_page()
+                    await page.goto(f"{base}/?lang={lang}")
+                    assert await page.locator("html").get_attribute("lang") == lang
+                    await page.screenshot(
+                        path=str(ARTIFACTS / f"subscription-form-{lang}.png"), full_page=True
+                    )
+                    # Labelled and keyboard-usable: find the field by its label, type, Enter.
+                    field = page.get_by_label(text["label"])
+                    await field.fill(email)
+                    assert await page.locator(f"#language-{lang}").is_checked()
+                    await page.wait_for_timeout(600)  # the time trap wants a person's pause
+                    await field.press("Enter")
+                    await page.wait_for_load_state()
+                    assert await _heading(page) == text["done"]
+
+                    [command] = await tap.wait_for(email, "confirmation")
+                    assert command.language == lang
+                    await page.goto(command.links["confirm_url"])
+                    assert await _status(sqlite_url, email) == "pending"
+                    await page.get_by_role("button", name=text["confirm"]).click()
+                    await page.wait_for_load_state()
+                    assert await _heading(page) == text["confirmed"]
+                    assert await _status(sqlite_url, email) == "active"
+
+                    await page.goto(command.links["unsubscribe_url"])
+                    await page.get_by_role("button", name=text["unsubscribe"]).click()
+                    await page.wait_for_load_state()
+                    assert await _heading(page) == text["unsubscribed"]
+                    assert await _status(sqlite_url, email) == "unsubscribed"
+                    await context.close()
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+    for lang in TEXTS:
+        assert (ARTIFACTS / f"subscription-form-{lang}.png").stat().st_size > 1000
