@@ -8,9 +8,12 @@ subscription service applies it once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -44,10 +47,30 @@ class DeliveryInfo:
 
 
 DeliveryLookup = Callable[[int], Awaitable[DeliveryInfo | None]]
+# Records a late outcome on the delivery (``bounced``, ``complained``); a no-op by default.
+DeliveryMarker = Callable[[int, str], Awaitable[None]]
+
+_LATE_STATUS = {"hard": "bounced", "complaint": "complained"}
 
 
 async def no_lookup(_: int) -> DeliveryInfo | None:
     return None
+
+
+async def no_marker(_: int, __: str) -> None:
+    return None
+
+
+def archive_report(directory: Path, data: bytes) -> Path:
+    """Keep the raw report as evidence: ``<dir>/<YYYY-MM-DD>/<sha256 prefix>.eml``."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    path = directory / day / f"{hashlib.sha256(data).hexdigest()[:32]}.eml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path
 
 
 def event_id(*parts: object) -> str:
@@ -73,11 +96,15 @@ class BounceIntake:
         secret_key: str,
         metrics: BounceMetrics | None = None,
         lookup: DeliveryLookup = no_lookup,
+        marker: DeliveryMarker = no_marker,
+        archive_dir: Path | None = None,
     ) -> None:
         self._publisher = publisher
         self._secret_key = secret_key
         self._metrics = metrics
         self._lookup = lookup
+        self._marker = marker
+        self._archive = archive_dir
 
     async def handle_mail(
         self, data: bytes, *, envelope_to: Sequence[str] = (), source: str = "smtp"
@@ -91,7 +118,13 @@ class BounceIntake:
                 return await self._unsubscribe(data, subscriber_id=subscriber_id, rcpt=rcpt)
         findings = classify(data, secret_key=self._secret_key, envelope_to=envelope_to)
         message_id = decoded(parse(data).message.get("Message-ID", "")) or event_id(data)
-        return await self.publish_findings(findings, source=source, evidence=message_id)
+        evidence = message_id
+        if self._archive is not None:
+            path = await asyncio.to_thread(archive_report, self._archive, data)
+            evidence = f"{message_id} file={path}"
+        return await self.publish_findings(
+            findings, source=source, evidence=evidence, event_key=message_id
+        )
 
     async def _unsubscribe(self, data: bytes, *, subscriber_id: int, rcpt: str) -> list[Message]:
         parsed = parse(data)
@@ -107,15 +140,26 @@ class BounceIntake:
         return [event]
 
     async def publish_findings(
-        self, findings: Sequence[Finding], *, source: str, evidence: str
+        self,
+        findings: Sequence[Finding],
+        *,
+        source: str,
+        evidence: str,
+        event_key: str | None = None,
     ) -> list[Message]:
+        """Publish one event per finding; ``event_key`` (default ``evidence``) makes ids stable."""
         published: list[Message] = []
         for finding in findings:
-            event = await self._event(finding, source=source, evidence=evidence)
+            event = await self._event(
+                finding, source=source, evidence=evidence, event_key=event_key or evidence
+            )
             if event is None:
                 log.info("bounce_ignored", reason=finding.reason, bounce_class=finding.bounce_class)
                 continue
             await self._publish(event, BOUNCE_RECEIVED)
+            late = _LATE_STATUS.get(event.bounce_class)
+            if late is not None and event.delivery_id is not None:
+                await self._marker(event.delivery_id, late)
             if self._metrics is not None:
                 self._metrics.observe(
                     bounce_class=event.bounce_class,
@@ -134,7 +178,7 @@ class BounceIntake:
         return published
 
     async def _event(
-        self, finding: Finding, *, source: str, evidence: str
+        self, finding: Finding, *, source: str, evidence: str, event_key: str
     ) -> BounceReceived | None:
         recipient = _safe_address(finding.recipient) if finding.recipient else None
         language: str | None = None
@@ -146,7 +190,7 @@ class BounceIntake:
         if recipient is None:
             return None
         return BounceReceived(
-            message_id=event_id(source, evidence, recipient.lower(), finding.bounce_class),
+            message_id=event_id(source, event_key, recipient.lower(), finding.bounce_class),
             recipient=recipient,
             bounce_class=finding.bounce_class,
             status=finding.status[:16],

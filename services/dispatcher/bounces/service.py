@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher.bounces.imap import ImapTarget, poll_forever
-from services.dispatcher.bounces.intake import BounceIntake, DeliveryInfo, DeliveryLookup
+from services.dispatcher.bounces.intake import (
+    BounceIntake,
+    DeliveryInfo,
+    DeliveryLookup,
+    DeliveryMarker,
+)
 from services.dispatcher.bounces.metrics import BounceMetrics
 from services.dispatcher.bounces.settings import BouncesSettings
 from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
 from services.dispatcher.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
 from services.dispatcher.bounces.webhooks import WebhookHandlers, webhook_app
 from shared.db.engine import create_engine, session_factory
-from shared.db.tables import Delivery
+from shared.db.tables import Delivery, DeliveryStatus
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import connect, declare_topology
 from shared.probes import ProbeServer, probe_app
@@ -42,6 +49,26 @@ def delivery_lookup(sessions: async_sessionmaker[AsyncSession]) -> DeliveryLooku
         return DeliveryInfo(email=row.email, language=row.language, subscriber_id=row.subscriber_id)
 
     return lookup
+
+
+def delivery_marker(sessions: async_sessionmaker[AsyncSession]) -> DeliveryMarker:
+    """Record a late bounce or complaint on a delivery that had been ``sent``.
+
+    Only ``sent`` rows change (both states are terminal, so a send's progress is unchanged);
+    a delivery still in flight is left to the worker that owns it.
+    """
+
+    async def mark(delivery_id: int, status: str) -> None:
+        async with sessions() as session:
+            await session.exec(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery_id)
+                .where(col(Delivery.status) == DeliveryStatus.SENT)
+                .values(status=status, updated_at=datetime.now(UTC))
+            )
+            await session.commit()
+
+    return mark
 
 
 async def run(
@@ -70,6 +97,8 @@ async def run(
             secret_key=secret,
             metrics=BounceMetrics(registry),
             lookup=delivery_lookup(sessions),
+            marker=delivery_marker(sessions),
+            archive_dir=settings.var_dir / "bounces",
         )
         handler = ReturnPathHandler(
             intake=intake,
