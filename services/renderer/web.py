@@ -32,7 +32,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import N_, Templates
 from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
 from services.renderer.fill import FillPlan, recipient_values
@@ -55,6 +55,8 @@ from shared.probes import ReadinessCheck, probe_app
 log = structlog.get_logger(__name__)
 
 COOKIE = "nl_editor"
+ARCHIVE_TITLE = N_("Archive of the Weekly Digest")
+OTHER_LANGUAGES = N_("Other languages")
 _BODY = re.compile(r"<body[^>]*>", re.IGNORECASE)
 
 
@@ -117,7 +119,7 @@ class Pages:
         return self._page(
             "pages/archive.html",
             lang,
-            title=self.templates.gettext(lang, "Archive of the Weekly Digest"),
+            title=self.templates.gettext(lang, ARCHIVE_TITLE),
             feed_url=f"{archive_url(pages, segment=lang)}/feed.atom",
             alternates=self._alternates(lang, lambda other: archive_url(pages, segment=other)),
             editions=[
@@ -137,7 +139,7 @@ class Pages:
         pages = self.settings.pages_url
         rows = await archive(self.sessions, language=lang)
         home = archive_url(pages, segment=lang)
-        title = self.templates.gettext(lang, "Archive of the Weekly Digest")
+        title = self.templates.gettext(lang, ARCHIVE_TITLE)
         updated = rows[0].rendered_at.isoformat() if rows else "2021-12-19T00:00:00+00:00"
         entries = "".join(
             "<entry>"
@@ -181,7 +183,7 @@ class Pages:
         )
         nav = ""
         if others:
-            label = escape(self.templates.gettext(lang, "Other languages"))
+            label = escape(self.templates.gettext(lang, OTHER_LANGUAGES))
             items = " · ".join(
                 f'<a href="{escape(view_url(pages, segment=e.language, send_id=send_id))}" '
                 f'hreflang="{e.language}" lang="{e.language}">'
