@@ -276,7 +276,9 @@ async def test_a_dsn_from_the_mta_suppresses_the_subscriber(running: Running) ->
     assert decision.status == "5.1.1"
     assert "mta.example.net" in decision.evidence  # the DSN's Message-ID: where it came from
     archived = Path(decision.evidence.split("file=")[1].split(" ")[0])
-    assert b"Final-Recipient: rfc822; " + subscriber.email.encode() in archived.read_bytes()
+    assert b"Final-Recipient: rfc822; " + subscriber.email.encode() in await asyncio.to_thread(
+        archived.read_bytes
+    )
     async with running.sessions() as session:
         marked = await session.get(Delivery, delivery.id)
     assert marked is not None
