@@ -9,6 +9,7 @@ for the messages in flight, then lets the caller close the channels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -48,9 +49,16 @@ class QueueConsumer:
         log.info("consumer_started", queue=self.spec.name, prefetch=self.prefetch)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.in_flight.add(task)
+        # aiormq cancels consumer tasks when their channel closes (a broker restart). The work
+        # runs in a task of its own so that an SMTP transaction in progress completes and its
+        # outcome is committed; only the ack is lost, and the redelivered copy finds the row.
+        task = asyncio.create_task(self._run(message))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def _run(self, message: AbstractIncomingMessage) -> None:
         try:
             await self.handler(message)
         except (ChannelInvalidStateError, AMQPError) as err:
@@ -64,9 +72,6 @@ class QueueConsumer:
                 await message.reject(requeue=True)
             except Exception as err:  # the channel may be gone as well
                 log.warning("reject_lost", queue=self.spec.name, error=str(err)[:200])
-        finally:
-            if task is not None:
-                self.in_flight.discard(task)
 
     async def stop(self, *, drain_timeout: float = 30.0) -> None:
         if self.queue is not None and self.tag is not None:

@@ -32,6 +32,7 @@ _POLICY_WORDS = (
     "rate limit",
 )
 _THROTTLE_CODES = frozenset({421, 450, 451, 452})
+_OUR_FAULT = frozenset({500, 501, 503})
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def classify(code: int, reply: str, *, phase: Phase) -> Outcome:
     lowered = reply.lower()
     if 200 <= code < 300:
         return Outcome("sent", code, reply, phase, enhanced=enhanced)
-    if 400 <= code < 500:
+    # 500/501/503 (bad syntax or sequence) are a client-side protocol slip, not the
+    # recipient's problem: deferred like a 4xx.
+    if 400 <= code < 500 or code in _OUR_FAULT:
         throttle = code in _THROTTLE_CODES or enhanced.startswith("4.7.")
         return Outcome("deferred", code, reply, phase, throttle=throttle, enhanced=enhanced)
     policy = enhanced.startswith("5.7.") or any(word in lowered for word in _POLICY_WORDS)

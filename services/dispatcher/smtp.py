@@ -53,6 +53,7 @@ class SmtpPool:
         """One SMTP transaction on a pooled connection."""
         client = await self._idle.get()
         phase: Phase = "connect"
+        clean = False  # the connection is between transactions and may be reused
         try:
             if client is None or not client.is_connected:
                 if client is not None:
@@ -66,16 +67,20 @@ class SmtpPool:
             await client.rcpt(recipient)
             phase = "data"
             response = await client.data(data)
+            clean = True
             return classify(response.code, response.message, phase="data")
         except aiosmtplib.SMTPResponseException as err:
             outcome = classify(err.code, err.message, phase=phase)
-            await _reset(client)
+            clean = await _reset(client)
             return outcome
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
             _drop(client)
             return connection_lost(phase=phase, reason=f"{type(err).__name__}: {err}")
         finally:
-            self._idle.put_nowait(client if client is not None and client.is_connected else None)
+            # Cancelled or failed mid-transaction: never hand that connection to the next one.
+            if not clean:
+                _drop(client)
+            self._idle.put_nowait(client if clean and client is not None else None)
 
     async def check(self) -> None:
         """Readiness: the server accepts a connection and answers EHLO and NOOP."""
@@ -96,13 +101,16 @@ class SmtpPool:
         self._all.clear()
 
 
-async def _reset(client: aiosmtplib.SMTP | None) -> None:
+async def _reset(client: aiosmtplib.SMTP | None) -> bool:
+    """RSET after a refusal; True if the connection is clean for the next transaction."""
     if client is None or not client.is_connected:
-        return
+        return False
     try:
         await client.rset()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         _drop(client)
+        return False
+    return True
 
 
 def _drop(client: aiosmtplib.SMTP | None) -> None:

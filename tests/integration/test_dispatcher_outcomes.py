@@ -276,7 +276,7 @@ async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
             database_url=sqlite_url,
             smtp_url=mta.url,
             tmp_path=tmp_path,
-            dispatch_rate_limit=20.0,
+            dispatch_rate_limit=8.0,
         )
         async with dispatch_seed.RunningDispatcher(settings):
             await dispatch_seed.publish(

@@ -7,6 +7,7 @@ Editions are inserted directly into the ``edition`` table, with the per-recipien
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -229,3 +230,67 @@ async def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) ->
             break
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met in {timeout}s")
+
+
+async def expected_audience(
+    sessions: async_sessionmaker[AsyncSession], segments: Iterable[str]
+) -> set[str]:
+    """Who a send to ``segments`` must reach: active, unsuppressed members of a segment."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT DISTINCT s.email FROM subscriber s "
+                "JOIN subscriber_language sl ON sl.subscriber_id = s.id "
+                "WHERE s.status = 'active' AND s.email IS NOT NULL AND sl.language IN "
+                "(" + ",".join(f"'{lang}'" for lang in segments) + ") "
+                "AND NOT EXISTS (SELECT 1 FROM suppression p "
+                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)"
+            )
+        )
+        return {str(r[0]) for r in rows}
+
+
+def spawn_dispatcher(
+    *, settings: object, log_path: object, **env_overrides: str
+) -> subprocess.Popen[bytes]:
+    """A real dispatcher process (``python -m services.dispatcher``) logging JSON to a file."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from newsletter_cli.smtp_sink import _free_port
+
+    values = settings.model_dump(by_alias=False)  # type: ignore[attr-defined]
+    env = dict(os.environ)
+    for key, value in values.items():
+        if value is None:
+            continue
+        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"NEWSLETTER_{key.upper().rstrip('_')}"] = str(raw)
+    env["NEWSLETTER_FROM"] = values["from_"]
+    env["NEWSLETTER_LOG_FORMAT"] = "json"
+    env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(_free_port("127.0.0.1"))
+    env.update(env_overrides)
+    log = Path(str(log_path)).open("ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.dispatcher"], env=env, stdout=log, stderr=log
+    )
+
+
+def log_events(log_path: object, event: str) -> int:
+    from pathlib import Path
+
+    path = Path(str(log_path))
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if f'"{event}"' in line)
+
+
+async def fresh_postgres() -> tuple[str, str]:
+    """A throwaway migrated PostgreSQL database (the caller drops it with infra)."""
+    from shared.db.migrate import upgrade_async
+    from tests.support import infra
+
+    name, url = await infra.create_database()
+    await upgrade_async(url)
+    return name, url
