@@ -53,6 +53,9 @@ def test_handmade_sample_is_classified_as_labelled(label: object) -> None:
         ("delayed", "4.4.1", "connection timed out", "delayed"),
         ("delivered", "2.0.0", "ok", "unknown"),
         ("failed", "5.0.0", "quota exceeded", "soft"),
+        ("failed", "5.3.0", "local configuration error", "soft"),  # the system, not the address
+        ("failed", "5.4.1", "Recipient address rejected: Access denied", "hard"),
+        ("failed", "5.6.0", "message content rejected", "policy"),
     ],
 )
 def test_status_and_wording_decide_the_class(

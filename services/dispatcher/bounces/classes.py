@@ -20,7 +20,18 @@ from services.dispatcher.bounces import patterns
 
 # RFC 3463 subjects whose meaning is settled by the code alone.
 _HARD_CODES = {"5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.9", "5.1.10", "5.2.1"}
-_SOFT_CODES = {"5.2.2", "5.2.3", "5.3.1", "5.3.2", "5.3.4", "5.4.5", "5.4.6", "5.4.7", "5.4.8"}
+_SOFT_CODES = {
+    "5.2.2",  # mailbox full
+    "5.2.3",  # message too large for the mailbox
+    "5.3.1",  # mail system full
+    "5.3.2",  # system not accepting network messages
+    "5.3.4",  # message too big for the system
+    "5.4.3",  # routing server failure
+    "5.4.5",  # mail system congestion
+    "5.4.6",  # routing loop
+    "5.4.7",  # delivery time expired
+    "5.4.8",
+}
 _POLICY_CODES = {"5.1.7", "5.1.8"}  # the *sender's* address is refused
 
 
@@ -59,7 +70,7 @@ def _temporary(*, status: str, text: str, failed: bool) -> Verdict:
     return Verdict("soft", f"{status} is a transient failure" + (" (action failed)" * failed))
 
 
-def _permanent(*, status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decision table
+def _permanent(*, status: str, text: str) -> Verdict:  # noqa: PLR0911, PLR0912 - a decision table
     if status in _SOFT_CODES or _has(patterns.MAILBOX_FULL, text):
         return Verdict("soft", f"{status} mailbox full or transient condition")
     if status in _POLICY_CODES:
@@ -84,6 +95,8 @@ def _permanent(*, status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decis
         return Verdict("hard", f"{status} no route to the destination")
     if _has(patterns.TEMPORARY, text):
         return Verdict("soft", f"{status} with temporary-condition wording")
+    if status.startswith("5.3."):
+        return Verdict("soft", f"{status} the receiving mail system failed, not the address")
     return Verdict("hard", f"{status} permanent failure")
 
 

@@ -270,6 +270,7 @@ def _auto_reply(parsed: ParsedBounce) -> list[Finding]:
         or bool(parsed.header("X-Autoreply") or parsed.header("X-Autorespond"))
         or precedence == "auto_reply"
         or bool(patterns.AUTO_REPLY_SUBJECT.search(parsed.subject))
+        or bool(patterns.AUTO_REPLY_BODY.search(parsed.human_text[:600]))
     )
     if not replied or _looks_like_bounce(parsed):
         return []

@@ -198,6 +198,15 @@ AUTO_REPLY_SUBJECT = _any(
     r"risposta\s+automatica|fuori\s+ufficio",
     r"automatisch\s+antwoord|afwezig",
     r"автоответ|автоматический\s+ответ|аўтаадказ|в\s+отпуске",
+    r"away\s+from\s+(?:my\s+)?(?:e-?mail|mail|the\s+office|office|my\s+desk)",
+)
+
+# The first lines of a vacation message sent without Auto-Submitted or a telling subject.
+AUTO_REPLY_BODY = _any(
+    r"\b(?:i\s+am|i'm)\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|on\s+(?:vacation|holiday|leave|annual\s+leave)|away\s+(?:from|until))",
+    r"\bthis\s+is\s+an\s+auto(?:matic|mated)?[\s-]*(?:reply|response)",
+    r"\bwill\s+(?:be\s+)?(?:back|return)\s+(?:on|in\s+the\s+office\s+on)\b.*\blimited\s+access",
+    r"я\s+(?:в\s+отпуске|нахожусь\s+в\s+отпуске|отсутствую)",
 )
 
 BOUNCE_SUBJECT = _any(
