@@ -122,6 +122,9 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
     )
+    # No automatic trailing-slash redirects: the app never answers with a Location header it
+    # did not build itself from its own paths.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.components = components
     app.state.registry = metrics_registry

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.subscription.components import Components
@@ -53,11 +54,27 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 MailDep = Annotated[TransactionalMail, Depends(get_mail)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or the ``admin_token`` cookie for pages."""
+# Declared so that OpenAPI documents the scheme; the check itself is ``require_admin``.
+admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="`Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>`",
+)
+
+
+def require_admin(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)] = None,
+) -> None:
+    """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or the ``admin_token`` cookie for pages.
+
+    Also callable directly (the ops page does): without ``credentials`` it reads the header.
+    """
     expected = settings.admin_token.get_secret_value()
     header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
+    given = credentials.credentials if credentials is not None else ""
+    given = given or (header[7:] if header.lower().startswith("bearer ") else "")
     given = given or request.cookies.get("admin_token", "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(

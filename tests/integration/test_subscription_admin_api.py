@@ -231,3 +231,15 @@ async def test_import_search_count_export_and_erase(
             assert dora.confirmed_at is not None
     finally:
         await engine.dispose()
+
+
+async def test_openapi_documents_the_bearer_scheme_on_admin_calls(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    async with running_app(settings) as (_, client):
+        schema = (await client.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["AdminToken"]["scheme"] == "bearer"
+    for path in ("/api/subscribers", "/api/segments", "/api/subscribers/import"):
+        operation = next(iter(schema["paths"][path].values()))
+        assert {"AdminToken": []} in operation["security"], path

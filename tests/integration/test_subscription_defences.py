@@ -323,3 +323,24 @@ async def test_logs_hold_no_tokens_links_or_whole_addresses(
     dumped = repr(logs)
     leaked = [s[:30] for s in secrets if s in dumped]
     assert not leaked, f"logs contain {leaked}"
+
+
+async def test_no_answer_redirects_anywhere_but_our_own_paths(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    async with running_app(settings) as (_, client):
+        for url in (
+            "/?next=https://evil.example/",
+            "//evil.example/",
+            "/confirm/",
+            "/%2F%2Fevil.example/",
+            "/unsubscribe/?token=x&redirect=//evil.example",
+            "/preferences/",
+        ):
+            answer = await client.get(url)
+            assert "location" not in answer.headers, (url, answer.headers.get("location"))
+            assert answer.status_code < 500
+        page = await client.get("/")
+        assert 'action="/subscribe"' in page.text
+        assert "evil" not in page.text
