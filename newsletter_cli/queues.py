@@ -16,6 +16,14 @@ import typer
 
 from shared.queue_stats import QueueSnapshot, QueueStat, QueueStatsError, QueueStatsReader
 
+SOURCE_NOTES: dict[str, str] = {
+    "management": "source: RabbitMQ management API",
+    "rabbitmqctl": "source: rabbitmqctl on this machine (management API not available; "
+    "depth/s from successive samples)",
+    "amqp": "source: passive declares (management API not available: no unacked counts; "
+    "depth/s from successive samples)",
+}
+
 
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
@@ -45,13 +53,7 @@ def format_table(snapshot: QueueSnapshot) -> str:
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
-    note = (
-        "source: RabbitMQ management API"
-        if snapshot.source == "management"
-        else "source: passive declares (management API not available: no unacked counts; "
-        "depth/s from successive samples)"
-    )
-    lines.append(note)
+    lines.append(SOURCE_NOTES[snapshot.source])
     return "\n".join(lines)
 
 
@@ -80,13 +82,18 @@ def to_json(snapshot: QueueSnapshot, *, one_line: bool = False) -> str:
     )
 
 
-async def _show(*, watch: bool, interval: float, as_json: bool, management_url: str) -> None:
-    from shared.queue_stats import QueueStatsSettings
+async def _show(
+    *, watch: bool, interval: float, as_json: bool, management_url: str, use_rabbitmqctl: bool
+) -> None:
+    from shared.queue_stats import QueueStatsSettings, local_rabbitmqctl
     from shared.settings import load_settings
 
     settings = load_settings()
     url = management_url or QueueStatsSettings().rabbitmq_management_url
-    async with QueueStatsReader(amqp_url=settings.amqp_url, management_url=url) as reader:
+    rabbitmqctl = local_rabbitmqctl(settings.amqp_url) if use_rabbitmqctl else None
+    async with QueueStatsReader(
+        amqp_url=settings.amqp_url, management_url=url, rabbitmqctl=rabbitmqctl
+    ) as reader:
         while True:
             snapshot = await reader.read()
             # --watch --json prints JSON lines: one object per sample.
@@ -109,6 +116,12 @@ def queues(
         help="RabbitMQ management API, e.g. http://user:pass@host:15672 ('none': never ask it). "
         "Default: NEWSLETTER_RABBITMQ_MANAGEMENT_URL, else the AMQP host on port 15672.",
     ),
+    use_rabbitmqctl: bool = typer.Option(
+        True,
+        "--rabbitmqctl/--no-rabbitmqctl",
+        help="Without the management API, ask rabbitmqctl when the broker runs on this "
+        "machine (it knows unacked counts; passive declares do not).",
+    ),
 ) -> None:
     """Show every queue with ready and unacked counts, consumers and rates."""
     from shared.logging import configure_logging
@@ -116,7 +129,13 @@ def queues(
     configure_logging(service="queues", level="WARNING")
     try:
         asyncio.run(
-            _show(watch=watch, interval=interval, as_json=as_json, management_url=management_url)
+            _show(
+                watch=watch,
+                interval=interval,
+                as_json=as_json,
+                management_url=management_url,
+                use_rabbitmqctl=use_rabbitmqctl,
+            )
         )
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

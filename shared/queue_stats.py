@@ -1,12 +1,16 @@
 """Depth, unacked count, consumers and rates of every queue of the suite, for operators.
 
-Two sources, tried in this order:
+Sources, tried in this order:
 
 - RabbitMQ's management HTTP API (``/api/queues/<vhost>``) where the plugin is enabled: it
   knows ready and unacked counts, consumers and the broker's publish/ack rates;
+- ``rabbitmqctl list_queues`` when the caller allows it (``newsletter queues`` does, for a
+  broker on this machine): ready and unacked counts and consumers, without the plugin (quorum
+  queues update these figures with the periodic statistics, so they may lag by ~5 s);
 - passive queue declares over AMQP everywhere else: ready count and consumers only (the
-  broker does not report unacked messages to a declare); the rates are then derived from two
-  successive samples.
+  broker does not report unacked messages to a declare).
+
+Without the API's rates, the change of depth per second is derived from successive samples.
 
 ``newsletter queues`` and the ops page (``/admin``) read through :class:`QueueStatsReader`;
 :class:`QueueMetrics` exports the last snapshot as ``newsletter_queue_messages{queue,state}``
@@ -19,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
 import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote, urlsplit
 
@@ -37,7 +44,7 @@ from shared.messaging.topology import all_queue_names, connect
 
 log = structlog.get_logger(__name__)
 
-Source = Literal["management", "amqp"]
+Source = Literal["management", "rabbitmqctl", "amqp"]
 MANAGEMENT_PORT = 15672
 MANAGEMENT_RETRY_S = 60.0  # after the API failed, use passive declares this long
 
@@ -230,6 +237,54 @@ async def read_by_declares(
     return QueueSnapshot(source="amqp", queues=tuple(stats), taken_at=time.monotonic())
 
 
+def local_rabbitmqctl(amqp_url: str) -> str | None:
+    """The ``rabbitmqctl`` binary, if the broker of ``amqp_url`` runs on this machine."""
+    host = urlsplit(amqp_url).hostname or "127.0.0.1"
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    found = shutil.which("rabbitmqctl")
+    if found is None and Path("/usr/sbin/rabbitmqctl").exists():
+        found = "/usr/sbin/rabbitmqctl"
+    return found
+
+
+async def read_by_rabbitmqctl(
+    *, binary: str, vhost: str, names: Sequence[str], timeout: float = 15.0
+) -> QueueSnapshot:
+    """``rabbitmqctl list_queues``: ready, unacked and consumers, no plugin needed."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            binary, "-q", "list_queues", "-p", vhost, "name", "messages_ready",
+            "messages_unacknowledged", "consumers", "--formatter", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except (OSError, TimeoutError) as err:
+        raise QueueStatsError(f"rabbitmqctl failed: {type(err).__name__}: {err}") from err
+    if process.returncode != 0:
+        raise QueueStatsError(f"rabbitmqctl failed: {stderr.decode(errors='replace')[:200]}")
+    try:
+        rows: list[dict[str, Any]] = json.loads(stdout or b"[]")
+    except ValueError as err:
+        raise QueueStatsError("rabbitmqctl printed something else than JSON") from err
+    by_name = {str(row.get("name")): row for row in rows}
+    stats = []
+    for name in names:
+        row = by_name.get(name)
+        if row is None:
+            stats.append(QueueStat(name=name, exists=False))
+            continue
+        stats.append(
+            QueueStat(
+                name=name,
+                ready=int(row.get("messages_ready") or 0),
+                unacked=int(row.get("messages_unacknowledged") or 0),
+                consumers=int(row.get("consumers") or 0),
+            )
+        )
+    return QueueSnapshot(source="rabbitmqctl", queues=tuple(stats), taken_at=time.monotonic())
+
+
 class QueueStatsReader:
     """The management API where it answers, else passive declares; keeps its connection.
 
@@ -244,8 +299,11 @@ class QueueStatsReader:
         names: Sequence[str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         management_timeout: float = 2.0,
+        rabbitmqctl: str | None = None,
     ) -> None:
         self._amqp_url = amqp_url
+        self._rabbitmqctl = rabbitmqctl
+        self._rabbitmqctl_retry_at = 0.0
         self.names = tuple(names if names is not None else all_queue_names())
         self._management: ManagementApi | None = None
         if management_url.strip().lower() != "none":
@@ -298,6 +356,15 @@ class QueueStatsReader:
                 self._management_retry_at = time.monotonic() + MANAGEMENT_RETRY_S
                 self.last_error = str(err)
                 log.debug("queue_stats_management_unavailable", error=str(err))
+        if self._rabbitmqctl and time.monotonic() >= self._rabbitmqctl_retry_at:
+            try:
+                return await read_by_rabbitmqctl(
+                    binary=self._rabbitmqctl, vhost=vhost_of(self._amqp_url), names=self.names
+                )
+            except QueueStatsError as err:
+                self._rabbitmqctl_retry_at = time.monotonic() + MANAGEMENT_RETRY_S
+                self.last_error = str(err)
+                log.debug("queue_stats_rabbitmqctl_unavailable", error=str(err))
         try:
             return await read_by_declares(await self.connection(), self.names)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as err:

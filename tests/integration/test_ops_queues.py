@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from shared.messaging import topology
-from shared.queue_stats import QueueStatsReader
+from shared.queue_stats import QueueStatsReader, local_rabbitmqctl
 from tests.support import infra
 
 pytestmark = pytest.mark.integration
@@ -107,8 +107,37 @@ def run_cli(*args: str, amqp_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+async def test_rabbitmqctl_knows_unacked_messages(vhost_url: str) -> None:
+    binary = local_rabbitmqctl(vhost_url)
+    assert binary is not None, "the broker of the tests runs on this machine"
+    connection = await aio_pika.connect(vhost_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.DISPATCHER_DELIVERIES.name)
+        taken = await queue.get(no_ack=False, timeout=5)  # held, not acked
+        async with QueueStatsReader(
+            amqp_url=vhost_url, management_url="none", rabbitmqctl=binary
+        ) as reader:
+            # Quorum queues report their counts to rabbitmqctl with the periodic statistics
+            # (every 5 s by default): wait for a sample that has seen the held message.
+            for _ in range(40):
+                snapshot = await reader.read()
+                stat = snapshot.get(topology.DISPATCHER_DELIVERIES.name)
+                if stat is not None and stat.unacked:
+                    break
+                await asyncio.sleep(0.5)
+        await taken.reject(requeue=True)
+    finally:
+        await connection.close()
+    assert snapshot.source == "rabbitmqctl"
+    stat = snapshot.get(topology.DISPATCHER_DELIVERIES.name)
+    assert stat is not None
+    assert (stat.ready, stat.unacked) == (2, 1)
+    assert local_rabbitmqctl("amqp://guest:guest@rabbit.example.org/") is None
+
+
 def test_cli_prints_every_queue_as_json(vhost_url: str) -> None:
-    done = run_cli("--json", "--management-url", "none", amqp_url=vhost_url)
+    done = run_cli("--json", "--management-url", "none", "--no-rabbitmqctl", amqp_url=vhost_url)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["source"] == "amqp"
@@ -120,7 +149,7 @@ def test_cli_prints_every_queue_as_json(vhost_url: str) -> None:
 def test_cli_watch_prints_one_json_line_per_sample_until_interrupted(vhost_url: str) -> None:
     env = {**os.environ, "NEWSLETTER_AMQP_URL": vhost_url, "NEWSLETTER_MODE": "test"}
     command = [sys.executable, "-m", "newsletter_cli.main", "queues", "--watch", "--json",
-               "--interval", "0.2", "--management-url", "none"]  # fmt: skip
+               "--interval", "0.2", "--management-url", "none", "--no-rabbitmqctl"]  # fmt: skip
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None
         samples = [json.loads(process.stdout.readline()) for _ in range(2)]
@@ -132,6 +161,8 @@ def test_cli_watch_prints_one_json_line_per_sample_until_interrupted(vhost_url: 
 
 
 def test_cli_says_when_the_broker_is_unreachable() -> None:
-    done = run_cli("--management-url", "none", amqp_url="amqp://guest:guest@127.0.0.1:9/")
+    done = run_cli(
+        "--management-url", "none", "--no-rabbitmqctl", amqp_url="amqp://guest:guest@127.0.0.1:9/"
+    )
     assert done.returncode == 1
     assert "RabbitMQ unreachable" in done.stderr

@@ -528,11 +528,11 @@ def _queues_section(snapshot: QueueSnapshot | None, error: str) -> str:
             f'<td class="n ready">{_count(q.ready)}</td><td class="n">{_count(q.unacked)}</td>'
             f'<td class="n">{_count(q.consumers)}</td>{rates}</tr>'
         )
-    source = (
-        "RabbitMQ management API"
-        if snapshot.source == "management"
-        else "passive declares (no unacked counts without the management plugin)"
-    )
+    source = {
+        "management": "RabbitMQ management API",
+        "rabbitmqctl": "rabbitmqctl",
+        "amqp": "passive declares (no unacked counts without the management plugin)",
+    }[snapshot.source]
     parts.append(f'</table><p class="muted">source: {source}</p></section>')
     return "".join(parts)
 
