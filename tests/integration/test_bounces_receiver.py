@@ -128,6 +128,7 @@ class Running:
     publisher: Publisher
     pem: bytes
     key: rsa.RSAPrivateKey
+    fetched: list[str]
 
     @property
     def http(self) -> str:
@@ -163,13 +164,16 @@ async def running(amqp_url: str, sqlite_url: str, tmp_path: Path) -> AsyncIterat
         bounce_domain=DOMAIN,
         bounces_smtp_port=free_port(),
         bounces_http_port=free_port(),
+        bounces_webhook_token="hook-token",
         var_dir=tmp_path,
     )
     key, pem = self_signed()
 
-    async def fetch(url: str) -> bytes:
-        assert url == CERT_URL
-        return pem
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> bytes:  # certificates and the SNS SubscribeURL
+        fetched.append(url)
+        return pem if url == CERT_URL else b"<ConfirmSubscriptionResponse/>"
 
     registry = CollectorRegistry()
     stop, started = asyncio.Event(), asyncio.Event()
@@ -189,7 +193,7 @@ async def running(amqp_url: str, sqlite_url: str, tmp_path: Path) -> AsyncIterat
     mta = BouncingMta(bounce_port=settings.bounces_smtp_port)
     sink = SmtpSink(handler=mta).start()
     try:
-        yield Running(settings, sessions, registry, mta, sink.port, publisher, pem, key)
+        yield Running(settings, sessions, registry, mta, sink.port, publisher, pem, key, fetched)
     finally:
         sink.stop()
         await consumer.stop()
@@ -448,3 +452,54 @@ async def test_mailto_unsubscribe_through_the_receiver(running: Running) -> None
     await eventually(unsubscribed)
     async with running.sessions() as session:
         assert await session.get(Suppression, subscriber.email_hash) is None  # may re-subscribe
+
+
+async def test_sns_subscription_is_confirmed_only_when_signed(running: Running) -> None:
+    subscribe_url = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc"
+    body = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": uuid.uuid4().hex,
+        "Token": "abc",
+        "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-feedback",
+        "Message": "You have chosen to subscribe to the topic.",
+        "SubscribeURL": subscribe_url,
+        "Timestamp": "2026-11-27T07:00:00.000Z",
+        "SignatureVersion": "2",
+        "SigningCertURL": CERT_URL,
+    }
+    signature = running.key.sign(string_to_sign(body), padding.PKCS1v15(), hashes.SHA256())
+    signed = {**body, "Signature": base64.b64encode(signature).decode()}
+    evil = {**signed, "SubscribeURL": "https://attacker.example/?Action=ConfirmSubscription"}
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"{running.http}/webhooks/ses", json=evil)).status_code == 403
+        answer = await http.post(f"{running.http}/webhooks/ses", json=signed)
+    assert answer.status_code == 200, answer.text
+    assert running.fetched.count(subscribe_url) == 1
+    assert not any("attacker" in url for url in running.fetched)
+
+
+async def test_sendgrid_webhook_needs_the_token_and_publishes_bounces(running: Running) -> None:
+    subscriber = await add_subscriber(running.sessions)
+    events = [
+        {
+            "event": "bounce",
+            "type": "bounce",
+            "email": subscriber.email,
+            "status": "5.1.1",
+            "reason": "550 5.1.1 The email account that you tried to reach does not exist",
+            "sg_event_id": uuid.uuid4().hex,
+        }
+    ]
+    url = f"{running.http}/webhooks/sendgrid"
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(url, json=events)).status_code == 401
+        assert (await http.post(url + "?token=wrong", json=events)).status_code == 401
+        assert (await http.post(url + "?token=hook-token", json={"x": 1})).status_code == 400
+        answer = await http.post(url + "?token=hook-token", json=events)
+    assert answer.json() == {"events": 1}
+    decision = await eventually(lambda: decision_for(running, subscriber.email_hash))
+    assert (decision.bounce_class, decision.decision, decision.source) == (
+        "hard",
+        "suppressed",
+        "sendgrid",
+    )
