@@ -434,7 +434,9 @@ def _sections(summary: Summary) -> str:
     )
 
 
-_PROGRESS_COLUMNS = ("sent", "deferred", "bounced", "failed", "unknown", "queued", "pending")
+_PROGRESS_COLUMNS = (
+    "sent", "deferred", "bounced", "failed", "unknown", "sending", "queued", "pending",
+)  # fmt: skip
 
 
 def _sends_section(sends: list[SendProgress]) -> str:
