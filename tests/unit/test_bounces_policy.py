@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.subscription.feedback.policy import (
     FeedbackPolicy,
     is_storm,
     next_soft_score,
     soft_suppresses,
 )
+from services.subscription.feedback.settings import load_feedback_policy
 
 POLICY = FeedbackPolicy(soft_threshold=3, soft_stale_after=timedelta(days=21), storm_threshold=5)
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -43,3 +46,10 @@ def test_threshold_suppresses_and_storms_need_the_threshold() -> None:
     assert soft_suppresses(policy=POLICY, score=3.0)
     assert not is_storm(policy=POLICY, policy_bounces_in_window=4)
     assert is_storm(policy=POLICY, policy_bounces_in_window=5)
+
+
+def test_thresholds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_FEEDBACK_STORM_THRESHOLD", "5000")
+    monkeypatch.setenv("NEWSLETTER_FEEDBACK_SOFT_THRESHOLD", "5")
+    policy = load_feedback_policy()
+    assert (policy.storm_threshold, policy.soft_threshold) == (5000, 5.0)

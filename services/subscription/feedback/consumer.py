@@ -36,6 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.subscription.feedback.decisions import Outcome, apply_bounce, apply_unsubscribe
 from services.subscription.feedback.policy import FeedbackPolicy
+from services.subscription.feedback.settings import load_feedback_policy
 from shared.addresses import address_domain
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import (
@@ -104,7 +105,7 @@ class FeedbackConsumer:
             queue=queue,
             sessions=sessions,
             publisher=publisher,
-            policy=policy or FeedbackPolicy(),
+            policy=policy or load_feedback_policy(),
             clock=clock,
         )
         consumer._tag = await queue.consume(consumer.on_message)
