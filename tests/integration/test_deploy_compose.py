@@ -171,3 +171,17 @@ def test_environment_names_are_settings_the_code_reads(compose: dict[str, Any]) 
                 if k != "NEWSLETTER_FROM"
             }
         )
+
+
+def test_prometheus_and_grafana_reach_compose_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    for job in scrape["scrape_configs"]:
+        hosts = [t.split(":")[0] for s in job.get("static_configs", []) for t in s["targets"]]
+        hosts += [n for s in job.get("dns_sd_configs", []) for n in s["names"]]
+        for host in hosts:
+            assert host in services, f"Prometheus job {job['job_name']} scrapes unknown {host}"
+    datasources = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+    url = yaml.safe_load(datasources.read_text(encoding="utf-8"))["datasources"][0]["url"]
+    assert url == "http://prometheus:9090"
+    assert "prometheus" in services
