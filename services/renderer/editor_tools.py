@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,14 @@ def check_issue(
         send_id="preview",
     )
     sample = sample_for(settings)
-    reports = {
-        lang: preflight(timed.mail, sender=settings.sender, sample=sample, spam=spam)
-        for lang, timed in rendered.items()
-    }
+    with ThreadPoolExecutor(max_workers=len(rendered) or 1) as pool:
+        futures = {
+            lang: pool.submit(
+                preflight, timed.mail, sender=settings.sender, sample=sample, spam=spam
+            )
+            for lang, timed in rendered.items()
+        }
+        reports = {lang: future.result() for lang, future in futures.items()}
     return CheckResult(matrix, reports)
 
 
@@ -67,6 +72,10 @@ def print_check(result: CheckResult, *, echo: Echo) -> None:
     echo(result.matrix.as_text())
     for problem in result.matrix.problems:
         echo(f"problem: {problem}")
+    for lang in result.matrix.languages:
+        if lang not in result.reports:
+            needs = f"--fallback {lang}=<language>"
+            echo(f"note: no {lang}.md: a send to the {lang} segment needs {needs}")
     for lang, report in result.reports.items():
         score = "n/a" if report.spam_score is None else f"{report.spam_score:.1f}"
         echo(f"{lang}: html {report.html_bytes} bytes, spam score {score}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,7 +32,11 @@ async def save_editions(sessions: Sessions, *, editions: Sequence[Edition]) -> b
         if existing.first() is not None:
             return False
         session.add_all(editions)
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:  # a concurrent copy of the same command committed first
+            await session.rollback()
+            return False
     return True
 
 

@@ -32,9 +32,19 @@ def test_the_template_catalog_matches_the_strings_in_code_and_templates(tmp_path
     target = tmp_path / "messages.pot"
     subprocess.run(
         [
-            sys.executable, "-m", "babel.messages.frontend", "extract",
-            "-F", str(RENDERER / "babel.cfg"), "-k", "N_", "--no-location", "--omit-header",
-            "-o", str(target), str(RENDERER),
+            sys.executable,
+            "-m",
+            "babel.messages.frontend",
+            "extract",
+            "-F",
+            str(RENDERER / "babel.cfg"),
+            "-k",
+            "N_",
+            "--no-location",
+            "--omit-header",
+            "-o",
+            str(target),
+            str(RENDERER),
         ],
         check=True,
         capture_output=True,

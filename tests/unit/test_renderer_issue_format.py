@@ -44,15 +44,21 @@ def test_the_sample_issue_parses_in_every_language_with_the_same_articles() -> N
         assert edition.number == 50
         assert [a.key for a in edition.articles] == ["minsk-escalation"]
         assert edition.link_problems() == []
-        assert edition.articles[0].images and edition.articles[0].images[0].alt
+        assert edition.articles[0].images
+        assert edition.articles[0].images[0].alt
 
 
 def test_a_valid_file_gives_sections_articles_lead_and_links_with_lines() -> None:
     edition = parse_edition(HEADER + BODY, file="en.md")
     article = edition.articles[0]
-    assert (edition.sections[0].title, article.key, article.title) == ("Section", "first", "An article")
+    assert (edition.sections[0].title, article.key, article.title) == (
+        "Section",
+        "first",
+        "An article",
+    )
     assert article.line == 11
-    assert article.lead is not None and article.lead.content == "The lead."
+    assert article.lead is not None
+    assert article.lead.content == "The lead."
     assert [(link.url, link.line) for link in article.links] == [("https://example.org/a", 15)]
 
 
@@ -61,16 +67,31 @@ def test_a_valid_file_gives_sections_articles_lead_and_links_with_lines() -> Non
     [
         ("no header\n" + BODY, "en.md:1: the file must start with a '---' metadata header"),
         ("---\nissue: 7\n", "the metadata header is not closed"),
-        (HEADER.replace("issue: 7", "issue 7"), "en.md:2: header line 'issue 7' is not 'key: value'"),
-        (HEADER.replace("issue: 7", "issue: 7\nauthor: me"), "en.md:3: unknown header key 'author'"),
-        (HEADER.replace("issue: 7", "issue: 7\nissue: 8"), "en.md:3: header key 'issue' appears twice"),
+        (
+            HEADER.replace("issue: 7", "issue 7"),
+            "en.md:2: header line 'issue 7' is not 'key: value'",
+        ),
+        (
+            HEADER.replace("issue: 7", "issue: 7\nauthor: me"),
+            "en.md:3: unknown header key 'author'",
+        ),
+        (
+            HEADER.replace("issue: 7", "issue: 7\nissue: 8"),
+            "en.md:3: header key 'issue' appears twice",
+        ),
         (HEADER.replace("subject: A subject\n", ""), "the header has no 'subject'"),
-        (HEADER.replace("preheader: A preheader", "preheader:"), "en.md:6: the header has no 'preheader'"),
+        (
+            HEADER.replace("preheader: A preheader", "preheader:"),
+            "en.md:6: the header has no 'preheader'",
+        ),
         (HEADER.replace("issue: 7", "issue: seven"), "en.md:2: issue must be a positive number"),
         (HEADER.replace("language: en", "language: de"), "en.md:3: language 'de' is not one of"),
         (HEADER.replace("language: en", "language: ru"), "en.md:3: language 'ru' does not match"),
         (HEADER.replace("2021-12-13 .. ", "13.12.2021 .. "), "en.md:4: dates must look like"),
-        (HEADER.replace("2021-12-13 .. 2021-12-19", "2021-12-19 .. 2021-12-13"), "en.md:4: the date range ends before it starts"),
+        (
+            HEADER.replace("2021-12-13 .. 2021-12-19", "2021-12-19 .. 2021-12-13"),
+            "en.md:4: the date range ends before it starts",
+        ),
         (HEADER.replace("A subject", "x" * 151), "en.md:5: subject is 151 characters"),
     ],
 )
@@ -88,7 +109,10 @@ def test_header_problems_name_file_line_and_problem(text: str, expected: str) ->
         ("\n# Section\n\nStray text.\n\n## A {#a}\n\nLead.\n", "en.md:11: text outside an article"),
         (BODY + "\n#### Deep\n", "use '###' for subheadings"),
         ("\n# Empty\n" + BODY, "en.md:9: section 'Empty' has no articles"),
-        ("\n# Section\n\n## A {#a}\n\n- only a list\n", "en.md:11: article 'a' has no lead paragraph"),
+        (
+            "\n# Section\n\n## A {#a}\n\n- only a list\n",
+            "en.md:11: article 'a' has no lead paragraph",
+        ),
         ("\nJust text.\n", "the issue has no sections"),
     ],
 )

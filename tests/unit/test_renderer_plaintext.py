@@ -28,8 +28,11 @@ def test_blocks_become_readable_text_with_numbered_footnotes() -> None:
     assert "with a link [1] and another [2]," in text
     assert "the first again [1]." in text
     assert notes.lines() == ["[1] https://example.org/one", "[2] https://example.org/two"]
-    assert "* first item that is long enough to need wrapping when the width is\n  seventy-two" in text
-    assert "* first item" in text and "\n* second item" in text
+    assert (
+        "* first item that is long enough to need wrapping when the width is\n  seventy-two" in text
+    )
+    assert "* first item" in text
+    assert "\n* second item" in text
     assert "1. one\n2. two" in text
     assert "> A quoted sentence." in text
     assert "[Image: A map of the region]" in text

@@ -31,7 +31,8 @@ def test_the_matrix_shows_articles_by_language_and_the_edition_checks() -> None:
     assert "be.md lacks the articles b" in matrix.problems
     assert not matrix.ready
     text = matrix.as_text()
-    assert "article b" in text and "missing" in text
+    assert "article b" in text
+    assert "missing" in text
 
 
 def test_link_and_alt_problems_show_in_the_matrix() -> None:
@@ -47,7 +48,9 @@ def test_link_and_alt_problems_show_in_the_matrix() -> None:
 
 
 def test_a_complete_issue_plans_each_segment_its_own_edition() -> None:
-    plan = plan_send(editions(en=["a"], be=["a"], ru=["a"]), segments=["en", "be", "ru"], fallbacks={})
+    plan = plan_send(
+        editions(en=["a"], be=["a"], ru=["a"]), segments=["en", "be", "ru"], fallbacks={}
+    )
     assert plan.editions == {"en": "en", "be": "be", "ru": "ru"}
     assert plan.fallbacks == {}
 

@@ -1,0 +1,173 @@
+"""The renderer's pages over HTTP: view in browser with hreflang, archive, Atom feed, the editor
+page behind the admin token, and the admin API that starts sends with a confirmation step."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import PlanSend, RenderIssue, decode
+from shared.messaging.topology import DISPATCHER_PLANNER, RENDER_ISSUE
+from shared.settings import Settings
+from tests.integration.renderer_harness import (
+    RunningRenderer,
+    running_renderer,
+    sample_sources,
+    take,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+async def sent_issue(renderer: RunningRenderer, *, test_to: str | None = None) -> str:
+    command = RenderIssue(
+        send_id=str(uuid.uuid4()),
+        issue_key="issue-50",
+        sources=sample_sources("en", "be", "ru"),
+        segments=["en", "be", "ru"],
+        test_to=test_to,
+    )
+    publisher = await Publisher.open(renderer.connection)
+    await publisher.publish(command, routing_key=RENDER_ISSUE)
+    await publisher.close()
+    found = await take(
+        renderer.connection,
+        DISPATCHER_PLANNER.name,
+        lambda m: json.loads(m.body).get("send_id") == command.send_id,
+    )
+    assert found, "the issue was not rendered"
+    return command.send_id
+
+
+async def test_view_archive_and_feed_show_sent_editions_and_hide_test_sends(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running_renderer(settings, tmp_path) as renderer:
+        send_id = await sent_issue(renderer)
+        test_id = await sent_issue(renderer, test_to="editor@example.org")
+        async with renderer.client() as client:
+            view = await client.get(f"/archive/be/{send_id}")
+            archive = await client.get("/archive/be")
+            feed = await client.get("/archive/be/feed.atom")
+            missing = await client.get(f"/archive/be/{uuid.uuid4()}")
+    assert view.status_code == 200
+    page = " ".join(view.text.split())
+    assert '<html lang="be"' in page
+    assert "@@NL_" not in page
+    base = renderer.base_url
+    assert f'<link rel="alternate" hreflang="en" href="{base}/archive/en/{send_id}">' in page
+    assert 'hreflang="ru" lang="ru">русский</a>' in page
+    assert archive.status_code == 200
+    assert "Архіў Штотыднёвага дайджэста" in archive.text
+    assert f"/archive/be/{send_id}" in archive.text
+    assert test_id not in archive.text
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    root = ElementTree.fromstring(feed.content)
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    ids = [e.findtext("a:id", namespaces=ns) for e in root.findall("a:entry", ns)]
+    assert f"urn:uuid:{send_id}" in ids
+    assert f"urn:uuid:{test_id}" not in ids
+    assert missing.status_code == 404
+
+
+async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        assert 'name="token"' in (await client.get("/editor")).text
+        refused = await client.post("/editor/login", data={"token": "wrong"})
+        assert refused.status_code == 403
+        assert "nl_editor" not in refused.headers.get("set-cookie", "")
+        assert (await client.get("/editor/issue/sample-issue")).status_code == 303
+        signed_in = await client.post("/editor/login", data={"token": "test-admin-token"})
+        assert signed_in.status_code == 303
+        listing = await client.get("/editor")
+        assert "sample-issue" in listing.text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', listing.text)
+        assert csrf is not None
+        forged = await client.post("/editor/upload", data={"name": "x", "csrf": "forged"})
+        assert forged.status_code == 403
+        upload = await client.post(
+            "/editor/upload",
+            data={"name": "uploaded", "csrf": csrf.group(1)},
+            files={"ru": ("ru.md", (renderer_sample("ru")).encode(), "text/markdown")},
+        )
+        assert upload.status_code == 303
+        assert upload.headers["location"] == "/editor/issue/uploaded"
+        issue = await client.get("/editor/issue/uploaded")
+        assert "article minsk-escalation" in issue.text
+        assert "missing" in issue.text
+        preview = await client.get("/editor/issue/sample-issue/preview/ru.html")
+        assert preview.status_code == 200
+        assert "@@NL_" not in preview.text
+        review = await client.post(
+            "/editor/issue/sample-issue/send",
+            data={"csrf": csrf.group(1), "segments": ["en", "ru"], "fallbacks": ""},
+        )
+        assert review.status_code == 200
+        assert "Start the send of sample-issue?" in review.text
+        assert 'name="confirm" value="yes"' in review.text
+        refused_send = await client.post(
+            "/editor/issue/uploaded/send", data={"csrf": csrf.group(1), "segments": ["en"]}
+        )
+        assert refused_send.status_code == 422
+        assert "segment en: no en.md" in refused_send.text
+
+
+def renderer_sample(language: str) -> str:
+    return sample_sources(language)[language]
+
+
+async def test_the_admin_api_shows_readiness_and_starts_a_send_only_when_confirmed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        assert (await client.get("/admin/api/issues")).status_code == 401
+        stored = await client.put(
+            "/admin/api/issues/api-issue",
+            headers=ADMIN,
+            json={"sources": sample_sources("en", "ru")},
+        )
+        assert stored.status_code == 200
+        assert stored.json()["ready"] is True
+        assert (
+            "api-issue" in (await client.get("/admin/api/issues", headers=ADMIN)).json()["issues"]
+        )
+        refused = await client.post(
+            "/admin/api/issues/api-issue/sends", headers=ADMIN, json={"segments": ["be"]}
+        )
+        assert refused.status_code == 422
+        assert "segment be: no be.md" in refused.json()["detail"]
+        review = await client.post(
+            "/admin/api/issues/api-issue/sends",
+            headers=ADMIN,
+            json={"segments": ["en", "be"], "fallbacks": {"be": "ru"}},
+        )
+        assert review.status_code == 200
+        assert review.json()["confirm_required"] is True
+        assert [(s["segment"], s["edition"]) for s in review.json()["segments"]] == [
+            ("en", "en"),
+            ("be", "ru"),
+        ]
+        started = await client.post(
+            "/admin/api/issues/api-issue/sends",
+            headers=ADMIN,
+            json={"segments": ["en", "be"], "fallbacks": {"be": "ru"}, "confirm": True},
+        )
+        assert started.status_code == 202
+        send_id = started.json()["send_id"]
+        found = await take(
+            renderer.connection,
+            DISPATCHER_PLANNER.name,
+            lambda m: json.loads(m.body).get("send_id") == send_id,
+        )
+    assert found, "the confirmed send was not rendered and planned"
+    assert decode(PlanSend, found[0].body).fallbacks == {"be": "ru"}
