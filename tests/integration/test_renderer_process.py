@@ -1,4 +1,4 @@
-"""`python -m services.renderer` as a real process: ready, probes and metrics, clean SIGTERM stop."""
+"""`python -m services.renderer` as a process: ready, probes, metrics, a clean SIGTERM stop."""
 
 from __future__ import annotations
 
