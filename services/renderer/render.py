@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 from babel import Locale
+from babel.numbers import format_decimal
 from markdown_it.renderer import RendererHTML
 from markupsafe import Markup
 
@@ -146,7 +147,7 @@ def edition_context(
         "segment": context.segment,
         "subject": subject,
         "preheader": edition.preheader,
-        "number": edition.number,
+        "number": format_decimal(edition.number, locale=language),
         "date_range": format_date_range(edition.date_from, edition.date_to, language=language),
         "sections": sections,
         "footnotes": notes.lines(),

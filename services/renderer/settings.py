@@ -42,7 +42,8 @@ def load_renderer_settings(**overrides: object) -> RendererSettings:
     except ValueError as err:  # pydantic wraps validator errors
         errors = getattr(err, "errors", None)
         found = errors() if callable(errors) else []
-        raise SettingsError(str(found[0].get("msg", err)) if found else str(err)) from err
+        message = str(found[0].get("msg", err)) if found else str(err)
+        raise SettingsError(message.removeprefix("Value error, ")) from err
 
 
 def from_settings(settings: Settings, **extra: object) -> RendererSettings:
