@@ -1,0 +1,20 @@
+"""The renderer's own settings: where its public pages live."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.renderer.settings import from_settings, load_renderer_settings
+from shared.settings import SettingsError, load_settings
+
+
+def test_pages_default_to_the_renderer_port_and_follow_the_archive_url() -> None:
+    settings = load_renderer_settings(mode="test", renderer_probe_port=9200)
+    assert settings.pages_url == "http://127.0.0.1:9200"
+    widened = from_settings(load_settings(mode="test"), archive_url="https://news.example.org/")
+    assert widened.pages_url == "https://news.example.org"
+
+
+def test_an_archive_url_that_is_not_http_is_refused_with_the_variable_named() -> None:
+    with pytest.raises(SettingsError, match=r"^NEWSLETTER_ARCHIVE_URL must be an http"):
+        load_renderer_settings(mode="test", archive_url="ftp://x")
