@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from shared.messaging.topology import BOUNCE_RECEIVED, UNSUBSCRIBE_REQUESTED
 log = structlog.get_logger(__name__)
 
 _LANGUAGES = {"en", "be", "ru"}
+# The pattern of shared.messaging.schemas.SafeAddress: what an event may carry.
+_SAFE_ADDRESS = re.compile(r"^[^\s<>(),;:\"\[\]\\\x00]+@[^\s@<>]+$")
 
 
 class EventPublisher(Protocol):
@@ -79,11 +82,12 @@ def event_id(*parts: object) -> str:
     return digest.hexdigest()[:32]
 
 
-def _safe_address(address: str) -> str | None:
+def safe_address(address: str) -> str | None:
+    """The address if the message schemas accept it (``SafeAddress``), else None."""
     address = address.strip().strip("<>").strip()
-    if "@" not in address or any(c in address for c in ' \t\r\n<>(),;:"[]\\\0'):
+    if len(address) > 320 or not _SAFE_ADDRESS.match(address):
         return None
-    return address[:320]
+    return address
 
 
 class BounceIntake:
@@ -128,7 +132,7 @@ class BounceIntake:
 
     async def _unsubscribe(self, data: bytes, *, subscriber_id: int, rcpt: str) -> list[Message]:
         parsed = parse(data)
-        sender = _safe_address(parsed.message.get("From", "").rpartition("<")[2].rstrip(">"))
+        sender = safe_address(parsed.message.get("From", "").rpartition("<")[2].rstrip(">"))
         event = UnsubscribeRequested(
             message_id=event_id("mailto", subscriber_id, parsed.header("Message-ID") or data),
             recipient=sender or rcpt,
@@ -180,12 +184,12 @@ class BounceIntake:
     async def _event(
         self, finding: Finding, *, source: str, evidence: str, event_key: str
     ) -> BounceReceived | None:
-        recipient = _safe_address(finding.recipient) if finding.recipient else None
+        recipient = safe_address(finding.recipient) if finding.recipient else None
         language: str | None = None
         if finding.delivery_id is not None:
             info = await self._lookup(finding.delivery_id)
             if info is not None:
-                recipient = _safe_address(info.email) or recipient  # VERP beats the report
+                recipient = safe_address(info.email) or recipient  # VERP beats the report
                 language = info.language if info.language in _LANGUAGES else None
         if recipient is None:
             return None

@@ -28,7 +28,7 @@ from services.dispatcher.bounces.errors import (
     SignatureInvalid,
     WebhookRejected,
 )
-from services.dispatcher.bounces.intake import BounceIntake, event_id
+from services.dispatcher.bounces.intake import BounceIntake, event_id, safe_address
 from services.dispatcher.bounces.providers import (
     Notice,
     postmark_notices,
@@ -83,11 +83,12 @@ class WebhookHandlers:
         count = 0
         for notice in notices:
             if notice.unsubscribe:
-                if "@" not in notice.finding.recipient:
+                recipient = safe_address(notice.finding.recipient)
+                if recipient is None:
                     continue
                 event = UnsubscribeRequested(
-                    message_id=event_id(source, notice.evidence, notice.finding.recipient),
-                    recipient=notice.finding.recipient,
+                    message_id=event_id(source, notice.evidence, recipient),
+                    recipient=recipient,
                     method=source,
                     delivery_id=notice.finding.delivery_id,
                 )
