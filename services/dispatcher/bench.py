@@ -193,6 +193,8 @@ async def _wait_done(url: str, send_id: str, *, peak: list[float], pid: int) -> 
         while True:
             with contextlib.suppress(psutil.Error):
                 peak[0] = max(peak[0], process.memory_info().rss / 1e6)
+                times = process.cpu_times()
+                peak[1] = times.user + times.system
             row = await conn.fetchrow(
                 "SELECT status, created_at, planned_at FROM send WHERE id = $1", send_id
             )
@@ -252,7 +254,9 @@ def _dkim_key(folder: Path) -> Path:
     return path
 
 
-async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dict[str, Any]:
+async def run_benchmark(
+    *, recipients: int, dkim: bool, connections: int, ceiling_max: int = 20_000
+) -> dict[str, Any]:
     send_id = str(uuid.uuid4())
     with tempfile.TemporaryDirectory() as tmp, _vhost() as amqp_url, _sink() as (smtp_url, sink):
         dkim_key = _dkim_key(Path(tmp)) if dkim else None
@@ -270,8 +274,10 @@ async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dic
                     connections=connections,
                     dkim_key=dkim_key,
                 )
+                profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
+                command = ["-m", "cProfile", "-o", profile] if profile else []
                 dispatcher = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "services.dispatcher", env=env
+                    sys.executable, *command, "-m", "services.dispatcher", env=env
                 )
                 try:
                     await asyncio.sleep(2.0)  # start-up: imports, connections, consumers
@@ -281,7 +287,7 @@ async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dic
                         PlanSend(send_id=send_id, issue_key="bench", segments=list(LANGUAGES)),
                         routing_key=PLAN_SEND,
                     )
-                    peak = [0.0]
+                    peak = [0.0, 0.0]
                     finished, row = await _wait_done(
                         database_url, send_id, peak=peak, pid=dispatcher.pid
                     )
@@ -291,8 +297,12 @@ async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dic
             finally:
                 await connection.close()
         e2e = recipients / (finished - started)
+        # A rate needs no more than a few tens of seconds of pushing.
         ceiling = await _ceiling(
-            smtp_url, messages=recipients, connections=connections, dkim_key=dkim_key
+            smtp_url,
+            messages=min(recipients, ceiling_max),
+            connections=connections,
+            dkim_key=dkim_key,
         )
         plan_seconds = (row["planned_at"] - row["created_at"]).total_seconds()
         sink.terminate()
@@ -308,5 +318,7 @@ async def run_benchmark(*, recipients: int, dkim: bool, connections: int) -> dic
         "plan_seconds": round(plan_seconds, 2),
         "peak_rss_mb": round(peak[0], 1),
         "seed_seconds": round(seed_seconds, 2),
+        "dispatcher_cpu_ms_per_msg": round(peak[1] * 1000 / recipients, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "sink_received": received,
     }

@@ -201,12 +201,17 @@ def bench_dispatch(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
     connections: Annotated[int, typer.Option(help="SMTP connections of the dispatcher.")] = 16,
+    ceiling_max: Annotated[
+        int, typer.Option(help="Messages pushed to measure the bare-SMTP ceiling (at most).")
+    ] = 20_000,
 ) -> None:
     """Benchmark a whole send end to end, and the bare-SMTP ceiling on the same sink."""
     from services.dispatcher import bench
 
     figures = asyncio.run(
-        bench.run_benchmark(recipients=recipients, dkim=dkim, connections=connections)
+        bench.run_benchmark(
+            recipients=recipients, dkim=dkim, connections=connections, ceiling_max=ceiling_max
+        )
     )
     if as_json:
         typer.echo(json.dumps(figures))

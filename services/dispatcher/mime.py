@@ -76,6 +76,7 @@ class MessageTemplate:
 
     pieces: tuple[Piece, ...]
     size_hint: int
+    dot_safe: bool = True  # no line starts with "." (SMTP dot-stuffing can be skipped)
 
     def render(self, values: Mapping[str, str]) -> bytes:
         out: list[bytes] = []
@@ -244,7 +245,10 @@ def build_template(*, envelope: Envelope, text: str, html_body: str) -> MessageT
     pieces.append(f"--{boundary}--\r\n".encode())
     merged = _merge(pieces)
     size = sum(len(p) for p in merged if isinstance(p, bytes))
-    return MessageTemplate(pieces=tuple(merged), size_hint=size)
+    # Marker values never hold a line break nor start a line, and base64 lines never start
+    # with a dot: only literal text can put a dot at the start of a line.
+    dot_safe = not any(isinstance(p, bytes) and b"\r\n." in p for p in merged)
+    return MessageTemplate(pieces=tuple(merged), size_hint=size, dot_safe=dot_safe)
 
 
 def _list_name(name: str) -> str:

@@ -140,7 +140,10 @@ class TransactionalWorker:
         data = self.composer.render(template, values)
         started = time.perf_counter()
         outcome = await self.pool.send(
-            sender=self.composer.return_path(delivery_id), recipient=job.to, data=data
+            sender=self.composer.return_path(delivery_id),
+            recipient=job.to,
+            data=data,
+            dot_safe=template.dot_safe,
         )
         self.metrics.smtp_seconds.observe(time.perf_counter() - started)
         await self._settle(job, message, outcome, delivery_id=delivery_id, key=message_key)

@@ -9,6 +9,7 @@ their reason after a few deliveries.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -40,6 +41,10 @@ from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMe
 from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE
 
 log = structlog.get_logger(__name__)
+
+
+def _INFO_ENABLED() -> bool:  # noqa: N802 - reads as the constant it almost is
+    return logging.getLogger(__name__).isEnabledFor(logging.INFO)
 
 
 @dataclass
@@ -114,6 +119,7 @@ class DeliveryWorker:
                     sender=self.composer.return_path(job.delivery_id),
                     recipient=job.to,
                     data=data,
+                    dot_safe=template.dot_safe,
                 )
                 self.metrics.smtp_seconds.observe(time.perf_counter() - started)
             if self.flow.record(domain, outcome):
@@ -194,6 +200,8 @@ class DeliveryWorker:
             )
         await message.ack()
         self.metrics.deliveries.labels(status, job.language, domain).inc()
+        if status == "sent" and not _INFO_ENABLED():
+            return  # structlog would build the whole event before the level filter drops it
         event = "email_sent" if status == "sent" else f"email_{status}"
         log.info(
             event,

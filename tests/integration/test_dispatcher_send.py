@@ -71,8 +71,10 @@ async def test_every_active_subscriber_of_each_segment_gets_one_copy_in_its_lang
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    addresses = await dispatch_seed.add_subscribers(sessions, 10)
-    await dispatch_seed.add_subscribers(sessions, 3, status="pending", prefix="pending")
+    await dispatch_seed.add_subscribers(sessions, 10)
+    pending = await dispatch_seed.add_subscribers(sessions, 3, status="pending", prefix="pending")
+    # The PostgreSQL database is shared by the test session: the audience is whoever is active.
+    addresses = await dispatch_seed.expected_audience(sessions, ["en", "be", "ru"])
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, ("en", "be", "ru"))
     with ScriptedMta() as mta:
@@ -87,11 +89,12 @@ async def test_every_active_subscriber_of_each_segment_gets_one_copy_in_its_lang
             send = await dispatch_seed.wait_for_send(sessions, send_id)
         copies = mta.handler.copies()
         accepted = list(mta.handler.accepted)
-    assert send.total == 30
-    assert await dispatch_seed.status_counts(sessions, send_id) == {"sent": 30}
+    assert send.total == len(addresses) >= 30
+    assert not set(pending) & addresses
+    assert await dispatch_seed.status_counts(sessions, send_id) == {"sent": len(addresses)}
     assert copies == {a: 1 for a in addresses}, "each active subscriber exactly once"
     by_rcpt = {a.rcpt: a for a in accepted}
-    ru = next(a for a in addresses if "-ru-" in a)
+    ru = next(a for a in sorted(addresses) if "-ru-" in a and a.startswith("reader-"))
     mail = by_rcpt[ru].parsed()
     assert mail["Content-Language"] == "ru"
     assert str(mail["Subject"]) == dispatch_seed.SUBJECTS["ru"]
