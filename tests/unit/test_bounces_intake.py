@@ -241,3 +241,12 @@ async def test_imap_polling_marks_messages_seen_only_after_publishing() -> None:
     down = BounceIntake(publisher=FakePublisher(fail=True), secret_key=SECRET)
     assert await poll_once(intake=down, connect=lambda: failing, mailbox="INBOX") == 0
     assert failing.seen == []
+
+
+async def test_one_report_read_over_smtp_and_imap_is_one_event() -> None:
+    publisher = FakePublisher()
+    intake = BounceIntake(publisher=publisher, secret_key=SECRET)
+    data = (CORPUS / "flufl/dsn_11.txt").read_bytes()
+    [smtp] = await intake.handle_mail(data, source="smtp")
+    [imap] = await intake.handle_mail(data, source="imap")
+    assert smtp.message_id == imap.message_id

@@ -194,7 +194,8 @@ class BounceIntake:
         if recipient is None:
             return None
         return BounceReceived(
-            message_id=event_id(source, event_key, recipient.lower(), finding.bounce_class),
+            # Not the source: the same report read over SMTP and over IMAP is one event.
+            message_id=event_id(event_key, recipient.lower(), finding.bounce_class),
             recipient=recipient,
             bounce_class=finding.bounce_class,
             status=finding.status[:16],
