@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -39,7 +40,9 @@ from shared.messaging.schemas import (
 )
 from shared.messaging.topology import (
     BOUNCE_RECEIVED,
+    DEAD_LETTER_QUEUE,
     DISPATCHER_DOMAIN_ALERTS,
+    EVENTS,
     UNSUBSCRIBE_REQUESTED,
     connect,
 )
@@ -307,3 +310,30 @@ async def test_admin_api_shows_evidence_and_lifts_a_suppression(harness: Harness
         # decisions carry the test clock (T0), weeks before now
         domains = (await client.get("/api/bounces/domains?hours=2160", headers=auth)).json()
         assert any(d["domain"] == "example.com" and d["bounce_class"] == "hard" for d in domains)
+
+
+async def test_an_undecodable_event_is_dead_lettered_not_retried(harness: Harness) -> None:
+    marker = uuid.uuid4().hex
+    channel = await harness.connection.channel(publisher_confirms=True)
+    events = await channel.get_exchange(EVENTS)
+    await events.publish(
+        aio_pika.Message(body=f'{{"type": "bounce_received", "junk": "{marker}"}}'.encode()),
+        routing_key=BOUNCE_RECEIVED,
+    )
+    dead = await channel.get_queue(DEAD_LETTER_QUEUE)
+    found = None
+    deadline = asyncio.get_running_loop().time() + 10
+    while found is None and asyncio.get_running_loop().time() < deadline:
+        message = await dead.get(fail=False, timeout=5)
+        if message is None:
+            await asyncio.sleep(0.1)
+            continue
+        if marker.encode() in message.body:
+            found = message
+            await message.ack()
+        else:
+            await message.nack(requeue=True)  # someone else's dead letter: leave it there
+            await asyncio.sleep(0.05)
+    await channel.close()
+    assert found is not None, "the poison event did not reach newsletter.dead-letters"
+    assert found.headers.get("x-death"), "dead-lettered by the broker, with its history"
