@@ -10,6 +10,7 @@ same with ``Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>`` under ``/admin/api/
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -34,6 +35,7 @@ from starlette.routing import Route
 
 from services.renderer.catalogs import N_, Templates
 from services.renderer.editions import archive_url, render_plan, view_url
+from services.renderer.editor_tools import check_issue
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, parse_sources
@@ -279,12 +281,31 @@ class Pages:
         if folder is None:
             return PlainTextResponse("no such issue", status_code=404)
         matrix, problems = None, []
+        preflight: list[dict[str, object]] = []
+        spam = request.query_params.get("spam") == "1"
         try:
-            editions = parse_sources(folder.sources)
-            matrix = readiness(editions)
+            result = await asyncio.to_thread(
+                check_issue,
+                folder.path,
+                settings=self.settings,
+                templates=self.templates,
+                spam=spam,
+            )
+            matrix = result.matrix
             problems = matrix.problems
+            preflight = [
+                {
+                    "lang": lang,
+                    "kb": round(report.html_bytes / 1024, 1),
+                    "spam": "not run" if report.spam_score is None else f"{report.spam_score:.1f}",
+                    "findings": [str(f) for f in report.findings],
+                }
+                for lang, report in result.reports.items()
+            ]
         except IssueFormatError as err:
             problems = [str(p) for p in err.problems]
+        except RendererError as err:
+            problems = [str(err)]
         return self._page(
             "pages/issue.html",
             "en",
@@ -293,6 +314,7 @@ class Pages:
             name=name,
             matrix=matrix,
             problems=problems,
+            preflight=preflight,
             languages=sorted(folder.sources),
             all_languages=LANGUAGES,
             csrf=self._csrf,

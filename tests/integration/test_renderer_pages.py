@@ -105,6 +105,10 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
         issue = await client.get("/editor/issue/uploaded")
         assert "article minsk-escalation" in issue.text
         assert "missing" in issue.text
+        checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"})
+        assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
+            checked.text
+        )
         preview = await client.get("/editor/issue/sample-issue/preview/ru.html")
         assert preview.status_code == 200
         assert "@@NL_" not in preview.text
