@@ -34,8 +34,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.subscription.feedback.decisions import Outcome, apply_bounce, apply_unsubscribe
-from services.subscription.feedback.policy import FeedbackPolicy
+from services.subscription.feedback.decisions import (
+    Outcome,
+    apply_bounce,
+    apply_unsubscribe,
+    policy_bounces_in_window,
+)
+from services.subscription.feedback.policy import FeedbackPolicy, is_storm
 from services.subscription.feedback.settings import load_feedback_policy
 from shared.addresses import address_domain
 from shared.messaging.publisher import Publisher, PublishError
@@ -136,8 +141,12 @@ class FeedbackConsumer:
                 await message.reject(requeue=True)
                 return
             await message.ack()
-            if outcome.storm_count and isinstance(event, BounceReceived):
-                await self._alert(event, outcome)
+            if (
+                isinstance(event, BounceReceived)
+                and event.bounce_class == "policy"
+                and outcome.decision != "duplicate"
+            ):
+                await self._check_storm(event)
 
     async def apply(self, event: BounceReceived | UnsubscribeRequested) -> Outcome:
         """Apply one event in its own transaction; a concurrent duplicate is a no-op."""
@@ -162,16 +171,28 @@ class FeedbackConsumer:
         )
         return outcome
 
-    async def _alert(self, event: BounceReceived, outcome: Outcome) -> None:
+    async def _check_storm(self, event: BounceReceived) -> None:
+        """Count the domain's committed policy bounces; alert once per pause on a storm.
+
+        Counting after the commit (not inside the transaction) means the last of a burst of
+        concurrent handlers sees every row, whatever the database's isolation.
+        """
         domain = address_domain(event.recipient)
         pause_s = int(self._policy.storm_pause.total_seconds())
-        last = self._alerted.get(domain)
-        if last is not None and time.monotonic() - last < pause_s:
+        if self._recently_alerted(domain, pause_s):
             return
-        self._alerted[domain] = time.monotonic()  # before any await: handlers run concurrently
+        async with self._sessions() as session:
+            count = await policy_bounces_in_window(
+                session, domain=domain, since=self._clock() - self._policy.storm_window
+            )
+        if not is_storm(policy=self._policy, policy_bounces_in_window=count):
+            return
+        if self._recently_alerted(domain, pause_s):  # another handler got there meanwhile
+            return
+        self._alerted[domain] = time.monotonic()  # no await since the check: handlers interleave
         alert = DomainPolicyAlerted(
             domain=domain,
-            policy_bounces=outcome.storm_count,
+            policy_bounces=count,
             window_s=int(self._policy.storm_window.total_seconds()),
             threshold=self._policy.storm_threshold,
             pause_s=pause_s,
@@ -184,4 +205,8 @@ class FeedbackConsumer:
             log.warning("domain_policy_alert_failed", domain=domain, error=str(err))
             del self._alerted[domain]
             return
-        log.warning("domain_policy_alerted", domain=domain, policy_bounces=outcome.storm_count)
+        log.warning("domain_policy_alerted", domain=domain, policy_bounces=count)
+
+    def _recently_alerted(self, domain: str, pause_s: int) -> bool:
+        last = self._alerted.get(domain)
+        return last is not None and time.monotonic() - last < pause_s

@@ -36,7 +36,6 @@ class Outcome:
     decision: str  # suppressed|scored|recorded|unsubscribed|duplicate
     reason: str
     subscriber_id: int | None
-    storm_count: int = 0  # policy bounces from the domain in the window, when a storm
 
 
 async def already_applied(session: AsyncSession, event_id: str) -> bool:
@@ -140,7 +139,6 @@ async def apply_bounce(
     domain = address_domain(event.recipient)
     subscriber = await _subscriber(session, email_hash=email_hash, subscriber_id=None)
     detail = f"{event.status} {event.diagnostic}".strip()[:500]
-    storm_count = 0
     match event.bounce_class:
         case "hard":
             await suppress(
@@ -165,7 +163,6 @@ async def apply_bounce(
             decision = "recorded"
             reason = f"policy refusal by {domain}: never suppresses ({count} in window)"
             if is_storm(policy=policy, policy_bounces_in_window=count):
-                storm_count = count
                 reason += ": storm"
         case _:
             decision, reason = "recorded", f"{event.bounce_class}: recorded only"
@@ -188,7 +185,7 @@ async def apply_bounce(
             created_at=now,
         )
     )
-    return Outcome(decision, reason, subscriber.id if subscriber else None, storm_count)
+    return Outcome(decision, reason, subscriber.id if subscriber else None)
 
 
 async def apply_unsubscribe(
