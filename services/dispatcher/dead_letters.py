@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.dispatcher.retry import REASON_HEADER, ROUTING_HEADER
+from services.dispatcher.retry import REASON_HEADER, REPLAYED_HEADER, ROUTING_HEADER
 from shared.messaging.topology import (
     BOUNCE_RECEIVED,
     COMMANDS,
@@ -114,6 +114,7 @@ async def replay(amqp_url: str, *, limit: int, message_id: str | None = None) ->
                 and not k.startswith("x-first-death")
                 and not k.startswith("x-last-death")
             }
+            headers[REPLAYED_HEADER] = 1
             target = events if letter.routing_key in EVENT_KEYS else commands
             await target.publish(
                 aio_pika.Message(

@@ -30,6 +30,7 @@ _OPEN = (*_CLAIMABLE, DeliveryStatus.SENDING)
 class ClaimRequest:
     delivery_id: int
     redelivered: bool
+    replayed: bool = False  # an operator replayed it from the dead letters: failed may retry
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ _CLAIM = text(
 _RECLAIM = text(
     "UPDATE delivery SET attempts = attempts + 1, updated_at = :now "
     "WHERE id IN :ids AND status = :sending RETURNING id"
+).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+_REOPEN = text(
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "WHERE id IN :ids AND status = :failed RETURNING id"
 ).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
 _STATUS_OF = text("SELECT id, status FROM delivery WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
@@ -102,6 +107,21 @@ async def claim(sessions: Sessions, requests: Sequence[ClaimRequest]) -> list[Cl
                     await session.execute(
                         _RECLAIM,
                         {"ids": left, "sending": str(DeliveryStatus.SENDING), "now": now},
+                    )
+                ).scalars()
+            )
+        replayed = [r.delivery_id for r in requests if r.replayed and r.delivery_id not in claimed]
+        if replayed:
+            claimed |= set(
+                (
+                    await session.execute(
+                        _REOPEN,
+                        {
+                            "ids": sorted(set(replayed)),
+                            "sending": str(DeliveryStatus.SENDING),
+                            "failed": str(DeliveryStatus.FAILED),
+                            "now": now,
+                        },
                     )
                 ).scalars()
             )

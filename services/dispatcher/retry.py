@@ -19,6 +19,7 @@ from shared.messaging.topology import DEAD, RetryTier
 RETRY_HEADER = "x-retry"
 REASON_HEADER = "x-dead-reason"
 ROUTING_HEADER = "x-original-routing-key"
+REPLAYED_HEADER = "x-replayed"  # set by ``newsletter dlq replay``: a failed delivery may retry
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:

@@ -42,7 +42,8 @@ class SendDirectory:
             return cached[1]
         async with self._sessions() as session:
             found = (await session.exec(select(Send.status).where(Send.id == send_id))).first()
-        self._cache[send_id] = (now, found)
+        if found is not None:  # an unknown send may appear any moment: never cache its absence
+            self._cache[send_id] = (now, found)
         if len(self._cache) > 1024:
             self._cache.pop(next(iter(self._cache)))
         return found

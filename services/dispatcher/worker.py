@@ -24,6 +24,7 @@ from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outcomes import Outcome, breaker_open
 from services.dispatcher.retry import (
+    REPLAYED_HEADER,
     attempt_of,
     dead_letter,
     schedule_retry,
@@ -87,7 +88,11 @@ class DeliveryWorker:
             await self._stand_down(job, message, status)
             return
         claim = await self.claims.submit(
-            ledger.ClaimRequest(job.delivery_id, redelivered=bool(message.redelivered))
+            ledger.ClaimRequest(
+                job.delivery_id,
+                redelivered=bool(message.redelivered),
+                replayed=REPLAYED_HEADER in (message.headers or {}),
+            )
         )
         if not claim.claimed:
             log.info("duplicate_job_skipped", found_status=claim.status)
