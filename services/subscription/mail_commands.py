@@ -65,7 +65,13 @@ class TransactionalMail:
         )
         try:
             await self._publisher.publish(command, routing_key=RENDER_TRANSACTIONAL)
-        except (PublishError, aio_pika.exceptions.AMQPError, OSError, TimeoutError) as err:
+        except (
+            PublishError,
+            aio_pika.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            OSError,
+            TimeoutError,
+        ) as err:
             log.error(
                 "mail_command_not_published",
                 kind=kind,

@@ -11,11 +11,13 @@ import structlog
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import func, select
 
+from services.subscription.mail_commands import TransactionalMail
 from services.subscription.policy import SignupPolicy
 from shared.addresses import address_hash
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Subscriber, Suppression
 from shared.links import payload
+from shared.messaging.publisher import PublishError
 from tests.integration.subscription_support import (
     QUICK,
     as_multi,
@@ -344,3 +346,32 @@ async def test_no_answer_redirects_anywhere_but_our_own_paths(
         page = await client.get("/")
         assert 'action="/subscribe"' in page.text
         assert "evil" not in page.text
+
+
+class RefusingPublisher:
+    """The publisher seam: the broker refuses (no confirm / unroutable)."""
+
+    async def publish(self, message: object, *, routing_key: str) -> None:
+        raise PublishError(f"{routing_key}: refused")
+
+
+async def test_a_broker_refusal_answers_503_and_a_retry_still_gets_its_mail(
+    private_amqp_url: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, database_url, tmp_path)
+    email = unique_address("retry")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (app, client):
+        working = app.state.mail
+        app.state.mail = TransactionalMail(
+            links=app.state.components.links,
+            publisher=RefusingPublisher(),
+            public_url=settings.public_url,
+        )
+        refused = await sign_up(client, email)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "60"
+        app.state.mail = working
+        again = await sign_up(client, email)
+        assert again.status_code == 200
+        # The failed attempt gave its hourly slot back, so the retry is mailed.
+        await tap.wait_for(email, "confirmation")
