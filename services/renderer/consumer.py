@@ -82,6 +82,11 @@ async def handle_transactional(command: RenderTransactional, *, deps: RenderServ
             language=command.language,
             links=command.links,
         )
+    report = check_static(mail)
+    if not report.ok:
+        raise InvalidCommand(
+            f"the {command.kind} mail fails its checks: " + "; ".join(str(f) for f in report.errors)
+        )
     await deps.publisher.publish(
         DeliverTransactional(
             message_id=command.message_id,

@@ -241,3 +241,26 @@ async def test_a_poison_message_is_dead_lettered(settings: Settings, tmp_path: P
         await channel.close()
     assert dead, "the poison message was not dead-lettered"
     assert any(e["event"] == "poison_message_rejected" for e in logs)
+
+
+async def test_a_transactional_command_with_a_relative_link_is_dead_lettered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    command = RenderTransactional(
+        kind="confirmation",
+        language="en",
+        subscriber_id=5,
+        to="reader@example.org",
+        links={"confirm_url": "/confirm?token=abc"},
+    )
+    async with running_renderer(settings, tmp_path) as renderer:
+        with capture_logs() as logs:
+            await publish(renderer, command, RENDER_TRANSACTIONAL)
+            dead = await take(
+                renderer.connection, DEAD_LETTER_QUEUE, lambda m: m.message_id == command.message_id
+            )
+    assert dead, "the broken confirmation was not dead-lettered"
+    rejected = [e for e in logs if e["event"] == "render_command_rejected"]
+    assert rejected, logs
+    assert "link '/confirm?…' is not absolute" in rejected[0]["reason"]
+    assert "token=abc" not in str(logs), "tokens never reach the log"
