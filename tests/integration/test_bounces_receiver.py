@@ -44,7 +44,7 @@ from shared.db.tables import BounceDecision, Delivery, Subscriber, Suppression
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import DeliverTransactional
 from shared.messaging.topology import DELIVER_TRANSACTIONAL, connect
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -302,10 +302,12 @@ async def test_mail_sent_by_the_real_dispatcher_bounces_back_and_suppresses(
     running: Running,
 ) -> None:
     from services.dispatcher import service as dispatcher_service
+    from services.dispatcher.settings import load_dispatcher_settings
 
     subscriber = await add_subscriber(running.sessions)
     assert subscriber.email is not None
-    dispatcher_settings: Settings = load_settings(
+    dispatcher_settings: Settings = load_dispatcher_settings(
+        dispatch_retry_tiers="1s",  # a deferred first attempt is retried within the test
         mode="test",
         amqp_url=running.settings.amqp_url,
         database_url=running.settings.database_url,
