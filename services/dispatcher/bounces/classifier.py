@@ -262,6 +262,15 @@ def _looks_like_bounce(parsed: ParsedBounce) -> bool:
     )
 
 
+def _is_robot_report(parsed: ParsedBounce) -> bool:
+    """Sent by a mail system (not a person's mailbox), or shaped as a report."""
+    return bool(
+        parsed.dsn
+        or patterns.BOUNCE_SENDER.search(parsed.sender)
+        or parsed.message.get_content_type() == "multipart/report"
+    )
+
+
 def _auto_reply(parsed: ParsedBounce) -> list[Finding]:
     auto_submitted = parsed.header("Auto-Submitted").lower()
     precedence = parsed.header("Precedence").lower()
@@ -272,7 +281,10 @@ def _auto_reply(parsed: ParsedBounce) -> list[Finding]:
         or bool(patterns.AUTO_REPLY_SUBJECT.search(parsed.subject))
         or bool(patterns.AUTO_REPLY_BODY.search(parsed.human_text[:600]))
     )
-    if not replied or _looks_like_bounce(parsed):
+    if not replied or _is_robot_report(parsed):
+        return []
+    prefixed = bool(patterns.AUTO_REPLY_PREFIX.match(parsed.subject))
+    if _looks_like_bounce(parsed) and not (prefixed or auto_submitted.startswith("auto-replied")):
         return []
     senders = _ADDRESS.findall(parsed.sender)
     reason = "RFC 3834 auto-reply" if auto_submitted else "auto-reply subject or header"

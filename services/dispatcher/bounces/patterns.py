@@ -33,6 +33,7 @@ MAILBOX_FULL = _any(
     r"ящик\s+переполнен|переполнен\w*\s+(?:почтовый\s+)?ящик",
     r"превышен\w*\s+(?:\S+\s+)?(?:квот|лимит|размер)",
     r"postfach\s+(?:ist\s+)?voll",
+    r"bo[iî]te\s+(?:aux\s+lettres\s+)?(?:est\s+)?pleine|buz[oó]n\s+(?:est[aá]\s+)?lleno|casella\s+piena",
 )
 
 # The address does not exist or no longer takes mail: hard.
@@ -113,6 +114,7 @@ POLICY = _any(
 # The receiving system is not the one for this domain any more: treated as a bad address.
 RELAY_DENIED = _any(
     r"relay(?:ing)?\s+(?:access\s+)?(?:denied|not\s+(?:permitted|allowed)|prohibited)",
+    r"unable\s+to\s+relay|list\s+of\s+allowed\s+rcpthosts",
     r"we\s+do\s+not\s+relay",
     r"not\s+(?:a\s+)?(?:local|our)\s+(?:domain|host)",
 )
@@ -199,6 +201,14 @@ AUTO_REPLY_SUBJECT = _any(
     r"automatisch\s+antwoord|afwezig",
     r"автоответ|автоматический\s+ответ|аўтаадказ|в\s+отпуске",
     r"away\s+from\s+(?:my\s+)?(?:e-?mail|mail|the\s+office|office|my\s+desk)",
+)
+
+# Subject prefixes that only auto-replies use ("Automatic reply: <our subject>").
+AUTO_REPLY_PREFIX = re.compile(
+    r"^\s*(?:automatic\s+reply|auto(?:matic)?[\s_-]*(?:response|antwort)|autoreply|auto:|"
+    r"out\s+of\s+(?:the\s+)?office(?:\s+reply)?:|abwesenheitsnotiz:|r[ée]ponse\s+automatique|"
+    r"respuesta\s+autom[áa]tica|автоответ|автоматический\s+ответ)",
+    re.IGNORECASE,
 )
 
 # The first lines of a vacation message sent without Auto-Submitted or a telling subject.
