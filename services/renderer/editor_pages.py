@@ -1,0 +1,244 @@
+"""The editor's web pages, behind the admin token: a login form sets a signed, HttpOnly,
+SameSite=Strict cookie; every form carries a CSRF token derived from the secret key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import structlog
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from services.renderer.editions import render_plan
+from services.renderer.editor_tools import check_issue
+from services.renderer.errors import IssueFormatError, RendererError
+from services.renderer.fill import FillPlan, recipient_values
+from services.renderer.issue import LANGUAGES, parse_sources
+from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
+from services.renderer.web_desk import WebDesk
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "nl_editor"
+
+
+class EditorPages(WebDesk):
+    """Pick or upload an issue, see its readiness and previews, send a test, start a send."""
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/editor", self.editor),
+            Route("/editor/login", self.login, methods=["POST"]),
+            Route("/editor/upload", self.upload, methods=["POST"]),
+            Route("/editor/issue/{name}", self.issue_page),
+            Route("/editor/issue/{name}/preview/{file}", self.preview),
+            Route("/editor/issue/{name}/test", self.test_send, methods=["POST"]),
+            Route("/editor/issue/{name}/send", self.send, methods=["POST"]),
+        ]
+
+    def _editor(self, request: Request) -> bool:
+        return hmac.compare_digest(request.cookies.get(COOKIE, ""), self._session)
+
+    async def _form(self, request: Request) -> Any | None:
+        form = await request.form()
+        if not hmac.compare_digest(str(form.get("csrf", "")), self._csrf):
+            return None
+        return form
+
+    def _denied(self) -> Response:
+        return RedirectResponse("/editor", status_code=303)
+
+    async def editor(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._page("pages/login.html", "en", title="Editor", error="")
+        return self._page(
+            "pages/editor.html",
+            "en",
+            title="Editor",
+            issues=self.library.names(),
+            csrf=self._csrf,
+            message=request.query_params.get("message", ""),
+            error=False,
+        )
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        token = str(form.get("token", ""))
+        if not hmac.compare_digest(token, self.settings.admin_token.get_secret_value()):
+            log.warning("editor_login_refused")
+            return self._page("pages/login.html", "en", 403, title="Editor", error="Wrong token.")
+        response = RedirectResponse("/editor", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self._session,
+            httponly=True,
+            samesite="strict",
+            secure=self.settings.pages_url.startswith("https://"),
+            path="/",
+        )
+        return response
+
+    async def upload(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._denied()
+        form = await self._form(request)
+        if form is None:
+            return PlainTextResponse("bad CSRF token", status_code=403)
+        sources: dict[str, str] = {}
+        for lang in LANGUAGES:
+            item = form.get(lang)
+            if isinstance(item, UploadFile) and item.filename:
+                sources[lang] = (await item.read()).decode("utf-8", errors="replace")
+        name = str(form.get("name", ""))
+        try:
+            self.library.store(name, sources)
+        except IssueFormatError as err:
+            return self._page(
+                "pages/editor.html",
+                "en",
+                422,
+                title="Editor",
+                issues=self.library.names(),
+                csrf=self._csrf,
+                message=str(err),
+                error=True,
+            )
+        return RedirectResponse(f"/editor/issue/{name}", status_code=303)
+
+    async def issue_page(
+        self, request: Request, message: str = "", error: bool = False, status: int = 200
+    ) -> Response:
+        if not self._editor(request):
+            return self._denied()
+        name = request.path_params["name"]
+        folder = self.library.folder(name)
+        if folder is None:
+            return PlainTextResponse("no such issue", status_code=404)
+        matrix, problems = None, []
+        preflight: list[dict[str, object]] = []
+        spam = request.query_params.get("spam") == "1"
+        try:
+            result = await asyncio.to_thread(
+                check_issue,
+                folder.path,
+                settings=self.settings,
+                templates=self.templates,
+                spam=spam,
+            )
+            matrix = result.matrix
+            problems = matrix.problems
+            preflight = [
+                {
+                    "lang": lang,
+                    "kb": round(report.html_bytes / 1024, 1),
+                    "spam": "not run" if report.spam_score is None else f"{report.spam_score:.1f}",
+                    "findings": [str(f) for f in report.findings],
+                }
+                for lang, report in result.reports.items()
+            ]
+        except IssueFormatError as err:
+            problems = [str(p) for p in err.problems]
+        except RendererError as err:
+            problems = [str(err)]
+        return self._page(
+            "pages/issue.html",
+            "en",
+            status,
+            title=name,
+            name=name,
+            matrix=matrix,
+            problems=problems,
+            preflight=preflight,
+            languages=sorted(folder.sources),
+            all_languages=LANGUAGES,
+            csrf=self._csrf,
+            message=message,
+            error=error,
+        )
+
+    async def preview(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._denied()
+        name, file = request.path_params["name"], request.path_params["file"]
+        lang, _, kind = file.partition(".")
+        folder = self.library.folder(name)
+        if folder is None or lang not in folder.sources or kind not in {"html", "txt"}:
+            return PlainTextResponse("no such preview", status_code=404)
+        try:
+            editions = parse_sources({lang: folder.sources[lang]})
+            _plan, rendered = render_plan(
+                self.templates,
+                editions,
+                segments=[lang],
+                fallbacks={},
+                pages_url=self.settings.pages_url,
+                send_id="preview",
+            )
+        except RendererError as err:
+            return PlainTextResponse(str(err), status_code=422)
+        sample = sample_for(self.settings)
+        values = recipient_values(
+            unsubscribe_url=sample.unsubscribe_url,
+            preferences_url=sample.preferences_url,
+            recipient=sample.to,
+        )
+        mail = rendered[lang].mail
+        if kind == "html":
+            return HTMLResponse(FillPlan(mail.html, escape_html=True).fill(values))
+        return PlainTextResponse(FillPlan(mail.text, escape_html=False).fill(values))
+
+    async def test_send(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._denied()
+        form = await self._form(request)
+        if form is None:
+            return PlainTextResponse("bad CSRF token", status_code=403)
+        name = request.path_params["name"]
+        folder = self.library.folder(name)
+        try:
+            segments = sorted(folder.sources) if folder else []
+            prepared = await self._prepare(
+                name, segments=segments, fallbacks={}, test_to=str(form.get("test_to", "")).strip()
+            )
+            await self._start(prepared)
+        except (RendererError, ValueError) as err:
+            return await self.issue_page(request, message=str(err), error=True, status=422)
+        return await self.issue_page(
+            request, message=f"Test send {prepared.command.send_id} requested."
+        )
+
+    async def send(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._denied()
+        form = await self._form(request)
+        if form is None:
+            return PlainTextResponse("bad CSRF token", status_code=403)
+        name = request.path_params["name"]
+        raw_fallbacks = str(form.get("fallbacks", ""))
+        try:
+            segments = parse_segments([str(s) for s in form.getlist("segments")])
+            prepared = await self._prepare(
+                name, segments=segments, fallbacks=parse_fallbacks([raw_fallbacks]), test_to=None
+            )
+        except (RendererError, ValueError) as err:
+            return await self.issue_page(request, message=str(err), error=True, status=422)
+        if form.get("confirm") != "yes":
+            rows, total = await self._sizes(prepared)
+            return self._page(
+                "pages/confirm.html",
+                "en",
+                title=f"Send {name}?",
+                name=name,
+                rows=rows,
+                total=total,
+                segments=segments,
+                fallbacks=raw_fallbacks,
+                csrf=self._csrf,
+            )
+        await self._start(prepared)
+        return await self.issue_page(request, message=f"Send {prepared.command.send_id} requested.")

@@ -1,0 +1,88 @@
+"""Shared state and helpers of the renderer's web pages and admin API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from starlette.responses import HTMLResponse
+
+from services.renderer.catalogs import Templates
+from services.renderer.errors import IssueNotReady
+from services.renderer.library import IssueLibrary
+from services.renderer.sending import PreparedSend, prepare_send_async
+from services.renderer.settings import RendererSettings
+from services.renderer.store import Sessions, segment_sizes
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import RENDER_ISSUE
+
+log = structlog.get_logger(__name__)
+
+
+class WebDesk:
+    """What every page needs: settings, database, publisher, templates, the issue library."""
+
+    def __init__(
+        self,
+        *,
+        settings: RendererSettings,
+        sessions: Sessions,
+        publisher: Publisher,
+        templates: Templates,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.publisher = publisher
+        self.templates = templates
+        self.library = IssueLibrary(
+            issues_dir=settings.issues_dir, uploads_dir=settings.var_dir / "issues"
+        )
+        secret = settings.secret_key.get_secret_value().encode()
+        self._session = hmac.new(secret, b"renderer-editor-session", hashlib.sha256).hexdigest()
+        self._csrf = hmac.new(secret, b"renderer-editor-csrf", hashlib.sha256).hexdigest()
+
+    def _page(self, template: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.templates.env(lang).get_template(template).render(lang=lang, **context)
+        return HTMLResponse(html, status_code=status)
+
+    async def _prepare(
+        self, name: str, *, segments: list[str], fallbacks: Mapping[str, str], test_to: str | None
+    ) -> PreparedSend:
+        folder = self.library.folder(name)
+        if folder is None:
+            raise IssueNotReady(f"no issue named {name!r}")
+        return await prepare_send_async(
+            folder,
+            settings=self.settings,
+            templates=self.templates,
+            segments=segments,
+            fallbacks=fallbacks,
+            test_to=test_to,
+        )
+
+    async def _start(self, prepared: PreparedSend) -> None:
+        await self.publisher.publish(prepared.command, routing_key=RENDER_ISSUE)
+        log.info(
+            "send_requested",
+            send_id=prepared.command.send_id,
+            issue_key=prepared.command.issue_key,
+            test=prepared.command.test_to is not None,
+        )
+
+    async def _sizes(self, prepared: PreparedSend) -> tuple[list[dict[str, object]], int]:
+        sizes = await segment_sizes(self.sessions, languages=list(prepared.plan.editions))
+        rows: list[dict[str, object]] = [
+            {
+                "segment": segment,
+                "edition": language,
+                "size": sizes.get(segment, 0),
+                "subscribers": sizes.get(segment, 0),
+                "html_bytes": len(prepared.rendered[segment].mail.html.encode()),
+                "html_kb": round(len(prepared.rendered[segment].mail.html.encode()) / 1024, 1),
+            }
+            for segment, language in prepared.plan.editions.items()
+        ]
+        return rows, sum(sizes.values())
