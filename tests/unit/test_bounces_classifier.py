@@ -125,3 +125,16 @@ def test_a_broken_encoded_subject_does_not_stop_reading_the_report() -> None:
     data = data.replace(b"Subject: Undelivered", b"Subject: =?utf-8?b?0J3QtdC?= Undelivered")
     [finding] = classify(data)
     assert (finding.recipient, finding.bounce_class) == ("gone@example.com", "hard")
+
+
+def test_classify_command_reads_folders_and_survives_missing_files(tmp_path: Path) -> None:
+    folder = tmp_path / "box"
+    folder.mkdir()
+    (folder / "one.eml").write_bytes((CORPUS / "flufl/dsn_11.txt").read_bytes())
+    result = CliRunner().invoke(bounces_app, ["classify", str(folder), str(tmp_path / "missing")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(line["recipient"], line["class"]) for line in lines] == [
+        ("joem@example.com", "hard"),
+        (None, "unknown"),
+    ]

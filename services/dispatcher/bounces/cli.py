@@ -35,20 +35,48 @@ def serve() -> None:
 
 @app.command()
 def classify(
-    files: Annotated[list[Path], typer.Argument(help="Raw bounce messages (RFC 5322 files).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Raw bounce messages (RFC 5322 files), or folders of them.")
+    ],
 ) -> None:
-    """Print one JSON line per recipient found: file, recipient, status, action, class, reason."""
+    """Print one JSON line per recipient found: file, recipient, status, action, class, reason.
+
+    A file where no recipient can be read still gets one line (``"recipient": null``).
+    """
     import os
 
     from services.dispatcher.bounces.classifier import classify as classify_bytes
 
     secret = os.environ.get("NEWSLETTER_SECRET_KEY") or None
-    for path in files:
-        for finding in classify_bytes(path.read_bytes(), secret_key=secret):
+    for path in _expand(files):
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            line: dict[str, object] = {
+                "file": str(path),
+                "recipient": None,
+                "status": "",
+                "action": "",
+                "class": "unknown",
+                "reason": f"unreadable file: {err.strerror}",
+            }
+            typer.echo(json.dumps(line, ensure_ascii=False))
+            continue
+        for finding in classify_bytes(data, secret_key=secret):
             line = finding.as_line(str(path))
             if finding.delivery_id is not None:
                 line["delivery_id"] = finding.delivery_id
             typer.echo(json.dumps(line, ensure_ascii=False))
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            expanded.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        else:
+            expanded.append(path)
+    return expanded
 
 
 @app.command()
