@@ -6,7 +6,10 @@
     ├── IssueFormatError      an issue file is broken (names the file, the line, the problem)
     ├── IssueNotReady         a send cannot start: editions missing without a fallback, or
     │                         preflight errors
-    └── RenderFailed          a template or CSS inlining step failed
+    ├── RenderFailed          a template or CSS inlining step failed
+    ├── FillError             (fill.py) an unknown marker, a missing or unsafe value
+    ├── SpamCheckUnavailable  (spam.py) spamassassin is not installed or did not answer
+    └── InvalidCommand        (consumer.py) a command that cannot be carried out: dead-lettered
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import html
 import re
 from collections.abc import Mapping
 
+from services.renderer.errors import RendererError
 from shared.messaging import placeholders
 
 MARKER = re.compile(r"(@@NL_[A-Z_]+@@)")
@@ -28,7 +29,7 @@ PER_RECIPIENT: frozenset[str] = frozenset(
 )
 
 
-class FillError(ValueError):
+class FillError(RendererError, ValueError):
     """An edition holds an unknown marker, or a value is missing or unsafe."""
 
 
