@@ -245,8 +245,10 @@ ORIGINAL_MESSAGE_MARKER = re.compile(
     r"^\s*(?:-{2,}\s*)?(?:"
     r"below\s+this\s+line\s+is\s+a\s+copy"
     r"|(?:this\s+is\s+a\s+)?copy\s+of\s+(?:the\s+|your\s+)?(?:original\s+)?message"
-    r"|original\s+message\s+(?:follows|headers?)"
-    r"|(?:the\s+)?original\s+message"
+    r"|original\s+message\s+(?:headers?|details|text)"
+    r"|original\s+message\s+(?:\w+\s+){0,4}(?:follows|below|attached)"
+    # A line that is just "Original message" (not "The original message was received at").
+    r"|(?:the\s+)?original\s+message\s*[:\-=*]*\s*$"
     r"|(?:start\s+of\s+)?returned\s+(?:message|mail)"
     r"|header\s+of\s+the\s+(?:source|original)\s+(?:mail|message)"
     r"|(?:a\s+)?summary\s+of\s+the\s+undelivered\s+message"
