@@ -48,6 +48,7 @@ def page_environments() -> dict[str, Environment]:
             extensions=["jinja2.ext.i18n"],
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the code: no stat() per render
         )
         environment.install_gettext_translations(  # type: ignore[attr-defined]
             load_translations(language), newstyle=True
