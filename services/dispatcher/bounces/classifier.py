@@ -49,7 +49,7 @@ _SENDER_CONTEXT = re.compile(
 )
 _ROBOT_LOCALS = re.compile(
     r"^(?:mailer-?daemon|postmaster|root|abuse|no-?reply|do-?not-?reply|bounces?(?:\+.*)?|"
-    r"unsubscribe\+.*|double-bounce|nobody|.*-bounces(?:\+.*)?|owner-.*|.*-owner|.*-request|"
+    r"unsubscribe\+.*|double-bounce|.*-bounces(?:\+.*)?|owner-.*|.*-owner|.*-request|"
     r".*-admin)$",
     re.IGNORECASE,
 )

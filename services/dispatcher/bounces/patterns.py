@@ -146,6 +146,7 @@ TEMPORARY = _any(
     r"try\s+to\s+resend|resend\s+(?:this|the|your)\s+message\s+later",
     r"loop(?:s|ing)?\s+(?:back|detected)|mail\s+loop|routing\s+loop|too\s+many\s+hops",
     r"deferred",
+    r"retry\s+time\s+not\s+reached|long\s+failure\s+period",
 )
 
 # A warning that the mail is still queued: delayed.
