@@ -186,15 +186,21 @@ def _settings_env(
     return env
 
 
-async def _wait_done(url: str, send_id: str, *, peak: list[float], pid: int) -> tuple[float, Any]:
+async def _wait_done(
+    url: str, send_id: str, *, peak: list[float], pids: list[int]
+) -> tuple[float, Any]:
+    """Wait for the send to be done, sampling the processes' peak RSS and CPU time."""
     conn = await asyncpg.connect(url)
-    process = psutil.Process(pid)
+    processes = [psutil.Process(pid) for pid in pids]
+    cpu = dict.fromkeys(pids, 0.0)
     try:
         while True:
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], process.memory_info().rss / 1e6)
-                times = process.cpu_times()
-                peak[1] = times.user + times.system
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    peak[0] = max(peak[0], process.memory_info().rss / 1e6)
+                    times = process.cpu_times()
+                    cpu[process.pid] = times.user + times.system
+            peak[1] = sum(cpu.values())
             row = await conn.fetchrow(
                 "SELECT status, created_at, planned_at FROM send WHERE id = $1", send_id
             )
@@ -255,7 +261,12 @@ def _dkim_key(folder: Path) -> Path:
 
 
 async def run_benchmark(
-    *, recipients: int, dkim: bool, connections: int, ceiling_max: int = 20_000
+    *,
+    recipients: int,
+    dkim: bool,
+    connections: int,
+    ceiling_max: int = 20_000,
+    processes: int = 1,
 ) -> dict[str, Any]:
     send_id = str(uuid.uuid4())
     with tempfile.TemporaryDirectory() as tmp, _vhost() as amqp_url, _sink() as (smtp_url, sink):
@@ -276,9 +287,16 @@ async def run_benchmark(
                 )
                 profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
                 command = ["-m", "cProfile", "-o", profile] if profile else []
-                dispatcher = await asyncio.create_subprocess_exec(
-                    sys.executable, *command, "-m", "services.dispatcher", env=env
-                )
+                dispatchers = [
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        *command,
+                        "-m",
+                        "services.dispatcher",
+                        env={**env, "NEWSLETTER_DISPATCHER_PROBE_PORT": str(_free_port())},
+                    )
+                    for _ in range(processes)
+                ]
                 try:
                     await asyncio.sleep(2.0)  # start-up: imports, connections, consumers
                     publisher = await Publisher.open(connection)
@@ -289,11 +307,14 @@ async def run_benchmark(
                     )
                     peak = [0.0, 0.0]
                     finished, row = await _wait_done(
-                        database_url, send_id, peak=peak, pid=dispatcher.pid
+                        database_url, send_id, peak=peak, pids=[d.pid for d in dispatchers]
                     )
                 finally:
-                    dispatcher.terminate()
-                    await asyncio.wait_for(dispatcher.wait(), 30)
+                    for dispatcher in dispatchers:
+                        with contextlib.suppress(ProcessLookupError):
+                            dispatcher.terminate()
+                    for dispatcher in dispatchers:
+                        await asyncio.wait_for(dispatcher.wait(), 30)
             finally:
                 await connection.close()
         e2e = recipients / (finished - started)
@@ -312,6 +333,7 @@ async def run_benchmark(
         "recipients": recipients,
         "dkim": dkim,
         "connections": connections,
+        "processes": processes,
         "e2e_msgs_per_s": round(e2e, 1),
         "ceiling_msgs_per_s": round(ceiling, 1),
         "ratio": round(e2e / ceiling, 3),

@@ -197,6 +197,7 @@ def dlq_replay(
 
 
 def bench_dispatch(
+    *,
     recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
@@ -204,13 +205,18 @@ def bench_dispatch(
     ceiling_max: Annotated[
         int, typer.Option(help="Messages pushed to measure the bare-SMTP ceiling (at most).")
     ] = 20_000,
+    processes: Annotated[int, typer.Option(help="Dispatcher processes on the queues.")] = 1,
 ) -> None:
     """Benchmark a whole send end to end, and the bare-SMTP ceiling on the same sink."""
     from services.dispatcher import bench
 
     figures = asyncio.run(
         bench.run_benchmark(
-            recipients=recipients, dkim=dkim, connections=connections, ceiling_max=ceiling_max
+            recipients=recipients,
+            dkim=dkim,
+            connections=connections,
+            ceiling_max=ceiling_max,
+            processes=processes,
         )
     )
     if as_json:

@@ -9,18 +9,18 @@ Outcomes are committed before the queue message is acked.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
+import structlog
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 
-Sessions = async_sessionmaker[AsyncSession]
+log = structlog.get_logger(__name__)
 
 _CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 _OPEN = (*_CLAIMABLE, DeliveryStatus.SENDING)
@@ -80,12 +80,12 @@ _FINISH = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-async def claim(sessions: Sessions, requests: Sequence[ClaimRequest]) -> list[Claim]:
+async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[Claim]:
     """Claim a batch of deliveries in one transaction; one :class:`Claim` per request."""
     ids = sorted({r.delivery_id for r in requests})
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
-    async with sessions() as session:
+    async with engine.begin() as session:
         claimed = set(
             (
                 await session.execute(
@@ -130,7 +130,6 @@ async def claim(sessions: Sessions, requests: Sequence[ClaimRequest]) -> list[Cl
         if missing:
             rows = await session.execute(_STATUS_OF, {"ids": missing})
             found = {int(row[0]): str(row[1]) for row in rows}
-        await session.commit()
     results: list[Claim] = []
     seen: set[int] = set()
     for request in requests:
@@ -146,7 +145,9 @@ async def claim(sessions: Sessions, requests: Sequence[ClaimRequest]) -> list[Cl
     return results
 
 
-async def record(sessions: Sessions, results: Sequence[Result]) -> list[None]:
+async def record(
+    engine: AsyncEngine, results: Sequence[Result], *, finisher: SendFinisher | None = None
+) -> list[None]:
     """Commit a batch of outcomes, then finish the sends that have nothing open any more."""
     now = utcnow()
     params = [
@@ -161,17 +162,19 @@ async def record(sessions: Sessions, results: Sequence[Result]) -> list[None]:
         }
         for r in results
     ]
-    async with sessions() as session:
-        await session.execute(_RECORD, params)
-        await session.commit()
+    async with engine.begin() as connection:
+        await connection.execute(_RECORD, params)
     for send_id in {r.send_id for r in results if r.send_id}:
-        await finish_if_complete(sessions, send_id=send_id)
+        if finisher is None:
+            await finish_if_complete(engine, send_id=send_id)
+        else:
+            finisher.poke(send_id)
     return [None] * len(results)
 
 
-async def finish_if_complete(sessions: Sessions, *, send_id: str) -> bool:
+async def finish_if_complete(engine: AsyncEngine, *, send_id: str) -> bool:
     """Mark a running send done when none of its deliveries is open; True if it did."""
-    async with sessions() as session:
+    async with engine.begin() as session:
         open_row = (
             await session.execute(
                 _ANY_OPEN.bindparams(bindparam("open", expanding=True)),
@@ -189,9 +192,41 @@ async def finish_if_complete(sessions: Sessions, *, send_id: str) -> bool:
                 "now": utcnow(),
             },
         )
-        await session.commit()
         return bool(getattr(done, "rowcount", 0))
 
 
-def now() -> datetime:
-    return utcnow()
+class SendFinisher:
+    """Checks whether sends are complete at most every ``interval_s`` per send.
+
+    Every recorded batch would otherwise cost one more query per send; a check that is
+    skipped is scheduled for later, so the last outcome of a send always gets its check.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, interval_s: float = 0.5) -> None:
+        self._engine = engine
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._scheduled: dict[str, asyncio.Task[None]] = {}
+
+    def poke(self, send_id: str) -> None:
+        if send_id in self._scheduled:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last.get(send_id, 0.0) + self._interval - loop.time())
+        self._scheduled[send_id] = asyncio.create_task(self._check(send_id, delay))
+
+    async def _check(self, send_id: str, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            self._last[send_id] = asyncio.get_running_loop().time()
+            del self._scheduled[send_id]
+            await finish_if_complete(self._engine, send_id=send_id)
+        except Exception:
+            log.exception("send_finish_check_failed", send_id=send_id)
+
+    async def close(self) -> None:
+        tasks = list(self._scheduled.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
@@ -73,6 +73,7 @@ _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 @dataclass
 class Planner:
     settings: DispatcherSettings
+    engine: AsyncEngine
     sessions: Sessions
     publisher: Publisher
     raw_channel: object
@@ -245,4 +246,4 @@ class Planner:
             session.add(send)
             await session.commit()
             log.info("send_planned", total=total, status=send.status)
-        await ledger.finish_if_complete(self.sessions, send_id=send_id)
+        await ledger.finish_if_complete(self.engine, send_id=send_id)

@@ -16,7 +16,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
@@ -72,9 +72,7 @@ async def run(
         sessions = session_factory(engine)
         connection = await connect(config.amqp_url)
         stack.push_async_callback(connection.close)
-        setup = await connection.channel()
-        await declare_topology(setup)
-        await setup.close()
+        await _declare_topology(connection)
         publisher = await Publisher.open(connection)
         stack.push_async_callback(publisher.close)
         raw_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -82,20 +80,13 @@ async def run(
 
         composer = Composer(settings=config)
         sends = SendDirectory(sessions=sessions)
-        issue_pool = SmtpPool(
-            target=config.smtp,
-            size=config.dispatch_smtp_connections,
-            timeout=config.smtp_timeout_s,
-        )
+        issue_pool, tx_pool = _smtp_pools(config)
         stack.push_async_callback(issue_pool.close)
-        tx_pool = SmtpPool(
-            target=config.smtp,
-            size=config.transactional_smtp_connections,
-            timeout=config.smtp_timeout_s,
-        )
         stack.push_async_callback(tx_pool.close)
 
-        claims, results = _ledger_batchers(config, sessions)
+        finisher = ledger.SendFinisher(engine)
+        stack.push_async_callback(finisher.close)
+        claims, results = _ledger_batchers(config, engine, finisher)
         claims.start()
         results.start()
         stack.push_async_callback(results.close)
@@ -104,7 +95,7 @@ async def run(
         consumers: list[QueueConsumer] = []
         stack.push_async_callback(_stop_all, consumers)
 
-        control = ControlHandler(sessions=sessions, sends=sends)
+        control = ControlHandler(engine=engine, sends=sends)
         consumers.append(QueueConsumer(DISPATCHER_CONTROL, control.handle, prefetch=10))
         if "transactional" in roles:
             tx = TransactionalWorker(
@@ -152,6 +143,7 @@ async def run(
         if "planner" in roles:
             planner = Planner(
                 settings=config,
+                engine=engine,
                 sessions=sessions,
                 publisher=publisher,
                 raw_channel=raw_channel,
@@ -205,8 +197,8 @@ def _probe_server(
 class ControlHandler:
     """``SendControlled`` events: forget the cached status; on resume, maybe finish the send."""
 
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], sends: SendDirectory) -> None:
-        self._sessions = sessions
+    def __init__(self, *, engine: AsyncEngine, sends: SendDirectory) -> None:
+        self._engine = engine
         self._sends = sends
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -217,25 +209,25 @@ class ControlHandler:
             return
         self._sends.forget(event.send_id)
         if event.action == "resume":
-            await ledger.finish_if_complete(self._sessions, send_id=event.send_id)
+            await ledger.finish_if_complete(self._engine, send_id=event.send_id)
         await message.ack()
 
 
 def _ledger_batchers(
-    config: DispatcherSettings, sessions: async_sessionmaker[AsyncSession]
+    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher
 ) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
     """Claims and outcomes, each committed in batches."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
-        return await ledger.claim(sessions, items)
+        return await ledger.claim(engine, items)
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
-        return await ledger.record(sessions, items)
+        return await ledger.record(engine, items, finisher=finisher)
 
     claims: Batcher[ledger.ClaimRequest, ledger.Claim] = Batcher(
         claim_batch,
         max_size=config.dispatch_ledger_batch,
-        interval_s=config.dispatch_ledger_interval_s / 5,
+        interval_s=config.dispatch_claim_interval_s,
     )
     results: Batcher[ledger.Result, None] = Batcher(
         record_batch,
@@ -243,3 +235,24 @@ def _ledger_batchers(
         interval_s=config.dispatch_ledger_interval_s,
     )
     return claims, results
+
+
+def _smtp_pools(config: DispatcherSettings) -> tuple[SmtpPool, SmtpPool]:
+    """Issue mail and transactional mail each get their own connections."""
+    issue_pool = SmtpPool(
+        target=config.smtp, size=config.dispatch_smtp_connections, timeout=config.smtp_timeout_s
+    )
+    tx_pool = SmtpPool(
+        target=config.smtp,
+        size=config.transactional_smtp_connections,
+        timeout=config.smtp_timeout_s,
+    )
+    return issue_pool, tx_pool
+
+
+async def _declare_topology(connection: AbstractRobustConnection) -> None:
+    channel = await connection.channel()
+    try:
+        await declare_topology(channel)
+    finally:
+        await channel.close()

@@ -25,8 +25,9 @@ class DispatcherSettings(Settings):
     dispatch_rate_limit: float = 0.0  # messages/s for the whole process; 0 = unlimited
     dispatch_domain_concurrency: int = 16  # SMTP transactions in flight per recipient domain
     dispatch_domain_rate: float = 0.0  # messages/s per recipient domain; 0 = unlimited
-    dispatch_ledger_batch: int = 200  # delivery updates committed together
-    dispatch_ledger_interval_s: float = 0.05
+    dispatch_ledger_batch: int = 500  # delivery updates committed together
+    dispatch_ledger_interval_s: float = 0.1  # how long an outcome waits for its batch
+    dispatch_claim_interval_s: float = 0.02  # how long a claim waits for its batch
     # Retries
     dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
     dispatch_retry_window_s: float = 3 * 24 * 3600.0
