@@ -8,8 +8,6 @@ test send) starts the send (202 with ``send_id``), like the editor page's confir
 
 from __future__ import annotations
 
-import hmac
-
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,7 +17,7 @@ from services.renderer.errors import IssueFormatError, RendererError
 from services.renderer.issue import parse_sources
 from services.renderer.readiness import readiness
 from services.renderer.sending import parse_fallbacks, parse_segments
-from services.renderer.web_desk import WebDesk
+from services.renderer.web_desk import WebDesk, same_secret
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +34,7 @@ class AdminApi(WebDesk):
 
     def _api_ok(self, request: Request) -> bool:
         expected = f"Bearer {self.settings.admin_token.get_secret_value()}"
-        return hmac.compare_digest(request.headers.get("authorization", ""), expected)
+        return same_secret(request.headers.get("authorization", ""), expected)
 
     @staticmethod
     def _unauthorized() -> Response:

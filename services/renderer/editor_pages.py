@@ -5,7 +5,6 @@ SameSite=Strict cookie; every form carries a CSRF token derived from the secret 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Any
 
 import structlog
@@ -20,7 +19,7 @@ from services.renderer.errors import IssueFormatError, RendererError
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, parse_sources
 from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
-from services.renderer.web_desk import WebDesk
+from services.renderer.web_desk import WebDesk, same_secret
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +41,11 @@ class EditorPages(WebDesk):
         ]
 
     def _editor(self, request: Request) -> bool:
-        return hmac.compare_digest(request.cookies.get(COOKIE, ""), self._session)
+        return same_secret(request.cookies.get(COOKIE, ""), self._session)
 
     async def _form(self, request: Request) -> Any | None:
         form = await request.form()
-        if not hmac.compare_digest(str(form.get("csrf", "")), self._csrf):
+        if not same_secret(str(form.get("csrf", "")), self._csrf):
             return None
         return form
 
@@ -69,7 +68,7 @@ class EditorPages(WebDesk):
     async def login(self, request: Request) -> Response:
         form = await request.form()
         token = str(form.get("token", ""))
-        if not hmac.compare_digest(token, self.settings.admin_token.get_secret_value()):
+        if not same_secret(token, self.settings.admin_token.get_secret_value()):
             log.warning("editor_login_refused")
             return self._page("pages/login.html", "en", 403, title="Editor", error="Wrong token.")
         response = RedirectResponse("/editor", status_code=303)

@@ -22,6 +22,12 @@ from shared.messaging.topology import RENDER_ISSUE
 log = structlog.get_logger(__name__)
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (``compare_digest`` on str
+    raises for it)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 class WebDesk:
     """What every page needs: settings, database, publisher, templates, the issue library."""
 

@@ -84,6 +84,10 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
     async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
         assert 'name="token"' in (await client.get("/editor")).text
         refused = await client.post("/editor/login", data={"token": "wrong"})
+        assert (await client.post("/editor/login", data={"token": "жэтон"})).status_code == 403
+        assert (
+            await client.get("/admin/api/issues", headers={"Authorization": "Bearer я".encode()})
+        ).status_code == 401
         assert refused.status_code == 403
         assert "nl_editor" not in refused.headers.get("set-cookie", "")
         assert (await client.get("/editor/issue/sample-issue")).status_code == 303
