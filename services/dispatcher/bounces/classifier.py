@@ -53,6 +53,7 @@ _ROBOT_LOCALS = re.compile(
     r".*-admin)$",
     re.IGNORECASE,
 )
+_REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|ответ)\s*:", re.IGNORECASE)
 _FEEDBACK_COMPLAINT_TYPES = {"abuse", "fraud", "virus", "other", "complaint", ""}
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To")
 _DIAGNOSTIC_MAX = 500
@@ -318,7 +319,9 @@ def _non_standard(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
     candidates = _failed_recipients_header(parsed, text, ours) or _candidates(text, ours)
     if not candidates and parsed.original is not None and _looks_like_bounce(parsed):
         candidates = [(a, -1) for a in _original_recipients(parsed) if _is_candidate(a, ours)]
-    if not _looks_like_bounce(parsed) and not _plausible_bounce_text(text):
+    if _human_reply(parsed) or (
+        not _looks_like_bounce(parsed) and not _plausible_bounce_text(text)
+    ):
         return [Finding("", "", "", "unknown", "not a bounce, complaint or auto-reply")]
     if not candidates:
         verdict = _verdict(text, text, parsed)
@@ -356,6 +359,16 @@ def _original_recipients(parsed: ParsedBounce) -> list[str]:
         if match:
             return [match.group(1)]
     return _ADDRESS.findall(decoded(original.get("To", "")))[:1]
+
+
+def _human_reply(parsed: ParsedBounce) -> bool:
+    """A person answering a mail ("Re: ...") that merely talks about a failed delivery."""
+    return bool(
+        _REPLY_SUBJECT.match(parsed.subject)
+        and not _is_robot_report(parsed)
+        and not patterns.BOUNCE_SUBJECT.search(parsed.subject)
+        and not status_codes.find_failure(parsed.human_text)
+    )
 
 
 def _plausible_bounce_text(text: str) -> bool:
