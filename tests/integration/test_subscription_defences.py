@@ -375,3 +375,21 @@ async def test_a_broker_refusal_answers_503_and_a_retry_still_gets_its_mail(
         assert again.status_code == 200
         # The failed attempt gave its hourly slot back, so the retry is mailed.
         await tap.wait_for(email, "confirmation")
+
+
+async def test_the_hourly_limit_holds_across_two_replicas_of_the_service(
+    private_amqp_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, postgres_url, tmp_path)
+    email = unique_address("replicas")
+    async with (
+        command_tap(private_amqp_url) as tap,
+        running_app(settings) as (_, first),
+        running_app(settings) as (_, second),
+    ):
+        answers = await asyncio.gather(*(sign_up(client, email) for client in (first, second) * 5))
+        assert {a.status_code for a in answers} == {200}
+        await tap.wait_for(email, "confirmation")
+        await tap.settle(0.5)
+        assert len(tap.for_address(email)) == 1
+        assert await _count(postgres_url, email) == 1
