@@ -137,3 +137,16 @@ def test_the_sample_message_has_no_mime_defects(sample_mails: dict[str, Rendered
     assert b"Content-Language: ru" in data
     assert b"List-Unsubscribe-Post" in data
     assert b"@@NL_" not in data
+
+
+def test_without_spamassassin_the_check_warns_or_fails_as_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    data = sample_message(mail(), sender=SENDER, sample=SAMPLE)
+    optional, required = PreflightReport(language="en"), PreflightReport(language="en")
+    check_spam(optional, data, required=False)
+    check_spam(required, data, required=True)
+    assert optional.ok
+    assert any("apt-get install -y spamassassin" in m for m in messages(optional))
+    assert not required.ok
