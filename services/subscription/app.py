@@ -28,6 +28,7 @@ from services.subscription.metrics import SubscriptionMetrics
 from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
 from services.subscription.rate_limits import SlidingWindowLimiter
+from services.subscription.request_log import RequestLogMiddleware
 from services.subscription.routes import admin_api, bounces, health, links, ops, signup
 from services.subscription.timing import ResponseFloor
 from shared.db.engine import create_engine, session_factory
@@ -125,6 +126,7 @@ def create_app(
     # No automatic trailing-slash redirects: the app never answers with a Location header it
     # did not build itself from its own paths.
     app.router.redirect_slashes = False
+    app.add_middleware(RequestLogMiddleware)
     app.state.settings = settings
     app.state.components = components
     app.state.registry = metrics_registry

@@ -320,6 +320,8 @@ async def test_logs_hold_no_tokens_links_or_whole_addresses(
             await client.get("/confirm?token=garbage")
     assert any(entry["event"] == "signup_stored" for entry in logs)
     assert any(entry["event"] == "unsubscribed" for entry in logs)
+    requests = [entry for entry in logs if entry["event"] == "request_handled"]
+    assert {"/subscribe", "/confirm", "/unsubscribe/one-click"} <= {r["path"] for r in requests}
     secrets = [email, *command.links.values()]
     secrets += [url.split("token=")[1] for url in command.links.values() if "token=" in url]
     dumped = repr(logs)
