@@ -31,18 +31,29 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from services.renderer.errors import IssueFormatError, Problem
+from services.renderer.issue_header import LANGUAGES, header_values, parse_header
+from services.renderer.link_checks import link_problem
 
-LANGUAGES: tuple[str, ...] = ("en", "be", "ru")
-REQUIRED_KEYS: tuple[str, ...] = ("issue", "language", "dates", "subject", "preheader")
 _KEY_SUFFIX = re.compile(r"\s*\{#(?P<key>[a-z0-9][a-z0-9-]{0,62})\}\s*$")
-_DATES = re.compile(r"^(\d{4}-\d{2}-\d{2})\s*\.\.\s*(\d{4}-\d{2}-\d{2})$")
-_MAX_SUBJECT = 150
+
+
+__all__ = [
+    "LANGUAGES",
+    "Article",
+    "IssueEdition",
+    "IssueFolder",
+    "LinkRef",
+    "Section",
+    "link_problem",
+    "markdown",
+    "parse_edition",
+    "parse_sources",
+]
 
 
 def markdown() -> MarkdownIt:
@@ -115,132 +126,20 @@ class IssueEdition:
         return problems
 
 
-def _shown(url: str) -> str:
-    """A URL as problems show it: without its query, which may hold a token."""
-    base, sep, _query = url.partition("?")
-    return base + ("?…" if sep else "")
-
-
-def link_problem(url: str, *, image: bool = False) -> str | None:
-    """Why ``url`` is not an absolute, well-formed link (None when it is)."""
-    shown = _shown(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"link {shown!r} is not a well-formed URL"
-    allowed = {"https", "http"} if image else {"https", "http", "mailto"}
-    if any(c.isspace() for c in url) or not url:
-        return f"link {shown!r} contains spaces or is empty"
-    if parts.scheme not in allowed:
-        if not parts.scheme:
-            return f"link {shown!r} is not absolute (write the full https:// address)"
-        return f"link {shown!r} uses the scheme {parts.scheme!r}, not one of {sorted(allowed)}"
-    if parts.scheme != "mailto" and not parts.hostname:
-        return f"link {shown!r} has no host"
-    return None
-
-
 def parse_edition(text: str, *, file: str) -> IssueEdition:
     """Parse one language file; raise :class:`IssueFormatError` naming every problem."""
     problems: list[Problem] = []
     lines = text.splitlines()
-    header, body_start = _parse_header(lines, file=file, problems=problems)
+    header, body_start = parse_header(lines, file=file, problems=problems)
     if body_start is None:
         raise IssueFormatError(problems)
-    values = _header_values(header, file=file, problems=problems)
+    values = header_values(header, file=file, problems=problems)
     sections = _parse_body(
         "\n".join(lines[body_start:]), file=file, offset=body_start, problems=problems
     )
     if problems:
         raise IssueFormatError(problems)
     return IssueEdition(file=file, sections=sections, **values)  # type: ignore[arg-type]
-
-
-def _parse_header(
-    lines: list[str], *, file: str, problems: list[Problem]
-) -> tuple[dict[str, tuple[int, str]], int | None]:
-    if not lines or lines[0].strip() != "---":
-        problems.append(Problem(file, 1, "the file must start with a '---' metadata header"))
-        return {}, None
-    header: dict[str, tuple[int, str]] = {}
-    for index, raw in enumerate(lines[1:], start=2):
-        if raw.strip() == "---":
-            return header, index
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        key, sep, value = raw.partition(":")
-        key = key.strip().lower()
-        if not sep or not key:
-            problems.append(Problem(file, index, f"header line {raw!r} is not 'key: value'"))
-            continue
-        if key not in REQUIRED_KEYS:
-            problems.append(
-                Problem(
-                    file, index, f"unknown header key {key!r} (known: {', '.join(REQUIRED_KEYS)})"
-                )
-            )
-            continue
-        if key in header:
-            problems.append(Problem(file, index, f"header key {key!r} appears twice"))
-            continue
-        header[key] = (index, value.strip())
-    problems.append(Problem(file, len(lines), "the metadata header is not closed by a '---' line"))
-    return header, None
-
-
-def _header_values(  # noqa: PLR0912 - one branch per header key reads best
-    header: dict[str, tuple[int, str]], *, file: str, problems: list[Problem]
-) -> dict[str, object]:
-    values: dict[str, object] = {
-        "language": "",
-        "number": 0,
-        "date_from": date.min,
-        "date_to": date.min,
-        "subject": "",
-        "preheader": "",
-    }
-    for key in REQUIRED_KEYS:
-        if key not in header or not header[key][1]:
-            line = header[key][0] if key in header else 1
-            problems.append(Problem(file, line, f"the header has no {key!r}"))
-    if "issue" in header and header["issue"][1]:
-        line, raw = header["issue"]
-        if raw.isdigit() and int(raw) > 0:
-            values["number"] = int(raw)
-        else:
-            problems.append(Problem(file, line, f"issue must be a positive number, not {raw!r}"))
-    if "language" in header and header["language"][1]:
-        line, raw = header["language"]
-        expected = Path(file).stem
-        if raw not in LANGUAGES:
-            problems.append(Problem(file, line, f"language {raw!r} is not one of {LANGUAGES}"))
-        elif expected in LANGUAGES and raw != expected:
-            problems.append(Problem(file, line, f"language {raw!r} does not match the file name"))
-        values["language"] = raw
-    if "dates" in header and header["dates"][1]:
-        line, raw = header["dates"]
-        match = _DATES.match(raw)
-        try:
-            if match is None:
-                raise ValueError(raw)
-            start, end = date.fromisoformat(match[1]), date.fromisoformat(match[2])
-        except ValueError:
-            problems.append(
-                Problem(file, line, f"dates must look like 2021-12-13 .. 2021-12-19, not {raw!r}")
-            )
-        else:
-            if end < start:
-                problems.append(Problem(file, line, "the date range ends before it starts"))
-            values["date_from"], values["date_to"] = start, end
-    for key in ("subject", "preheader"):
-        if key in header:
-            line, raw = header[key]
-            if len(raw) > _MAX_SUBJECT:
-                problems.append(
-                    Problem(file, line, f"{key} is {len(raw)} characters (at most {_MAX_SUBJECT})")
-                )
-            values[key] = raw
-    return values
 
 
 def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branch per kind

@@ -11,8 +11,8 @@ from email.headerregistry import Address
 from html.parser import HTMLParser
 
 from services.renderer.fill import PER_RECIPIENT, FillPlan, recipient_values, unresolved_markers
-from services.renderer.issue import link_problem
 from services.renderer.lines import SMTP_LINE_LIMIT, longest_line
+from services.renderer.link_checks import link_problem
 from services.renderer.mime import build_message
 from services.renderer.render import RenderedMail
 from services.renderer.spam import SpamCheckUnavailable, spam_score
