@@ -278,6 +278,8 @@ async def test_a_dsn_from_the_mta_suppresses_the_subscriber(running: Running) ->
         subscriber.id,
     )
     assert decision.status == "5.1.1"
+    assert subscriber.email not in decision.diagnostic  # quoted address kept masked only
+    assert "Recipient address rejected" in decision.diagnostic
     assert "mta.example.net" in decision.evidence  # the DSN's Message-ID: where it came from
     archived = Path(decision.evidence.split("file=")[1].split(" ")[0])
     assert b"Final-Recipient: rfc822; " + subscriber.email.encode() in await asyncio.to_thread(

@@ -6,6 +6,7 @@ same transaction as its effect, so a redelivered event is recognised and changes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from services.subscription.feedback.policy import (
     next_soft_score,
     soft_suppresses,
 )
-from shared.addresses import address_domain, address_hash
+from shared.addresses import address_domain, address_hash, mask_email
 from shared.db.tables import (
     BounceDecision,
     ConsentRecord,
@@ -36,6 +37,13 @@ class Outcome:
     decision: str  # suppressed|scored|recorded|unsubscribed|duplicate
     reason: str
     subscriber_id: int | None
+
+
+def without_address(text: str, address: str) -> str:
+    """Diagnostics often quote the address; keep them as evidence without it (erasure-safe)."""
+    if not address:
+        return text
+    return re.sub(re.escape(address), mask_email(address), text, flags=re.IGNORECASE)
 
 
 async def already_applied(session: AsyncSession, event_id: str) -> bool:
@@ -138,7 +146,8 @@ async def apply_bounce(
     email_hash = address_hash(event.recipient)
     domain = address_domain(event.recipient)
     subscriber = await _subscriber(session, email_hash=email_hash, subscriber_id=None)
-    detail = f"{event.status} {event.diagnostic}".strip()[:500]
+    diagnostic = without_address(event.diagnostic, event.recipient)
+    detail = f"{event.status} {diagnostic}".strip()[:500]
     match event.bounce_class:
         case "hard":
             await suppress(
@@ -177,7 +186,7 @@ async def apply_bounce(
             bounce_class=event.bounce_class,
             status=event.status,
             action=event.action,
-            diagnostic=event.diagnostic,
+            diagnostic=diagnostic,
             source=event.source,
             evidence=event.evidence,
             decision=decision,
