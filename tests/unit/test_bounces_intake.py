@@ -250,3 +250,16 @@ async def test_one_report_read_over_smtp_and_imap_is_one_event() -> None:
     [smtp] = await intake.handle_mail(data, source="smtp")
     [imap] = await intake.handle_mail(data, source="imap")
     assert smtp.message_id == imap.message_id
+
+
+def test_archived_reports_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
+    import os
+
+    from services.dispatcher.bounces.intake import archive_report, prune_archive
+
+    old = archive_report(tmp_path, b"old report")
+    new = archive_report(tmp_path, b"new report")
+    os.utime(old, (1_000_000, 1_000_000))
+    assert prune_archive(tmp_path, keep_days=30) == 1
+    assert not old.exists()
+    assert new.read_bytes() == b"new report"

@@ -90,6 +90,22 @@ def safe_address(address: str) -> str | None:
     return address
 
 
+def prune_archive(directory: Path, *, keep_days: int) -> int:
+    """Delete archived reports (they quote addresses) older than ``keep_days``; returns count."""
+    if not directory.is_dir():
+        return 0
+    cutoff = datetime.now(UTC).timestamp() - keep_days * 86400
+    removed = 0
+    for path in directory.glob("*/*.eml"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    for folder in directory.iterdir():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
+
+
 class BounceIntake:
     """Classifies reports and publishes one event per recipient."""
 

@@ -9,8 +9,9 @@ optionally polls an IMAP mailbox. Everything is closed in ``finally``.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -25,6 +26,7 @@ from services.dispatcher.bounces.intake import (
     DeliveryInfo,
     DeliveryLookup,
     DeliveryMarker,
+    prune_archive,
 )
 from services.dispatcher.bounces.metrics import BounceMetrics
 from services.dispatcher.bounces.settings import BouncesSettings
@@ -71,6 +73,15 @@ def delivery_marker(sessions: async_sessionmaker[AsyncSession]) -> DeliveryMarke
     return mark
 
 
+async def _prune_daily(directory: Path, *, keep_days: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        removed = await asyncio.to_thread(prune_archive, directory, keep_days=keep_days)
+        if removed:
+            log.info("bounce_archive_pruned", removed=removed)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=24 * 3600)
+
+
 async def run(
     settings: BouncesSettings,
     *,
@@ -92,13 +103,19 @@ async def run(
         publisher = await Publisher.open(connection)
         stack.push_async_callback(publisher.close)
         secret = settings.secret_key.get_secret_value()
+        archive = settings.var_dir / "bounces"
+        if settings.bounces_archive_days > 0:
+            pruner = asyncio.create_task(
+                _prune_daily(archive, keep_days=settings.bounces_archive_days, stop=stop)
+            )
+            stack.push_async_callback(asyncio.wait_for, pruner, 10)
         intake = BounceIntake(
             publisher=publisher,
             secret_key=secret,
             metrics=BounceMetrics(registry),
             lookup=delivery_lookup(sessions),
             marker=delivery_marker(sessions),
-            archive_dir=settings.var_dir / "bounces",
+            archive_dir=archive if settings.bounces_archive_days > 0 else None,
         )
         handler = ReturnPathHandler(
             intake=intake,

@@ -23,6 +23,7 @@ class BouncesSettings(Settings):
     bounces_webhook_token: SecretStr = SecretStr("")  # ?token= for Postmark and SendGrid
     bounces_imap_url: str = ""  # imaps://user:password@host/INBOX ; empty disables polling
     bounces_imap_interval_s: float = 60.0
+    bounces_archive_days: int = 30  # raw reports kept as evidence; 0 keeps none
 
     @property
     def accept_locals(self) -> frozenset[str]:
