@@ -47,6 +47,11 @@ _SENDER_CONTEXT = re.compile(
     r"\b(?:mail|message|messages|sent|sender)\s+from\s*:?\s*[<\"']?$|\bsender\s*:?\s*[<\"']?$",
     re.IGNORECASE,
 )
+_HINT_CONTEXT = re.compile(
+    r"\b(?:try|contact|write\s+to|forward(?:ed)?\s+to|new\s+address(?:\s+is)?|"
+    r"emailing(?:\s+to)?|reach\s+\w+\s+at)\s*:?\s*[<\"']?$",
+    re.IGNORECASE,
+)
 _ROBOT_LOCALS = re.compile(
     r"^(?:mailer-?daemon|postmaster|root|abuse|no-?reply|do-?not-?reply|bounces?(?:\+.*)?|"
     r"unsubscribe\+.*|double-bounce|.*-bounces(?:\+.*)?|owner-.*|.*-owner|.*-request|"
@@ -305,6 +310,8 @@ def _candidates(text: str, ours: set[str]) -> list[tuple[str, int]]:
         before = text[line_start : match.start()]
         if _SENDER_CONTEXT.search(before):
             continue  # "not accepting mail from <us>": the sender, not a recipient
+        if _HINT_CONTEXT.search(before):
+            continue  # "please try <new address>": a hint, not the failed recipient
         if _HEADERISH.match(text[line_start : line_start + 40]):
             headerish.append((address, match.start()))
         elif not before.strip() or _STRONG_CONTEXT.search(before):
