@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from services.subscription.body_limit import BodyLimitMiddleware
 from services.subscription.components import Components
 from services.subscription.feedback.consumer import FeedbackConsumer
 from services.subscription.form_guard import CsrfGuard, TimeTrap
@@ -126,6 +127,7 @@ def create_app(
     # No automatic trailing-slash redirects: the app never answers with a Location header it
     # did not build itself from its own paths.
     app.router.redirect_slashes = False
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
     app.state.settings = settings
     app.state.components = components

@@ -395,3 +395,24 @@ async def test_the_hourly_limit_holds_across_two_replicas_of_the_service(
         await tap.settle(0.5)
         assert len(tap.for_address(email)) == 1
         assert await _count(postgres_url, email) == 1
+
+
+async def test_oversized_bodies_are_refused_before_they_are_read(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    async with running_app(settings) as (_, client):
+        huge = b"email=" + b"a" * (200 * 1024)
+        answer = await client.post(
+            "/subscribe",
+            content=huge,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 413
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(100):
+                yield b"List-Unsubscribe=One-Click&" + b"x" * 4096
+
+        streamed = await client.post("/unsubscribe/one-click?token=x", content=chunks())
+        assert streamed.status_code == 400
