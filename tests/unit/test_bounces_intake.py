@@ -263,3 +263,13 @@ def test_archived_reports_older_than_the_retention_are_pruned(tmp_path: Path) ->
     assert prune_archive(tmp_path, keep_days=30) == 1
     assert not old.exists()
     assert new.read_bytes() == b"new report"
+
+
+async def test_an_unwritable_archive_does_not_lose_the_bounce(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the archive folder should be")
+    publisher = FakePublisher()
+    intake = BounceIntake(publisher=publisher, secret_key=SECRET, archive_dir=blocker)
+    [event] = await intake.handle_mail((CORPUS / "flufl/dsn_11.txt").read_bytes())
+    assert isinstance(event, BounceReceived)
+    assert "file=" not in event.evidence

@@ -140,8 +140,11 @@ class BounceIntake:
         message_id = decoded(parse(data).message.get("Message-ID", "")) or event_id(data)
         evidence = message_id
         if self._archive is not None:
-            path = await asyncio.to_thread(archive_report, self._archive, data)
-            evidence = f"{message_id} file={path}"
+            try:
+                path = await asyncio.to_thread(archive_report, self._archive, data)
+                evidence = f"{message_id} file={path}"
+            except OSError as err:  # evidence is best effort; the bounce itself must go on
+                log.warning("bounce_archive_failed", error=str(err)[:200])
         return await self.publish_findings(
             findings, source=source, evidence=evidence, event_key=message_id
         )
