@@ -273,3 +273,29 @@ async def test_an_unwritable_archive_does_not_lose_the_bounce(tmp_path: Path) ->
     [event] = await intake.handle_mail((CORPUS / "flufl/dsn_11.txt").read_bytes())
     assert isinstance(event, BounceReceived)
     assert "file=" not in event.evidence
+
+
+async def test_the_receiver_answers_451_when_the_intake_fails_so_the_mta_retries() -> None:
+    from aiosmtpd.smtp import Envelope
+
+    from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler
+
+    async def broken_lookup(_: int) -> DeliveryInfo | None:
+        raise ConnectionError("database down")
+
+    rp = verp.return_path(secret_key=SECRET, delivery_id=3, domain="lists.example.org")
+    envelope = Envelope()
+    envelope.rcpt_tos = [rp]
+    envelope.content = dsn_to(rp, "gone@example.com")
+    for intake in (
+        BounceIntake(publisher=FakePublisher(), secret_key=SECRET, lookup=broken_lookup),
+        BounceIntake(publisher=FakePublisher(fail=True), secret_key=SECRET),
+    ):
+        handler = ReturnPathHandler(
+            intake=intake,
+            secret_key=SECRET,
+            domain="lists.example.org",
+            accept_locals=frozenset(),
+        )
+        reply = await handler.handle_DATA(None, None, envelope)  # type: ignore[arg-type]
+        assert reply.startswith("451 ")

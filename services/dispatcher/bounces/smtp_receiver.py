@@ -71,6 +71,9 @@ class ReturnPathHandler:
         except IntakeUnavailable as err:
             log.warning("bounce_intake_unavailable", error=str(err))
             return "451 4.3.0 Temporary failure, try again later"
+        except Exception:  # database down, ...: never a 5xx that would make the MTA give up
+            log.exception("bounce_intake_failed")
+            return "451 4.3.0 Temporary failure, try again later"
         return f"250 2.0.0 OK: {len(events)} event(s)"
 
 
