@@ -101,7 +101,8 @@ class BounceDecision(SQLModel, table=True):
     email_hash: str = Field(max_length=64, index=True)
     email_domain: str = Field(default="", max_length=255, index=True)
     language: str | None = Field(default=None, max_length=8)
-    bounce_class: str = Field(max_length=16)  # hard|soft|policy|complaint|delayed|auto-reply|unknown
+    # hard|soft|policy|complaint|delayed|auto-reply|unknown, or "unsubscribe" (mailto, providers)
+    bounce_class: str = Field(max_length=16)
     status: str = Field(default="", max_length=16)  # RFC 3463 status, e.g. 5.1.1
     action: str = Field(default="", max_length=16)
     diagnostic: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
