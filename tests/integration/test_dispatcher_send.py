@@ -110,5 +110,6 @@ async def test_every_active_subscriber_of_each_segment_gets_one_copy_in_its_lang
     assert html_part is not None
     assert "@@NL_" not in text_part.get_content() + html_part.get_content()
     assert "/unsubscribe?token=" in text_part.get_content()
+    assert dispatch_seed.LEADING_DOT_LINE in text_part.get_content().splitlines()
     assert ru in html_part.get_content()
     assert max(len(line) for line in by_rcpt[ru].data.split(b"\r\n")) < 998

@@ -27,6 +27,8 @@ SUBJECTS = {
     "be": "Штотыднёвы дайджэст: што здарылася",
     "ru": "Еженедельный дайджест: что случилось",
 }
+# SMTP ends the data at a line holding a single dot: lines that start with one must be stuffed.
+LEADING_DOT_LINE = ".NET developers: see the last item."
 PARAGRAPH = {
     "en": "The council met on Tuesday and agreed the budget for the new library. ",
     "be": "Рада сабралася ў аўторак і зацвердзіла бюджэт новай бібліятэкі. ",
@@ -48,7 +50,7 @@ def edition_html(language: str, *, paragraphs: int = 20) -> str:
 def edition_text(language: str, *, paragraphs: int = 20) -> str:
     body = "\n\n".join(PARAGRAPH[language] * 12 for _ in range(paragraphs))
     return (
-        f"{SUBJECTS[language]}\n\n{body}\n\n"
+        f"{SUBJECTS[language]}\n\n{body}\n\n{LEADING_DOT_LINE}\n\n"
         f"Unsubscribe:\n{placeholders.UNSUBSCRIBE_URL}\n"
         f"Preferences:\n{placeholders.PREFERENCES_URL}\n"
     )
