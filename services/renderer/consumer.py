@@ -113,7 +113,6 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         fallbacks=command.fallbacks,
         pages_url=deps.pages_url,
         send_id=command.send_id,
-        test=command.test_to is not None,
     )
     rows: list[Edition] = []
     for segment, timed in rendered.items():

@@ -37,9 +37,13 @@ def render_plan(
     fallbacks: Mapping[str, str],
     pages_url: str,
     send_id: str,
-    test: bool = False,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
-    """Plan the send (refusing missing editions) and render each segment's edition once."""
+    """Plan the send (refusing missing editions) and render each segment's edition once.
+
+    A test send renders the same editions: the dispatcher prefixes "[TEST]" to the subject of
+    each mail it sends for a ``PlanSend.test_to`` (services/dispatcher/composer.py), and the
+    ``edition`` rows are marked ``is_test`` (kept out of the archive and feeds).
+    """
     plan = plan_send(editions, segments=segments, fallbacks=fallbacks)
     rendered: dict[str, TimedMail] = {}
     for segment, language in plan.editions.items():
@@ -48,7 +52,6 @@ def render_plan(
             segment=segment,
             view_url=view_url(pages_url, segment=segment, send_id=send_id),
             archive_url=archive_url(pages_url, segment=segment),
-            test=test,
         )
         mail = render_edition(templates, editions[language], context=context)
         rendered[segment] = TimedMail(mail, time.perf_counter() - started)
@@ -63,7 +66,6 @@ async def render_plan_async(
     fallbacks: Mapping[str, str],
     pages_url: str,
     send_id: str,
-    test: bool = False,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
     """:func:`render_plan` off the event loop (Jinja2 and premailer are CPU-bound)."""
     return await asyncio.to_thread(
@@ -74,5 +76,4 @@ async def render_plan_async(
         fallbacks=fallbacks,
         pages_url=pages_url,
         send_id=send_id,
-        test=test,
     )

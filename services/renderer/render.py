@@ -28,7 +28,6 @@ from services.renderer.lines import wrap_html
 from services.renderer.plaintext import Footnotes, blocks_text, inline_text, wrap
 from shared.messaging import placeholders
 
-TEST_PREFIX = "[TEST] "
 IMAGE_WIDTH = 552  # the 600 px container less its padding
 
 SUBJECTS: dict[str, str] = {
@@ -102,7 +101,6 @@ class EditionContext:
     segment: str
     view_url: str = ""
     archive_url: str = ""
-    test: bool = False
 
 
 def edition_context(
@@ -141,7 +139,7 @@ def edition_context(
     if context.segment != language:
         name = Locale.parse(context.segment).languages.get(language, language)
         fallback_note = templates.gettext(context.segment, FALLBACK_NOTE, language=name)
-    subject = (TEST_PREFIX if context.test else "") + edition.subject
+    subject = edition.subject
     return {
         "lang": language,
         "segment": context.segment,

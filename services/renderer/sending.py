@@ -88,7 +88,6 @@ def prepare_send(
         fallbacks=fallbacks,
         pages_url=settings.pages_url,
         send_id=send_id,
-        test=test_to is not None,
     )
     sample = sample_for(settings)
     # SpamAssassin is a process of about a second per edition: run the editions side by side.

@@ -174,7 +174,9 @@ async def test_a_redelivered_issue_command_stores_its_editions_once(
     assert len(await editions_of(settings.database_url, command.send_id)) == 3
 
 
-async def test_a_test_send_is_marked_and_prefixed(settings: Settings, tmp_path: Path) -> None:
+async def test_a_test_send_is_marked_and_left_to_the_dispatcher_to_prefix(
+    settings: Settings, tmp_path: Path
+) -> None:
     command = render_issue(test_to="editor@example.org", segments=["ru"])
     async with running_renderer(settings, tmp_path) as renderer:
         await publish(renderer, command, RENDER_ISSUE)
@@ -187,7 +189,7 @@ async def test_a_test_send_is_marked_and_prefixed(settings: Settings, tmp_path: 
     assert decode(PlanSend, found[0].body).test_to == "editor@example.org"
     (row,) = await editions_of(settings.database_url, command.send_id)
     assert row.is_test
-    assert row.subject.startswith("[TEST] ")
+    assert not row.subject.startswith("[TEST]"), "the dispatcher adds the prefix once"
 
 
 @pytest.mark.parametrize(

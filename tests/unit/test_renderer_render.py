@@ -97,15 +97,15 @@ def test_a_fallback_edition_carries_a_note_in_the_segment_language(
     assert "Гэты выпуск яшчэ не перакладзены на вашу мову" in " ".join(mail.text.split())
 
 
-def test_a_test_send_prefixes_the_subject(
+def test_the_subject_is_the_issue_subject_as_written(
     templates: Templates, editions: dict[str, object]
 ) -> None:
     mail = render_edition(
         templates,
         editions["en"],
-        context=EditionContext(segment="en", test=True),  # type: ignore[arg-type]
+        context=EditionContext(segment="en"),  # type: ignore[arg-type]
     )
-    assert mail.subject == "[TEST] Minsk tries to get off the Russian escalation train"
+    assert mail.subject == "Minsk tries to get off the Russian escalation train"
 
 
 def test_issue_text_is_escaped_in_html(templates: Templates) -> None:
