@@ -7,8 +7,10 @@ Integration tests take ``amqp_url``, ``postgres_url``, ``sqlite_url`` or ``datab
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -17,6 +19,19 @@ from shared.db.migrate import upgrade
 from shared.messaging.topology import connect, declare_topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
+
+T = TypeVar("T")
+
+
+def _off_thread(function: Callable[..., T], *args: object) -> T:
+    """Run set-up that owns an event loop (Alembic's env, asyncio.run) on a thread of its own,
+    so that it never replaces the loop pytest-asyncio set for this thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
+def _migrate(url: str) -> None:
+    _off_thread(upgrade, url)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +47,7 @@ def amqp_url() -> Iterator[str]:
         finally:
             await connection.close()
 
-    asyncio.run(declare())
+    _off_thread(asyncio.run, declare())
     try:
         yield url
     finally:
@@ -42,18 +57,18 @@ def amqp_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for the session."""
-    name, url = asyncio.run(infra.create_database())
-    upgrade(url)
+    name, url = _off_thread(asyncio.run, infra.create_database())
+    _migrate(url)
     try:
         yield url
     finally:
-        asyncio.run(infra.drop_database(name))
+        _off_thread(asyncio.run, infra.drop_database(name))
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'newsletter.db'}"
-    upgrade(url)
+    _migrate(url)
     return url
 
 
