@@ -83,6 +83,9 @@ class SmtpPool:
                     self._all.discard(client)
                 client = self._client()
                 await client.connect()
+                if client.last_ehlo_response is None:
+                    # connect() greets only when it negotiates STARTTLS or AUTH; MAIL needs it.
+                    await client.ehlo()
                 self._all.add(client)
             phase = "mail"
             outcome = await self._transaction(
