@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiormq.exceptions import AMQPError
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -25,7 +26,7 @@ from services.renderer.sending import PreparedSend, prepare_send, sample_for
 from services.renderer.settings import RendererSettings
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, Send, SendStatus
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.topology import RENDER_ISSUE, connect
 
 Echo = Callable[[str], None]
@@ -203,7 +204,10 @@ def send_issue(
     )
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
-    asyncio.run(publish_send(prepared, settings=settings))
+    try:
+        asyncio.run(publish_send(prepared, settings=settings))
+    except (OSError, AMQPError, PublishError) as err:
+        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
     plan = ", ".join(f"{seg}<-{lang}" for seg, lang in prepared.plan.editions.items())
     echo(f"send {prepared.command.send_id} requested")
     echo(

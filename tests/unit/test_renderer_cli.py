@@ -132,3 +132,9 @@ def test_bench_render_prints_its_figures_as_json(runner: CliRunner) -> None:
     assert figures["fill_per_recipient_us"] > 0
     assert figures["full_render_per_recipient_ms"] > 0
     assert set(figures["html_bytes"]) == {"en", "be", "ru"}
+
+
+def test_send_says_so_when_the_broker_cannot_be_reached(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["issue", "send", str(SAMPLE), "--no-spam"], env=ENV)
+    assert result.exit_code == 2
+    assert "the broker did not take the send request" in result.output
