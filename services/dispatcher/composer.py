@@ -12,13 +12,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-import dkim
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import mime
+from services.dispatcher.dkim_signing import DkimSigner
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.settings import DispatcherSettings
 from shared import verp
@@ -81,9 +81,17 @@ class Composer:
         self._secret = settings.secret_key.get_secret_value()
         self._sender = settings.sender
         self._domain = settings.return_path_domain
-        self._dkim_key = settings.dkim_key
-        self._dkim_domain = (settings.dkim_domain or self._sender.domain).encode()
-        self._dkim_selector = settings.dkim_selector.encode()
+        key = settings.dkim_key
+        self._dkim = (
+            None
+            if key is None
+            else DkimSigner(
+                private_key=key,
+                selector=settings.dkim_selector,
+                domain=settings.dkim_domain or self._sender.domain,
+                headers=DKIM_HEADERS,
+            )
+        )
 
     def from_header(self, language: str) -> str:
         name = self._sender.display_name
@@ -135,17 +143,9 @@ class Composer:
 
     def render(self, template: mime.MessageTemplate, values: dict[str, str]) -> bytes:
         data = template.render(values)
-        if self._dkim_key is None:
+        if self._dkim is None:
             return data
-        signature = dkim.sign(
-            data,
-            self._dkim_selector,
-            self._dkim_domain,
-            self._dkim_key,
-            include_headers=list(DKIM_HEADERS),
-            linesep=b"\r\n",
-        )
-        return bytes(signature) + data
+        return self._dkim.sign(data) + data
 
 
 class EditionCache:

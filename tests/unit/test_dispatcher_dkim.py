@@ -39,7 +39,9 @@ def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(tmp_path: 
     )
     composer = Composer(settings=settings)
     template = mime.build_template(
-        envelope=composer.envelope(subject="Дайджэст", language="be", campaign="c"),
+        envelope=composer.envelope(
+            subject="Дайджэст: " + "навіны тыдня " * 12, language="be", campaign="c"
+        ),
         text=f"Прывітанне\n.a line that starts with a dot\n{placeholders.UNSUBSCRIBE_URL}\n",
         html_body=f'<p>Прывітанне</p><a href="{placeholders.UNSUBSCRIBE_URL}">x</a>',
     )

