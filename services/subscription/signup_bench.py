@@ -11,6 +11,7 @@ confirmation command per address was queued, and prints signups/s and latency pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -74,7 +75,7 @@ class BenchReport:
                 f"p99 {self.percentile(0.99) * 1000:.0f} ms, "
                 f"max {max(self.latencies_s) * 1000:.0f} ms, "
                 f"mean {statistics.fmean(self.latencies_s) * 1000:.0f} ms",
-                f"answers: {dict(sorted(self.statuses.items()))}",
+                f"answers (0 = no answer): {dict(sorted(self.statuses.items()))}",
                 f"stored: {self.stored} subscribers, {self.distinct} distinct addresses "
                 f"(expected {self.count}); confirmation commands queued: {self.commands}",
                 f"responsiveness: /healthz max {self.healthz_max_s * 1000:.0f} ms over "
@@ -228,17 +229,23 @@ async def _fire(
         async def one(address: str) -> None:
             async with gate:
                 started = time.perf_counter()
-                answer = await client.post(
-                    "/subscribe", data={**parser.fields, "email": address, "languages": "en"}
-                )
+                try:
+                    answer = await client.post(
+                        "/subscribe", data={**parser.fields, "email": address, "languages": "en"}
+                    )
+                except httpx.HTTPError:
+                    code = 0  # no answer at all: counted, reported, never hidden
+                else:
+                    code = answer.status_code
                 latencies.append(time.perf_counter() - started)
-                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+                statuses[code] = statuses.get(code, 0) + 1
 
         async def probe() -> None:
             async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as prober:
                 while not done.is_set():
                     started = time.perf_counter()
-                    await prober.get("/healthz")
+                    with contextlib.suppress(httpx.HTTPError):
+                        await prober.get("/healthz")
                     health.append(time.perf_counter() - started)
                     await asyncio.sleep(0.25)
 
@@ -264,7 +271,17 @@ async def _fire(
         healthz_max_s=max(health, default=0.0),
         healthz_probes=len(health),
     )
-    if statuses != {200: len(posts)}:
+    _judge(report, posts=len(posts), process=process)
+    return report
+
+
+def _judge(report: BenchReport, *, posts: int, process: subprocess.Popen[bytes]) -> None:
+    """Fill ``report.problems``; raise :class:`BenchFailed` if there is any."""
+    statuses, stored, distinct = report.statuses, report.stored, report.distinct
+    count, commands = report.count, report.commands
+    if process.poll() is not None:
+        report.problems.append(f"the service process exited with {process.returncode}")
+    if statuses != {200: posts}:
         report.problems.append(f"not every post was answered 200: {statuses}")
     if stored != count or distinct != count:
         report.problems.append(f"stored {stored} rows / {distinct} addresses, expected {count}")
@@ -272,7 +289,6 @@ async def _fire(
         report.problems.append(f"{commands} confirmation commands queued, expected {count}")
     if report.problems:
         raise BenchFailed(str(report) + "\n" + "\n".join(report.problems))
-    return report
 
 
 async def _count_stored(database_url: str, pattern: str) -> tuple[int, int]:
