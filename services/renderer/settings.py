@@ -14,10 +14,13 @@ class RendererSettings(Settings):
     """``NEWSLETTER_ARCHIVE_URL``: public base URL of the view-in-browser, archive and feed pages
     (served by the renderer on ``renderer_probe_port``); empty means ``http://host:port``.
     ``NEWSLETTER_ISSUES_DIR``: where the editor page finds issue folders and stores uploads.
+    ``NEWSLETTER_PREFLIGHT_SPAM``: whether sends started from the editor page and the admin API
+    run SpamAssassin first (about a second per edition; the CLI has ``--spam/--no-spam``).
     """
 
     archive_url: str = ""
     issues_dir: Path = Path("./deploy")
+    preflight_spam: bool = True
 
     @field_validator("archive_url")
     @classmethod

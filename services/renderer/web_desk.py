@@ -67,6 +67,7 @@ class WebDesk:
             segments=segments,
             fallbacks=fallbacks,
             test_to=test_to,
+            spam=self.settings.preflight_spam,
         )
 
     async def _start(self, prepared: PreparedSend) -> None:

@@ -52,6 +52,7 @@ async def running_renderer(settings: Settings, tmp_path: Path) -> AsyncIterator[
         renderer_probe_port=free_port(),
         issues_dir=ROOT / "deploy",
         var_dir=tmp_path,
+        preflight_spam=False,  # SpamAssassin is tested on its own; here it only costs seconds
     )
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(config, stop=stop))
