@@ -114,7 +114,8 @@ def blocks_text(  # noqa: PLR0912 - one branch per token kind
     previous_item = False
     for text, is_item in blocks:
         if out and not (is_item and previous_item):
-            out.append("")
+            # Inside a quote the blank line keeps its ">" so the quote reads as one.
+            out.append(">" if text.startswith(">") and out[-1].startswith(">") else "")
         out.append(text)
         previous_item = is_item
     return "\n".join(out)

@@ -15,6 +15,8 @@ and [the first again](https://example.org/one).
 2. two
 
 > A quoted sentence.
+>
+> Its second paragraph.
 
 ![A map of the region](https://example.org/map.png)
 
@@ -34,7 +36,7 @@ def test_blocks_become_readable_text_with_numbered_footnotes() -> None:
     assert "* first item" in text
     assert "\n* second item" in text
     assert "1. one\n2. two" in text
-    assert "> A quoted sentence." in text
+    assert "> A quoted sentence.\n>\n> Its second paragraph." in text
     assert "[Image: A map of the region]" in text
     assert "A subheading\n------------" in text
     assert all(len(line) <= 72 for line in text.splitlines())
