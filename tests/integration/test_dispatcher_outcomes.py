@@ -21,6 +21,7 @@ from shared.messaging.schemas import (
     DeliverIssue,
     DeliverTransactional,
     PlanSend,
+    SendControlled,
     decode,
 )
 from shared.messaging.topology import (
@@ -29,6 +30,7 @@ from shared.messaging.topology import (
     DELIVER_TRANSACTIONAL,
     EVENTS,
     PLAN_SEND,
+    SEND_CONTROLLED,
     connect,
 )
 from tests.support import dispatch_seed, infra
@@ -240,7 +242,7 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
             database_url=sqlite_url,
             smtp_url=mta.url,
             tmp_path=tmp_path,
-            dispatch_rate_limit=10.0,  # slow enough to pause in the middle
+            dispatch_rate_limit=5.0,  # slow enough to pause in the middle
         )
         async with dispatch_seed.RunningDispatcher(settings):
             await dispatch_seed.publish(
@@ -250,6 +252,12 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
             )
             await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
             await sends_module.set_status(sessions, send_id=send_id, action="pause")
+            await dispatch_seed.publish(
+                vhost_url,
+                SendControlled(send_id=send_id, action="pause"),
+                routing_key=SEND_CONTROLLED,
+                exchange=EVENTS,
+            )
             await asyncio.sleep(2.0)  # the status cache expires; in-flight work settles
             during_pause = len(mta.handler.accepted)
             await asyncio.sleep(2.0)
