@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +27,7 @@ import typer
 
 from newsletter_cli.broker import BrokerUnavailable, drop_vhost, ensure_broker, private_vhost_url
 from newsletter_cli.forms import Form, post_forms
-from newsletter_cli.mail_checks import problems_of
+from newsletter_cli.mail_checks import kind_of, problems_of
 from newsletter_cli.mailbox_reader import StoredMail, read_maildir
 from newsletter_cli.processes import ServiceFailed, ServiceProcess, free_port
 from newsletter_cli.smtp_sink import SmtpSink
@@ -226,9 +227,13 @@ def _report(run: DemoRun) -> None:
     failures: list[str] = []
     for lang, address in READERS:
         own = [mail for mail in mails if address in mail.recipient]
-        say(f"   [{lang}] 1 subscriber ({address}): {len(own)} mails")
+        kinds = Counter(kind_of(mail) for mail in own)
+        summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        say(f"   [{lang}] 1 subscriber ({address}): {len(own)} mails ({summary})")
         for mail in own:
-            say(f"        {mail.language or '?':2}  {mail.subject!r:70.70}  {mail.path}")
+            say(
+                f"        {kind_of(mail):12} {mail.language or '?':2}  {mail.subject!r:60.60}  {mail.path}"
+            )
             failures += [f"{mail.path}: {problem}" for problem in problems_of(mail, lang)]
     say(f"   {len(mails)} mails in {run.maildir}/ (Maildir: new/ holds one file per mail)")
     if failures:

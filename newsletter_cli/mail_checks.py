@@ -10,6 +10,19 @@ REQUIRED_HEADERS = ("Message-ID", "Date", "From", "To", "Subject")
 _HTML_LANG = re.compile(r"<html[^>]*\blang=[\"']?([a-zA-Z-]+)", re.IGNORECASE)
 
 
+TRANSACTIONAL_KINDS = ("confirmation", "welcome", "goodbye")
+
+
+def kind_of(mail: StoredMail) -> str:
+    """``confirmation``, ``welcome``, ``goodbye`` or ``issue``, from the mail's Feedback-ID.
+
+    The dispatcher puts the campaign first in ``Feedback-ID`` (``<campaign>:<language>:...``):
+    a transactional kind for transactional mail, the send's id for an issue.
+    """
+    campaign = str(mail.message["Feedback-ID"] or "").split(":", 1)[0]
+    return campaign if campaign in TRANSACTIONAL_KINDS else "issue"
+
+
 def problems_of(mail: StoredMail, language: str) -> list[str]:
     """Every way ``mail`` falls short of a well-formed mail in ``language`` (empty: none)."""
     message = mail.message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter_cli.mail_checks import problems_of
+from newsletter_cli.mail_checks import kind_of, problems_of
 from newsletter_cli.mailbox_reader import read_maildir
 
 pytestmark = pytest.mark.e2e
@@ -53,13 +53,10 @@ def test_demo_delivers_a_confirmation_and_an_issue_to_each_reader_in_their_langu
     mails = read_maildir(tmp_path / "mail")
     for language, address in READERS.items():
         own = [mail for mail in mails if address in mail.recipient]
-        confirmations = [m for m in own if m.links("/confirm?token=")]
-        issues = [
-            m
-            for m in own
-            if m.message["List-Unsubscribe-Post"] is not None and not m.links("/confirm?token=")
-        ]
+        confirmations = [m for m in own if kind_of(m) == "confirmation"]
+        issues = [m for m in own if kind_of(m) == "issue"]
         assert len(confirmations) == 1, f"{language}: {len(confirmations)} confirmation mails"
+        assert confirmations[0].links("/confirm?token="), f"{language}: no confirm link"
         assert len(issues) == 1, f"{language}: {len(issues)} issue mails"
         for mail in own:
             assert problems_of(mail, language) == [], f"{mail.path}: {problems_of(mail, language)}"
