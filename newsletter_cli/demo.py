@@ -231,9 +231,8 @@ def _report(run: DemoRun) -> None:
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
         say(f"   [{lang}] 1 subscriber ({address}): {len(own)} mails ({summary})")
         for mail in own:
-            say(
-                f"        {kind_of(mail):12} {mail.language or '?':2}  {mail.subject!r:60.60}  {mail.path}"
-            )
+            label = f"{kind_of(mail):12} {mail.language or '?':2}"
+            say(f"        {label}  {mail.subject!r:60.60}  {mail.path}")
             failures += [f"{mail.path}: {problem}" for problem in problems_of(mail, lang)]
     say(f"   {len(mails)} mails in {run.maildir}/ (Maildir: new/ holds one file per mail)")
     if failures:
