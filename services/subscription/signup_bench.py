@@ -57,6 +57,7 @@ class BenchReport:
     commands: int
     healthz_max_s: float
     healthz_probes: int
+    transport_errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def percentile(self, share: float) -> float:
@@ -75,7 +76,9 @@ class BenchReport:
                 f"p99 {self.percentile(0.99) * 1000:.0f} ms, "
                 f"max {max(self.latencies_s) * 1000:.0f} ms, "
                 f"mean {statistics.fmean(self.latencies_s) * 1000:.0f} ms",
-                f"answers (0 = no answer): {dict(sorted(self.statuses.items()))}",
+                f"answers (0 = no answer): {dict(sorted(self.statuses.items()))}; "
+                f"connections lost before an answer (then retried once): "
+                f"{len(self.transport_errors)} {sorted(set(self.transport_errors))}",
                 f"stored: {self.stored} subscribers, {self.distinct} distinct addresses "
                 f"(expected {self.count}); confirmation commands queued: {self.commands}",
                 f"responsiveness: /healthz max {self.healthz_max_s * 1000:.0f} ms over "
@@ -94,6 +97,13 @@ class _FormFields(HTMLParser):
         values = dict(attrs)
         if tag == "input" and values.get("type") == "hidden" and values.get("name"):
             self.fields[str(values["name"])] = values.get("value") or ""
+
+
+async def _form_fields(client: httpx.AsyncClient) -> dict[str, str]:
+    """The hidden fields (CSRF token, time-trap stamp) of the form, as a browser keeps them."""
+    parser = _FormFields()
+    parser.feed((await client.get("/?lang=en")).text)
+    return parser.fields
 
 
 def _free_port() -> int:
@@ -216,27 +226,34 @@ async def _fire(
     )
     async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as client:
         await _wait_ready(client, process)
-        form_page = await client.get("/?lang=en")
-        parser = _FormFields()
-        parser.feed(form_page.text)
+        fields = await _form_fields(client)
         await asyncio.sleep(1.1)  # the time trap wants a person's pause
         gate = asyncio.Semaphore(concurrency)
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         done = asyncio.Event()
         health: list[float] = []
+        errors: list[str] = []
 
         async def one(address: str) -> None:
             async with gate:
                 started = time.perf_counter()
-                try:
-                    answer = await client.post(
-                        "/subscribe", data={**parser.fields, "email": address, "languages": "en"}
-                    )
-                except httpx.HTTPError:
-                    code = 0  # no answer at all: counted, reported, never hidden
-                else:
-                    code = answer.status_code
+                code = 0  # no answer at all: counted, reported, never hidden
+                for attempt in (1, 2):
+                    try:
+                        answer = await client.post(
+                            "/subscribe",
+                            data={**fields, "email": address, "languages": "en"},
+                        )
+                    except httpx.TransportError as err:
+                        # A connection that died before any answer (as a browser would, send
+                        # once more: a signup is idempotent, so a retry cannot duplicate).
+                        errors.append(type(err).__name__)
+                        if attempt == 1:
+                            continue
+                    else:
+                        code = answer.status_code
+                    break
                 latencies.append(time.perf_counter() - started)
                 statuses[code] = statuses.get(code, 0) + 1
 
@@ -270,6 +287,7 @@ async def _fire(
         commands=commands,
         healthz_max_s=max(health, default=0.0),
         healthz_probes=len(health),
+        transport_errors=errors,
     )
     _judge(report, posts=len(posts), process=process)
     return report
