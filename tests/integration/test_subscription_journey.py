@@ -196,3 +196,37 @@ async def test_one_click_unsubscribe_needs_no_cookie_and_takes_effect_at_once(
         assert 'newsletter_unsubscribes_total{language="en",method="one-click"} 1.0' in text
         assert 'newsletter_confirmations_total{language="en"} 1.0' in text
         assert app.state.registry is not None
+
+
+async def test_page_language_follows_accept_language_and_preferences_can_unsubscribe(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    email = unique_address("prefs")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        page = await client.get("/", headers={"Accept-Language": "de-DE, ru;q=0.8, en;q=0.5"})
+        assert '<html lang="ru">' in page.text
+        assert page.headers["content-language"] == "ru"
+        assert 'name="languages" value="ru" checked' in page.text
+        switched = await client.get("/?lang=be", headers={"Accept-Language": "ru"})
+        assert '<html lang="be">' in switched.text
+
+        await sign_up(client, email, lang="ru", languages=("ru", "en"))
+        [command] = await tap.wait_for(email, "confirmation")
+        # Pages behind mail links speak the subscriber's language without a switch.
+        confirm_page = await client.get(command.links["confirm_url"])
+        assert '<html lang="ru">' in confirm_page.text
+        await follow_form(client, command.links["confirm_url"], "/confirm")
+        answer = await follow_form(
+            client, command.links["preferences_url"], "/preferences", {"action": "unsubscribe"}
+        )
+        assert answer.status_code == 200
+        assert "Вы отписались" in answer.text
+        subscriber, languages, consents = await _subscriber(sqlite_url, email)
+        assert subscriber.status == "unsubscribed"
+        assert languages == ["en", "ru"]
+        assert consents[0].withdrawal_method == "preferences"
+        await tap.wait_for(email, "goodbye")
+        # The preferences page of an unsubscribed address offers a new signup, no form.
+        page = await client.get(command.links["preferences_url"])
+        assert "/preferences" not in page.text.split("<main>")[1]
