@@ -163,7 +163,10 @@ async def run_bench(
     var_dir: Path = Path("./var/bench"),
 ) -> BenchReport:
     database_url = database_url or DatabaseSettings().database_url
-    await asyncio.to_thread(upgrade, database_url)
+    try:
+        await asyncio.to_thread(upgrade, database_url)
+    except Exception as err:  # any driver's error: say which database and why
+        raise BenchFailed(f"cannot migrate {urlsplit(database_url).path}: {err}") from err
     base_amqp = os.environ.get("NEWSLETTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     vhost, amqp_url = await asyncio.to_thread(_private_vhost, base_amqp)
     connection = await connect(amqp_url)
