@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from collections.abc import Callable
 
 import aiosmtplib
 
@@ -67,14 +68,26 @@ class SmtpPool:
         )
 
     async def send(
-        self, *, sender: str, recipient: str, data: bytes, dot_safe: bool = False
+        self,
+        *,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        dot_safe: bool = False,
+        admit: Callable[[], Outcome | None] | None = None,
     ) -> Outcome:
         """One SMTP transaction on a pooled connection.
 
         ``data`` must use CRLF line endings. With ``dot_safe`` the caller guarantees that no
-        line starts with a dot, so the per-message dot-stuffing pass is skipped.
+        line starts with a dot, so the per-message dot-stuffing pass is skipped. ``admit`` is
+        asked once a connection is free (the wait can be long): an outcome it returns is
+        returned instead of sending (a circuit breaker that opened meanwhile).
         """
         client = await self._idle.get()
+        held = admit() if admit is not None else None
+        if held is not None:
+            self._idle.put_nowait(client)
+            return held
         phase: Phase = "connect"
         clean = False  # the connection is between transactions and may be reused
         try:

@@ -105,30 +105,31 @@ class DeliveryWorker:
         )
         domain = address_domain(job.to)
         message_key = f"d{job.delivery_id}.{job.send_id[:8]}"
-        if self.flow.is_open(domain):
-            outcome: Outcome = breaker_open(domain)
-        else:
-            recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
-            data = self.composer.render(template, self.composer.values(recipient))
-            async with self.flow.slot(domain):
-                # Waiting for a slot can take a while: look again before sending.
-                status = await self.sends.status(job.send_id)
-                if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
-                    await self.results.submit(
-                        ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
-                    )
-                    await self._stand_down(job, message, status)
-                    return
+        recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
+        data = self.composer.render(template, self.composer.values(recipient))
+        async with self.flow.slot(domain):
+            # Waiting for a slot can take a while: look again before sending.
+            status = await self.sends.status(job.send_id)
+            if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
+                await self.results.submit(
+                    ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
+                )
+                await self._stand_down(job, message, status)
+                return
+            if self.flow.is_open(domain):
+                outcome: Outcome = breaker_open(domain)
+            else:
                 started = time.perf_counter()
                 outcome = await self.pool.send(
                     sender=self.composer.return_path(job.delivery_id),
                     recipient=job.to,
                     data=data,
                     dot_safe=template.dot_safe,
+                    admit=lambda: breaker_open(domain) if self.flow.is_open(domain) else None,
                 )
                 self.metrics.smtp_seconds.observe(time.perf_counter() - started)
-            if self.flow.record(domain, outcome):
-                log.warning("circuit_breaker_opened", domain=domain)
+                if self.flow.record(domain, outcome):
+                    log.warning("circuit_breaker_opened", domain=domain)
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
 
     async def _stand_down(

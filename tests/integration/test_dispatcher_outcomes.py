@@ -302,3 +302,41 @@ async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
     assert set(counts) <= {"sent", "cancelled"}
     assert counts["sent"] == after_cancel
     assert counts["cancelled"] == 30 - after_cancel
+
+
+async def test_a_policy_storm_opens_one_domains_breaker_while_the_others_flow(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(
+        sessions, 30, languages=("en",), domains=("blocked.example", "open.example")
+    )
+    blocked = {a for a in addresses if a.endswith("@blocked.example")}
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta(MtaScript(policy_reject=blocked)) as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=sqlite_url,
+            smtp_url=mta.url,
+            tmp_path=tmp_path,
+            dispatch_breaker_threshold=3,
+            dispatch_breaker_cooldown_s=2.0,
+            dispatch_smtp_connections=2,
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                await dispatch_seed.publish(
+                    vhost_url,
+                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                    routing_key=PLAN_SEND,
+                )
+                await dispatch_seed.wait_for_send(sessions, send_id, timeout=60)
+        copies = mta.handler.copies()
+        refusals = mta.handler.replies["554"]
+    rows = {d.email: d for d in await dispatch_seed.deliveries(sessions, send_id)}
+    assert {rows[a].status for a in blocked} == {"failed"}, "policy: failed, not bounced"
+    assert {a for a in addresses if a not in blocked} == set(copies), "the others all flowed"
+    assert any(e["event"] == "circuit_breaker_opened" for e in logs)
+    held = [e for e in logs if "circuit breaker open" in str(e.get("reply", ""))]
+    assert held, "while open, the domain's jobs were deferred without an attempt"
+    assert refusals >= len(blocked)
