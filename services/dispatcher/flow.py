@@ -2,8 +2,9 @@
 
 Replies that mean "slow down" (421, 451, 4.7.x) double the pause between two messages to that
 domain; successes shrink it again. Enough throttling or policy replies within a window open the
-domain's circuit breaker: its jobs are deferred without an attempt until the cooldown ends,
-while other domains keep flowing.
+domain's circuit breaker: its jobs are held (not attempted, not failed) until the cooldown ends,
+while other domains keep flowing. A ``DomainPolicyAlerted`` event opens it too
+(:meth:`FlowControl.open_for`, fed by :mod:`services.dispatcher.domain_alerts`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,22 @@ class FlowControl:
         """True while the domain's circuit breaker holds its mail back."""
         state = self._domains.get(domain)
         return state is not None and self._clock() < state.open_until
+
+    def open_remaining(self, domain: str) -> float:
+        """Seconds until the domain's breaker closes (0 when it is closed)."""
+        state = self._domains.get(domain)
+        return 0.0 if state is None else max(0.0, state.open_until - self._clock())
+
+    def open_for(self, domain: str, seconds: float) -> bool:
+        """Open the domain's breaker for ``seconds`` from now (an alert from elsewhere, e.g. a
+        policy storm seen in bounce reports); never shortens a longer pause. True if it
+        extended the pause."""
+        state = self._state(domain)
+        until = self._clock() + seconds
+        if until <= state.open_until:
+            return False
+        state.open_until = until
+        return True
 
     def pace(self, domain: str) -> float:
         state = self._domains.get(domain)

@@ -23,6 +23,7 @@ from services.dispatcher import ledger
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
 from services.dispatcher.consumers import QueueConsumer
+from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.planner import Planner
@@ -115,20 +116,14 @@ async def run(
                 )
             )
         if "deliveries" in roles:
+            flow = await _flow_control(config, connection=connection, stack=stack)
             worker = DeliveryWorker(
                 settings=config,
                 composer=composer,
                 editions=EditionCache(sessions=sessions, composer=composer),
                 sends=sends,
                 pool=issue_pool,
-                flow=FlowControl(
-                    global_rate=config.dispatch_rate_limit,
-                    domain_concurrency=config.dispatch_domain_concurrency,
-                    domain_rate=config.dispatch_domain_rate,
-                    breaker_threshold=config.dispatch_breaker_threshold,
-                    breaker_window_s=config.dispatch_breaker_window_s,
-                    breaker_cooldown_s=config.dispatch_breaker_cooldown_s,
-                ),
+                flow=flow,
                 publisher=publisher,
                 raw_channel=raw_channel,
                 claims=claims,
@@ -235,6 +230,24 @@ def _ledger_batchers(
         interval_s=config.dispatch_ledger_interval_s,
     )
     return claims, results
+
+
+async def _flow_control(
+    config: DispatcherSettings, *, connection: AbstractRobustConnection, stack: AsyncExitStack
+) -> FlowControl:
+    """The workers' flow control, fed by policy-storm alerts (a queue of this process's own)."""
+    flow = FlowControl(
+        global_rate=config.dispatch_rate_limit,
+        domain_concurrency=config.dispatch_domain_concurrency,
+        domain_rate=config.dispatch_domain_rate,
+        breaker_threshold=config.dispatch_breaker_threshold,
+        breaker_window_s=config.dispatch_breaker_window_s,
+        breaker_cooldown_s=config.dispatch_breaker_cooldown_s,
+    )
+    alerts = DomainAlertListener(flow=flow)
+    await alerts.start(connection)
+    stack.push_async_callback(alerts.stop)
+    return flow
 
 
 def _smtp_pools(config: DispatcherSettings) -> tuple[SmtpPool, SmtpPool]:

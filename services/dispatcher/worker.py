@@ -39,7 +39,7 @@ from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
-from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE
+from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE, RETRY_TIERS, RetryTier
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,10 @@ class DeliveryWorker:
         if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
             await self._stand_down(job, message, status)
             return
+        domain = address_domain(job.to)
+        if self.flow.is_open(domain):
+            await self._hold(job, message, domain)  # not claimed: the row stays queued
+            return
         claim = await self.claims.submit(
             ledger.ClaimRequest(
                 job.delivery_id,
@@ -103,7 +107,6 @@ class DeliveryWorker:
         template = await self.editions.get(
             send_id=job.send_id, language=job.language, test=job.subscriber_id is None
         )
-        domain = address_domain(job.to)
         message_key = f"d{job.delivery_id}.{job.send_id[:8]}"
         recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
         data = self.composer.render(template, self.composer.values(recipient))
@@ -127,10 +130,35 @@ class DeliveryWorker:
                     dot_safe=template.dot_safe,
                     admit=lambda: breaker_open(domain) if self.flow.is_open(domain) else None,
                 )
-                self.metrics.smtp_seconds.observe(time.perf_counter() - started)
-                if self.flow.record(domain, outcome):
-                    log.warning("circuit_breaker_opened", domain=domain)
+                if outcome.phase != "breaker":
+                    self.metrics.smtp_seconds.observe(time.perf_counter() - started)
+                    if self.flow.record(domain, outcome):
+                        log.warning("circuit_breaker_opened", domain=domain, reason="replies")
+        if outcome.phase == "breaker":
+            # The breaker opened while this job waited: give the claim back and hold the job.
+            await self.results.submit(
+                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
+            )
+            await self._hold(job, message, domain)
+            return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+
+    async def _hold(self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str) -> None:
+        """The domain's breaker is open: park the job in a delay tier without an attempt (its
+        retry count and window are untouched), so it is neither lost nor failed."""
+        tier = hold_tier_for(self.flow.open_remaining(domain))
+        await schedule_retry(
+            publisher=self.publisher,
+            job=job,
+            routing_key=DELIVER_ISSUE,
+            tier=tier,
+            attempt=attempt_of(message),
+        )
+        await message.ack()
+        self.metrics.deliveries.labels("held", job.language, domain).inc()
+        log.info(
+            "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
+        )
 
     async def _stand_down(
         self, job: DeliverIssue, message: AbstractIncomingMessage, status: str | None
@@ -232,6 +260,13 @@ class DeliveryWorker:
             ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
         )
         await message.ack()
+
+
+def hold_tier_for(remaining_s: float) -> RetryTier:
+    """The longest delay tier that does not outlast the pause (the shortest if none fits), so
+    a held job comes back at, or a little before, the end of its domain's pause."""
+    fitting = [tier for tier in RETRY_TIERS if tier.delay_ms <= remaining_s * 1000]
+    return fitting[-1] if fitting else min(RETRY_TIERS, key=lambda tier: tier.delay_ms)
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:

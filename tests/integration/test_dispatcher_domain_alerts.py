@@ -1,0 +1,116 @@
+"""A ``DomainPolicyAlerted`` event, through the real RabbitMQ, pauses that domain in every
+dispatcher process: its mail is held (not lost, not failed) while other domains flow, and goes
+out once the pause ends. The shared alerts queue is left empty."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db.engine import create_engine, session_factory
+from shared.messaging.schemas import DomainPolicyAlerted, PlanSend
+from shared.messaging.topology import (
+    DISPATCHER_DOMAIN_ALERTS,
+    DOMAIN_POLICY_ALERTED,
+    EVENTS,
+    PLAN_SEND,
+    connect,
+)
+from tests.support import dispatch_seed, infra
+from tests.support.test_mta import ScriptedMta
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+PAUSED, OPEN = "paused.example", "open.example"
+PAUSE_S = 8
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    name, url = dispatch_seed.fresh_vhost()
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture
+async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(postgres_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+async def shared_queue_depth(amqp_url: str) -> int:
+    connection = await connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(DISPATCHER_DOMAIN_ALERTS.name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def test_a_policy_alert_pauses_its_domain_in_every_process_while_others_flow(
+    vhost_url: str,
+    postgres_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    addresses = await dispatch_seed.add_subscribers(
+        sessions, 12, languages=("en",), domains=(PAUSED, OPEN)
+    )
+    paused = {a for a in addresses if a.endswith("@" + PAUSED)}
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    alert = DomainPolicyAlerted(
+        domain=PAUSED, policy_bounces=5, window_s=60, threshold=5, pause_s=PAUSE_S
+    )
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=postgres_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        second = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=postgres_url,
+            smtp_url=mta.url,
+            tmp_path=tmp_path,
+            dispatch_roles="deliveries",
+        )
+        with structlog.testing.capture_logs() as logs:
+            # Two processes on the same queues: each must see the alert, not just one of them.
+            async with (
+                dispatch_seed.RunningDispatcher(settings),
+                dispatch_seed.RunningDispatcher(second),
+            ):
+                await dispatch_seed.publish(
+                    vhost_url, alert, routing_key=DOMAIN_POLICY_ALERTED, exchange=EVENTS
+                )
+                await dispatch_seed.wait_until(
+                    lambda: sum(e.get("reason") == "policy_alert" for e in logs) == 2
+                )
+                await dispatch_seed.publish(
+                    vhost_url,
+                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                    routing_key=PLAN_SEND,
+                )
+                await dispatch_seed.wait_until(
+                    lambda: set(mta.handler.copies()) >= set(addresses) - paused
+                )
+                assert not set(mta.handler.copies()) & paused, "the paused domain got nothing"
+                during = await dispatch_seed.status_counts(sessions, send_id)
+                await dispatch_seed.wait_for_send(sessions, send_id, timeout=60)
+        copies = mta.handler.copies()
+    assert during.get("failed", 0) == during.get("deferred", 0) == 0, during
+    assert any(e["event"] == "email_held" for e in logs), "the paused domain's jobs were held"
+    rows = {d.email: d.status for d in await dispatch_seed.deliveries(sessions, send_id)}
+    assert rows == dict.fromkeys(addresses, "sent"), "held mail went out after the pause"
+    assert copies == dict.fromkeys(addresses, 1), "exactly one copy each"
+    assert await shared_queue_depth(vhost_url) == 0, "the shared alerts queue was drained"
