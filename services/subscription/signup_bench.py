@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+import psutil
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import text
 
@@ -58,6 +59,7 @@ class BenchReport:
     healthz_max_s: float
     healthz_probes: int
     transport_errors: list[str] = field(default_factory=list)
+    service_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     def percentile(self, share: float) -> float:
@@ -81,6 +83,10 @@ class BenchReport:
                 f"{len(self.transport_errors)} {sorted(set(self.transport_errors))}",
                 f"stored: {self.stored} subscribers, {self.distinct} distinct addresses "
                 f"(expected {self.count}); confirmation commands queued: {self.commands}",
+                f"service CPU: {self.service_cpu_s:.1f} s in all, "
+                f"{self.service_cpu_s / total * 1000:.1f} ms per signup "
+                f"(the ceiling of one process is about {total / max(self.service_cpu_s, 1e-9):.0f}"
+                f" signups/s on a free core)",
                 f"responsiveness: /healthz max {self.healthz_max_s * 1000:.0f} ms over "
                 f"{self.healthz_probes} probes during the load",
                 "result: " + ("OK, none lost, no duplicates" if not self.problems else "FAILED"),
@@ -97,6 +103,26 @@ class _FormFields(HTMLParser):
         values = dict(attrs)
         if tag == "input" and values.get("type") == "hidden" and values.get("name"):
             self.fields[str(values["name"])] = values.get("value") or ""
+
+
+async def _probe(base_url: str, *, done: asyncio.Event, timings: list[float]) -> None:
+    """Time ``/healthz`` every 250 ms until ``done``: is the service still responsive?"""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as prober:
+        while not done.is_set():
+            started = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                await prober.get("/healthz")
+            timings.append(time.perf_counter() - started)
+            await asyncio.sleep(0.25)
+
+
+def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time of the service process so far (0 if it is gone)."""
+    try:
+        times = psutil.Process(process.pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 async def _form_fields(client: httpx.AsyncClient) -> dict[str, str]:
@@ -260,19 +286,12 @@ async def _fire(
                 latencies.append(time.perf_counter() - started)
                 statuses[code] = statuses.get(code, 0) + 1
 
-        async def probe() -> None:
-            async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as prober:
-                while not done.is_set():
-                    started = time.perf_counter()
-                    with contextlib.suppress(httpx.HTTPError):
-                        await prober.get("/healthz")
-                    health.append(time.perf_counter() - started)
-                    await asyncio.sleep(0.25)
-
-        prober = asyncio.create_task(probe())
+        prober = asyncio.create_task(_probe(base_url, done=done, timings=health))
+        cpu_before = _cpu_seconds(process)
         started = time.perf_counter()
         await asyncio.gather(*(one(a) for a in posts))
         elapsed = time.perf_counter() - started
+        service_cpu = _cpu_seconds(process) - cpu_before
         done.set()
         await prober
     stored, distinct = await _count_stored(database_url, f"bench-{run}-%")
@@ -291,6 +310,7 @@ async def _fire(
         healthz_max_s=max(health, default=0.0),
         healthz_probes=len(health),
         transport_errors=errors,
+        service_cpu_s=service_cpu,
     )
     _judge(report, posts=len(posts), process=process)
     return report
