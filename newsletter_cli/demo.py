@@ -114,6 +114,8 @@ async def _demo(run: DemoRun) -> None:
         "NEWSLETTER_DISPATCHER_PROBE_PORT": str(ports["dispatcher"]),
         "NEWSLETTER_LOG_FORMAT": "json",
         "NEWSLETTER_VAR_DIR": str(run.var_dir),
+        # The Maildir then holds exactly the path's mails: a confirmation and an issue each.
+        "NEWSLETTER_WELCOME_MAIL": "false",
     }
     services = [
         ServiceProcess(

@@ -67,6 +67,7 @@ async def confirm(
     mail: TransactionalMail,
     metrics: SubscriptionMetrics,
     link: VerifiedLink,
+    welcome: bool = True,
 ) -> LinkResult:
     subscriber = await subscriber_for(
         session, subscriber_id=link.subscriber_id, email_hash_prefix=link.email_hash_prefix
@@ -94,7 +95,7 @@ async def confirm(
     await session.commit()
     metrics.confirmations.labels(language=subscriber.locale).inc()
     log.info("subscription_confirmed", subscriber_id=link.subscriber_id)
-    if not suppressed:
+    if welcome and not suppressed:
         await _best_effort_mail(mail, "welcome", subscriber)
     return LinkResult.DONE
 

@@ -26,6 +26,9 @@ class SignupPolicy(BaseSettings):
     # Every signup answer takes at least this long, so timing tells nothing about the address.
     response_floor_s: float = 0.2
     consent_text_version: str = "2026-11-v1"
+    # A welcome mail after confirming (NEWSLETTER_WELCOME_MAIL). The demo turns it off so that
+    # its Maildir holds exactly the two mails of the path it shows: confirmation and issue.
+    welcome_mail: bool = True
 
 
 def load_policy() -> SignupPolicy:

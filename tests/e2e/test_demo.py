@@ -58,6 +58,7 @@ def test_demo_delivers_a_confirmation_and_an_issue_to_each_reader_in_their_langu
         assert len(confirmations) == 1, f"{language}: {len(confirmations)} confirmation mails"
         assert confirmations[0].links("/confirm?token="), f"{language}: no confirm link"
         assert len(issues) == 1, f"{language}: {len(issues)} issue mails"
+        assert len(own) == 2, f"{language}: {[kind_of(m) for m in own]} (the demo sends no welcome)"
         for mail in own:
             assert problems_of(mail, language) == [], f"{mail.path}: {problems_of(mail, language)}"
     assert "every mail parses without defects" in done.stdout

@@ -177,7 +177,13 @@ async def confirm_post(
     token = _field(form, "token")
     try:
         link = components.reader.read(Purpose.CONFIRM, token, max_age_s=CONFIRM_MAX_AGE_S)
-        await confirm(session=session, mail=mail, metrics=components.metrics, link=link)
+        await confirm(
+            session=session,
+            mail=mail,
+            metrics=components.metrics,
+            link=link,
+            welcome=components.policy.welcome_mail,
+        )
     except ExpiredLinkToken:
         return _expired_page(request, components, lang, token)
     except InvalidLinkToken:
