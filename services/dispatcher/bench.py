@@ -176,7 +176,9 @@ def _settings_env(
         NEWSLETTER_AMQP_URL=amqp_url,
         NEWSLETTER_SMTP_URL=smtp_url,
         NEWSLETTER_DISPATCHER_PROBE_PORT=str(_free_port()),
-        NEWSLETTER_LOG_LEVEL="WARNING",
+        # Production logging: one JSON line per delivery, to a file (counted in the figures).
+        NEWSLETTER_LOG_LEVEL="INFO",
+        NEWSLETTER_LOG_FORMAT="json",
         NEWSLETTER_DISPATCH_SMTP_CONNECTIONS=str(connections),
         NEWSLETTER_DISPATCH_DOMAIN_CONCURRENCY=str(connections),
     )
@@ -269,7 +271,12 @@ async def run_benchmark(
     processes: int = 1,
 ) -> dict[str, Any]:
     send_id = str(uuid.uuid4())
-    with tempfile.TemporaryDirectory() as tmp, _vhost() as amqp_url, _sink() as (smtp_url, sink):
+    with (
+        contextlib.ExitStack() as stack,
+        tempfile.TemporaryDirectory() as tmp,
+        _vhost() as amqp_url,
+        _sink() as (smtp_url, sink),
+    ):
         dkim_key = _dkim_key(Path(tmp)) if dkim else None
         async with _database() as database_url:
             seed_started = time.perf_counter()
@@ -285,6 +292,8 @@ async def run_benchmark(
                     connections=connections,
                     dkim_key=dkim_key,
                 )
+                log_path = Path(tmp) / "dispatcher.log"
+                log_file = stack.enter_context(log_path.open("wb"))
                 profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
                 command = ["-m", "cProfile", "-o", profile] if profile else []
                 dispatchers = [
@@ -294,6 +303,7 @@ async def run_benchmark(
                         "-m",
                         "services.dispatcher",
                         env={**env, "NEWSLETTER_DISPATCHER_PROBE_PORT": str(_free_port())},
+                        stderr=log_file,
                     )
                     for _ in range(processes)
                 ]
@@ -326,6 +336,9 @@ async def run_benchmark(
             dkim_key=dkim_key,
         )
         plan_seconds = (row["planned_at"] - row["created_at"]).total_seconds()
+        log_file.close()
+        with log_path.open("rb") as lines:
+            sent_lines = sum(1 for line in lines if b'"email_sent"' in line)
         sink.terminate()
         assert sink.stdout is not None
         received = int(sink.stdout.readline().strip() or 0)
@@ -343,4 +356,5 @@ async def run_benchmark(
         "dispatcher_cpu_ms_per_msg": round(peak[1] * 1000 / recipients, 3),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "sink_received": received,
+        "email_sent_log_lines": sent_lines,
     }

@@ -22,6 +22,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
+from services.dispatcher.acks import BatchAcker
 from shared.messaging.topology import QueueSpec, declare_queue
 
 log = structlog.get_logger(__name__)
@@ -40,11 +41,14 @@ class QueueConsumer:
     queue: AbstractQueue | None = None
     tag: str | None = None
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    acker: BatchAcker | None = None  # the handler acks through it (batched acks)
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         self.channel = await connection.channel()
         await self.channel.set_qos(prefetch_count=self.prefetch)
         self.queue = await declare_queue(self.channel, self.spec)
+        if self.acker is not None:
+            self.acker.start()
         self.tag = await self.queue.consume(self._on_message)
         log.info("consumer_started", queue=self.spec.name, prefetch=self.prefetch)
 
@@ -70,6 +74,8 @@ class QueueConsumer:
             await asyncio.sleep(FAILURE_PAUSE_S)
             try:
                 await message.reject(requeue=True)
+                if self.acker is not None:
+                    self.acker.settled(message)
             except Exception as err:  # the channel may be gone as well
                 log.warning("reject_lost", queue=self.spec.name, error=str(err)[:200])
 
@@ -81,5 +87,7 @@ class QueueConsumer:
                 log.warning("consumer_cancel_failed", queue=self.spec.name, error=str(err))
         if self.in_flight:
             await asyncio.wait(set(self.in_flight), timeout=drain_timeout)
+        if self.acker is not None:
+            await self.acker.close()
         if self.channel is not None and not self.channel.is_closed:
             await self.channel.close()

@@ -7,6 +7,7 @@ second, since the control queue hands each event to one consumer only.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -30,9 +31,11 @@ class SendDirectory:
         self._sessions = sessions
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, str | None]] = {}
+        self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     def forget(self, send_id: str) -> None:
         self._cache.pop(send_id, None)
+        self._reading.pop(send_id, None)  # a read already running may predate the change
 
     async def status(self, send_id: str) -> str | None:
         """The send's status, or None if there is no such send."""
@@ -40,6 +43,20 @@ class SendDirectory:
         cached = self._cache.get(send_id)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
+        # One read per send at a time: the hundreds of jobs in flight that find the entry
+        # expired at the same moment share it instead of each querying the database.
+        reading = self._reading.get(send_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(send_id, now))
+            self._reading[send_id] = reading
+            reading.add_done_callback(lambda done: self._read_done(send_id, done))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, send_id: str, done: asyncio.Future[str | None]) -> None:
+        if self._reading.get(send_id) is done:
+            del self._reading[send_id]
+
+    async def _read(self, send_id: str, now: float) -> str | None:
         async with self._sessions() as session:
             found = (await session.exec(select(Send.status).where(Send.id == send_id))).first()
         if found is not None:  # an unknown send may appear any moment: never cache its absence

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
+from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
 from services.dispatcher.consumers import QueueConsumer
@@ -129,10 +130,14 @@ async def run(
                 claims=claims,
                 results=results,
                 metrics=metrics,
+                acks=(acks := BatchAcker()),
             )
             consumers.append(
                 QueueConsumer(
-                    DISPATCHER_DELIVERIES, worker.handle, prefetch=config.dispatch_prefetch
+                    DISPATCHER_DELIVERIES,
+                    worker.handle,
+                    prefetch=config.dispatch_prefetch,
+                    acker=acks,
                 )
             )
         if "planner" in roles:

@@ -153,9 +153,13 @@ class SmtpPool:
         if not dot_safe:
             data = _LEADING_DOT.sub(b"..", data)
         try:
-            # write() is synchronous and read_response() follows without yielding, so the
-            # reply cannot arrive before it is awaited.
-            protocol.write(data + b".\r\n")
+            # The writes are synchronous and read_response() follows without yielding, so the
+            # reply cannot arrive before it is awaited. writelines() sends the message and its
+            # terminator in one go without copying the message.
+            transport = protocol.transport
+            if transport is None or transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            transport.writelines((data, b".\r\n"))  # type: ignore[attr-defined]
             reply = await protocol.read_response(timeout=timeout)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
             raise _LostAfterData(f"{type(err).__name__}: {err}") from err

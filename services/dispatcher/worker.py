@@ -9,16 +9,17 @@ their reason after a few deliveries.
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.dispatcher import ledger
+from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
+from services.dispatcher.delivery_log import DeliveryLog
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
@@ -44,10 +45,6 @@ from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE, RETRY_TIER
 log = structlog.get_logger(__name__)
 
 
-def _INFO_ENABLED() -> bool:  # noqa: N802 - reads as the constant it almost is
-    return logging.getLogger(__name__).isEnabledFor(logging.INFO)
-
-
 @dataclass
 class DeliveryWorker:
     """Handles one ``DeliverIssue`` message at a time per call; many calls run concurrently."""
@@ -63,6 +60,8 @@ class DeliveryWorker:
     claims: Batcher[ledger.ClaimRequest, ledger.Claim]
     results: Batcher[ledger.Result, None]
     metrics: DispatcherMetrics
+    acks: BatchAcker
+    outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -70,7 +69,7 @@ class DeliveryWorker:
         except UndecodableMessage as err:
             log.warning("poison_job_dead_lettered", reason=str(err)[:300])
             await dead_letter(channel=self.raw_channel, message=message, reason=str(err))
-            await message.ack()
+            await self.acks.ack(message)
             return
         with structlog.contextvars.bound_contextvars(
             delivery_id=job.delivery_id, send_id=job.send_id, language=job.language
@@ -100,7 +99,7 @@ class DeliveryWorker:
         )
         if not claim.claimed:
             log.info("duplicate_job_skipped", found_status=claim.status)
-            await message.ack()
+            await self.acks.ack(message)
             return
         if claim.reclaimed:
             log.warning("possible_duplicate_resend", reason="redelivered while sending")
@@ -154,7 +153,7 @@ class DeliveryWorker:
             tier=tier,
             attempt=attempt_of(message),
         )
-        await message.ack()
+        await self.acks.ack(message)
         self.metrics.deliveries.labels("held", job.language, domain).inc()
         log.info(
             "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
@@ -169,7 +168,7 @@ class DeliveryWorker:
             await self.results.submit(
                 ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.CANCELLED)
             )
-            await message.ack()
+            await self.acks.ack(message)
             return
         tier = self.settings.hold_tier
         await schedule_retry(
@@ -179,7 +178,7 @@ class DeliveryWorker:
             tier=tier,
             attempt=attempt_of(message),
         )
-        await message.ack()
+        await self.acks.ack(message)
         log.debug("job_held_while_paused", tier=tier.label)
 
     async def _settle(
@@ -232,14 +231,15 @@ class DeliveryWorker:
                 tier=tier,
                 attempt=attempt + 1,
             )
-        await message.ack()
+        await self.acks.ack(message)
         self.metrics.deliveries.labels(status, job.language, domain).inc()
-        if status == "sent" and not _INFO_ENABLED():
-            return  # structlog would build the whole event before the level filter drops it
-        event = "email_sent" if status == "sent" else f"email_{status}"
-        log.info(
-            event,
-            to=mask_email(job.to),
+        # The canonical line of this delivery (cheap: see delivery_log).
+        self.outcomes.outcome(
+            "email_sent" if status == "sent" else f"email_{status}",
+            to=job.to,
+            delivery_id=job.delivery_id,
+            send_id=job.send_id,
+            language=job.language,
             smtp_code=outcome.code,
             reply=outcome.reply[:200] if status != "sent" else "",
             attempt=attempt,
@@ -253,13 +253,14 @@ class DeliveryWorker:
         if deliveries + 1 < self.settings.dispatch_poison_limit:
             log.warning("poison_job_requeued", reason=reason, deliveries=deliveries + 1)
             await message.reject(requeue=True)
+            self.acks.settled(message)
             return
         log.error("poison_job_dead_lettered", reason=reason)
         await dead_letter(channel=self.raw_channel, message=message, reason=reason)
         await self.results.submit(
             ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
         )
-        await message.ack()
+        await self.acks.ack(message)
 
 
 def hold_tier_for(remaining_s: float) -> RetryTier:
