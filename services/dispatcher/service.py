@@ -130,7 +130,11 @@ async def run(
                 claims=claims,
                 results=results,
                 metrics=metrics,
-                acks=(acks := BatchAcker()),
+                acks=(
+                    acks := BatchAcker(
+                        every=config.dispatch_ack_every, interval_s=config.dispatch_ack_interval_s
+                    )
+                ),
             )
             consumers.append(
                 QueueConsumer(

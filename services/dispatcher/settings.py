@@ -26,7 +26,11 @@ class DispatcherSettings(Settings):
     dispatch_domain_concurrency: int = 16  # SMTP transactions in flight per recipient domain
     dispatch_domain_rate: float = 0.0  # messages/s per recipient domain; 0 = unlimited
     dispatch_ledger_batch: int = 500  # delivery updates committed together
-    dispatch_ledger_interval_s: float = 0.1  # how long an outcome waits for its batch
+    # How long an outcome waits for its batch; the wait adds to each message's time in flight,
+    # and prefetch / time in flight bounds the throughput.
+    dispatch_ledger_interval_s: float = 0.03
+    dispatch_ack_every: int = 100  # finished messages acked with one multiple-ack frame
+    dispatch_ack_interval_s: float = 0.02  # ... or this often, whichever comes first
     dispatch_claim_interval_s: float = 0.02  # how long a claim waits for its batch
     # Retries
     dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
