@@ -64,7 +64,10 @@ def test_each_edition_is_in_its_language_with_markers_left_for_the_send(
         placeholders.RECIPIENT,
     ):
         assert marker in mail.html
-        assert marker in mail.text
+    # The plain part has one link that both unsubscribes and changes languages (MIXED_ES).
+    assert placeholders.PREFERENCES_URL in mail.text
+    assert placeholders.RECIPIENT in mail.text
+    assert placeholders.UNSUBSCRIBE_URL not in mail.text
     assert placeholders.VIEW_ONLINE_URL not in mail.html
     assert "https://pages.example.org/v" in mail.html
     assert "https://pages.example.org/v" in mail.text
