@@ -34,8 +34,7 @@ def _migrate(url: str) -> None:
     _off_thread(upgrade, url)
 
 
-@pytest.fixture(scope="session")
-def amqp_url() -> Iterator[str]:
+def _declared_vhost() -> tuple[str, str]:
     """A fresh vhost on the local RabbitMQ with the suite's topology declared."""
     name, url = infra.create_vhost()
 
@@ -48,6 +47,23 @@ def amqp_url() -> Iterator[str]:
             await connection.close()
 
     _off_thread(asyncio.run, declare())
+    return name, url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A vhost shared by the session's tests."""
+    name, url = _declared_vhost()
+    try:
+        yield url
+    finally:
+        infra.delete_vhost(name)
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    """A vhost of this test's own, so no job of another test can reach it."""
+    name, url = _declared_vhost()
     try:
         yield url
     finally:

@@ -5,7 +5,7 @@ out once the pause ends. The shared alerts queue is left empty."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,21 +22,12 @@ from shared.messaging.topology import (
     PLAN_SEND,
     connect,
 )
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PAUSED, OPEN = "paused.example", "open.example"
 PAUSE_S = 8
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

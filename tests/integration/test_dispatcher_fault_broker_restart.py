@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
 OUTAGE_S = 3.0
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +27,6 @@ from tests.support.test_mta import ScriptedMta
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

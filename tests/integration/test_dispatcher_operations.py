@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,19 +21,10 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
 from shared.messaging.schemas import DeliverIssue, DeliverTransactional, PlanSend
 from shared.messaging.topology import DELIVER_ISSUE, DELIVER_TRANSACTIONAL, PLAN_SEND
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

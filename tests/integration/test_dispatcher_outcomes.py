@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +33,10 @@ from shared.messaging.topology import (
     SEND_CONTROLLED,
     connect,
 )
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
 from tests.support.test_mta import MtaScript, ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,10 @@ from shared.db.engine import create_engine, session_factory
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import PlanSend
 from shared.messaging.topology import PLAN_SEND, connect
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    name, url = dispatch_seed.fresh_vhost()
-    try:
-        yield url
-    finally:
-        infra.delete_vhost(name)
 
 
 @pytest.fixture

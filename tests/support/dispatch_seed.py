@@ -140,32 +140,6 @@ async def deliveries(sessions: async_sessionmaker[AsyncSession], send_id: str) -
         return list((await session.exec(select(Delivery).where(Delivery.send_id == send_id))).all())
 
 
-def fresh_vhost() -> tuple[str, str]:
-    """A vhost of its own (with the topology), so no job of another test can reach us."""
-    from shared.messaging.topology import connect, declare_topology
-    from tests.support import infra
-
-    name, url = infra.create_vhost()
-
-    async def declare() -> None:
-        connection = await connect(url)
-        try:
-            await declare_topology(await connection.channel())
-        finally:
-            await connection.close()
-
-    asyncio.run(declare()) if not _loop_running() else None
-    return name, url
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class RunningDispatcher:
     """``services.dispatcher.service.run`` as a task of the test's loop."""
 
