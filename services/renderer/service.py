@@ -15,10 +15,8 @@ from services.renderer.consumer import RenderConsumers, RenderServices
 from services.renderer.metrics import RendererMetrics
 from services.renderer.settings import RendererSettings, from_settings
 from services.renderer.web import build_app
-from shared.db.engine import create_engine, session_factory
-from shared.messaging.publisher import Publisher
-from shared.messaging.topology import connect, declare_topology
 from shared.probes import ProbeServer
+from shared.resources import open_resources
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,17 +29,11 @@ async def run(
     config: RendererSettings = from_settings(settings)
     registry = registry if registry is not None else CollectorRegistry()
     async with AsyncExitStack() as stack:
-        engine = create_engine(config.database_url)
-        stack.push_async_callback(engine.dispose)
-        sessions = session_factory(engine)
-
-        connection = await connect(config.amqp_url)
-        stack.push_async_callback(connection.close)
-        channel = await connection.channel()
-        await declare_topology(channel)
-        await channel.close()
-        publisher = await Publisher.open(connection)
-        stack.push_async_callback(publisher.close)
+        resources = await open_resources(
+            stack, database_url=config.database_url, amqp_url=config.amqp_url
+        )
+        engine, sessions = resources.engine, resources.sessions
+        connection, publisher = resources.connection, resources.publisher
 
         templates = Templates()
         metrics = RendererMetrics(registry)

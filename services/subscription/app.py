@@ -32,10 +32,8 @@ from services.subscription.rate_limits import SlidingWindowLimiter
 from services.subscription.request_log import RequestLogMiddleware
 from services.subscription.routes import admin_api, bounces, health, links, ops, signup
 from services.subscription.timing import ResponseFloor
-from shared.db.engine import create_engine, session_factory
 from shared.links import Links
-from shared.messaging.publisher import Publisher
-from shared.messaging.topology import connect, declare_topology
+from shared.resources import open_resources
 from shared.settings import Settings
 from shared.tokens import TokenSigner
 
@@ -87,16 +85,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            engine = create_engine(settings.database_url)
-            stack.push_async_callback(engine.dispose)
-            sessions = session_factory(engine)
-            connection = await connect(settings.amqp_url)
-            stack.push_async_callback(connection.close)
-            channel = await connection.channel()
-            await declare_topology(channel)
-            await channel.close()
-            publisher = await Publisher.open(connection)
-            stack.push_async_callback(publisher.close)
+            resources = await open_resources(
+                stack, database_url=settings.database_url, amqp_url=settings.amqp_url
+            )
+            sessions = resources.sessions
+            connection, publisher = resources.connection, resources.publisher
             app.state.settings = settings
             app.state.sessions = sessions
             app.state.connection = connection

@@ -33,11 +33,9 @@ from services.dispatcher.bounces.settings import BouncesSettings
 from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
 from services.dispatcher.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
 from services.dispatcher.bounces.webhooks import WebhookHandlers, webhook_app
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, DeliveryStatus
-from shared.messaging.publisher import Publisher
-from shared.messaging.topology import connect, declare_topology
 from shared.probes import ProbeServer, probe_app
+from shared.resources import open_resources
 
 log = structlog.get_logger(__name__)
 
@@ -92,16 +90,11 @@ async def run(
 ) -> None:
     """Serve until ``stop`` is set. ``started`` is set once both servers listen."""
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings.database_url)
-        stack.push_async_callback(engine.dispose)
-        sessions = session_factory(engine)
-        connection = await connect(settings.amqp_url)
-        stack.push_async_callback(connection.close)
-        channel = await connection.channel()
-        await declare_topology(channel)
-        await channel.close()
-        publisher = await Publisher.open(connection)
-        stack.push_async_callback(publisher.close)
+        resources = await open_resources(
+            stack, database_url=settings.database_url, amqp_url=settings.amqp_url
+        )
+        engine, sessions = resources.engine, resources.sessions
+        connection, publisher = resources.connection, resources.publisher
         secret = settings.secret_key.get_secret_value()
         archive = settings.var_dir / "bounces"
         if settings.bounces_archive_days > 0:
