@@ -25,20 +25,11 @@ from shared.db.tables import Delivery, Send
 from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
+from tests.support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 TOKEN = "browser-ops-admin-token"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")

@@ -31,20 +31,11 @@ from shared.db.tables import Subscriber
 from shared.probes import ProbeServer
 from shared.settings import Settings, load_settings
 from tests.integration.subscription_support import private_amqp_url, unique_address
+from tests.support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TEXTS = {
     "en": {
         "label": "Email address",
