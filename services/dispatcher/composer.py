@@ -8,11 +8,12 @@ signed links and, when configured, a DKIM signature.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,10 +25,9 @@ from services.dispatcher.settings import DispatcherSettings
 from shared import verp
 from shared.addresses import address_hash
 from shared.db.tables.editions import Edition
-from shared.db.tables.timestamps import utcnow
 from shared.links import ONE_CLICK_PATH, UNSUBSCRIBE_PATH, Links
 from shared.messaging import placeholders
-from shared.tokens import Purpose, TokenSigner
+from shared.tokens import TokenSigner
 
 DKIM_HEADERS = (
     b"from",
@@ -43,22 +43,19 @@ DKIM_HEADERS = (
 _CACHE_SIZE = 64
 
 
-class CachedTokenSigner(TokenSigner):
-    """The suite's signer with one serializer per purpose, built once.
+class DateHeader:
+    """The RFC 5322 ``Date`` value of the current second, formatted once per second."""
 
-    Tokens are byte for byte those of :class:`~shared.tokens.TokenSigner`; building the
-    serializer (and its derived key) per call cost most of a recipient's 100 us.
-    """
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
 
-    def __init__(self, secret_key: str) -> None:
-        super().__init__(secret_key)
-        self._serializers: dict[Purpose, URLSafeTimedSerializer] = {}
-
-    def _serializer(self, purpose: Purpose) -> URLSafeTimedSerializer:
-        found = self._serializers.get(purpose)
-        if found is None:
-            found = self._serializers[purpose] = super()._serializer(purpose)
-        return found
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._value = format_datetime(datetime.fromtimestamp(second, UTC))
+            self._second = second
+        return self._value
 
 
 @dataclass(frozen=True)
@@ -76,10 +73,11 @@ class Composer:
         self._settings = settings
         self._links = Links(
             public_url=settings.public_url,
-            signer=CachedTokenSigner(settings.secret_key.get_secret_value()),
+            signer=TokenSigner(settings.secret_key.get_secret_value()),
         )
         self._secret = settings.secret_key.get_secret_value()
         self._sender = settings.sender
+        self._date = DateHeader()
         self._domain = settings.return_path_domain
         key = settings.dkim_key
         self._dkim = (
@@ -129,7 +127,7 @@ class Composer:
         one_click = unsubscribe.replace(f"{UNSUBSCRIBE_PATH}?", f"{ONE_CLICK_PATH}?", 1)
         return {
             mime.TO: recipient.address,
-            mime.DATE: format_datetime(utcnow()),
+            mime.DATE: self._date.now(),
             mime.MESSAGE_ID: self.message_id(recipient.message_key),
             mime.ONE_CLICK_URL: one_click_url or one_click,
             mime.UNSUBSCRIBE_MAILTO: verp.unsubscribe_mailto(

@@ -9,7 +9,6 @@ for the messages in flight, then lets the caller close the channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -54,13 +53,12 @@ class QueueConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels consumer tasks when their channel closes (a broker restart). The work
-        # runs in a task of its own so that an SMTP transaction in progress completes and its
-        # outcome is committed; only the ack is lost, and the redelivered copy finds the row.
+        # runs in a task of its own, which nothing cancels, so that an SMTP transaction in
+        # progress completes and its outcome is committed; only the ack is lost, and the
+        # redelivered copy finds the row. The prefetch bounds how many run at once.
         task = asyncio.create_task(self._run(message))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
 
     async def _run(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterable
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -34,6 +35,16 @@ def to_amqp(message: Message, *, headers: HeadersType | None = None) -> aio_pika
         message_id=message.message_id,
         type=message.type_name,
         headers={"schema_version": message.schema_version, **(headers or {})},
+    )
+
+
+def _properties(message: Message) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT.value,
+        message_id=message.message_id,
+        message_type=message.type_name,
+        headers={"schema_version": message.schema_version},
     )
 
 
@@ -91,10 +102,23 @@ class Publisher:
         exchange: str = COMMANDS,
         timeout: float = 30.0,
     ) -> None:
-        """Pipeline a batch: publish all, then wait for every confirm (8-13k msg/s here)."""
-        target = await self._exchange(exchange)
+        """Pipeline a batch: publish all, then wait for every confirm (8-13k msg/s here).
+
+        The frames go straight to the channel's aiormq channel: an ``aio_pika.Message`` per
+        job cost more than the publish itself when the planner queues a large audience. The
+        properties are the same as :func:`to_amqp`'s; a nack or a return still fails the batch.
+        """
+        await self._exchange(exchange)  # declared (passively) once, as for publish()
+        channel = await self._channel.get_underlay_channel()
         futures = [
-            target.publish(to_amqp(m), routing_key=routing_key, mandatory=True, timeout=timeout)
+            channel.basic_publish(
+                m.model_dump_json().encode(),
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=_properties(m),
+                mandatory=True,
+                timeout=timeout,
+            )
             for m in messages
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)
