@@ -6,6 +6,10 @@ a real dispatcher process (``python -m services.dispatcher``), publishes ``PlanS
 for the send to be done. Then, on the same sink, a bare aiosmtplib client with the same number
 of connections pushes the same number of messages with no queue and no database: the ceiling.
 Figures: e2e_msgs_per_s, ceiling_msgs_per_s, ratio, plan_seconds, peak_rss_mb (dispatcher).
+While the send runs, a confirmation mail (``DeliverTransactional``) is published every
+``PROBE_EVERY_S`` seconds: transactional_p50_s and transactional_max_s are the times from its
+publish to its arrival at the sink, the figure for "a confirmation is never stuck behind a
+campaign".
 """
 
 from __future__ import annotations
@@ -35,8 +39,13 @@ from services.dispatcher.settings import DispatcherSettings
 from shared.db.migrate import upgrade_async
 from shared.messaging import placeholders
 from shared.messaging.publisher import Publisher
-from shared.messaging.schemas import PlanSend
-from shared.messaging.topology import PLAN_SEND, connect, declare_topology
+from shared.messaging.schemas import DeliverTransactional, PlanSend
+from shared.messaging.topology import (
+    DELIVER_TRANSACTIONAL,
+    PLAN_SEND,
+    connect,
+    declare_topology,
+)
 
 ADMIN_URL = os.environ.get(
     "NEWSLETTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -44,6 +53,7 @@ ADMIN_URL = os.environ.get(
 AMQP_BASE = os.environ.get("NEWSLETTER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LANGUAGES = ("en", "be", "ru")
 SECRET = "bench-secret-key-" + "x" * 40
+PROBE_EVERY_S = 2.0
 _PARAGRAPHS = {
     "en": "The council met on Tuesday and agreed the budget for the new library. ",
     "be": "Рада сабралася ў аўторак і зацвердзіла бюджэт новай бібліятэкі. ",
@@ -246,6 +256,38 @@ async def _ceiling(
     return messages / (time.perf_counter() - started)
 
 
+async def _probe_transactional(publisher: Publisher, sent: dict[int, float]) -> None:
+    """Publish one confirmation every PROBE_EVERY_S seconds, noting when each was published."""
+    n = 0
+    while True:
+        await asyncio.sleep(PROBE_EVERY_S)
+        n += 1
+        probe = DeliverTransactional(
+            kind="confirmation",
+            language="ru",
+            subscriber_id=1,
+            to=f"probe-{n}@example.org",
+            subject="Подтвердите подписку",
+            html="<p>Подтвердите подписку: https://example.org/confirm</p>",
+            text="Подтвердите подписку: https://example.org/confirm\n",
+        )
+        sent[n] = time.time()
+        await publisher.publish(probe, routing_key=DELIVER_TRANSACTIONAL)
+
+
+def _sink_report(lines: list[str], sent: dict[int, float]) -> tuple[int, list[float]]:
+    """The sink's message count and the probes' publish-to-arrival times."""
+    received = 0
+    latencies = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "probe" and int(parts[1]) in sent:
+            latencies.append(float(parts[2]) - sent[int(parts[1])])
+        elif len(parts) == 1:
+            received = int(parts[0])
+    return received, sorted(latencies)
+
+
 def _dkim_key(folder: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -316,9 +358,17 @@ async def run_benchmark(
                         routing_key=PLAN_SEND,
                     )
                     peak = [0.0, 0.0]
-                    finished, row = await _wait_done(
-                        database_url, send_id, peak=peak, pids=[d.pid for d in dispatchers]
-                    )
+                    probes_sent: dict[int, float] = {}
+                    prober = asyncio.create_task(_probe_transactional(publisher, probes_sent))
+                    try:
+                        finished, row = await _wait_done(
+                            database_url, send_id, peak=peak, pids=[d.pid for d in dispatchers]
+                        )
+                    finally:
+                        prober.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await prober
+                    await asyncio.sleep(1.0)  # the last probe's arrival
                 finally:
                     for dispatcher in dispatchers:
                         with contextlib.suppress(ProcessLookupError):
@@ -341,7 +391,7 @@ async def run_benchmark(
             sent_lines = sum(1 for line in lines if b'"email_sent"' in line)
         sink.terminate()
         assert sink.stdout is not None
-        received = int(sink.stdout.readline().strip() or 0)
+        received, latencies = _sink_report(sink.stdout.read().splitlines(), probes_sent)
     return {
         "recipients": recipients,
         "dkim": dkim,
@@ -355,6 +405,9 @@ async def run_benchmark(
         "seed_seconds": round(seed_seconds, 2),
         "dispatcher_cpu_ms_per_msg": round(peak[1] * 1000 / recipients, 3),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "transactional_probes": f"{len(latencies)} of {len(probes_sent)} arrived",
+        "transactional_p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
+        "transactional_max_s": round(latencies[-1], 3) if latencies else None,
         "sink_received": received,
         "email_sent_log_lines": sent_lines,
     }

@@ -2,8 +2,10 @@
 
 aiosmtpd saturates near 1,800 messages/s on this machine, below what the dispatcher can push;
 this sink parses just enough SMTP (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) to measure the
-client side. Run as ``python -m services.dispatcher.bench_sink PORT``; on SIGTERM it prints the
-number of messages received and exits.
+client side. Run as ``python -m services.dispatcher.bench_sink PORT``. A message to a
+``probe-N@`` address prints ``probe N <arrival time>`` at once (the benchmark times
+transactional mail during a campaign with it); on SIGTERM the sink prints the number of
+messages received and exits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 
 _EHLO = b"250-bench-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 52428800\r\n"
 
@@ -21,6 +24,7 @@ class Counter:
 
 async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"220 bench-sink ESMTP\r\n")
+    probe = b""
     try:
         while True:
             line = await reader.readline()
@@ -29,10 +33,15 @@ async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
                 writer.write(_EHLO)
+            elif verb == b"RCPT":
+                probe = line.partition(b"<probe-")[2].partition(b"@")[0]
+                writer.write(b"250 OK\r\n")
             elif verb == b"DATA":
                 writer.write(b"354 go ahead\r\n")
                 await reader.readuntil(b"\r\n.\r\n")
                 Counter.messages += 1
+                if probe:
+                    print(f"probe {probe.decode()} {time.time():.6f}", flush=True)
                 writer.write(b"250 2.0.0 OK\r\n")
             elif verb == b"QUIT":
                 writer.write(b"221 bye\r\n")
