@@ -64,7 +64,10 @@ class TokenSigner:
     def _signer(self, purpose: Purpose) -> TimestampSigner:
         found = self._signers.get(purpose)
         if found is None:
-            found = self._signers[purpose] = self._serializer(purpose).make_signer()
+            signer = self._serializer(purpose).make_signer()
+            if not isinstance(signer, TimestampSigner):  # a timed serializer makes timed signers
+                raise TypeError(f"unexpected signer {type(signer).__name__}")
+            found = self._signers[purpose] = signer
         return found
 
     def sign(self, purpose: Purpose, payload: Any) -> str:

@@ -19,7 +19,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import mime
-from services.dispatcher.dkim_signing import DkimSigner
+from services.dispatcher.dkim_signing import CanonicalBodyTemplate, DkimSigner
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.settings import DispatcherSettings
 from shared import verp
@@ -78,6 +78,8 @@ class Composer:
         self._secret = settings.secret_key.get_secret_value()
         self._sender = settings.sender
         self._date = DateHeader()
+        # Canonical bodies for DKIM, per template (kept alive here so an id is never reused).
+        self._bodies: dict[int, tuple[mime.MessageTemplate, CanonicalBodyTemplate]] = {}
         self._domain = settings.return_path_domain
         key = settings.dkim_key
         self._dkim = (
@@ -143,7 +145,17 @@ class Composer:
         data = template.render(values)
         if self._dkim is None:
             return data
-        return self._dkim.sign(data) + data
+        canonical = self._canonical_body(template).canonical(values)
+        return self._dkim.sign(data, canonical=canonical) + data
+
+    def _canonical_body(self, template: mime.MessageTemplate) -> CanonicalBodyTemplate:
+        found = self._bodies.get(id(template))
+        if found is None or found[0] is not template:
+            found = (template, CanonicalBodyTemplate(template))
+            self._bodies[id(template)] = found
+            while len(self._bodies) > _CACHE_SIZE:
+                self._bodies.pop(next(iter(self._bodies)))
+        return found[1]
 
 
 class EditionCache:

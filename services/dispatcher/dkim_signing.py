@@ -3,6 +3,10 @@
 dkimpy signs a 30 KB message in about 9 ms here, mostly in pure-Python RSA and parsing; the
 same signature with ``cryptography`` costs about 0.5 ms. dkimpy stays the reference: the tests
 verify these signatures with ``dkim.verify``.
+
+Of what is left, the relaxed canonicalization of a 37 KB body (two regular-expression passes)
+cost 1.2 ms, three times the RSA signature. :class:`CanonicalBodyTemplate` canonicalizes an
+edition's literal text once; a recipient's canonical body is then a join, like the message.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from services.dispatcher import mime
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
@@ -31,6 +37,46 @@ def canonical_body(body: bytes) -> bytes:
     body = _TRAILING_WSP.sub(b"\r\n", body)
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
+
+
+class CanonicalBodyTemplate:
+    """The relaxed canonical body of a template's messages, its literal pieces done once.
+
+    Relaxed body canonicalization only shrinks runs of spaces and tabs and drops them before a
+    line break. A marker value with no whitespace and no line break (a URL, an address) ends
+    any run on either side of it, so each literal piece can be canonicalized on its own and
+    the values joined in between. :meth:`canonical` returns None when that does not hold (an
+    empty value or one with whitespace, a base64 part): the caller canonicalizes the whole body.
+    """
+
+    def __init__(self, template: mime.MessageTemplate) -> None:
+        pieces = template.body_pieces()
+        self._usable = bool(pieces) and not any(isinstance(p, mime.Base64Part) for p in pieces)
+        self._pieces = tuple(_collapse(p) if isinstance(p, bytes) else p for p in pieces)
+
+    def canonical(self, values: Mapping[str, str]) -> bytes | None:
+        if not self._usable:
+            return None
+        out: list[bytes] = []
+        escaped: dict[str, bytes] = {}
+        for piece in self._pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+                continue
+            assert isinstance(piece, mime.Marker)
+            value = mime.marker_value(piece, values, escaped)
+            if not value or _BREAKS_RUNS.search(value):
+                return None
+            out.append(value)
+        body = b"".join(out).rstrip(b"\r\n")
+        return body + b"\r\n" if body else b""
+
+
+_BREAKS_RUNS = re.compile(rb"[ \t\r\n]")
+
+
+def _collapse(chunk: bytes) -> bytes:
+    return _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", chunk))
 
 
 def canonical_header(name: bytes, value: bytes) -> bytes:
@@ -62,15 +108,20 @@ class DkimSigner:
         self._domain = domain
         self._headers = [h.lower() for h in headers]
 
-    def sign(self, message: bytes) -> bytes:
-        """The ``DKIM-Signature`` field (with its CRLF) to put in front of ``message``."""
+    def sign(self, message: bytes, *, canonical: bytes | None = None) -> bytes:
+        """The ``DKIM-Signature`` field (with its CRLF) to put in front of ``message``.
+
+        ``canonical`` is the body's relaxed canonical form when the caller has it already.
+        """
         head, _, body = message.partition(b"\r\n\r\n")
         fields = _fields(head + b"\r\n")
         by_name: dict[bytes, bytes] = {}
         for name, value in fields:
             by_name[name.strip().lower()] = value  # the last one wins, as verifiers pick it
         signed = [h for h in self._headers if h in by_name]
-        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
+        if canonical is None:
+            canonical = canonical_body(body)
+        body_hash = base64.b64encode(hashlib.sha256(canonical).digest())
         value = (
             f" v=1; a=rsa-sha256; c=relaxed/relaxed; d={self._domain}; s={self._selector};"
             f" t={int(time.time())}; h={':'.join(h.decode() for h in signed)};"

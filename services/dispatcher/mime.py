@@ -85,13 +85,22 @@ class MessageTemplate:
             if isinstance(piece, bytes):
                 out.append(piece)
             elif isinstance(piece, Marker):
-                out.append(_value(piece, values, escaped))
+                out.append(marker_value(piece, values, escaped))
             else:
                 out.append(_base64_body(piece, values))
         return b"".join(out)
 
+    def body_pieces(self) -> tuple[Piece, ...]:
+        """The pieces after the header block's blank line (header markers all precede it)."""
+        for index, piece in enumerate(self.pieces):
+            if isinstance(piece, bytes) and b"\r\n\r\n" in piece:
+                rest = piece.partition(b"\r\n\r\n")[2]
+                return ((rest,) if rest else ()) + self.pieces[index + 1 :]
+        return ()
 
-def _value(marker: Marker, values: Mapping[str, str], escaped: dict[str, bytes]) -> bytes:
+
+def marker_value(marker: Marker, values: Mapping[str, str], escaped: dict[str, bytes]) -> bytes:
+    """A marker's value as it goes into the message (HTML-escaped in HTML parts)."""
     raw = values.get(marker.name)
     if raw is None:
         return marker.name.encode()

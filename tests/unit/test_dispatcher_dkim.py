@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
+from services.dispatcher.dkim_signing import CanonicalBodyTemplate, canonical_body
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging import placeholders
 
@@ -61,3 +62,42 @@ def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(tmp_path: 
     for header in ("from", "subject", "date", "message-id", "list-unsubscribe"):
         assert header in signed.lower().split(":"), f"{header} not signed"
     assert "list-unsubscribe-post" in signed.lower().split(":")
+
+
+def _template() -> mime.MessageTemplate:
+    settings = load_dispatcher_settings(mode="test", secret_key="k" * 40)
+    return mime.build_template(
+        envelope=Composer(settings=settings).envelope(
+            subject="Weekly", language="en", campaign="c"
+        ),
+        # Runs of spaces and tabs next to markers, trailing blanks, blank lines at the end.
+        text=(
+            f"Hello \t  {placeholders.RECIPIENT}  ,\t\n"
+            f"  indented   line  \n\n{placeholders.UNSUBSCRIBE_URL}\t\n\n\n"
+        ),
+        html_body=(f'<p>  a  \t b </p>  \n<a href="{placeholders.PREFERENCES_URL}">  x  </a>   \n'),
+    )
+
+
+def test_the_canonical_body_built_from_the_template_is_the_whole_body_canonicalized() -> None:
+    template = _template()
+    canonical = CanonicalBodyTemplate(template)
+    values = {
+        placeholders.RECIPIENT: "reader@example.org",
+        placeholders.UNSUBSCRIBE_URL: "https://example.org/unsubscribe?token=a.b-c",
+        placeholders.PREFERENCES_URL: "https://example.org/preferences?token=a&b",
+    }
+    body = template.render(values).partition(b"\r\n\r\n")[2]
+    assert canonical.canonical(values) == canonical_body(body)
+
+
+def test_a_value_with_whitespace_or_an_empty_one_falls_back_to_the_whole_body() -> None:
+    canonical = CanonicalBodyTemplate(_template())
+    base = {
+        placeholders.RECIPIENT: "reader@example.org",
+        placeholders.UNSUBSCRIBE_URL: "https://example.org/u",
+        placeholders.PREFERENCES_URL: "https://example.org/p",
+    }
+    assert canonical.canonical(base) is not None
+    assert canonical.canonical({**base, placeholders.RECIPIENT: "two  words"}) is None
+    assert canonical.canonical({**base, placeholders.UNSUBSCRIBE_URL: ""}) is None
