@@ -331,3 +331,40 @@ async def test_a_policy_storm_opens_one_domains_breaker_while_the_others_flow(
     held = [e for e in logs if e["event"] == "email_held"]
     assert held, "while open, the domain's jobs were held without an attempt"
     assert refusals >= len(blocked)
+
+
+async def test_a_delivery_deferred_until_its_retry_window_runs_out_ends_failed(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """451 every time: retried through the 1 s tier until the (here 4 s) window runs out."""
+    addresses = await dispatch_seed.add_subscribers(sessions, 3, languages=("en",))
+    busy = addresses[0]
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta(MtaScript(defer={busy})) as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=sqlite_url,
+            smtp_url=mta.url,
+            tmp_path=tmp_path,
+            dispatch_retry_window_s=4.0,
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                await dispatch_seed.publish(
+                    vhost_url,
+                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
+                    routing_key=PLAN_SEND,
+                )
+                await dispatch_seed.wait_for_send(sessions, send_id, timeout=60)
+        copies = mta.handler.copies()
+    rows = {row.email: row for row in await dispatch_seed.deliveries(sessions, send_id)}
+    assert copies == {a: 1 for a in addresses if a != busy}
+    assert rows[busy].status == "failed"
+    assert rows[busy].smtp_code == 451
+    # Tried at 0 s and about every second after, not one attempt past the window.
+    assert 3 <= rows[busy].attempts <= 6, rows[busy].attempts
+    deferred = [e for e in logs if e["event"] == "email_deferred"]
+    failed = [e for e in logs if e["event"] == "email_failed"]
+    assert len(deferred) == rows[busy].attempts - 1
+    assert len(failed) == 1

@@ -38,6 +38,7 @@ class MtaScript:
 
     hard_bounce: set[str] = field(default_factory=set)  # 550 5.1.1 at RCPT
     policy_reject: set[str] = field(default_factory=set)  # 554 5.7.1 at RCPT
+    defer: set[str] = field(default_factory=set)  # 451 4.2.0 at RCPT, every time
     throttle_ratio: float = 0.0  # share of RCPTs answered 421/451 (alternating)
     drop_ratio: float = 0.0  # share of RCPTs where the connection is dropped
     stall_data: set[str] = field(default_factory=set)  # stall after DATA, once per address
@@ -62,6 +63,8 @@ class ScriptedHandler:
             return self._reply(f"550 5.1.1 <{address}>: user unknown")
         if address in script.policy_reject:
             return self._reply("554 5.7.1 message refused by policy")
+        if address in script.defer:
+            return self._reply("451 4.2.0 mailbox busy, try again later")
         roll = self.random.random()
         if roll < script.drop_ratio:
             self.replies["drop"] += 1
