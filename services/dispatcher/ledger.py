@@ -74,6 +74,19 @@ _RECORD = text(
     "message_id = COALESCE(:message_id, message_id), sent_at = COALESCE(:sent_at, sent_at), "
     "updated_at = :now WHERE id = :id AND status <> 'sent'"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
+# A job that gives its delivery back (to the queue, to the outbox while its send is paused)
+# or finds its send cancelled changes only an open row: a duplicate job of a delivery that
+# has bounced or failed must not reopen it.
+_GIVE_BACK = text(
+    "UPDATE delivery SET status = :status, updated_at = :now WHERE id IN :ids AND status IN :open"
+).bindparams(
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("ids", expanding=True),
+    bindparam("open", expanding=True),
+)
+_GIVE_BACK_STATUSES = frozenset(
+    {DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED}
+)
 _ANY_OPEN = text("SELECT 1 FROM delivery WHERE send_id = :send_id AND status IN :open LIMIT 1")
 _FINISH = text(
     "UPDATE send SET status = :done, finished_at = :now WHERE id = :send_id AND status = :running"
@@ -161,9 +174,20 @@ async def record(
             "now": now,
         }
         for r in results
+        if r.status not in _GIVE_BACK_STATUSES
     ]
+    given_back: dict[str, list[int]] = {}
+    for r in results:
+        if r.status in _GIVE_BACK_STATUSES:
+            given_back.setdefault(r.status, []).append(r.delivery_id)
     async with engine.begin() as connection:
-        await connection.execute(_RECORD, params)
+        if params:
+            await connection.execute(_RECORD, params)
+        for status, ids in given_back.items():  # pauses, cancels, open breakers
+            await connection.execute(
+                _GIVE_BACK,
+                {"status": status, "ids": ids, "now": now, "open": [str(s) for s in _OPEN]},
+            )
     for send_id in {r.send_id for r in results if r.send_id}:
         if finisher is None:
             await finish_if_complete(engine, send_id=send_id)

@@ -109,7 +109,7 @@ class Planner:
                 if await self._cancelled(job.send_id):
                     log.info("plan_cancelled")
                     return
-        await self._relay(job.send_id)
+        await self.relay(job.send_id)
         await self._finish_planning(job.send_id)
 
     async def _open_send(self, job: PlanSend) -> str:
@@ -182,11 +182,13 @@ class Planner:
                 await session.commit()
             after = last
             # Publish as we go, so that workers start while the rest is still being planned.
-            await self._relay(job.send_id)
+            await self.relay(job.send_id)
 
-    async def _relay(self, send_id: str) -> None:
-        """Publish every pending row of the send, batch by batch, and mark it queued."""
+    async def relay(self, send_id: str) -> int:
+        """Publish every pending row of the send, batch by batch, and mark it queued; returns
+        how many jobs were published."""
         after = 0
+        published = 0
         batch = self.settings.dispatch_planner_batch
         while True:
             async with self.sessions() as session:
@@ -202,7 +204,7 @@ class Planner:
                     )
                 ).all()
             if not rows:
-                return
+                return published
             now = utcnow()
             jobs = [
                 DeliverIssue(
@@ -231,6 +233,7 @@ class Planner:
             for job in jobs:
                 self.metrics.planned.labels(job.language).inc()
             after = jobs[-1].delivery_id
+            published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
 
     async def _finish_planning(self, send_id: str) -> None:

@@ -9,7 +9,7 @@ Everything is opened in one ``AsyncExitStack`` and closed in reverse order when 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
 import structlog
@@ -27,6 +27,7 @@ from services.dispatcher.consumers import QueueConsumer
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
 from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
@@ -153,7 +154,7 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
             )
-            consumers.append(QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1))
+            consumers.append(_planner_consumer(config, planner, control, stack))
         for consumer in consumers:
             await consumer.start(connection)
 
@@ -166,6 +167,20 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _planner_consumer(
+    config: DispatcherSettings, planner: Planner, control: ControlHandler, stack: AsyncExitStack
+) -> QueueConsumer:
+    """The planner's queue, and the outbox sweeper beside it (parked deliveries go out again
+    when their send resumes)."""
+    sweeper = OutboxSweeper(
+        engine=planner.engine, planner=planner, interval_s=config.dispatch_outbox_sweep_s
+    )
+    sweeper.start()
+    stack.push_async_callback(sweeper.close)
+    control.on_resume = sweeper.wake
+    return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
 
 
 async def _stop_all(consumers: list[QueueConsumer]) -> None:
@@ -199,11 +214,13 @@ def _probe_server(
 
 
 class ControlHandler:
-    """``SendControlled`` events: forget the cached status; on resume, maybe finish the send."""
+    """``SendControlled`` events: forget the cached status; on resume, maybe finish the send
+    and have the outbox sweeper publish its parked deliveries (when this process plans)."""
 
     def __init__(self, *, engine: AsyncEngine, sends: SendDirectory) -> None:
         self._engine = engine
         self._sends = sends
+        self.on_resume: Callable[[], None] | None = None
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -214,6 +231,8 @@ class ControlHandler:
         self._sends.forget(event.send_id)
         if event.action == "resume":
             await ledger.finish_if_complete(self._engine, send_id=event.send_id)
+            if self.on_resume is not None:
+                self.on_resume()
         await message.ack()
 
 

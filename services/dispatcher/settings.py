@@ -35,7 +35,6 @@ class DispatcherSettings(Settings):
     # Retries
     dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
     dispatch_retry_window_s: float = 3 * 24 * 3600.0
-    dispatch_hold_tier: str = "1m"  # where jobs of a paused send wait before they look again
     dispatch_poison_limit: int = 3  # deliveries of a poison job before it is dead-lettered
     # Circuit breaker per domain
     dispatch_breaker_threshold: int = 20  # throttling/policy replies within the window
@@ -43,6 +42,8 @@ class DispatcherSettings(Settings):
     dispatch_breaker_cooldown_s: float = 60.0
     # Planner
     dispatch_planner_batch: int = 1000
+    # How often pending rows of running sends (a paused send's jobs, parked) are published again
+    dispatch_outbox_sweep_s: float = 5.0
     # Which consumers this process runs (comma-separated): planner, deliveries, transactional
     dispatch_roles: str = "planner,deliveries,transactional"
     # DKIM (off unless a key is given)
@@ -56,19 +57,9 @@ class DispatcherSettings(Settings):
         _parse_tiers(value)
         return value
 
-    @field_validator("dispatch_hold_tier")
-    @classmethod
-    def _known_hold_tier(cls, value: str) -> str:
-        _parse_tiers(value)
-        return value
-
     @property
     def retry_tiers(self) -> tuple[RetryTier, ...]:
         return _parse_tiers(self.dispatch_retry_tiers)
-
-    @property
-    def hold_tier(self) -> RetryTier:
-        return _parse_tiers(self.dispatch_hold_tier)[0]
 
     @property
     def roles(self) -> frozenset[str]:

@@ -113,9 +113,6 @@ class DeliveryWorker:
             # Waiting for a slot can take a while: look again before sending.
             status = await self.sends.status(job.send_id)
             if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
-                await self.results.submit(
-                    ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
-                )
                 await self._stand_down(job, message, status)
                 return
             if self.flow.is_open(domain):
@@ -162,24 +159,15 @@ class DeliveryWorker:
     async def _stand_down(
         self, job: DeliverIssue, message: AbstractIncomingMessage, status: str | None
     ) -> None:
-        """A cancelled send's job is recorded cancelled; a paused send's job waits in the hold
-        tier (not claimed, so resume sends it exactly once)."""
-        if status == SendStatus.CANCELLED:
-            await self.results.submit(
-                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.CANCELLED)
-            )
-            await self.acks.ack(message)
-            return
-        tier = self.settings.hold_tier
-        await schedule_retry(
-            publisher=self.publisher,
-            job=job,
-            routing_key=DELIVER_ISSUE,
-            tier=tier,
-            attempt=attempt_of(message),
-        )
+        """A cancelled send's job is recorded cancelled. A paused send's job goes back to the
+        outbox (``pending``) and leaves the queue: the outbox sweeper publishes it again once
+        the send runs (see :mod:`services.dispatcher.outbox`), so a long pause costs nothing."""
+        parked = status != SendStatus.CANCELLED
+        outcome = DeliveryStatus.PENDING if parked else DeliveryStatus.CANCELLED
+        await self.results.submit(ledger.Result(job.delivery_id, job.send_id, outcome))
         await self.acks.ack(message)
-        log.debug("job_held_while_paused", tier=tier.label)
+        if parked:
+            log.debug("job_parked_while_paused")
 
     async def _settle(
         self,

@@ -48,6 +48,16 @@ async def sessions(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSes
         await engine.dispose()
 
 
+async def _messages_in(amqp_url: str, queue: str) -> int:
+    connection = await connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
 async def bounce_listener(amqp_url: str) -> tuple[object, list[BounceReceived]]:
     """A private queue bound to bounce events, to see what the dispatcher announces."""
     connection = await connect(amqp_url)
@@ -254,7 +264,17 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
             await asyncio.sleep(2.0)
             assert len(mta.handler.accepted) == during_pause, "nothing is sent while paused"
             assert during_pause < 30
+            # The rest is parked in the outbox, not cycling through a queue.
+            parked = await dispatch_seed.status_counts(sessions, send_id)
+            assert parked == {"sent": during_pause, "pending": 30 - during_pause}, parked
+            assert await _messages_in(vhost_url, "dispatcher.deliveries") == 0
             await sends_module.set_status(sessions, send_id=send_id, action="resume")
+            await dispatch_seed.publish(
+                vhost_url,
+                SendControlled(send_id=send_id, action="resume"),
+                routing_key=SEND_CONTROLLED,
+                exchange=EVENTS,
+            )
             await dispatch_seed.wait_for_send(sessions, send_id)
         copies = mta.handler.copies()
     assert copies == {a: 1 for a in addresses}, "resume sent the rest, and nothing twice"

@@ -41,7 +41,7 @@ def make_settings(
         var_dir=tmp_path,
         secret_key="test-secret-key-" + "x" * 32,
         dispatch_retry_tiers="1s",
-        dispatch_hold_tier="1s",
+        dispatch_outbox_sweep_s=1.0,
         smtp_timeout_s=2.0,
         **extra,
     )

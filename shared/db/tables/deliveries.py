@@ -27,7 +27,7 @@ class DeliveryKind(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    PENDING = "pending"  # row written, job not yet confirmed by the broker (outbox)
+    PENDING = "pending"  # in the outbox: job not yet confirmed, or parked while paused
     QUEUED = "queued"  # job confirmed by the broker
     SENDING = "sending"  # claimed by a worker; SMTP transaction in progress
     SENT = "sent"  # 250 after DATA
