@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -46,12 +47,13 @@ _CACHE_SIZE = 64
 class DateHeader:
     """The RFC 5322 ``Date`` value of the current second, formatted once per second."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._second = -1
         self._value = ""
 
     def now(self) -> str:
-        second = int(time.time())
+        second = int(self._clock())
         if second != self._second:
             self._value = format_datetime(datetime.fromtimestamp(second, UTC))
             self._second = second

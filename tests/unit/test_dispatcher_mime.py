@@ -90,3 +90,21 @@ def test_the_template_is_built_once_and_rendering_only_joins_bytes() -> None:
     assert first != second
     assert b"a@example.org" in first
     assert b"a@example.org" not in second
+
+
+def test_the_date_header_is_now_in_rfc_5322_form_and_follows_the_clock() -> None:
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    from services.dispatcher.composer import DateHeader
+
+    class Clock:
+        now = 1_795_000_000.4
+
+    header = DateHeader(clock=lambda: Clock.now)
+    first = header.now()
+    assert parsedate_to_datetime(first) == datetime.fromtimestamp(1_795_000_000, UTC)
+    Clock.now += 0.5
+    assert header.now() == first, "formatted once per second"
+    Clock.now += 1.0
+    assert parsedate_to_datetime(header.now()) == datetime.fromtimestamp(1_795_000_001, UTC)
