@@ -334,7 +334,10 @@ async def run_benchmark(
                     connections=connections,
                     dkim_key=dkim_key,
                 )
-                log_path = Path(tmp) / "dispatcher.log"
+                # NEWSLETTER_BENCH_LOG=path keeps the dispatcher's JSON log for a look afterwards.
+                log_path = Path(
+                    os.environ.get("NEWSLETTER_BENCH_LOG") or Path(tmp) / "dispatcher.log"
+                )
                 log_file = stack.enter_context(log_path.open("wb"))
                 profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
                 command = ["-m", "cProfile", "-o", profile] if profile else []

@@ -93,6 +93,21 @@ _FINISH = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
+def padded(ids: Sequence[int]) -> list[int]:
+    """The ids with the last one repeated up to the next power of two (at least 8).
+
+    Each length of an ``IN (...)`` list is another statement for the driver to prepare and
+    cache (asyncpg keeps 100 per connection) and for PostgreSQL to plan; batches of any size
+    from 1 to 500 would fill those caches with hundreds of variants. A repeated id changes
+    nothing in ``id IN (...)``.
+    """
+    items = list(ids)
+    if not items:
+        return items
+    size = max(8, 1 << (len(items) - 1).bit_length())
+    return items + [items[-1]] * (size - len(items))
+
+
 async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[Claim]:
     """Claim a batch of deliveries in one transaction; one :class:`Claim` per request."""
     ids = sorted({r.delivery_id for r in requests})
@@ -104,7 +119,7 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
                 await session.execute(
                     _CLAIM,
                     {
-                        "ids": ids,
+                        "ids": padded(ids),
                         "claimable": [str(s) for s in _CLAIMABLE],
                         "sending": str(DeliveryStatus.SENDING),
                         "now": now,
@@ -119,7 +134,7 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
                 (
                     await session.execute(
                         _RECLAIM,
-                        {"ids": left, "sending": str(DeliveryStatus.SENDING), "now": now},
+                        {"ids": padded(left), "sending": str(DeliveryStatus.SENDING), "now": now},
                     )
                 ).scalars()
             )
@@ -130,7 +145,7 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
                     await session.execute(
                         _REOPEN,
                         {
-                            "ids": sorted(set(replayed)),
+                            "ids": padded(sorted(set(replayed))),
                             "sending": str(DeliveryStatus.SENDING),
                             "failed": str(DeliveryStatus.FAILED),
                             "now": now,
@@ -141,7 +156,7 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
         missing = [i for i in ids if i not in claimed and i not in reclaimed]
         found: dict[int, str] = {}
         if missing:
-            rows = await session.execute(_STATUS_OF, {"ids": missing})
+            rows = await session.execute(_STATUS_OF, {"ids": padded(missing)})
             found = {int(row[0]): str(row[1]) for row in rows}
     results: list[Claim] = []
     seen: set[int] = set()
@@ -186,7 +201,7 @@ async def record(
         for status, ids in given_back.items():  # pauses, cancels, open breakers
             await connection.execute(
                 _GIVE_BACK,
-                {"status": status, "ids": ids, "now": now, "open": [str(s) for s in _OPEN]},
+                {"status": status, "ids": padded(ids), "now": now, "open": [str(s) for s in _OPEN]},
             )
     for send_id in {r.send_id for r in results if r.send_id}:
         if finisher is None:

@@ -223,7 +223,7 @@ class Planner:
                 await session.execute(
                     _MARK_QUEUED,
                     {
-                        "ids": [j.delivery_id for j in jobs],
+                        "ids": ledger.padded([j.delivery_id for j in jobs]),
                         "queued": str(DeliveryStatus.QUEUED),
                         "pending": str(DeliveryStatus.PENDING),
                         "now": now,

@@ -70,7 +70,7 @@ async def run(
     metrics = DispatcherMetrics.create(registry)
     roles = config.roles
     async with AsyncExitStack() as stack:
-        engine = create_engine(config.database_url, pool_size=10)
+        engine = create_engine(config.database_url, pool_size=10, custom_plans=True)
         stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
         connection = await connect(config.amqp_url)
