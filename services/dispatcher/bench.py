@@ -288,6 +288,11 @@ def _sink_report(lines: list[str], sent: dict[int, float]) -> tuple[int, list[fl
     return received, sorted(latencies)
 
 
+def _log_path(folder: Path) -> Path:
+    """Where the dispatcher logs; NEWSLETTER_BENCH_LOG=path keeps the log for a look after."""
+    return Path(os.environ.get("NEWSLETTER_BENCH_LOG") or folder / "dispatcher.log")
+
+
 def _dkim_key(folder: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -334,10 +339,7 @@ async def run_benchmark(
                     connections=connections,
                     dkim_key=dkim_key,
                 )
-                # NEWSLETTER_BENCH_LOG=path keeps the dispatcher's JSON log for a look afterwards.
-                log_path = Path(
-                    os.environ.get("NEWSLETTER_BENCH_LOG") or Path(tmp) / "dispatcher.log"
-                )
+                log_path = _log_path(Path(tmp))
                 log_file = stack.enter_context(log_path.open("wb"))
                 profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
                 command = ["-m", "cProfile", "-o", profile] if profile else []
