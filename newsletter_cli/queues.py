@@ -8,7 +8,9 @@ interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 from dataclasses import asdict
 
@@ -91,10 +93,11 @@ async def _show(
     settings = load_settings()
     url = management_url or QueueStatsSettings().rabbitmq_management_url
     rabbitmqctl = local_rabbitmqctl(settings.amqp_url) if use_rabbitmqctl else None
+    stop = _stop_on_first_interrupt()
     async with QueueStatsReader(
         amqp_url=settings.amqp_url, management_url=url, rabbitmqctl=rabbitmqctl
     ) as reader:
-        while True:
+        while not stop.is_set():
             snapshot = await reader.read()
             # --watch --json prints JSON lines: one object per sample.
             text = to_json(snapshot, one_line=watch) if as_json else format_table(snapshot)
@@ -103,7 +106,26 @@ async def _show(
             typer.echo(text)
             if not watch:
                 return
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+def _stop_on_first_interrupt() -> asyncio.Event:
+    """Ctrl-C ends the watch after the sample in progress and closes the connection cleanly.
+
+    Cancelling the main task instead (asyncio.run's own handling) could land in the middle
+    of the robust connection's set-up and leave the process hanging. A second Ctrl-C
+    interrupts at once.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    return stop
 
 
 def queues(

@@ -14,12 +14,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.engine import create_engine, session_factory
-from shared.messaging.schemas import DomainPolicyAlerted, PlanSend
+from shared.messaging.schemas import DomainPolicyAlerted
 from shared.messaging.topology import (
     DISPATCHER_DOMAIN_ALERTS,
     DOMAIN_POLICY_ALERTED,
     EVENTS,
-    PLAN_SEND,
     connect,
 )
 from tests.support import dispatch_seed
@@ -87,11 +86,7 @@ async def test_a_policy_alert_pauses_its_domain_in_every_process_while_others_fl
                 await dispatch_seed.wait_until(
                     lambda: sum(e.get("reason") == "policy_alert" for e in logs) == 2
                 )
-                await dispatch_seed.publish(
-                    vhost_url,
-                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                    routing_key=PLAN_SEND,
-                )
+                await dispatch_seed.plan(vhost_url, send_id, ["en"])
                 await dispatch_seed.wait_until(
                     lambda: set(mta.handler.copies()) >= set(addresses) - paused
                 )

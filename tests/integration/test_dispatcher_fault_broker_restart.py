@@ -19,8 +19,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
-from shared.messaging.schemas import PlanSend
-from shared.messaging.topology import PLAN_SEND
 from tests.support import dispatch_seed, infra
 from tests.support.test_mta import ScriptedMta
 
@@ -63,11 +61,7 @@ async def test_a_broker_restart_mid_send_loses_nobody(
         process = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log)
         try:
             await asyncio.sleep(1.5)
-            await dispatch_seed.publish(
-                vhost_url,
-                PlanSend(send_id=send_id, issue_key="w48", segments=SEGMENTS),
-                routing_key=PLAN_SEND,
-            )
+            await dispatch_seed.plan(vhost_url, send_id, SEGMENTS)
             await dispatch_seed.wait_until(lambda: len(mta.handler.accepted) >= 100, timeout=60)
             try:
                 await asyncio.to_thread(infra.rabbitmqctl, "stop_app")

@@ -19,8 +19,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
-from shared.messaging.schemas import PlanSend
-from shared.messaging.topology import PLAN_SEND
 from tests.support import dispatch_seed, infra
 from tests.support.test_mta import ScriptedMta
 
@@ -81,11 +79,7 @@ async def test_kill_9_mid_send_then_restart_loses_nobody(
         first = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log_a)
         try:
             await asyncio.sleep(1.5)
-            await dispatch_seed.publish(
-                vhost_url,
-                PlanSend(send_id=send_id, issue_key="w48", segments=SEGMENTS),
-                routing_key=PLAN_SEND,
-            )
+            await dispatch_seed.plan(vhost_url, send_id, SEGMENTS)
             await dispatch_seed.wait_until(lambda: len(mta.handler.accepted) >= 150, timeout=60)
         finally:
             os.kill(first.pid, signal.SIGKILL)
@@ -128,11 +122,7 @@ async def test_three_processes_share_the_queues_and_mail_everyone_once(
         processes = [dispatch_seed.spawn_dispatcher(settings=settings, log_path=p) for p in logs]
         try:
             await asyncio.sleep(2.0)
-            await dispatch_seed.publish(
-                vhost_url,
-                PlanSend(send_id=send_id, issue_key="w48", segments=SEGMENTS),
-                routing_key=PLAN_SEND,
-            )
+            await dispatch_seed.plan(vhost_url, send_id, SEGMENTS)
             await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
         finally:
             for process in processes:

@@ -19,8 +19,8 @@ from newsletter_cli.smtp_sink import _free_port
 from services.dispatcher import dead_letters, service
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
-from shared.messaging.schemas import DeliverIssue, DeliverTransactional, PlanSend
-from shared.messaging.topology import DELIVER_ISSUE, DELIVER_TRANSACTIONAL, PLAN_SEND
+from shared.messaging.schemas import DeliverIssue, DeliverTransactional
+from shared.messaging.topology import DELIVER_ISSUE, DELIVER_TRANSACTIONAL
 from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
@@ -75,11 +75,7 @@ async def test_a_confirmation_overtakes_a_running_campaign_and_probes_report_it(
                 ready = await client.get("/readyz")
                 assert ready.status_code == 200, ready.text
                 assert ready.json()["checks"] == {"database": "ok", "rabbitmq": "ok", "smtp": "ok"}
-                await dispatch_seed.publish(
-                    vhost_url,
-                    PlanSend(send_id=send_id, issue_key="w48", segments=["en", "be", "ru"]),
-                    routing_key=PLAN_SEND,
-                )
+                await dispatch_seed.plan(vhost_url, send_id, ["en", "be", "ru"])
                 await dispatch_seed.wait_until(lambda: len(mta.handler.accepted) >= 20)
                 await dispatch_seed.publish(
                     vhost_url, confirmation, routing_key=DELIVER_TRANSACTIONAL

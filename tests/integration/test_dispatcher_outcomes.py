@@ -99,11 +99,7 @@ async def test_a_faulty_server_leaves_every_subscriber_in_exactly_one_terminal_s
             )
             with structlog.testing.capture_logs() as logs:
                 async with dispatch_seed.RunningDispatcher(settings):
-                    await dispatch_seed.publish(
-                        vhost_url,
-                        PlanSend(send_id=send_id, issue_key="w48", segments=["en", "be", "ru"]),
-                        routing_key=PLAN_SEND,
-                    )
+                    await dispatch_seed.plan(vhost_url, send_id, ["en", "be", "ru"])
                     await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
             copies = mta.handler.copies()
             replies = dict(mta.handler.replies)
@@ -138,11 +134,7 @@ async def test_the_same_job_delivered_twice_is_sent_once_and_logged(
         )
         with structlog.testing.capture_logs() as logs:
             async with dispatch_seed.RunningDispatcher(settings):
-                await dispatch_seed.publish(
-                    vhost_url,
-                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                    routing_key=PLAN_SEND,
-                )
+                await dispatch_seed.plan(vhost_url, send_id, ["en"])
                 await dispatch_seed.wait_for_send(sessions, send_id)
                 first = (await dispatch_seed.deliveries(sessions, send_id))[0]
                 assert first.id is not None
@@ -246,11 +238,7 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
             dispatch_rate_limit=5.0,  # slow enough to pause in the middle
         )
         async with dispatch_seed.RunningDispatcher(settings):
-            await dispatch_seed.publish(
-                vhost_url,
-                PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                routing_key=PLAN_SEND,
-            )
+            await dispatch_seed.plan(vhost_url, send_id, ["en"])
             await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
             await sends_module.set_status(sessions, send_id=send_id, action="pause")
             await dispatch_seed.publish(
@@ -298,11 +286,7 @@ async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
             dispatch_rate_limit=8.0,
         )
         async with dispatch_seed.RunningDispatcher(settings):
-            await dispatch_seed.publish(
-                vhost_url,
-                PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                routing_key=PLAN_SEND,
-            )
+            await dispatch_seed.plan(vhost_url, send_id, ["en"])
             await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
             await sends_module.set_status(sessions, send_id=send_id, action="cancel")
             await asyncio.sleep(2.0)
@@ -336,11 +320,7 @@ async def test_a_policy_storm_opens_one_domains_breaker_while_the_others_flow(
         )
         with structlog.testing.capture_logs() as logs:
             async with dispatch_seed.RunningDispatcher(settings):
-                await dispatch_seed.publish(
-                    vhost_url,
-                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                    routing_key=PLAN_SEND,
-                )
+                await dispatch_seed.plan(vhost_url, send_id, ["en"])
                 await dispatch_seed.wait_for_send(sessions, send_id, timeout=60)
         copies = mta.handler.copies()
         refusals = mta.handler.replies["554"]
@@ -371,11 +351,7 @@ async def test_a_delivery_deferred_until_its_retry_window_runs_out_ends_failed(
         )
         with structlog.testing.capture_logs() as logs:
             async with dispatch_seed.RunningDispatcher(settings):
-                await dispatch_seed.publish(
-                    vhost_url,
-                    PlanSend(send_id=send_id, issue_key="w48", segments=["en"]),
-                    routing_key=PLAN_SEND,
-                )
+                await dispatch_seed.plan(vhost_url, send_id, ["en"])
                 await dispatch_seed.wait_for_send(sessions, send_id, timeout=60)
         copies = mta.handler.copies()
     rows = {row.email: row for row in await dispatch_seed.deliveries(sessions, send_id)}

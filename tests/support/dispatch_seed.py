@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -195,6 +195,18 @@ async def publish(amqp_url: str, message: object, *, routing_key: str, **kwargs:
         await publisher.publish(message, routing_key=routing_key, **kwargs)  # type: ignore[arg-type]
     finally:
         await connection.close()
+
+
+async def plan(amqp_url: str, send_id: str, segments: Sequence[str]) -> None:
+    """Publish the ``PlanSend`` of a test send (issue ``w48``) to those segments."""
+    from shared.messaging.schemas import PlanSend
+    from shared.messaging.topology import PLAN_SEND
+
+    await publish(
+        amqp_url,
+        PlanSend(send_id=send_id, issue_key="w48", segments=list(segments)),
+        routing_key=PLAN_SEND,
+    )
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
