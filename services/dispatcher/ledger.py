@@ -50,6 +50,21 @@ class Result:
     message_id: str = ""
 
 
+# Still wanted: the subscriber is active and the address not suppressed, as when the send was
+# planned (a test send has no subscriber). Someone who unsubscribes, bounces, complains or is
+# erased while a send runs, or while their delivery waits in a retry tier, is not mailed.
+_DROP_UNWANTED = text(
+    "UPDATE delivery SET status = :unsubscribed, updated_at = :now "
+    "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM subscriber s "
+    "WHERE s.id = delivery.subscriber_id AND s.status = 'active' "
+    "AND NOT EXISTS (SELECT 1 FROM suppression p "
+    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL))"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("claimable", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+)
 _CLAIM = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
     "WHERE id IN :ids AND status IN :claimable RETURNING id"
@@ -114,6 +129,15 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
     async with engine.begin() as session:
+        await session.execute(
+            _DROP_UNWANTED,
+            {
+                "ids": padded(ids),
+                "claimable": [str(s) for s in _CLAIMABLE],
+                "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
+                "now": now,
+            },
+        )
         claimed = set(
             (
                 await session.execute(

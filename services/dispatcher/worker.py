@@ -98,8 +98,7 @@ class DeliveryWorker:
             )
         )
         if not claim.claimed:
-            log.info("duplicate_job_skipped", found_status=claim.status)
-            await self.acks.ack(message)
+            await self._skip(job, message, claim.status, domain)
             return
         if claim.reclaimed:
             log.warning("possible_duplicate_resend", reason="redelivered while sending")
@@ -138,6 +137,22 @@ class DeliveryWorker:
             await self._hold(job, message, domain)
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+
+    async def _skip(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, status: str, domain: str
+    ) -> None:
+        """The job did not claim its delivery: a duplicate, or nobody to mail any more."""
+        if status == DeliveryStatus.UNSUBSCRIBED:
+            # Unsubscribed, suppressed or erased since the send was planned. Recording it
+            # again lets the send finish if this was its last open delivery.
+            await self.results.submit(
+                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.UNSUBSCRIBED)
+            )
+            log.info("delivery_dropped", reason="no longer subscribed")
+            self.metrics.deliveries.labels("unsubscribed", job.language, domain).inc()
+        else:
+            log.info("duplicate_job_skipped", found_status=status)
+        await self.acks.ack(message)
 
     async def _hold(self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str) -> None:
         """The domain's breaker is open: park the job in a delay tier without an attempt (its

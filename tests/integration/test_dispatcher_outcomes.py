@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import structlog
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import sends as sends_module
+from shared.addresses import address_hash
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery
+from shared.db.tables.subscribers import Subscriber, Suppression
 from shared.messaging.schemas import (
     BounceReceived,
     DeliverIssue,
@@ -364,3 +367,37 @@ async def test_a_delivery_deferred_until_its_retry_window_runs_out_ends_failed(
     failed = [e for e in logs if e["event"] == "email_failed"]
     assert len(deferred) == rows[busy].attempts - 1
     assert len(failed) == 1
+
+
+async def test_whoever_unsubscribes_or_is_suppressed_while_their_delivery_waits_is_not_mailed(
+    vhost_url: str, sqlite_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Two deliveries wait in the retry tier (451); meanwhile one reader unsubscribes and the
+    other's address is suppressed. The retries find them gone: nobody is mailed after that."""
+    addresses = await dispatch_seed.add_subscribers(sessions, 4, languages=("en",))
+    leaving, suppressed = addresses[0], addresses[1]
+    script = MtaScript(defer={leaving, suppressed})
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    with ScriptedMta(script) as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await dispatch_seed.plan(vhost_url, send_id, ["en"])
+            await dispatch_seed.wait_until(lambda: mta.handler.replies["451"] >= 2)
+            async with sessions() as session:
+                subscriber = (
+                    await session.exec(select(Subscriber).where(Subscriber.email == leaving))
+                ).one()
+                subscriber.status = "unsubscribed"
+                session.add(subscriber)
+                session.add(Suppression(email_hash=address_hash(suppressed), reason="complaint"))
+                await session.commit()
+            script.defer.clear()  # the server would take them now
+            await dispatch_seed.wait_for_send(sessions, send_id)
+        copies = mta.handler.copies()
+    rows = {row.email: row for row in await dispatch_seed.deliveries(sessions, send_id)}
+    assert copies == {a: 1 for a in addresses[2:]}
+    assert rows[leaving].status == "unsubscribed"
+    assert rows[suppressed].status == "unsubscribed"
