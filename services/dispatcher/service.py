@@ -25,6 +25,7 @@ from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
 from services.dispatcher.consumers import QueueConsumer
 from services.dispatcher.domain_alerts import DomainAlertListener
+from services.dispatcher.erasures import ErasureHandler
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
@@ -40,6 +41,7 @@ from shared.messaging.schemas import SendControlled, UndecodableMessage, decode
 from shared.messaging.topology import (
     DISPATCHER_CONTROL,
     DISPATCHER_DELIVERIES,
+    DISPATCHER_ERASURES,
     DISPATCHER_PLANNER,
     DISPATCHER_TRANSACTIONAL,
     connect,
@@ -99,7 +101,7 @@ async def run(
         stack.push_async_callback(_stop_all, consumers)
 
         control = ControlHandler(engine=engine, sends=sends)
-        consumers.append(QueueConsumer(DISPATCHER_CONTROL, control.handle, prefetch=10))
+        consumers += _every_process_consumers(engine, control)
         if "transactional" in roles:
             tx = TransactionalWorker(
                 settings=config,
@@ -167,6 +169,14 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _every_process_consumers(engine: AsyncEngine, control: ControlHandler) -> list[QueueConsumer]:
+    """Consumers whatever the roles: send control (pause, resume, cancel) and GDPR erasures."""
+    return [
+        QueueConsumer(DISPATCHER_CONTROL, control.handle, prefetch=10),
+        QueueConsumer(DISPATCHER_ERASURES, ErasureHandler(engine).handle, prefetch=10),
+    ]
 
 
 def _planner_consumer(

@@ -5,7 +5,8 @@ or domain (so old links resolve to nothing), and a ``suppression`` row keyed by 
 hash with reason ``erased`` (so a later import or signup cannot silently bring the address
 back). Consent records keep only the address hash, their dates and their withdrawal
 (method ``erasure``): the ledger still shows that consent existed and was withdrawn, without
-anything that names the person. Delivery rows belong to the dispatcher and are not touched here.
+anything that names the person. Delivery rows belong to the dispatcher and are not touched
+here: the admin API publishes ``SubscriberErased`` first, and the dispatcher blanks them.
 """
 
 from __future__ import annotations

@@ -166,6 +166,18 @@ class DomainPolicyAlerted(Message):
     sample_diagnostic: str = Field(default="", max_length=500)
 
 
+class SubscriberErased(Message):
+    """subscription -> dispatcher: a subscriber was erased (GDPR); forget their address.
+
+    Carries no address: the dispatcher blanks the address of every delivery row of that
+    subscriber, and its claims already skip a subscriber who is no longer active.
+    """
+
+    type_name: ClassVar[str] = "subscriber_erased"
+    type: Literal["subscriber_erased"] = "subscriber_erased"
+    subscriber_id: int
+
+
 ANY_MESSAGE: tuple[type[Message], ...] = (
     RenderTransactional,
     DeliverTransactional,
@@ -176,6 +188,7 @@ ANY_MESSAGE: tuple[type[Message], ...] = (
     BounceReceived,
     UnsubscribeRequested,
     DomainPolicyAlerted,
+    SubscriberErased,
 )
 
 M = TypeVar("M", bound=Message)

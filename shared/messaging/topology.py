@@ -36,6 +36,7 @@ BOUNCE_RECEIVED = "bounce.received"
 UNSUBSCRIBE_REQUESTED = "unsubscribe.requested"
 SEND_CONTROLLED = "send.controlled"
 DOMAIN_POLICY_ALERTED = "domain.policy_alerted"
+SUBSCRIBER_ERASED = "subscriber.erased"
 
 DELIVERY_LIMIT = 5
 
@@ -95,6 +96,8 @@ SUBSCRIPTION_FEEDBACK = QueueSpec(
 )
 # Policy storms per receiving domain, for the dispatchers' circuit breakers.
 DISPATCHER_DOMAIN_ALERTS = QueueSpec("dispatcher.domain-alerts", EVENTS, (DOMAIN_POLICY_ALERTED,))
+# GDPR erasures, so that the dispatcher forgets the addresses in its delivery rows.
+DISPATCHER_ERASURES = QueueSpec("dispatcher.erasures", EVENTS, (SUBSCRIBER_ERASED,))
 
 WORK_QUEUES: tuple[QueueSpec, ...] = (
     RENDERER_TRANSACTIONAL,
@@ -105,6 +108,7 @@ WORK_QUEUES: tuple[QueueSpec, ...] = (
     DISPATCHER_CONTROL,
     SUBSCRIPTION_FEEDBACK,
     DISPATCHER_DOMAIN_ALERTS,
+    DISPATCHER_ERASURES,
 )
 
 

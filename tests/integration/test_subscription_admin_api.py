@@ -14,6 +14,8 @@ from sqlmodel import select
 from shared.addresses import address_hash
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import ConsentRecord, Subscriber, Suppression
+from shared.messaging.schemas import SubscriberErased, decode
+from shared.messaging.topology import DISPATCHER_ERASURES, connect
 from tests.integration.subscription_support import (
     ADMIN_TOKEN,
     command_tap,
@@ -182,6 +184,8 @@ async def test_import_search_count_export_and_erase(
                 "/api/erasures", json={"email": f"never-subscribed@{domain}"}, headers=AUTH
             )
             assert by_address.json() == {"erased_subscriber_id": None, "suppressed": True}
+            # The dispatcher is told once, by id, to forget the address in its deliveries.
+            assert await _erasure_events(private_amqp_url) == [anna["id"]]
 
             again = await client.post(
                 "/api/subscribers/import",
@@ -243,3 +247,18 @@ async def test_openapi_documents_the_bearer_scheme_on_admin_calls(
     for path in ("/api/subscribers", "/api/segments", "/api/subscribers/import"):
         operation = next(iter(schema["paths"][path].values()))
         assert {"AdminToken": []} in operation["security"], path
+
+
+async def _erasure_events(amqp_url: str) -> list[int]:
+    """The subscriber ids of the SubscriberErased events waiting for the dispatcher."""
+    connection = await connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(DISPATCHER_ERASURES.name)
+        ids: list[int] = []
+        while (message := await queue.get(fail=False)) is not None:
+            ids.append(decode(SubscriberErased, message.body).subscriber_id)
+            await message.ack()
+        return ids
+    finally:
+        await connection.close()

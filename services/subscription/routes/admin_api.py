@@ -15,10 +15,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlmodel import select
 
 from services.subscription.address_rules import normalize_address
 from services.subscription.csv_import import MAX_IMPORT_BYTES, ImportReport, import_csv
-from services.subscription.dependencies import AdminDep, SessionDep
+from services.subscription.dependencies import AdminDep, PublisherDep, SessionDep
 from services.subscription.directory import (
     SegmentCount,
     SubscriberPage,
@@ -30,6 +31,10 @@ from services.subscription.directory import (
 )
 from services.subscription.erasure import erase_address, erase_subscriber
 from services.subscription.errors import ImportRejected, InvalidAddress
+from shared.db.tables import Subscriber, SubscriberStatus
+from shared.messaging.publisher import Publisher, PublishError
+from shared.messaging.schemas import SubscriberErased
+from shared.messaging.topology import SUBSCRIBER_ERASED
 
 router = APIRouter(
     prefix="/api",
@@ -182,13 +187,37 @@ async def import_subscribers(
 @router.delete(
     "/subscribers/{subscriber_id}",
     summary="Erase a subscriber (GDPR)",
-    description="Personal data is removed; a hashed suppression entry stays.",
-    responses={404: {"description": "No such subscriber"}},
+    description="Personal data is removed; a hashed suppression entry stays. The dispatcher "
+    "is told first (`SubscriberErased`) and blanks the address in its delivery rows; if it "
+    "cannot be told, nothing is erased and the answer is 503.",
+    responses={
+        404: {"description": "No such subscriber"},
+        503: {"description": "The message bus did not take the event; nothing was erased"},
+    },
 )
-async def erase(_: AdminDep, session: SessionDep, subscriber_id: int) -> ErasureAnswer:
-    if not await erase_subscriber(session=session, subscriber_id=subscriber_id):
+async def erase(
+    _: AdminDep, session: SessionDep, publisher: PublisherDep, subscriber_id: int
+) -> ErasureAnswer:
+    subscriber = await session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.status == SubscriberStatus.ERASED:
         raise HTTPException(status_code=404, detail="no such subscriber")
+    await _tell_dispatcher(publisher, subscriber_id)
+    await erase_subscriber(session=session, subscriber_id=subscriber_id)
     return ErasureAnswer(erased_subscriber_id=subscriber_id)
+
+
+async def _tell_dispatcher(publisher: Publisher, subscriber_id: int) -> None:
+    """Publish ``SubscriberErased`` before erasing: an erasure the dispatcher never hears of
+    would leave the address in its delivery rows."""
+    try:
+        await publisher.publish_event(
+            SubscriberErased(subscriber_id=subscriber_id), routing_key=SUBSCRIBER_ERASED
+        )
+    except PublishError as err:
+        raise HTTPException(
+            status_code=503,
+            detail="the message bus did not take the erasure event; nothing was erased, try again",
+        ) from err
 
 
 @router.post(
@@ -197,11 +226,17 @@ async def erase(_: AdminDep, session: SessionDep, subscriber_id: int) -> Erasure
     description="Erases the subscriber with this address, if any, and suppresses its hash.",
     responses={422: {"description": "Not an address"}},
 )
-async def erase_by_address(_: AdminDep, session: SessionDep, body: ErasureRequest) -> ErasureAnswer:
+async def erase_by_address(
+    _: AdminDep, session: SessionDep, publisher: PublisherDep, body: ErasureRequest
+) -> ErasureAnswer:
     try:
         address = normalize_address(body.email)
     except InvalidAddress as err:
         raise HTTPException(status_code=422, detail=f"email: {err.reason}") from err
+    found = await session.exec(select(Subscriber.id).where(Subscriber.email == address.email))
+    subscriber_id = found.first()
+    if subscriber_id is not None:
+        await _tell_dispatcher(publisher, subscriber_id)
     erased = await erase_address(
         session=session, email=address.email, email_hash=address.email_hash
     )
