@@ -39,6 +39,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/newsletter bench render
 	$(BIN)/newsletter bench dispatch --recipients 50000
+	$(BIN)/newsletter bench dispatch --recipients 50000 --dkim
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
