@@ -1,13 +1,19 @@
-"""The editor's web pages, behind the admin token: a login form sets a signed, HttpOnly,
-SameSite=Strict cookie; every form carries a CSRF token derived from the secret key.
+"""The editor's web pages, behind the admin token: a login form sets a signed, timestamped,
+HttpOnly, SameSite=Strict cookie that lasts :data:`SESSION_MAX_AGE_S`; every form carries a
+CSRF token derived from the secret key. After :data:`LOGIN_FAILURES_ALLOWED` wrong tokens
+from one client within :data:`LOGIN_WINDOW_S`, logins from it are refused (429) for the rest
+of the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from typing import Any
 
 import structlog
+from itsdangerous import BadSignature
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -24,10 +30,43 @@ from services.renderer.web_desk import WebDesk, same_secret
 log = structlog.get_logger(__name__)
 
 COOKIE = "nl_editor"
+SESSION_MAX_AGE_S = 8 * 3600
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_WINDOW_S = 300.0
+
+
+class LoginFailures:
+    """Wrong tokens per client within a sliding window (in memory, per process)."""
+
+    def __init__(self, *, allowed: int, window_s: float, clock: Any = time.monotonic) -> None:
+        self._allowed = allowed
+        self._window = window_s
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str) -> deque[float]:
+        times = self._seen.setdefault(client, deque())
+        while times and self._clock() - times[0] > self._window:
+            times.popleft()
+        return times
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client)) >= self._allowed
+
+    def add(self, client: str) -> None:
+        self._recent(client).append(self._clock())
+        if len(self._seen) > 10_000:  # a flood of addresses: forget the oldest
+            self._seen.pop(next(iter(self._seen)))
 
 
 class EditorPages(WebDesk):
     """Pick or upload an issue, see its readiness and previews, send a test, start a send."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._login_failures = LoginFailures(
+            allowed=LOGIN_FAILURES_ALLOWED, window_s=LOGIN_WINDOW_S
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -41,7 +80,14 @@ class EditorPages(WebDesk):
         ]
 
     def _editor(self, request: Request) -> bool:
-        return same_secret(request.cookies.get(COOKIE, ""), self._session)
+        cookie = request.cookies.get(COOKIE, "")
+        if not cookie or not cookie.isascii():
+            return False
+        try:
+            self._session_signer.unsign(cookie, max_age=SESSION_MAX_AGE_S)
+        except BadSignature:  # tampered, from another key, or expired
+            return False
+        return True
 
     async def _form(self, request: Request) -> Any | None:
         form = await request.form()
@@ -66,15 +112,25 @@ class EditorPages(WebDesk):
         )
 
     async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        if self._login_failures.blocked(client):
+            log.warning("editor_login_throttled")
+            return PlainTextResponse(
+                "too many wrong tokens; try again later",
+                status_code=429,
+                headers={"retry-after": str(int(LOGIN_WINDOW_S))},
+            )
         form = await request.form()
         token = str(form.get("token", ""))
         if not same_secret(token, self.settings.admin_token.get_secret_value()):
+            self._login_failures.add(client)
             log.warning("editor_login_refused")
             return self._page("pages/login.html", "en", 403, title="Editor", error="Wrong token.")
         response = RedirectResponse("/editor", status_code=303)
         response.set_cookie(
             COOKIE,
-            self._session,
+            self._session_signer.sign(b"editor").decode(),
+            max_age=SESSION_MAX_AGE_S,
             httponly=True,
             samesite="strict",
             secure=self.settings.pages_url.startswith("https://"),

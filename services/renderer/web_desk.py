@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from itsdangerous import TimestampSigner
 from starlette.responses import HTMLResponse
 
 from services.renderer.catalogs import Templates
@@ -47,7 +48,8 @@ class WebDesk:
             issues_dir=settings.issues_dir, uploads_dir=settings.var_dir / "issues"
         )
         secret = settings.secret_key.get_secret_value().encode()
-        self._session = hmac.new(secret, b"renderer-editor-session", hashlib.sha256).hexdigest()
+        # Editor sessions: a signed, timestamped cookie (valid in every replica, expires).
+        self._session_signer = TimestampSigner(secret, salt=b"renderer-editor-session")
         self._csrf = hmac.new(secret, b"renderer-editor-csrf", hashlib.sha256).hexdigest()
 
     def _page(self, template: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:

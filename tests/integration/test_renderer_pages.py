@@ -179,3 +179,33 @@ async def test_the_admin_api_shows_readiness_and_starts_a_send_only_when_confirm
         )
     assert found, "the confirmed send was not rendered and planned"
     assert decode(PlanSend, found[0].body).fallbacks == {"be": "ru"}
+
+
+async def test_editor_sessions_expire_and_wrong_tokens_are_throttled(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from itsdangerous import TimestampSigner
+
+    from services.renderer import editor_pages
+
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        signed_in = await client.post("/editor/login", data={"token": "test-admin-token"})
+        assert signed_in.status_code == 303
+        cookie = signed_in.cookies["nl_editor"]
+        assert f"Max-Age={editor_pages.SESSION_MAX_AGE_S}" in signed_in.headers["set-cookie"]
+        assert "sample-issue" in (await client.get("/editor")).text
+        # A cookie signed with another key, or older than the session's life, is refused.
+        client.cookies.set("nl_editor", cookie[:-4] + "AAAA")
+        assert 'name="token"' in (await client.get("/editor")).text
+        secret = settings.secret_key.get_secret_value().encode()
+        old = TimestampSigner(secret, salt=b"renderer-editor-session")
+        old.get_timestamp = lambda: 1_000_000_000  # type: ignore[method-assign]
+        client.cookies.set("nl_editor", old.sign(b"editor").decode())
+        assert 'name="token"' in (await client.get("/editor")).text
+        client.cookies.clear()
+        # Five wrong tokens, then even the right one waits.
+        for _ in range(editor_pages.LOGIN_FAILURES_ALLOWED):
+            assert (await client.post("/editor/login", data={"token": "guess"})).status_code == 403
+        throttled = await client.post("/editor/login", data={"token": "test-admin-token"})
+        assert throttled.status_code == 429
+        assert throttled.headers["retry-after"] == str(int(editor_pages.LOGIN_WINDOW_S))
