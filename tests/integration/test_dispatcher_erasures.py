@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery
 from shared.db.tables.subscribers import Subscriber
 from shared.messaging.schemas import SubscriberErased
@@ -22,15 +20,6 @@ from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sessions(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(sqlite_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_an_erased_subscribers_deliveries_lose_their_address(

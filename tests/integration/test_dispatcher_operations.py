@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,6 @@ from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sessions(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(sqlite_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_a_confirmation_overtakes_a_running_campaign_and_probes_report_it(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import sends as sends_module
 from shared.addresses import address_hash
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery
 from shared.db.tables.subscribers import Subscriber, Suppression
 from shared.messaging.schemas import (
@@ -40,15 +38,6 @@ from tests.support import dispatch_seed
 from tests.support.test_mta import MtaScript, ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sessions(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(sqlite_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _messages_in(amqp_url: str, queue: str) -> int:
