@@ -14,7 +14,6 @@ pending acks, and the broker redelivers those messages to find their state in th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -117,9 +118,6 @@ class BatchAcker:
 
     async def close(self) -> None:
         """Ack everything finished, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush(everything=True)

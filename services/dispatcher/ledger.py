@@ -59,7 +59,7 @@ _DROP_UNWANTED = text(
     "AND NOT EXISTS (SELECT 1 FROM subscriber s "
     "WHERE s.id = delivery.subscriber_id AND s.status = 'active' "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
-    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL))"
+    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)) RETURNING send_id"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
@@ -123,21 +123,33 @@ def padded(ids: Sequence[int]) -> list[int]:
     return items + [items[-1]] * (size - len(items))
 
 
-async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[Claim]:
-    """Claim a batch of deliveries in one transaction; one :class:`Claim` per request."""
+async def claim(
+    engine: AsyncEngine, requests: Sequence[ClaimRequest], *, finisher: SendFinisher | None = None
+) -> list[Claim]:
+    """Claim a batch of deliveries in one transaction; one :class:`Claim` per request.
+
+    Deliveries nobody wants any more are marked ``unsubscribed`` on the way; a send whose last
+    open delivery that was gets its completion check, as after :func:`record`.
+    """
     ids = sorted({r.delivery_id for r in requests})
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
     async with engine.begin() as session:
-        await session.execute(
-            _DROP_UNWANTED,
-            {
-                "ids": padded(ids),
-                "claimable": [str(s) for s in _CLAIMABLE],
-                "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
-                "now": now,
-            },
-        )
+        dropped_sends = {
+            str(send_id)
+            for send_id in (
+                await session.execute(
+                    _DROP_UNWANTED,
+                    {
+                        "ids": padded(ids),
+                        "claimable": [str(s) for s in _CLAIMABLE],
+                        "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
+                        "now": now,
+                    },
+                )
+            ).scalars()
+            if send_id is not None
+        }
         claimed = set(
             (
                 await session.execute(
@@ -182,6 +194,7 @@ async def claim(engine: AsyncEngine, requests: Sequence[ClaimRequest]) -> list[C
         if missing:
             rows = await session.execute(_STATUS_OF, {"ids": padded(missing)})
             found = {int(row[0]): str(row[1]) for row in rows}
+    await _check_finished(engine, dropped_sends, finisher)
     results: list[Claim] = []
     seen: set[int] = set()
     for request in requests:
@@ -227,12 +240,18 @@ async def record(
                 _GIVE_BACK,
                 {"status": status, "ids": padded(ids), "now": now, "open": [str(s) for s in _OPEN]},
             )
-    for send_id in {r.send_id for r in results if r.send_id}:
+    await _check_finished(engine, {r.send_id for r in results if r.send_id}, finisher)
+    return [None] * len(results)
+
+
+async def _check_finished(
+    engine: AsyncEngine, send_ids: set[str], finisher: SendFinisher | None
+) -> None:
+    for send_id in send_ids:
         if finisher is None:
             await finish_if_complete(engine, send_id=send_id)
         else:
             finisher.poke(send_id)
-    return [None] * len(results)
 
 
 async def finish_if_complete(engine: AsyncEngine, *, send_id: str) -> bool:

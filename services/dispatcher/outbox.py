@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.dispatcher.planner import Planner
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -84,8 +85,5 @@ class OutboxSweeper:
                 log.exception("outbox_sweep_failed")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

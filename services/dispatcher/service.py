@@ -252,7 +252,7 @@ def _ledger_batchers(
     """Claims and outcomes, each committed in batches."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
-        return await ledger.claim(engine, items)
+        return await ledger.claim(engine, items, finisher=finisher)
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
         return await ledger.record(engine, items, finisher=finisher)

@@ -143,11 +143,8 @@ class DeliveryWorker:
     ) -> None:
         """The job did not claim its delivery: a duplicate, or nobody to mail any more."""
         if status == DeliveryStatus.UNSUBSCRIBED:
-            # Unsubscribed, suppressed or erased since the send was planned. Recording it
-            # again lets the send finish if this was its last open delivery.
-            await self.results.submit(
-                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.UNSUBSCRIBED)
-            )
+            # Unsubscribed, suppressed or erased since the send was planned (the claim marked
+            # the row and had the send checked for completion).
             log.info("delivery_dropped", reason="no longer subscribed")
             self.metrics.deliveries.labels("unsubscribed", job.language, domain).inc()
         else:

@@ -89,10 +89,14 @@ class EditorPages(WebDesk):
             return False
         return True
 
-    async def _form(self, request: Request) -> Any | None:
+    async def _form(self, request: Request) -> Any:
+        """The posted form of a signed-in editor with the right CSRF token, or the Response
+        that refuses it (back to the login page, or 403)."""
+        if not self._editor(request):
+            return self._denied()
         form = await request.form()
         if not same_secret(str(form.get("csrf", "")), self._csrf):
-            return None
+            return PlainTextResponse("bad CSRF token", status_code=403)
         return form
 
     def _denied(self) -> Response:
@@ -139,11 +143,9 @@ class EditorPages(WebDesk):
         return response
 
     async def upload(self, request: Request) -> Response:
-        if not self._editor(request):
-            return self._denied()
         form = await self._form(request)
-        if form is None:
-            return PlainTextResponse("bad CSRF token", status_code=403)
+        if isinstance(form, Response):
+            return form
         sources: dict[str, str] = {}
         for lang in LANGUAGES:
             item = form.get(lang)
@@ -248,11 +250,9 @@ class EditorPages(WebDesk):
         return PlainTextResponse(FillPlan(mail.text, escape_html=False).fill(values))
 
     async def test_send(self, request: Request) -> Response:
-        if not self._editor(request):
-            return self._denied()
         form = await self._form(request)
-        if form is None:
-            return PlainTextResponse("bad CSRF token", status_code=403)
+        if isinstance(form, Response):
+            return form
         name = request.path_params["name"]
         folder = self.library.folder(name)
         try:
@@ -268,11 +268,9 @@ class EditorPages(WebDesk):
         )
 
     async def send(self, request: Request) -> Response:
-        if not self._editor(request):
-            return self._denied()
         form = await self._form(request)
-        if form is None:
-            return PlainTextResponse("bad CSRF token", status_code=403)
+        if isinstance(form, Response):
+            return form
         name = request.path_params["name"]
         raw_fallbacks = str(form.get("fallbacks", ""))
         try:

@@ -48,6 +48,7 @@ from shared.queue_stats import (
     export_periodically,
 )
 from shared.settings import Settings
+from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -199,9 +200,7 @@ async def ops_lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        exporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await exporter
+        await cancel_and_wait(exporter)
         await state.aclose()
 
 
