@@ -20,7 +20,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import mime
-from services.dispatcher.dkim_signing import CanonicalBodyTemplate, DkimSigner
+from services.dispatcher.dkim_signing import CanonicalBodyTemplate, DkimpySigner, DkimSigner
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.settings import DispatcherSettings
 from shared import verp
@@ -84,10 +84,11 @@ class Composer:
         self._bodies: dict[int, tuple[mime.MessageTemplate, CanonicalBodyTemplate]] = {}
         self._domain = settings.return_path_domain
         key = settings.dkim_key
+        signer = DkimpySigner if settings.dkim_signer == "dkimpy" else DkimSigner
         self._dkim = (
             None
             if key is None
-            else DkimSigner(
+            else signer(
                 private_key=key,
                 selector=settings.dkim_selector,
                 domain=settings.dkim_domain or self._sender.domain,

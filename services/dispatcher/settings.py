@@ -6,6 +6,7 @@ They extend the suite's :class:`shared.settings.Settings`; read once by the comp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator
 
@@ -50,6 +51,8 @@ class DispatcherSettings(Settings):
     dkim_private_key_path: Path | None = None
     dkim_selector: str = "newsletter"
     dkim_domain: str = ""
+    # Who makes the signature: "fast" (cryptography, 0.45 ms) or "dkimpy" (about 9 ms)
+    dkim_signer: Literal["fast", "dkimpy"] = "fast"
 
     @field_validator("dispatch_retry_tiers")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dkim
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -15,7 +16,10 @@ from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging import placeholders
 
 
-def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signer", ["fast", "dkimpy"])
+def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(
+    tmp_path: Path, signer: str
+) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path = tmp_path / "dkim.pem"
     key_path.write_bytes(
@@ -37,6 +41,7 @@ def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(tmp_path: 
         dkim_private_key_path=key_path,
         dkim_selector="nl2026",
         dkim_domain="example.org",
+        dkim_signer=signer,
     )
     composer = Composer(settings=settings)
     template = mime.build_template(
