@@ -60,3 +60,17 @@ async def test_a_give_back_changes_open_rows_and_never_a_finished_one(database_u
         "failed": "failed",
         "unknown": "unknown",
     }
+
+
+async def test_the_dispatchers_postgresql_connections_plan_every_statement_afresh(
+    postgres_url: str,
+) -> None:
+    """A generic plan made while ``delivery`` was empty slowed a 200,000 send to 350 msg/s."""
+    for custom, expected in ((True, "force_custom_plan"), (False, "auto")):
+        engine = create_engine(postgres_url, custom_plans=custom)
+        try:
+            async with engine.connect() as connection:
+                mode = (await connection.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        finally:
+            await engine.dispose()
+        assert mode == expected

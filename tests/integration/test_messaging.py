@@ -77,3 +77,30 @@ async def test_a_rejected_message_is_dead_lettered_not_lost(amqp_url: str) -> No
         await found.ack()
         assert found.message_id == command.message_id
         assert found.headers["x-death"][0]["queue"] == RENDERER_TRANSACTIONAL.name
+
+
+async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fails(
+    amqp_url: str,
+) -> None:
+    """``publish_many`` (the planner's path, straight to aiormq) behaves like ``publish``."""
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = await Publisher.open(connection)
+        batch = [
+            RenderTransactional(kind="welcome", language="ru", subscriber_id=n, to="b@example.org")
+            for n in range(3)
+        ]
+        await publisher.publish_many(batch, routing_key=RENDER_TRANSACTIONAL)
+        channel = await connection.channel()
+        queue = await channel.get_queue(RENDERER_TRANSACTIONAL.name)
+        for command in batch:
+            incoming = await queue.get(timeout=5)
+            assert incoming is not None
+            await incoming.ack()
+            assert incoming.type == "render_transactional"
+            assert incoming.message_id == command.message_id
+            assert incoming.delivery_mode == 2  # persistent
+            assert (incoming.headers or {})["schema_version"] == command.schema_version
+            assert decode(RenderTransactional, incoming.body) == command
+        with pytest.raises(PublishError):
+            await publisher.publish_many(batch, routing_key="no.such.route")
