@@ -33,9 +33,9 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from newsletter_cli.smtp_sink import SmtpSink
-from services.dispatcher.bounces import service as receiver_service
-from services.dispatcher.bounces.settings import BouncesSettings, load_bounces_settings
-from services.dispatcher.bounces.sns import string_to_sign
+from services.bounces import service as receiver_service
+from services.bounces.settings import BouncesSettings, load_bounces_settings
+from services.bounces.sns import string_to_sign
 from services.subscription.feedback.consumer import FeedbackConsumer
 from shared import verp
 from shared.addresses import address_hash

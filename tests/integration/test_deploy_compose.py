@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from newsletter_cli.main import app as newsletter_app
-from services.dispatcher.bounces.settings import BouncesSettings
+from services.bounces.settings import BouncesSettings
 from services.dispatcher.settings import DispatcherSettings
 from services.subscription.policy import SignupPolicy
 from shared.queue_stats import QueueStatsSettings

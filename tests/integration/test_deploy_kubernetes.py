@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from newsletter_cli.main import app as newsletter_app
-from services.dispatcher.bounces.settings import BouncesSettings
+from services.bounces.settings import BouncesSettings
 from shared.messaging.topology import all_queue_names
 from shared.settings import Settings
 from tests.integration.test_deploy_compose import known_setting_names

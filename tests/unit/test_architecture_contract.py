@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("subscription", "renderer", "dispatcher")
+SERVICES = ("subscription", "renderer", "dispatcher", "bounces")
 
 
 def _imports(path: Path) -> set[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.dispatcher.bounces.classes import classify_failure
-from services.dispatcher.bounces.classifier import classify
-from services.dispatcher.bounces.cli import app as bounces_app
-from services.dispatcher.bounces.corpus import evaluate, format_report, overall_class, read_labels
+from services.bounces.classes import classify_failure
+from services.bounces.classifier import classify
+from services.bounces.cli import app as bounces_app
+from services.bounces.corpus import evaluate, format_report, overall_class, read_labels
 from shared import verp
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"

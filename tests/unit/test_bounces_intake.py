@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.dispatcher.bounces.errors import IntakeUnavailable
-from services.dispatcher.bounces.imap import poll_once
-from services.dispatcher.bounces.intake import BounceIntake, DeliveryInfo
-from services.dispatcher.bounces.metrics import BounceMetrics
-from services.dispatcher.bounces.providers import (
+from services.bounces.errors import IntakeUnavailable
+from services.bounces.imap import poll_once
+from services.bounces.intake import BounceIntake, DeliveryInfo
+from services.bounces.metrics import BounceMetrics
+from services.bounces.providers import (
     postmark_notices,
     sendgrid_notices,
     ses_notices,
@@ -255,7 +255,7 @@ async def test_one_report_read_over_smtp_and_imap_is_one_event() -> None:
 def test_archived_reports_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
     import os
 
-    from services.dispatcher.bounces.intake import archive_report, prune_archive
+    from services.bounces.intake import archive_report, prune_archive
 
     old = archive_report(tmp_path, b"old report")
     new = archive_report(tmp_path, b"new report")
@@ -278,7 +278,7 @@ async def test_an_unwritable_archive_does_not_lose_the_bounce(tmp_path: Path) ->
 async def test_the_receiver_answers_451_when_the_intake_fails_so_the_mta_retries() -> None:
     from aiosmtpd.smtp import Envelope
 
-    from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler
+    from services.bounces.smtp_receiver import ReturnPathHandler
 
     async def broken_lookup(_: int) -> DeliveryInfo | None:
         raise ConnectionError("database down")

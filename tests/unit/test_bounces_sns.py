@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from services.dispatcher.bounces.errors import SignatureInvalid
-from services.dispatcher.bounces.settings import DEFAULT_SNS_CERT_HOSTS
-from services.dispatcher.bounces.sns import SnsVerifier, string_to_sign
+from services.bounces.errors import SignatureInvalid
+from services.bounces.settings import DEFAULT_SNS_CERT_HOSTS
+from services.bounces.sns import SnsVerifier, string_to_sign
 
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 

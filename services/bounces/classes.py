@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from services.dispatcher.bounces import patterns
+from services.bounces import patterns
 
 # RFC 3463 subjects whose meaning is settled by the code alone.
 _HARD_CODES = {"5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.9", "5.1.10", "5.2.1"}

@@ -23,19 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from services.dispatcher.bounces.errors import (
+from services.bounces.errors import (
     IntakeUnavailable,
     SignatureInvalid,
     WebhookRejected,
 )
-from services.dispatcher.bounces.intake import BounceIntake, event_id, safe_address
-from services.dispatcher.bounces.providers import (
+from services.bounces.intake import BounceIntake, event_id, safe_address
+from services.bounces.providers import (
     Notice,
     postmark_notices,
     sendgrid_notices,
     ses_notices,
 )
-from services.dispatcher.bounces.sns import SnsVerifier
+from services.bounces.sns import SnsVerifier
 from shared.messaging.schemas import UnsubscribeRequested
 from shared.messaging.topology import UNSUBSCRIBE_REQUESTED
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.dispatcher.bounces import status_codes
-from services.dispatcher.bounces.classes import classify_failure
-from services.dispatcher.bounces.classifier import Finding
-from services.dispatcher.bounces.errors import WebhookRejected
+from services.bounces import status_codes
+from services.bounces.classes import classify_failure
+from services.bounces.classifier import Finding
+from services.bounces.errors import WebhookRejected
 from shared import verp
 
 

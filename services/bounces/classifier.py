@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 
 import structlog
 
-from services.dispatcher.bounces import patterns, status_codes
-from services.dispatcher.bounces.classes import Verdict, classify_failure
-from services.dispatcher.bounces.report import ParsedBounce, decoded, parse
+from services.bounces import patterns, status_codes
+from services.bounces.classes import Verdict, classify_failure
+from services.bounces.report import ParsedBounce, decoded, parse
 from shared import verp
 
 log = structlog.get_logger(__name__)

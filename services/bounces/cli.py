@@ -16,8 +16,8 @@ app = typer.Typer(help="Receive and classify bounces and complaints.", no_args_i
 @app.command()
 def serve() -> None:
     """Run the bounce receiver: SMTP for return paths, HTTP for webhooks and probes."""
-    from services.dispatcher.bounces import service
-    from services.dispatcher.bounces.settings import load_bounces_settings
+    from services.bounces import service
+    from services.bounces.settings import load_bounces_settings
     from shared.logging import configure_logging
 
     settings = load_bounces_settings()
@@ -45,7 +45,7 @@ def classify(
     """
     import os
 
-    from services.dispatcher.bounces.classifier import classify as classify_bytes
+    from services.bounces.classifier import classify as classify_bytes
 
     secret = os.environ.get("NEWSLETTER_SECRET_KEY") or None
     for path in _expand(files):
@@ -87,7 +87,7 @@ def accuracy(
     show_mistakes: Annotated[bool, typer.Option("--mistakes")] = False,
 ) -> None:
     """Accuracy of the classifier per class on a labelled corpus."""
-    from services.dispatcher.bounces.corpus import evaluate, format_report
+    from services.bounces.corpus import evaluate, format_report
 
     report = evaluate(corpus)
     typer.echo(format_report(report))

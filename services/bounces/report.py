@@ -17,7 +17,7 @@ from email.message import Message
 from email.parser import HeaderParser
 from html.parser import HTMLParser
 
-from services.dispatcher.bounces import patterns
+from services.bounces import patterns
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 _DSN_IN_TEXT = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)

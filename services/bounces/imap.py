@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from services.dispatcher.bounces.errors import BounceError, IntakeUnavailable
-from services.dispatcher.bounces.intake import BounceIntake
+from services.bounces.errors import BounceError, IntakeUnavailable
+from services.bounces.intake import BounceIntake
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from services.dispatcher.bounces.errors import IntakeUnavailable
-from services.dispatcher.bounces.intake import BounceIntake
+from services.bounces.errors import IntakeUnavailable
+from services.bounces.intake import BounceIntake
 from shared import verp
 
 log = structlog.get_logger(__name__)

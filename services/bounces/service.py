@@ -20,19 +20,19 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher.bounces.imap import ImapTarget, poll_forever
-from services.dispatcher.bounces.intake import (
+from services.bounces.imap import ImapTarget, poll_forever
+from services.bounces.intake import (
     BounceIntake,
     DeliveryInfo,
     DeliveryLookup,
     DeliveryMarker,
     prune_archive,
 )
-from services.dispatcher.bounces.metrics import BounceMetrics
-from services.dispatcher.bounces.settings import BouncesSettings
-from services.dispatcher.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
-from services.dispatcher.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
-from services.dispatcher.bounces.webhooks import WebhookHandlers, webhook_app
+from services.bounces.metrics import BounceMetrics
+from services.bounces.settings import BouncesSettings
+from services.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
+from services.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
+from services.bounces.webhooks import WebhookHandlers, webhook_app
 from shared.db.tables import Delivery, DeliveryStatus
 from shared.probes import ProbeServer, probe_app
 from shared.resources import open_resources

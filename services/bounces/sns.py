@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from services.dispatcher.bounces.errors import SignatureInvalid
+from services.bounces.errors import SignatureInvalid
 
 CertificateFetcher = Callable[[str], Awaitable[bytes]]
 

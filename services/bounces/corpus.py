@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.dispatcher.bounces.classifier import Finding, classify
+from services.bounces.classifier import Finding, classify
 
 _SEVERITY = ("complaint", "hard", "policy", "soft", "delayed", "auto-reply", "unknown")
 

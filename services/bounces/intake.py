@@ -19,10 +19,10 @@ from typing import Protocol
 
 import structlog
 
-from services.dispatcher.bounces.classifier import Finding, classify
-from services.dispatcher.bounces.errors import IntakeUnavailable
-from services.dispatcher.bounces.metrics import BounceMetrics
-from services.dispatcher.bounces.report import decoded, parse
+from services.bounces.classifier import Finding, classify
+from services.bounces.errors import IntakeUnavailable
+from services.bounces.metrics import BounceMetrics
+from services.bounces.report import decoded, parse
 from shared import verp
 from shared.addresses import address_domain
 from shared.messaging.publisher import PublishError
