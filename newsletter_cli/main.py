@@ -9,8 +9,8 @@ from __future__ import annotations
 import typer
 
 from newsletter_cli import db, demo, queues
-from services.dispatcher import cli as dispatcher_cli
 from services.bounces import cli as bounces_cli
+from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
 from services.subscription import cli as subscription_cli
 
