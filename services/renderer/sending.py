@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
 from services.renderer.errors import IssueNotReady
-from services.renderer.issue import LANGUAGES, IssueFolder, parse_sources
+from services.renderer.issue import LANGUAGES, IssueFolder
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
-from services.renderer.readiness import Matrix, SendPlan, readiness
+from services.renderer.readiness import Matrix, SendPlan, verdict
 from services.renderer.settings import RendererSettings
 from shared.messaging.schemas import RenderIssue
 
@@ -75,11 +75,10 @@ def prepare_send(
     spam: bool = True,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
-    editions = parse_sources(folder.sources)
-    matrix = readiness(editions)
-    link_problems = [p for ed in editions.values() for p in ed.link_problems()]
-    if link_problems:
-        raise IssueNotReady("the issue has problems:\n" + "\n".join(str(p) for p in link_problems))
+    found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
+    found.refuse()  # the same verdict as ``issue check``: raises IssueNotReady with every error
+    editions, matrix = found.editions, found.matrix
+    assert matrix is not None  # a ready verdict has parsed editions
     send_id = str(uuid.uuid4())
     plan, rendered = render_plan(
         templates,
