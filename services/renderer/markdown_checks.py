@@ -127,6 +127,7 @@ def _failed_link(text: str, match: re.Match[str]) -> tuple[str, str, str]:
     opening = text.rfind("[", 0, match.start())
     kind = "image" if opening > 0 and text[opening - 1] == "!" else "link"
     rest = match["rest"]
+    url = (rest.split() or [""])[0][:80]
     if match["gap"]:
         return (
             kind,
@@ -136,8 +137,8 @@ def _failed_link(text: str, match: re.Match[str]) -> tuple[str, str, str]:
     if not match["close"]:
         return (
             kind,
-            f"unclosed {kind}: no ')' after {rest.strip()[:60]!r}; readers would see raw text",
-            "close it with ')'",
+            f"unclosed {kind}: no ')' after {url!r}; readers would see raw text",
+            "close it with ')' right after the address",
         )
     if any(c.isspace() for c in rest.strip()):
         return (
@@ -167,8 +168,13 @@ def text_problems(
                 continue
             for match in _FAILED_LINK.finditer(child.content):
                 column = source.column(line, match.group(0))
-                if column is None:  # written with escapes (\[, \]): meant as text
-                    continue
+                text = source.line(line)
+                if column is None or text[column - 2 : column - 1] == "\\":
+                    continue  # written with escapes (\[, \]): meant as text
+                opening = text.rfind("[", 0, column - 1)
+                column = opening + 1 if opening >= 0 else column
+                if opening > 0 and text[opening - 1] == "!":
+                    column -= 1
                 _kind, message, hint = _failed_link(child.content, match)
                 problems.append(
                     Problem(file, line, message, column=column, hint=hint, check="links")
@@ -217,7 +223,7 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
     source = _Source(lines)
     tokens = MarkdownIt("commonmark", {"html": True}).parse(body)
     problems: list[Problem] = []
-    hint = "use Markdown instead (**bold**, [text](https://…)) or remove it"
+    hint = "use Markdown instead, e.g. **bold** or [text](https://…), or remove it"
     for token in tokens:
         if token.type == "html_block" and token.map:
             line = offset + token.map[0] + 1
@@ -234,7 +240,7 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
             )
     for first, inline in _inline_tokens(tokens, offset):
         for line, child in _children_by_line(inline, first):
-            if child.type == "html_inline":
+            if child.type == "html_inline" and not child.content.startswith("</"):
                 problems.append(
                     Problem(
                         file,

@@ -156,7 +156,7 @@ def test_warnings_do_not_block_a_send() -> None:
     }
     found = verdict(sources)
     assert found.ready, found.problems
-    assert [str(p) for p in found.warnings][0] == (
+    assert next(str(p) for p in found.warnings) == (
         "en.md:4:8: warning: the range 2021-01-01 .. 2021-03-31 is 90 days long, not one week "
         "(a weekly issue covers seven days, e.g. 2021-12-13 .. 2021-12-19)"
     )
