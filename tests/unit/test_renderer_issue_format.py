@@ -86,8 +86,14 @@ def test_a_valid_file_gives_sections_articles_lead_and_links_with_lines() -> Non
         ),
         (HEADER.replace("issue: 7", "issue: seven"), "en.md:2:8: issue must be a positive number"),
         (HEADER.replace("language: en", "language: de"), "en.md:3:11: language 'de' is not one of"),
-        (HEADER.replace("language: en", "language: ru"), "en.md:3:11: language 'ru' does not match"),
-        (HEADER.replace("2021-12-13 .. ", "13.12.2021 .. "), "en.md:4:8: '13.12.2021' is not a date written YYYY-MM-DD"),
+        (
+            HEADER.replace("language: en", "language: ru"),
+            "en.md:3:11: language 'ru' does not match",
+        ),
+        (
+            HEADER.replace("2021-12-13 .. ", "13.12.2021 .. "),
+            "en.md:4:8: '13.12.2021' is not a date written YYYY-MM-DD",
+        ),
         (
             HEADER.replace("2021-12-13 .. 2021-12-19", "2021-12-19 .. 2021-12-13"),
             "en.md:4:22: the date range ends (2021-12-13) before it starts",
@@ -105,9 +111,18 @@ def test_header_problems_name_file_line_and_problem(text: str, expected: str) ->
     [
         ("\n# Section\n\n## No key\n\nLead.\n", "en.md:11:1: an article heading needs a key"),
         ("\n## Early {#early}\n\nLead.\n", "en.md:9:1: an article comes before any '# Section'"),
-        (BODY + "\n## Again {#first}\n\nLead.\n", "en.md:17:10: article key 'first' is used twice (first on line 11)"),
-        ("\n# Section\n\nStray text.\n\n## A {#a}\n\nLead.\n", "en.md:11:1: text outside an article"),
-        (BODY + "\n#### Deep\n", "subheadings deeper than '###' are not allowed (use '###' for subheadings)"),
+        (
+            BODY + "\n## Again {#first}\n\nLead.\n",
+            "en.md:17:10: article key 'first' is used twice (first on line 11)",
+        ),
+        (
+            "\n# Section\n\nStray text.\n\n## A {#a}\n\nLead.\n",
+            "en.md:11:1: text outside an article",
+        ),
+        (
+            BODY + "\n#### Deep\n",
+            "subheadings deeper than '###' are not allowed (use '###' for subheadings)",
+        ),
         ("\n# Empty\n" + BODY, "en.md:9:1: section 'Empty' has no articles"),
         (
             "\n# Section\n\n## A {#a}\n\n- only a list\n",
@@ -146,7 +161,9 @@ def test_relative_links_and_images_without_alt_are_reported_with_their_lines() -
     body = BODY + "\nSee [this](/local) and ![](https://example.org/i.png).\n"
     problems = [str(p) for p in parse_edition(HEADER + body, file="en.md").link_problems()]
     assert any("en.md:17:12: link '/local' is not absolute" in p for p in problems), problems
-    assert any("en.md:17:28: image https://example.org/i.png has no alt text" in p for p in problems)
+    assert any(
+        "en.md:17:28: image https://example.org/i.png has no alt text" in p for p in problems
+    )
 
 
 def test_language_files_must_describe_the_same_issue() -> None:
