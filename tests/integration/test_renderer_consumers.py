@@ -197,7 +197,7 @@ async def test_a_test_send_is_marked_and_left_to_the_dispatcher_to_prefix(
     [
         (
             {"sources": {"en": "no header at all"}, "segments": ["en"]},
-            "en.md:1: the file must start",
+            "en.md:1:1: the file must start",
         ),
         (
             {"sources": sample_sources("en", "ru")},
