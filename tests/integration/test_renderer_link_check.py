@@ -44,7 +44,7 @@ class Site:
 
 def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def _answer(self, status: int, location: str = "") -> None:
@@ -92,8 +92,8 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer(404)
 
-        do_GET = _serve  # noqa: N815 - the stdlib's handler names
-        do_HEAD = _serve  # noqa: N815
+        do_GET = _serve
+        do_HEAD = _serve
 
     return Handler
 
@@ -195,7 +195,9 @@ def test_issue_check_links_fails_on_a_dead_link_and_passes_without_it(
         path = issue / f"{language}.md"
         text = path.read_text(encoding="utf-8")
         # every link of the sample now points at the local server
-        text = text.replace("https://www.osce.org/forum-for-security-cooperation", site.base + "/ok")
+        text = text.replace(
+            "https://www.osce.org/forum-for-security-cooperation", site.base + "/ok"
+        )
         text = text.replace(
             "https://weekly-digest.example.org/images/2021-50/border-map.png", site.base + "/moved"
         )
