@@ -23,8 +23,111 @@ from services.renderer.link_checks import link_problem
 
 # ``](`` or ``] (`` left in text: link syntax that markdown-it did not accept.
 _FAILED_LINK = re.compile(r"\](?P<gap>[ \t]*)\((?P<rest>[^)]*)(?P<close>\)?)")
+# HTML elements an author may write by habit. A "tag" with another name (``a<b and x > y``) is
+# CommonMark raw HTML too, but shown as text it reads as the author meant: not reported.
+_HTML_ELEMENTS = frozenset(
+    [
+        "a",
+        "abbr",
+        "audio",
+        "b",
+        "big",
+        "blockquote",
+        "body",
+        "br",
+        "button",
+        "center",
+        "cite",
+        "code",
+        "col",
+        "dd",
+        "del",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "embed",
+        "figcaption",
+        "figure",
+        "font",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "head",
+        "header",
+        "hr",
+        "html",
+        "i",
+        "iframe",
+        "img",
+        "input",
+        "ins",
+        "kbd",
+        "label",
+        "li",
+        "link",
+        "mark",
+        "meta",
+        "nav",
+        "object",
+        "ol",
+        "p",
+        "picture",
+        "pre",
+        "q",
+        "s",
+        "script",
+        "section",
+        "select",
+        "small",
+        "source",
+        "span",
+        "strike",
+        "strong",
+        "style",
+        "sub",
+        "summary",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "textarea",
+        "tfoot",
+        "th",
+        "thead",
+        "time",
+        "tr",
+        "tt",
+        "u",
+        "ul",
+        "video",
+    ]
+)
+_TAG = re.compile(r"^<\s*/?\s*(?P<name>[A-Za-z][A-Za-z0-9-]*)(?P<attrs>[^>]*)")
+
+
+def _is_html(raw: str) -> bool:
+    """Raw HTML a reader would see as tags: a known element, a comment, a declaration."""
+    text = raw.lstrip()
+    if text.startswith(("<!--", "<?", "<!")):
+        return True
+    match = _TAG.match(text)
+    if match is None or match["name"].lower() not in _HTML_ELEMENTS:
+        return False
+    attrs = match["attrs"].strip(" \t\n/")
+    return not attrs or "=" in attrs  # ``<b>``, ``<br/>``, ``<a href=…>``; not ``a<b and c>``
+
+
+# ``[text][label]`` left in text: a reference link whose label has no ``[label]: url`` line.
+_UNDEFINED_REFERENCE = re.compile(r"\[[^\]]+\]\[(?P<label>[^\]]*)\]")
 # A web address written without a link: readers' clients may or may not make it one.
-_BARE_WWW = re.compile(r"(?<![\w/.@:\-\[(<])www\.[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"»”]")
+_BARE_WWW = re.compile(r"(?<![\w/.@:\-\[(])www\.[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"»”]")
 
 
 @dataclass(frozen=True)
@@ -161,11 +264,32 @@ def text_problems(
     problems: list[Problem] = []
     for first, inline in _inline_tokens(tokens, offset):
         children = list(_children_by_line(inline, first))
+        in_link = 0
         for index, (line, child) in enumerate(children):
             if child.type == "link_open":
+                in_link += 1
                 problems += _empty_link(children, index, source=source, file=file)
+            elif child.type == "link_close":
+                in_link -= 1
             if child.type != "text":
                 continue
+            for match in _UNDEFINED_REFERENCE.finditer(child.content):
+                column = source.column(line, match.group(0))
+                if column is None:
+                    continue  # written with escapes: meant as text
+                label = match["label"] or match.group(0).split("]")[0][1:]
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        f"the link reference [{label}] is not defined: readers would see raw text",
+                        column=column,
+                        hint=f"add a line '[{label}]: https://…' or write [text](https://…)",
+                        check="links",
+                    )
+                )
+            if in_link:
+                continue  # the text of a link: an address there is what the reader clicks
             for match in _FAILED_LINK.finditer(child.content):
                 column = source.column(line, match.group(0))
                 text = source.line(line)
@@ -225,7 +349,8 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
     problems: list[Problem] = []
     hint = "use Markdown instead, e.g. **bold** or [text](https://…), or remove it"
     for token in tokens:
-        if token.type == "html_block" and token.map:
+        block = token.content.lstrip()
+        if token.type == "html_block" and token.map and _is_html(block) and block[:2] != "</":
             line = offset + token.map[0] + 1
             tag = token.content.strip().splitlines()[0][:40]
             problems.append(
@@ -240,7 +365,11 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
             )
     for first, inline in _inline_tokens(tokens, offset):
         for line, child in _children_by_line(inline, first):
-            if child.type == "html_inline" and not child.content.startswith("</"):
+            if (
+                child.type == "html_inline"
+                and not child.content.startswith("</")
+                and _is_html(child.content)
+            ):
                 problems.append(
                     Problem(
                         file,

@@ -82,6 +82,17 @@ def problems(body: str) -> list[str]:
             "См. [отчёт](/reports/51) здесь.\n",
             "ru.md:15:13: link '/reports/51' is not absolute (write the full https:// address)",
         ),
+        (
+            "См. [отчёт][report-51] здесь.\n",
+            "ru.md:15:5: the link reference [report-51] is not defined: readers would see raw "
+            "text (add a line '[report-51]: https://…' or write [text](https://…))",
+        ),
+        (
+            "Текст <!-- заметка редактора --> здесь.\n",
+            "ru.md:15:7: raw HTML '<!-- заметка редактора -->' is not rendered: readers would "
+            "see it as text (use Markdown instead, e.g. **bold** or [text](https://…), or "
+            "remove it)",
+        ),
     ],
     ids=[
         "unclosed-link",
@@ -94,6 +105,8 @@ def problems(body: str) -> list[str]:
         "raw-html-block",
         "space-before-url",
         "relative-link",
+        "undefined-reference",
+        "html-comment",
     ],
 )
 def test_each_broken_markdown_case_is_an_error_with_file_line_and_column(
@@ -124,7 +137,10 @@ def test_well_formed_markdown_has_no_problem() -> None:
         "см. <https://example.org/auto> и [почта](mailto:editor@example.org).\n\n"
         "![Карта границы](https://example.org/map.png)\n\n"
         "Код `[a](b` и экранирование \\[x\\](y) остаются текстом; 3 < 4 и a > b.\n\n"
-        "```\n<div>[x](y</div>\n```\n"
+        "```\n<div>[x](y</div>\n```\n\n"
+        "Сайт [www.mintrans.gov.by](https://www.mintrans.gov.by/), [отчёт][r], 3 < 4, "
+        "a<b and c > d, [sic], [1].\n\n"
+        "[r]: https://example.org/report\n"
     )
     assert problems(body) == []
 
