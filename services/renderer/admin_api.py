@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.renderer.errors import IssueFormatError, RendererError
+from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
 from services.renderer.readiness import verdict
 from services.renderer.sending import parse_fallbacks, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
@@ -96,7 +96,10 @@ class AdminApi(WebDesk):
         except IssueFormatError as err:
             return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
         except (RendererError, ValueError, TypeError) as err:
-            return JSONResponse({"detail": str(err)}, 422)
+            body: dict[str, object] = {"detail": str(err)}
+            if isinstance(err, IssueNotReady):  # the verdict's errors, as ``GET`` lists them
+                body["problems"] = [str(p) for p in err.problems]
+            return JSONResponse(body, 422)
         rows, total = await self._sizes(prepared)
         summary = [
             {k: r[k] for k in ("segment", "edition", "subscribers", "html_bytes")} for r in rows

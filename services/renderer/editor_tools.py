@@ -252,6 +252,8 @@ def send_issue(
         test_to=test_to,
         spam=spam,
     )
+    for warning in prepared.warnings:
+        echo(str(warning))
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
     try:

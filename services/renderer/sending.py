@@ -10,11 +10,11 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
-from services.renderer.errors import IssueNotReady
+from services.renderer.errors import IssueNotReady, Problem
 from services.renderer.issue import LANGUAGES, IssueFolder
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
 from services.renderer.readiness import Matrix, SendPlan, verdict
@@ -29,6 +29,7 @@ class PreparedSend:
     matrix: Matrix
     rendered: dict[str, TimedMail]
     reports: dict[str, PreflightReport]
+    warnings: list[Problem] = field(default_factory=list)  # the verdict's, not blocking
 
 
 def parse_fallbacks(values: Sequence[str]) -> dict[str, str]:
@@ -74,7 +75,7 @@ def prepare_send(
     test_to: str | None = None,
     spam: bool = True,
 ) -> PreparedSend:
-    """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
+    """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
     found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
     found.refuse()  # the same verdict as ``issue check``: raises IssueNotReady with every error
     editions, matrix = found.editions, found.matrix
@@ -112,7 +113,7 @@ def prepare_send(
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
     )
-    return PreparedSend(command, plan, matrix, rendered, reports)
+    return PreparedSend(command, plan, matrix, rendered, reports, found.warnings)
 
 
 async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:

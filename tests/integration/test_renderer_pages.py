@@ -170,6 +170,7 @@ async def test_the_admin_api_shows_readiness_and_starts_a_send_only_when_confirm
         )
         assert refused.status_code == 422
         assert "segment be: no be.md" in refused.json()["detail"]
+        assert refused.json()["problems"] == stored.json()["problems"]
         review = await client.post(
             "/admin/api/issues/api-issue/sends",
             headers=ADMIN,
