@@ -127,45 +127,61 @@ def _fallback_hint(segment: str, complete: Sequence[str]) -> str:
     return f"{options} would make it ready; or leave {segment} out of --segments"
 
 
-def _key_typos(editions: Mapping[str, IssueEdition]) -> tuple[list[Problem], set[tuple[str, str]]]:
-    """Article keys that only some editions have and that look like a key the others use.
+@dataclass
+class KeyTypos:
+    """Article keys that look like a typo of a key the other editions use."""
 
-    The odd key is the one fewer editions use (on a tie, the one the later language uses, in
-    the order en, be, ru). Returns the problems (at its heading, suggesting the nearest key) and the
-    (language, key) pairs they explain, so that the segment refusal does not say it again.
+    problems: list[Problem] = field(default_factory=list)
+    meant: dict[tuple[str, str], str] = field(default_factory=dict)  # (lang, typo) -> key
+
+    def lacking(self, editions: Mapping[str, IssueEdition]) -> dict[str, list[str]]:
+        """language -> the articles it lacks, not counting what a typo explains (a typo is
+        reported where it is, once; what it leaves lacking elsewhere is not said again)."""
+        typos = {typo for _lang, typo in self.meant}
+        covered = {(lang, key) for (lang, _typo), key in self.meant.items()}
+        lacking = {
+            lang: [k for k in keys if k not in typos and (lang, k) not in covered]
+            for lang, keys in missing_articles(editions).items()
+        }
+        return {lang: keys for lang, keys in lacking.items() if keys}
+
+
+def key_typos(editions: Mapping[str, IssueEdition]) -> KeyTypos:
+    """Keys only some editions have that closely resemble (difflib) a key the others have.
+
+    The odd key is the one fewer editions use (on a tie, the one of the later language in the
+    order en, be, ru); the problem is at its heading and suggests the nearest key.
     """
-    problems: list[Problem] = []
-    explained: set[tuple[str, str]] = set()
+    found = KeyTypos()
     keys = article_keys(editions)
-    found = {lang: [a.key for a in ed.articles] for lang, ed in editions.items()}
+    have = {lang: {a.key for a in ed.articles} for lang, ed in editions.items()}
     for lang, edition in editions.items():
-        others = [other for other in editions if other != lang]
-        lacking_here = [k for k in keys if k not in found[lang]]
+        lacking_here = [k for k in keys if k not in have[lang]]
         for article in edition.articles:
-            if all(article.key in found[o] for o in others):
+            holders = [o for o in editions if article.key in have[o]]
+            if len(holders) == len(editions):
                 continue
             match = difflib.get_close_matches(article.key, lacking_here, n=1, cutoff=0.6)
             if not match:
                 continue
-            users = [o for o in others if match[0] in found[o]]
-            holders = [o for o in editions if article.key in found[o]]
+            users = [o for o in editions if match[0] in have[o]]
             if (len(holders), _first(users)) > (len(users), _first(holders)):
                 continue  # the other key is the odd one: it is reported at its own heading
-            problems.append(
+            verb = "uses" if len(users) == 1 else "use"
+            found.problems.append(
                 Problem(
                     edition.file,
                     article.line,
                     f"unknown article key {article.key!r}: "
                     + ", ".join(f"{o}.md" for o in users)
-                    + f" {'uses' if len(users) == 1 else 'use'} {match[0]!r}",
+                    + f" {verb} {match[0]!r}",
                     column=article.key_column,
                     hint=f"did you mean {{#{match[0]}}}?",
                     check="articles",
                 )
             )
-            explained.add((lang, match[0]))
-            explained.update((o, article.key) for o in LANGUAGES if o not in holders)
-    return problems, explained
+            found.meant[(lang, article.key)] = match[0]
+    return found
 
 
 def _first(languages: Sequence[str]) -> int:
@@ -177,23 +193,15 @@ def segment_problems(
     *,
     segments: Sequence[str],
     fallbacks: Mapping[str, str],
-    explained: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+    typos: KeyTypos | None = None,
 ) -> tuple[dict[str, str], list[Problem]]:
     """Each segment's edition, and a problem for each segment that has none.
 
     A segment whose edition is missing, or lacks articles the others have, needs a declared
     fallback to a complete edition (``--fallback be=ru``); the problem names the fallbacks
-    that would do. Articles lacking only because of a key typo (``explained``) are reported at
-    the typo instead.
+    that would do.
     """
-    missing = missing_articles(editions)
-    # A key typo is reported where it is: what it leaves lacking does not count here.
-    odd = {key for lang, key in explained if lang not in editions}
-    missing = {
-        lang: [k for k in keys if (lang, k) not in explained and k not in odd]
-        for lang, keys in missing.items()
-    }
-    missing = {lang: keys for lang, keys in missing.items() if keys}
+    missing = (typos or KeyTypos()).lacking(editions)
     complete = [lang for lang in LANGUAGES if lang in editions and lang not in missing]
     chosen: dict[str, str] = {}
     problems: list[Problem] = []
@@ -213,31 +221,19 @@ def segment_problems(
             chosen[segment] = segment
             continue
         target = fallbacks.get(segment)
-        file = f"{segment}.md"
-        lacking = missing.get(segment, [])
-        what = f"no {file}" if segment not in editions else f"{file} lacks {', '.join(lacking)}"
         if target is not None and target in complete:
             chosen[segment] = target
             continue
-        if target is not None:
-            problems.append(
-                Problem(
-                    file,
-                    1,
-                    f"segment {segment}: {what}, and its fallback {target} is not complete either",
-                    hint=_fallback_hint(segment, complete),
-                    check="editions",
-                )
-            )
-            continue
+        file = f"{segment}.md"
+        lacking = missing.get(segment, [])
+        what = f"no {file}" if segment not in editions else f"{file} lacks {', '.join(lacking)}"
+        message = (
+            f"segment {segment}: {what}, and its fallback {target} is not complete either"
+            if target is not None
+            else f"segment {segment}: {what} (missing articles: {', '.join(lacking) or 'all'})"
+        )
         problems.append(
-            Problem(
-                file,
-                1,
-                f"segment {segment}: {what} (missing articles: {', '.join(lacking) or 'all'})",
-                hint=_fallback_hint(segment, complete),
-                check="editions",
-            )
+            Problem(file, 1, message, hint=_fallback_hint(segment, complete), check="editions")
         )
     return chosen, problems
 
@@ -249,11 +245,11 @@ def plan_send(
     fallbacks: Mapping[str, str],
 ) -> SendPlan:
     """Choose each segment's edition; raise :class:`IssueNotReady` naming what is missing where."""
-    typos, explained = _key_typos(editions)
-    chosen, problems = segment_problems(
-        editions, segments=segments, fallbacks=fallbacks, explained=explained
+    typos = key_typos(editions)
+    chosen, refusals = segment_problems(
+        editions, segments=segments, fallbacks=fallbacks, typos=typos
     )
-    problems = typos + problems
+    problems = typos.problems + refusals
     if problems:
         raise IssueNotReady.of(problems)
     return SendPlan(editions=chosen)
@@ -310,12 +306,12 @@ def verdict(
     except IssueFormatError as err:
         return Verdict(problems=sorted(err.problems, key=_position))
     problems = [p for edition in editions.values() for p in edition.problems]
-    typos, explained = _key_typos(editions)
+    typos = key_typos(editions)
     chosen, refusals = segment_problems(
-        editions, segments=segments, fallbacks=fallbacks or {}, explained=explained
+        editions, segments=segments, fallbacks=fallbacks or {}, typos=typos
     )
-    problems = sorted(problems + typos, key=_position) + refusals
-    plan = SendPlan(editions=chosen) if not typos and not refusals else None
+    problems = sorted(problems + typos.problems, key=_position) + refusals
+    plan = SendPlan(editions=chosen) if not typos.problems and not refusals else None
     return Verdict(problems=problems, editions=editions, matrix=readiness(editions), plan=plan)
 
 
