@@ -246,3 +246,19 @@ def test_send_says_so_when_the_broker_cannot_be_reached(runner: CliRunner) -> No
     result = runner.invoke(app, ["issue", "send", str(SAMPLE), "--no-spam"], env=ENV)
     assert result.exit_code == 2
     assert "the broker did not take the send request" in result.output
+
+
+def test_check_as_json_carries_the_verdict(runner: CliRunner, tmp_path: Path) -> None:
+    import json
+
+    shutil.copytree(SAMPLE, tmp_path / "issue")
+    (tmp_path / "issue" / "be.md").unlink()
+    result = runner.invoke(
+        app, ["issue", "check", str(tmp_path / "issue"), "--no-spam", "--json"], env=ENV
+    )
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.stdout)
+    assert found["ready"] is False
+    assert found["problems"] == [NO_BE]
+    assert found["plan"] is None
+    assert set(found["preflight"]) == {"en", "ru"}
