@@ -153,6 +153,8 @@ SENDER_SIDE = _any(
     r"sender\s+(?:address\s+)?(?:rejected|denied|blocked|not\s+allowed|domain)",
     r"tls\s+(?:is\s+)?required|requires?\s+(?:tls|encryption)|not\s+in\s+whitelist",
     r"sender\s+verify\s+failed|callout\s+verification",
+    # Exim's default text for an ACL "deny" without a message.
+    r"administrative\s+prohibition",
 )
 
 # --- The mailbox exists but cannot take mail now (soft) ------------------------------------
@@ -183,7 +185,10 @@ TEMPORARY = _any(
     r"retry\s+(?:time(?:out)?|period)\s+(?:exceeded|expired|not\s+reached)|long\s+failure\s+period",
     r"message\s+expired|expired\s+after|delivery\s+time\s+expired",
     r"host\s+(?:is\s+)?(?:unreachable|down)|network\s+(?:is\s+)?unreachable|no\s+route\s+to\s+host",
-    r"service\s+(?:is\s+)?(?:temporarily\s+)?(?:not\s+available|unavailable)|server\s+busy",
+    # RFC 5321 4.2.3 421 "Service not available, closing transmission channel" (a 5xx
+    # "Service unavailable" is a refusal, not a temporary state).
+    r"service\s+(?:is\s+)?temporarily\s+(?:not\s+available|unavailable)|server\s+busy",
+    r"service\s+not\s+available,?\s+closing",
     r"greylist|graylist",
     r"resources?\s+(?:temporarily\s+)?unavailable|system\s+(?:resources|storage)",
     # RFC 3463 X.2.3 / X.3.4 "message length exceeds administrative limit", "too big".
