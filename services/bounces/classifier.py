@@ -61,6 +61,10 @@ _ROBOT_LOCALS = re.compile(
 )
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|ответ)\s*:", re.IGNORECASE)
 _FEEDBACK_NOT_COMPLAINT = {"not-spam", "auth-failure"}
+# RFC 6590 (redaction in ARF) and feedback loops that hide the complainer: "redacted@...",
+# "xxxxxx@...", "***@...". Such an address names nobody; the intake resolves the delivery
+# from our own headers instead.
+_REDACTED = re.compile(r"^(?:redacted|[x*#]{3,}|[0-9a-f]{32,})@", re.IGNORECASE)
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To")
 _DIAGNOSTIC_MAX = 500
 _RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;@]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
@@ -218,14 +222,16 @@ def _complaint_recipients(
         a
         for key in ("original-rcpt-to", "removal-recipient")
         for a in _ADDRESS.findall(feedback.get(key, ""))
-        if _is_candidate(a, ours)
+        if _is_candidate(a, ours) and not _REDACTED.match(a)
     ]
     original = parsed.original
     if found or original is None:
         return found
     for name in ("X-HmXmrOriginalRecipient", "To", "Delivered-To", "X-Original-To"):
         found = [
-            a for a in _ADDRESS.findall(decoded(original.get(name, ""))) if _is_candidate(a, ours)
+            a
+            for a in _ADDRESS.findall(decoded(original.get(name, "")))
+            if _is_candidate(a, ours) and not _REDACTED.match(a)
         ]
         if found:
             return found[:1] if name == "To" and len(found) > 1 else found

@@ -161,6 +161,7 @@ FEEDBACK_LOOP_SUBJECT = _any(
     r"complaint\s+about\s+message",
     r"\bspam\s+(?:report|complaint)\b",
     r"\bfbl\b",
+    r"client\s+tos\s+notification",  # AOL's feedback loop before it adopted ARF
 )
 FEEDBACK_LOOP_BODY = _any(
     r"this\s+is\s+an?\s+(?:e-?mail\s+)?abuse\s+report",

@@ -164,6 +164,9 @@ def _cut_at_original(text: str) -> str:
 
 _MAX_PARTS = 500  # a real report has a handful; past this, stop and use what was found
 _MAX_DEPTH = 20
+# More multipart boundaries than any real report declares: do not even build the tree.
+_BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
+_MAX_BOUNDARIES = 100
 
 
 def _walk(message: Message, parsed: ParsedBounce, texts: list[str], htmls: list[str]) -> None:
@@ -235,10 +238,21 @@ def _is_feedback_text(part: Message, ctype: str) -> bool:
 def _message_of(data: bytes) -> tuple[Message, bool]:
     """The parsed message and whether its MIME tree was parsed; headers and the raw body
     when the tree nests too deep for the ``email`` parser (it recurses once per level)."""
+    if len(_BOUNDARY.findall(data[:2_000_000])) > _MAX_BOUNDARIES:
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
     try:
         return message_from_bytes(data, policy=policy.compat32), True
     except RecursionError:
         return BytesHeaderParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
+
+
+_MIME_FRAMING = re.compile(r"^(?:--\S*|content-[\w-]+:.*|\s+boundary=.*)$", re.IGNORECASE)
+
+
+def _without_mime_framing(body: str) -> str:
+    """The words of a body the parser could not split: boundary and part-header lines gone."""
+    lines = (line for line in body.replace("\r\n", "\n").split("\n"))
+    return "\n".join(line for line in lines if not _MIME_FRAMING.match(line))[:_MAX_TEXT]
 
 
 def parse(data: bytes) -> ParsedBounce:
@@ -253,7 +267,7 @@ def parse(data: bytes) -> ParsedBounce:
         _walk(message, parsed, texts, htmls)
     else:
         raw = message.get_payload()
-        texts.append(raw[: _MAX_TEXT * 5] if isinstance(raw, str) else "")
+        texts.append(_without_mime_framing(raw if isinstance(raw, str) else ""))
     if not texts and htmls:
         texts = [html_to_text(h) for h in htmls]
     human = "\n".join(_cut_at_original(t) for t in texts)[:_MAX_TEXT]

@@ -6,7 +6,8 @@ Classes:
   X.1.1, X.1.2, X.1.3, X.1.6, X.1.10, or wording documented for that cause) and no
   sender-side cause named in the same reply;
 - ``soft``: the mailbox exists or may come back: mailbox full (RFC 3463 X.2.2 is a
-  "persistent transient" failure), retries expired (``failed`` with a 4.x.x status, RFC 3464
+  "persistent transient" failure), mailbox disabled or suspended (X.2.1 "may be
+  transient"), retries expired (``failed`` with a 4.x.x status, RFC 3464
   2.3.3/2.3.4), the receiving system's trouble (X.3.x, X.4.x), message too big;
 - ``policy``: the receiver refused *us* (X.7.x, X.6.x content, block lists, spam,
   reputation, authentication, rate, relaying refused): never the subscriber's fault;
@@ -97,10 +98,10 @@ def _permanent(status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decision
         return Verdict("hard", f"{status} Exchange Online: recipient not in the directory")
     if missing:
         return Verdict("hard", f"{status} with {missing}")
-    if detail == "2.1" and not ev.has(ev.TEMPORARY, text):
-        # RFC 3463 X.2.1 "mailbox disabled": permanent "if the mailbox will never be
+    if detail == "2.1" or ev.has(ev.ACCOUNT_DISABLED, text):
+        # RFC 3463 X.2.1 "mailbox disabled": permanent only "if the mailbox will never be
         # re-enabled"; only wording about a closed account (above) proves that.
-        return Verdict("soft", f"{status} mailbox disabled, not said to be closed")
+        return Verdict("soft", f"{status} mailbox disabled or suspended, not said to be closed")
     if detail.startswith("7."):
         return Verdict("policy", f"{status} security or policy refusal (RFC 3463 X.7)")
     if detail.startswith("6."):
@@ -114,11 +115,12 @@ def _missing(text: str) -> str:
     """Which documented wording proves a missing address ("" if none)."""
     if ev.has(ev.ADDRESS_MISSING, text):
         return "address-does-not-exist wording"
-    if ev.has(ev.DOMAIN_MISSING, text):
+    if ev.has(ev.DOMAIN_MISSING, text) and not ev.has(ev.TEMPORARY, text):
+        # "Host not found, try again" is a DNS timeout, not a missing domain.
         return "domain-does-not-exist wording"
     if ev.has(ev.MAILBOX_MOVED, text):
         return "user-not-local wording (RFC 5321 551)"
-    if ev.has(ev.ACCOUNT_CLOSED, text) and not ev.has(ev.TEMPORARY, text):
+    if ev.has(ev.ACCOUNT_GONE, text) and not ev.has(ev.TEMPORARY, text):
         return "closed-account wording"
     return ""
 
@@ -132,6 +134,8 @@ def _wording_only(text: str) -> Verdict:
     missing = _missing(text)
     if missing:
         return Verdict("hard", f"{missing}, no status code")
+    if ev.has(ev.ACCOUNT_DISABLED, text):
+        return Verdict("soft", "disabled-mailbox wording, no status code (RFC 3463 X.2.1)")
     if ev.has(ev.TEMPORARY, text):
         return Verdict("soft", "temporary-condition wording, no status code")
     return Verdict("unknown", "no status code and no recognizable cause")

@@ -89,17 +89,26 @@ DOMAIN_MISSING = _any(
 # "Recipient address rejected: Access denied" when the recipient is not in the tenant.
 EXCHANGE_DBEB = _any(r"recipient\s+address\s+rejected:\s*access\s+denied")
 
-# The mailbox was closed or disabled by its provider (hard unless called temporary).
-ACCOUNT_CLOSED = _any(
-    # Gmail SMTP error reference 550 5.2.1 "The email account that you tried to reach is
-    # disabled"/"inactive"; RFC 3463 X.2.1 "Mailbox disabled"; Mail.ru "account is disabled";
-    # Yahoo "This mailbox is disabled".
+# The provider closed the account for good: the address no longer exists (hard).
+ACCOUNT_GONE = _any(
+    # Yahoo "This account has been disabled or discontinued"; Mail.ru "user is terminated";
+    # Exchange/Gmail wording for removed users ("account has been deleted").
     r"(?:account|mailbox|address|user)\s+(?:that\s+you\s+tried\s+to\s+reach\s+)?"
-    r"(?:has\s+been\s+|is\s+|was\s+)?(?:now\s+)?(?:disabled|deactivated|inactive|closed|"
-    r"terminated|deleted|removed|discontinued|expired|suspended|blocked|frozen|locked)",
+    r"(?:has\s+been\s+|is\s+|was\s+)?(?:permanently\s+)?"
+    r"(?:closed|terminated|deleted|removed|discontinued)",
+    r"(?:учетная|учётная)\s+запись\s+(?:\S+\s+)?удалена|ящик\s+(?:\S+\s+)?удал[её]н",
+)
+
+# The mailbox exists but is disabled or suspended (soft): RFC 3463 X.2.1 "Mailbox disabled,
+# not accepting messages" may be transient; Gmail 5.2.1 "The email account that you tried to
+# reach is disabled"/"inactive"; Mail.ru "account is disabled"; Yahoo "mailbox is disabled".
+ACCOUNT_DISABLED = _any(
+    r"(?:account|mailbox|address|user)\s+(?:that\s+you\s+tried\s+to\s+reach\s+)?"
+    r"(?:has\s+been\s+|is\s+|was\s+)?(?:now\s+|currently\s+|temporarily\s+)?"
+    r"(?:disabled|deactivated|inactive|suspended|blocked|frozen|locked|expired)",
     r"mailbox\s+disabled",
-    r"(?:учетная|учётная)\s+запись\s+(?:\S+\s+)?(?:заблокирована|отключена|удалена)",
-    r"ящик\s+(?:\S+\s+)?(?:заблокирован|отключен|удал[её]н)",
+    r"(?:учетная|учётная)\s+запись\s+(?:\S+\s+)?(?:заблокирована|отключена)",
+    r"ящик\s+(?:\S+\s+)?(?:заблокирован|отключен)",
 )
 
 # RFC 5321 3.4 / 551 "User not local; please try <forward-path>": the address moved away.
@@ -179,6 +188,8 @@ TEMPORARY = _any(
     # has been in the queue too long"; Microsoft 4.4.7 "Message expired"; Postfix "delivery
     # temporarily suspended", "Connection timed out".
     r"try\s+(?:again\s+)?later|temporar(?:y|ily)|transient",
+    # Postfix smtp(8) for a DNS TRY_AGAIN answer: "Host not found, try again".
+    r"not\s+found,\s+try\s+again",
     r"connection\s+(?:timed\s+out|refused|reset|lost)|timed?\s*out",
     r"(?:could\s+not|couldn'?t|unable\s+to|wasn'?t\s+able\s+to)\s+(?:establish|connect|open)",
     r"in\s+the\s+queue\s+too\s+long|too\s+long\s+in\s+(?:the\s+)?queue",

@@ -103,12 +103,21 @@ WORKING_LIKE = [
         ("failed", "4.1.1", "450 4.1.1 User unknown in local recipient table", "soft"),
         ("failed", "5.7.1", "554 5.7.1 <a@b.example>: Relay access denied", "policy"),
         ("failed", "5.7.1", "550 5.7.1 Recipient not found by SMTP address lookup", "hard"),
+        # RFC 3463 X.2.1: a disabled mailbox may come back; a closed one does not.
         (
             "failed",
             "5.2.1",
             "550 5.2.1 The email account that you tried to reach is disabled",
+            "soft",
+        ),
+        (
+            "failed",
+            "5.0.0",
+            "550 The email account that you tried to reach has been closed",
             "hard",
         ),
+        ("failed", "", "Host or domain name not found, try again", "soft"),
+        ("failed", "", "Host or domain name not found. Name service error: Host not found", "hard"),
         ("failed", "5.2.1", "550 5.2.1 receiving mail at a rate that prevents delivery", "soft"),
         ("failed", "5.4.4", "554 5.4.4 SMTPSEND.DNS.NonExistentDomain; nonexistent domain", "hard"),
         ("failed", "5.1.2", "host mx.spamfilter.example said: 550 5.1.2 bad system", "hard"),
