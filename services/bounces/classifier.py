@@ -60,7 +60,8 @@ _ROBOT_LOCALS = re.compile(
     re.IGNORECASE,
 )
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|ответ)\s*:", re.IGNORECASE)
-_FEEDBACK_NOT_COMPLAINT = {"not-spam", "auth-failure"}
+# RFC 6430 not-spam, RFC 6591 auth-failure, the ARF draft's "miscategorized".
+_FEEDBACK_NOT_COMPLAINT = {"not-spam", "auth-failure", "miscategorized"}
 # RFC 6590 (redaction in ARF) and feedback loops that hide the complainer: "redacted@...",
 # "xxxxxx@...", "***@...". Such an address names nobody; the intake resolves the delivery
 # from our own headers instead.
@@ -162,6 +163,8 @@ def _own_domains(parsed: ParsedBounce, envelope_to: Sequence[str]) -> set[str]:
     values = [*envelope_to, parsed.header("To"), parsed.header("Delivered-To")]
     if parsed.original is not None:
         values.append(decoded(parsed.original.get("Return-Path", "")))
+        # The returned message's author and sender are us (the list's From address).
+        values += [decoded(parsed.original.get(h, "")) for h in ("From", "Sender")]
     for value in values:
         for address in _ADDRESS.findall(value):
             ours.add(address.lower())

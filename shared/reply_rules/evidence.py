@@ -27,7 +27,7 @@ ADDRESS_MISSING = _any(
     # mailbox table", "unknown user: ..."; Sendmail "... User unknown"; Exchange 2003
     # "Unknown address error"; Courier "Unknown user"; Yandex's published bounce list
     # ("User unknown", "User not found").
-    r"user(?:name)?\s+(?:is\s+)?unknown",
+    r"(?:user(?:name)?|recipient|addressee|address|mailbox)\s+(?:is\s+)?unknown",
     r"unknown\s+(?:user|recipient|local[\s-]?part|mailbox|address\b|alias|addressee)",
     # RFC 5321 4.2.2 example "mailbox not found"; qmail "Sorry, no mailbox here by that
     # name. (#5.1.1)"; Yandex "No such user!"; Yahoo "No such user here".
@@ -41,7 +41,9 @@ ADDRESS_MISSING = _any(
     r"(?:user|recipient|account|address)\s+(?:was\s+)?not\s+(?:found|known|recognized|recognised)",
     # Yahoo's published error "554 delivery error: dd This user doesn't have a yahoo.com
     # account".
-    r"(?:does\s+not|doesn'?t)\s+have\s+an?\s+\S+\s+account",
+    r"(?:does\s+not|doesn'?t)\s+have\s+an?\s+(?:\S+\s+)?(?:account|mailbox)",
+    # Verizon/Sendmail-style "unknown or illegal alias", "illegal user".
+    r"illegal\s+(?:alias|user|address|recipient)",
     # Microsoft Exchange NDR catalogue: RESOLVER.ADR.RecipNotFound / ExRecipNotFound,
     # "Recipient not found by SMTP address lookup", "The email address you entered couldn't
     # be found", "e-mail address was not found in the recipient's e-mail system".
@@ -77,6 +79,11 @@ DOMAIN_MISSING = _any(
     r"host\s+unknown\s*\(name\s+server",
     r"couldn'?t\s+find\s+any\s+host\s+(?:named|by\s+that\s+name)",
     r"no\s+such\s+domain|domain\s+(?:name\s+)?(?:does\s+not|doesn'?t)\s+exist|domain\s+not\s+found",
+    # RFC 3463 X.1.2: "the destination system ... does not exist or is incapable of accepting
+    # mail": Exim "all relevant MX records point to non-existent hosts", "Unrouteable mail
+    # domain"; RFC 7504 521 "Host does not accept mail".
+    r"mx\s+records?\s+point\s+to\s+non-?existent\s+hosts?|unrouteable\s+mail\s+domain",
+    r"\b(?:host|server)\s+(?:\S+\s+)?does\s+not\s+accept\s+(?:e-?)?mail\b(?!\s+from)",
     # Microsoft Exchange NDR catalogue 5.4.4 "SMTPSEND.DNS.NonExistentDomain; nonexistent
     # domain".
     r"non-?existent\s+domain|nonexistentdomain",
@@ -161,7 +168,19 @@ SENDER_SIDE = _any(
     r"(?:refus\w*\s+to\s+accept|does\s+not\s+accept|will\s+not\s+accept)\s+(?:e-?)?mail\s+from",
     r"sender\s+(?:address\s+)?(?:rejected|denied|blocked|not\s+allowed|domain)",
     r"tls\s+(?:is\s+)?required|requires?\s+(?:tls|encryption)|not\s+in\s+whitelist",
-    r"sender\s+verify\s+failed|callout\s+verification",
+    r"sender\s+verify\s+failed|callout\s+verification|verification\s+failed\s+for",
+    # qmail "sorry, your envelope sender domain must exist (#5.7.1)"; Postfix
+    # reject_unknown_sender_domain; RFC 3463 X.1.7/X.1.8 wording.
+    r"envelope\s+sender|mail\s+from\s+(?:address\s+)?(?:rejected|refused|denied)",
+    # The recipient's own filter or block of *us*: RFC 3463 X.7.1 "delivery not authorized,
+    # message refused"; Microsoft "recipient has blocked the sender"; Gmail 5.7.1 "the user
+    # or domain that you are sending to (or from) has a policy that prohibited the mail".
+    r"delivery\s+not\s+authori[sz]ed",
+    r"(?:rejected|refused|blocked|filtered)\s+by\s+(?:the\s+)?(?:recipient|user|destination)",
+    r"recipient\s+(?:has\s+)?(?:rejected|refused|blocked)\s+(?:your|the|this)",
+    r"\bfiltered\b|message\s+filter|mail\s+filter",
+    # Gmail 5.7.1 / Microsoft 5.6.x: messages not compliant with RFC 5322.
+    r"not\s+(?:rfc\s*\d+\s+)?compliant|rfc\s*\d+\s+compliant",
     # Exim's default text for an ACL "deny" without a message.
     r"administrative\s+prohibition",
 )
@@ -213,7 +232,7 @@ TEMPORARY = _any(
     r"receiving\s+mail\s+(?:too\s+quickly|at\s+a\s+rate)",
     # Receiving-side configuration trouble (RFC 3463 X.3.5, X.4.4 wording; Exim "all
     # relevant MX records point to non-existent hosts"; qmail control/locals).
-    r"mx\s+records?\s+point|lowest\s+numbered\s+mx|misconfigur|local\s+configuration",
+    r"lowest\s+numbered\s+mx|misconfigur|local\s+configuration",
     r"isn'?t\s+in\s+my\s+control/locals",
     r"deferred",
 )
