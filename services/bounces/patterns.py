@@ -16,7 +16,11 @@ def _any(*phrases: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
 
 
-# A warning that the mail is still queued: delayed.
+# A warning that the mail is still queued: delayed. RFC 3464 2.3.3 "delayed"; the warning
+# templates of Postfix ("THIS IS A WARNING ONLY ... will be retried until"), Exim
+# ("has not yet been delivered ... Delivery attempts will continue"), Sendmail ("Warning:
+# could not send message for past 4 hours ... Will keep trying"), Exchange ("Delivery Status
+# Notification (Delay) ... will continue to try"), qmail-send's no-warning behaviour aside.
 DELAYED = _any(
     r"not\s+yet\s+been\s+delivered|has\s+not\s+been\s+delivered\s+yet",
     r"(?:will|shall)\s+(?:continue\s+to\s+)?(?:retry|try\s+again|attempt\s+(?:delivery|to\s+deliver|again))",
@@ -34,7 +38,8 @@ DELAYED = _any(
     r"will\s+be\s+returned\s+(?:to\s+you\s+)?(?:if|when|after)",
 )
 
-# The MTA says it stopped trying: a failure, not a warning.
+# The MTA says it stopped trying: a failure, not a warning (qmail "I've given up", Gmail
+# "failed permanently", Exim "This is a permanent error").
 GIVEN_UP = _any(
     r"i'?ve\s+given\s+up|i\s+have\s+given\s+up|gave\s+up|giving\s+up",
     r"(?:not\s+going\s+to|will\s+not|won't)\s+(?:try|retry|attempt)",
@@ -42,7 +47,8 @@ GIVEN_UP = _any(
     r"delivery\s+(?:to\s+the\s+following\s+\S+\s+)?(?:has\s+)?failed",
 )
 
-# Permanent failure wording with no better clue.
+# Permanent failure wording with no cause: it makes a text a bounce, never a class (RFC 3463
+# X.0.0: "the only information is that the message could not be delivered").
 PERMANENT = _any(
     r"permanent(?:ly)?\s+(?:error|failure|fatal|failed)",
     r"fatal\s+errors?",
