@@ -23,7 +23,7 @@ def test_working_corpus_figures_are_reported_and_meet_the_targets() -> None:
     """The working part was written with the rules: it measures fit, so the bar is high."""
     report = evaluate(WORKING)
     print("\n" + format_report(report))  # the figures, visible with pytest -s
-    assert report.files >= 75
+    assert report.files >= 170
     hard = report.per_class["hard"]
     assert (hard.precision, hard.recall) >= (0.98, 0.9), report.mistakes
     assert report.per_class["complaint"].recall >= 0.95, report.mistakes
