@@ -225,32 +225,28 @@ def link_problems(links: Sequence[FoundLink], *, file: str) -> list[Problem]:
     return problems
 
 
-def _failed_link(text: str, match: re.Match[str]) -> tuple[str, str, str]:
-    """(kind, what is wrong, what to do) for link syntax left in text."""
+def _failed_link(text: str, match: re.Match[str]) -> tuple[str, str]:
+    """(what is wrong, what to do) for link or image syntax left in text."""
     opening = text.rfind("[", 0, match.start())
     kind = "image" if opening > 0 and text[opening - 1] == "!" else "link"
     rest = match["rest"]
     url = (rest.split() or [""])[0][:80]
     if match["gap"]:
         return (
-            kind,
             f"{kind} syntax with a space between ']' and '(': it shows as plain text",
             "write [text](https://…) with nothing between ']' and '('",
         )
     if not match["close"]:
         return (
-            kind,
             f"unclosed {kind}: no ')' after {url!r}; readers would see raw text",
             "close it with ')' right after the address",
         )
     if any(c.isspace() for c in rest.strip()):
         return (
-            kind,
             f"the {kind}'s URL {rest.strip()[:60]!r} contains a space: readers would see raw text",
             "remove the space or write it as %20",
         )
     return (
-        kind,
         f"{kind} syntax that does not form a {kind}: readers would see raw text",
         "write [text](https://…)",
     )
@@ -299,7 +295,7 @@ def text_problems(
                 column = opening + 1 if opening >= 0 else column
                 if opening > 0 and text[opening - 1] == "!":
                     column -= 1
-                _kind, message, hint = _failed_link(child.content, match)
+                message, hint = _failed_link(child.content, match)
                 problems.append(
                     Problem(file, line, message, column=column, hint=hint, check="links")
                 )
