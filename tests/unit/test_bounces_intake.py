@@ -77,7 +77,7 @@ async def test_verp_delivery_supplies_address_and_language_and_metrics_count() -
 async def test_the_same_report_twice_gives_the_same_event_id() -> None:
     publisher = FakePublisher()
     intake = BounceIntake(publisher=publisher, secret_key=SECRET)
-    data = (CORPUS / "flufl/dsn_11.txt").read_bytes()
+    data = (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()
     first = await intake.handle_mail(data)
     second = await intake.handle_mail(data)
     assert [e.message_id for e in first] == [e.message_id for e in second]
@@ -103,7 +103,9 @@ async def test_mail_to_the_unsubscribe_address_becomes_an_unsubscribe_request() 
 async def test_a_broker_outage_is_reported_so_the_sender_retries() -> None:
     intake = BounceIntake(publisher=FakePublisher(fail=True), secret_key=SECRET)
     with pytest.raises(IntakeUnavailable):
-        await intake.handle_mail((CORPUS / "flufl/dsn_11.txt").read_bytes())
+        await intake.handle_mail(
+            (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()
+        )
 
 
 def test_ses_bounce_and_complaint_are_read() -> None:
@@ -229,7 +231,7 @@ class FakeMailbox:
 
 
 async def test_imap_polling_marks_messages_seen_only_after_publishing() -> None:
-    box = FakeMailbox({"1": (CORPUS / "flufl/dsn_11.txt").read_bytes()})
+    box = FakeMailbox({"1": (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()})
     publisher = FakePublisher()
     intake = BounceIntake(publisher=publisher, secret_key=SECRET)
     assert await poll_once(intake=intake, connect=lambda: box, mailbox="INBOX") == 1
@@ -237,7 +239,9 @@ async def test_imap_polling_marks_messages_seen_only_after_publishing() -> None:
     assert box.logged_out
     assert publisher.events[0][1].source == "imap"  # type: ignore[attr-defined]
 
-    failing = FakeMailbox({"2": (CORPUS / "flufl/dsn_11.txt").read_bytes()})
+    failing = FakeMailbox(
+        {"2": (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()}
+    )
     down = BounceIntake(publisher=FakePublisher(fail=True), secret_key=SECRET)
     assert await poll_once(intake=down, connect=lambda: failing, mailbox="INBOX") == 0
     assert failing.seen == []
@@ -246,7 +250,7 @@ async def test_imap_polling_marks_messages_seen_only_after_publishing() -> None:
 async def test_one_report_read_over_smtp_and_imap_is_one_event() -> None:
     publisher = FakePublisher()
     intake = BounceIntake(publisher=publisher, secret_key=SECRET)
-    data = (CORPUS / "flufl/dsn_11.txt").read_bytes()
+    data = (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()
     [smtp] = await intake.handle_mail(data, source="smtp")
     [imap] = await intake.handle_mail(data, source="imap")
     assert smtp.message_id == imap.message_id
@@ -270,7 +274,9 @@ async def test_an_unwritable_archive_does_not_lose_the_bounce(tmp_path: Path) ->
     blocker.write_text("a file where the archive folder should be")
     publisher = FakePublisher()
     intake = BounceIntake(publisher=publisher, secret_key=SECRET, archive_dir=blocker)
-    [event] = await intake.handle_mail((CORPUS / "flufl/dsn_11.txt").read_bytes())
+    [event] = await intake.handle_mail(
+        (CORPUS / "working/handmade/hard_dsn_generic_status.eml").read_bytes()
+    )
     assert isinstance(event, BounceReceived)
     assert "file=" not in event.evidence
 
