@@ -87,6 +87,7 @@ async def test_no_reply_after_the_complete_end_of_data_is_unknown() -> None:
         ("451 4.3.0 temporary failure, try again", "deferred"),
         ("552 5.2.2 mailbox full", "deferred"),
         ("554 5.7.1 message refused by policy", "failed"),
+        ("550 5.1.1 <r@example.org>: user unknown", "bounced"),
     ],
 )
 async def test_a_non_2xx_reply_to_the_final_dot_is_classified(reply: str, status: str) -> None:
@@ -102,6 +103,7 @@ async def test_issue_mail_dropped_mid_data_is_retried_until_each_reader_has_one_
     silent = {addresses[0], addresses[1]}
     refused = addresses[2]
     later = addresses[3]
+    gone = addresses[5]
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, ("en", "be", "ru"))
     script = RawScript(
@@ -111,6 +113,7 @@ async def test_issue_mail_dropped_mid_data_is_retried_until_each_reader_has_one_
         replies_after_dot={
             refused: ["554 5.7.1 message refused by policy"],
             later: ["451 4.3.0 try again later"],
+            gone: [f"550 5.1.1 <{gone}>: user unknown"],
         },
     )
     with RawMta(script) as mta:
@@ -134,8 +137,9 @@ async def test_issue_mail_dropped_mid_data_is_retried_until_each_reader_has_one_
     assert {a for a, s in statuses.items() if s == "unknown"} == silent
     assert statuses[refused] == "failed"
     assert statuses[later] == "sent"
+    assert statuses[gone] == "bounced"
     assert rows[addresses[4]].attempts >= 3
-    sent = set(addresses) - silent - {refused}
+    sent = set(addresses) - silent - {refused, gone}
     assert {a for a, s in statuses.items() if s == "sent"} == sent, "nobody lost"
     assert {a: accepted[a] for a in sent} == dict.fromkeys(sent, 1), "one accepted copy each"
     assert all(complete[a] == 1 for a in silent), "unknown is never resent for an issue"
