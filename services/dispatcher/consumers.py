@@ -48,6 +48,7 @@ class QueueConsumer:
     gate: DatabaseGate | None = None  # pauses this consumer while the database is away
     paused: bool = False  # wanted: no consumer on the queue
     stopping: bool = False
+    _consumed_before: bool = False
     _switch: asyncio.Lock = field(default_factory=asyncio.Lock)
     _switching: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -78,8 +79,9 @@ class QueueConsumer:
             try:
                 if want and self.tag is None:
                     self.tag = await self.queue.consume(self._on_message)
-                    if self.gate is not None:
+                    if self._consumed_before:
                         log.info("consumer_resumed", queue=self.spec.name)
+                    self._consumed_before = True
                 elif not want and self.tag is not None:
                     tag, self.tag = self.tag, None
                     await self.queue.cancel(tag)

@@ -209,25 +209,22 @@ async def _end_of_data(protocol: SMTPProtocol, data: bytes, *, timeout: float) -
     # its buffer and resumes it only once the buffer is empty, so aiosmtplib's drain helper
     # returns when everything is in the kernel and raises if the connection is lost first.
     transport.set_write_buffer_limits(high=0)
-    # The reply is awaited from before the write on: aiosmtplib drops data that arrives while
-    # no response is pending, and the drain below may yield before the reply comes.
-    reply_wait = asyncio.ensure_future(protocol.read_response(timeout=timeout))
+    # Expect the reply before writing, as aiosmtplib's own DATA does: it drops data that arrives
+    # while no response is pending, and uvloop may hand the reply over during the drain below
+    # or before this coroutine runs again.
+    protocol._response_pending = True
     # writelines() sends the message and its terminator in one go without copying the message.
     transport.writelines((data, b".\r\n"))
     if transport.get_write_buffer_size():
         try:
             # aiosmtplib's own (private) drain: the public one belongs to StreamWriter.
-            await protocol._drain_helper()
-        except ConnectionError as err:
-            reply_wait.cancel()
+            await asyncio.wait_for(protocol._drain_helper(), timeout)
+        except (ConnectionError, TimeoutError) as err:
             raise _NotTaken(
                 f"connection lost before the end of data was written: {type(err).__name__}"
             ) from err
-        except BaseException:  # cancelled: the reply will never be read
-            reply_wait.cancel()
-            raise
     try:
-        return await reply_wait
+        return await protocol.read_response(timeout=timeout)
     except aiosmtplib.SMTPServerDisconnected as err:
         if isinstance(err.__cause__, ConnectionResetError | BrokenPipeError):
             raise _NotTaken(
