@@ -31,9 +31,10 @@ T = TypeVar("T")
 
 # SQLSTATE classes of a database that is (briefly) not there: connection exception, insufficient
 # resources (too many connections), operator intervention (terminated backend, shutdown,
-# cannot connect now); 55000 is also "database is not currently accepting connections".
+# cannot connect now); 55000 is also "database is not currently accepting connections", and
+# 25006 (read-only transaction) what a primary that has just become a standby answers.
 _OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
-_OUTAGE_SQLSTATES = frozenset({"55000"})
+_OUTAGE_SQLSTATES = frozenset({"55000", "25006"})
 
 
 class Pausable(Protocol):

@@ -6,7 +6,9 @@ the middle of the message data. This server can, per recipient or for a share of
 - ``drop_mid_data``: close the connection after the first chunk of message data, before the
   final dot was read. Its receive buffer is small, so the rest of the message is still unread
   in the kernel when it closes, and the kernel answers with a TCP reset, as a real server that
-  dies or gives up mid-message does.
+  dies or gives up mid-message does. (A message that arrives whole in the first chunk, a few
+  KB, is not dropped: the server has read its dot; ``events["dropped_mid_data"]`` counts the
+  drops that happened.)
 - ``stall_reading``: stop reading right after ``354`` and close after ``stall_s``; a message
   bigger than the kernel's buffers is then still partly in the client's write buffer.
 - ``silent_after_dot``: read the whole message, then never answer (the client times out: the

@@ -46,6 +46,7 @@ def _dbapi(sqlstate: str, *, invalidated: bool = False) -> DBAPIError:
         (_dbapi("57P01"), True),  # admin shutdown
         (_dbapi("55000"), True),  # database is not currently accepting connections
         (_dbapi("53300"), True),  # too many connections
+        (_dbapi("25006"), True),  # read-only: the primary just became a standby
         (OperationalError("UPDATE", {}, _DriverError("")), True),  # SQLite: database is locked
         (IntegrityError("INSERT", {}, _DriverError("23505")), False),
         (_dbapi("42P01"), False),  # undefined table: a bug, not an outage
