@@ -48,7 +48,6 @@ class QueueConsumer:
     gate: DatabaseGate | None = None  # pauses this consumer while the database is away
     paused: bool = False  # wanted: no consumer on the queue
     stopping: bool = False
-    _consumed_before: bool = False
     _switch: asyncio.Lock = field(default_factory=asyncio.Lock)
     _switching: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -59,8 +58,9 @@ class QueueConsumer:
         if self.acker is not None:
             self.acker.start()
         if self.gate is not None:
-            self.gate.attach(self)
-        await self._apply()
+            self.gate.attach(self)  # paused at once if the database is away
+        if not self.paused:
+            self.tag = await self.queue.consume(self._on_message)
         log.info("consumer_started", queue=self.spec.name, prefetch=self.prefetch)
 
     def set_paused(self, paused: bool) -> None:
@@ -71,24 +71,24 @@ class QueueConsumer:
         task.add_done_callback(self._switching.discard)
 
     async def _apply(self) -> None:
-        """Bring the broker's consumer in line with ``paused`` (the last call wins)."""
+        """Bring the broker's consumer in line with ``paused`` (the last call wins); a switch
+        that fails (the channel is being restored) is tried again until it holds."""
         async with self._switch:
-            if self.queue is None:
-                return
-            want = not self.paused and not self.stopping
-            try:
-                if want and self.tag is None:
-                    self.tag = await self.queue.consume(self._on_message)
-                    if self._consumed_before:
+            while self.queue is not None and not self.stopping:
+                try:
+                    if not self.paused and self.tag is None:
+                        self.tag = await self.queue.consume(self._on_message)
                         log.info("consumer_resumed", queue=self.spec.name)
-                    self._consumed_before = True
-                elif not want and self.tag is not None:
-                    tag, self.tag = self.tag, None
-                    await self.queue.cancel(tag)
-                    if not self.stopping:
+                    elif self.paused and self.tag is not None:
+                        await self.queue.cancel(self.tag)
+                        self.tag = None
                         log.warning("consumer_paused", queue=self.spec.name, reason="database")
-            except (ChannelInvalidStateError, AMQPError, RuntimeError) as err:
-                log.warning("consumer_switch_failed", queue=self.spec.name, error=str(err)[:200])
+                    return
+                except (ChannelInvalidStateError, AMQPError, RuntimeError, TimeoutError) as err:
+                    log.warning(
+                        "consumer_switch_failed", queue=self.spec.name, error=str(err)[:200]
+                    )
+                await asyncio.sleep(FAILURE_PAUSE_S)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels consumer tasks when their channel closes (a broker restart). The work
