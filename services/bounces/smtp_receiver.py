@@ -3,8 +3,10 @@
 It accepts mail only for our own addresses at the return-path domain: signed VERP return
 paths (``bounces+<delivery>-<sig>@``), signed mailto unsubscribe addresses
 (``unsubscribe+<subscriber>-<sig>@``) and a few plain role addresses (feedback loops). Anything
-else is refused at RCPT, so the receiver is not an open relay. If the broker does not take the
-event, DATA is answered with 451 and the sending MTA retries later: nothing is lost.
+else is refused at RCPT, so the receiver is not an open relay. If the broker or the database
+does not take the event (our own transient outage), DATA is answered with 451 and the sending
+MTA retries later: nothing is lost. A report that cannot be read is kept as unreadable by the
+intake and answered 250: it would never parse, so a 4xx would only loop the sender.
 """
 
 from __future__ import annotations
@@ -71,9 +73,9 @@ class ReturnPathHandler:
         except IntakeUnavailable as err:
             log.warning("bounce_intake_unavailable", error=str(err))
             return "451 4.3.0 Temporary failure, try again later"
-        except Exception:  # database down, ...: never a 5xx that would make the MTA give up
-            log.exception("bounce_intake_failed")
-            return "451 4.3.0 Temporary failure, try again later"
+        except Exception:  # a bug of ours on this report: retrying it would fail the same way
+            log.exception("bounce_intake_failed", size=len(data))
+            return "250 2.0.0 OK: kept for inspection"
         return f"250 2.0.0 OK: {len(events)} event(s)"
 
 
