@@ -94,6 +94,7 @@ class Receiver:
     registry: CollectorRegistry
     publisher: Publisher
     probe: AbstractQueue
+    channel: AbstractChannel
     sns_key: rsa.RSAPrivateKey
     sendgrid_key: ec.EllipticCurvePrivateKey
     fetched: list[str]
@@ -108,8 +109,10 @@ class Receiver:
 
     async def published(self) -> int:
         """Events the receiver has published so far (they wait in the probe queue)."""
-        declared = await self.probe.channel.declare_queue(self.probe.name, passive=True)
-        return int(declared.declaration_result.message_count or 0)
+        # aio-pika caches declared queues: ask the broker itself on the underlying channel.
+        underlay = await self.channel.get_underlay_channel()
+        declared = await underlay.queue_declare(self.probe.name, passive=True)
+        return int(declared.message_count or 0)
 
     def sendgrid_headers(self, body: bytes, *, at: float | None = None) -> dict[str, str]:
         stamp = str(int(time.time() if at is None else at))
@@ -183,7 +186,9 @@ async def start_receiver(
         connection=connection, sessions=sessions, publisher=publisher
     )
     try:
-        yield Receiver(settings, sessions, registry, publisher, probe, sns_key, sg_key, fetched)
+        yield Receiver(
+            settings, sessions, registry, publisher, probe, channel, sns_key, sg_key, fetched
+        )
     finally:
         await consumer.stop()
         await channel.close()
