@@ -34,6 +34,9 @@ _HEADER_LINE = re.compile(
     r"delivered-to)[ \t]*:[ \t]*(.{1,500})$",
     re.IGNORECASE | re.MULTILINE,
 )
+_ORIGINAL_MAIL_FROM = re.compile(
+    r"^original-mail-from[ \t]*:[ \t]*(.{1,500})$", re.IGNORECASE | re.MULTILINE
+)
 _ENVELOPE_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 _RETURNED_TYPES = {"message/rfc822", "message/global"}
 _HEADER_TYPES = {"text/rfc822-headers", "message/rfc822-headers", "message/global-headers"}
@@ -134,23 +137,36 @@ def _walk(message: Message, collected: _Collector) -> None:
             collected.headers_of(part)
         kind = part.get_content_type()
         payload = part.get_payload()
-        if isinstance(payload, list):
-            if depth >= MAX_DEPTH:
-                continue
-            inner = kind in _RETURNED_TYPES
-            children = [p for p in payload if isinstance(p, Message)]
-            stack.extend((child, depth + 1, inner) for child in reversed(children))
-        elif kind in _HEADER_TYPES:
-            text = _payload_text(part)
-            headers = HeaderParser(policy=compat32).parsestr(text[:MAX_TEXT], headersonly=True)
-            collected.headers_of(headers)
-            collected.text_lines(text)  # headers after a blank line or indented ones
+        # The parser reads message/* bodies as messages: a list of them, not text.
+        inner = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+        if kind in _HEADER_TYPES:
+            _header_part(part, inner, collected)
         elif kind in _FEEDBACK_TYPES:
-            for match in re.finditer(
-                r"^original-mail-from[ \t]*:[ \t]*(.{1,500})$",
-                _payload_text(part),
-                re.IGNORECASE | re.MULTILINE,
-            ):
-                collected.header("original-mail-from", match.group(1))
+            _report_part(part, inner, collected)
+        elif inner:
+            if depth < MAX_DEPTH:
+                returned_inside = kind in _RETURNED_TYPES
+                stack.extend((child, depth + 1, returned_inside) for child in reversed(inner))
         elif part.get_content_maintype() == "text":
             collected.text_lines(_payload_text(part))
+
+
+def _header_part(part: Message, blocks: list[Message], collected: _Collector) -> None:
+    """``text/rfc822-headers`` (text) or ``message/rfc822-headers`` (parsed as a message)."""
+    for block in blocks:
+        collected.headers_of(block)
+    if not blocks:
+        text = _payload_text(part)
+        parsed = HeaderParser(policy=compat32).parsestr(text[:MAX_TEXT], headersonly=True)
+        collected.headers_of(parsed)
+        collected.text_lines(text)  # headers after a blank line or indented ones
+
+
+def _report_part(part: Message, blocks: list[Message], collected: _Collector) -> None:
+    """An ARF ``Original-Mail-From`` (our return path) in a feedback or status report."""
+    for block in blocks:
+        for value in block.get_all("Original-Mail-From") or []:
+            collected.header("original-mail-from", _text(value))
+    if not blocks:
+        for match in _ORIGINAL_MAIL_FROM.finditer(_payload_text(part)):
+            collected.header("original-mail-from", match.group(1))
