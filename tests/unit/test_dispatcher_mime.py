@@ -42,9 +42,8 @@ def test_a_rendered_mail_parses_without_defects_and_has_every_list_header() -> N
     assert str(mail["Subject"]) == "Дайджэст №48: навіны"
     assert "=?utf-8?" in data.split(b"\r\n\r\n")[0].decode().lower(), "subject RFC 2047"
     assert mail["Content-Language"] == "ru"
-    assert mail["Message-ID"].startswith("<d7.abcdef12.") and mail["Message-ID"].endswith(
-        "@example.org>"
-    )
+    assert mail["Message-ID"].startswith("<d7.abcdef12.")
+    assert mail["Message-ID"].endswith("@example.org>")
     assert (
         message_ids.delivery_from_message_id(secret_key="k" * 40, message_id=mail["Message-ID"])
         == 7
