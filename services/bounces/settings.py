@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr, model_validator
 
+from services.bounces.auth import load_public_key
 from shared.settings import Settings, SettingsError
 
 DEFAULT_SNS_CERT_HOSTS = r"^sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$"
@@ -86,6 +87,11 @@ class BouncesSettings(Settings):
                 f"NEWSLETTER_BOUNCES_WEBHOOKS names unknown providers {sorted(unknown)}: "
                 f"use some of {', '.join(PROVIDERS)}, or none"
             )
+        if self.bounces_sendgrid_public_key.strip():
+            try:
+                load_public_key(self.bounces_sendgrid_public_key)
+            except ValueError as err:
+                raise SettingsError(f"NEWSLETTER_BOUNCES_SENDGRID_PUBLIC_KEY: {err}") from err
         missing = self.missing_credentials()
         if self.mode == "production" and missing:
             raise SettingsError(
@@ -104,4 +110,5 @@ def load_bounces_settings(**overrides: object) -> BouncesSettings:
     except ValueError as err:  # pydantic wraps validator errors: keep the first message
         errors = getattr(err, "errors", None)
         found = errors() if callable(errors) else []
-        raise SettingsError(str(found[0].get("msg", err)) if found else str(err)) from err
+        message = str(found[0].get("msg", err)) if found else str(err)
+        raise SettingsError(message.removeprefix("Value error, ")) from err
