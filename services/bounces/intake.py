@@ -54,6 +54,7 @@ _SAFE_ADDRESS = re.compile(r"^[^\s<>(),;:\"\[\]\\\x00]+@[^\s@<>]+$")
 _ADDRESS = re.compile(r"[A-Za-z0-9._%+=-]{1,64}@[A-Za-z0-9.-]{1,253}")
 _MAX_CANDIDATES = 5  # deliveries looked up per report
 _MAX_KEPT = 10  # unmatched rows per report
+_MAX_FINDINGS = 1000  # recipients read from one report or webhook request
 _QUIET_CLASSES = {"unknown", "auto-reply"}
 
 
@@ -330,8 +331,9 @@ class BounceIntake:
         event_key = read.message_id or report_key
         published: list[Message] = []
         kept = 0
-        for finding in read.findings:
-            match, why = await self._match(finding.recipient, proof)
+        cache: dict[int, DeliveryInfo | None] = {}
+        for finding in read.findings[:_MAX_FINDINGS]:
+            match, why = await self._match(finding.recipient, proof, cache)
             if match is None:
                 if finding.bounce_class in _QUIET_CLASSES and not finding.recipient:
                     log.info("bounce_ignored", reason=finding.reason[:120])
@@ -396,9 +398,10 @@ class BounceIntake:
                 raise IntakeUnavailable(f"delivery lookup failed: {type(err).__name__}") from err
         return cache[delivery_id]
 
-    async def _match(self, recipient: str, proof: Proof) -> tuple[Match | None, str]:
+    async def _match(
+        self, recipient: str, proof: Proof, cache: dict[int, DeliveryInfo | None]
+    ) -> tuple[Match | None, str]:
         """The delivery of ours this recipient's report is about, or None and why not."""
-        cache: dict[int, DeliveryInfo | None] = {}
         if proof.verp_names_address:
             for delivery_id in proof.verp[:_MAX_CANDIDATES]:
                 info = await self._delivery(delivery_id, cache)
@@ -489,9 +492,10 @@ class BounceIntake:
         """Webhook notices: publish the matched ones, keep the others; returns events published."""
         count = 0
         kept = 0
-        for notice in notices:
+        cache: dict[int, DeliveryInfo | None] = {}
+        for notice in notices[:_MAX_FINDINGS]:
             finding = notice.finding
-            match, why = await self._match(finding.recipient, self._proof_of(notice))
+            match, why = await self._match(finding.recipient, self._proof_of(notice), cache)
             if match is None:
                 if kept < _MAX_KEPT * 10:
                     kept += 1

@@ -189,6 +189,7 @@ async def run(
             secret_key=secret,
             domain=settings.return_path_domain,
             accept_locals=settings.accept_locals,
+            budget=ReportBudget(per_minute=settings.bounces_rate_per_ip),
         )
         smtp = await start_smtp_server(
             handler,

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 
@@ -343,4 +344,18 @@ async def test_one_source_is_capped_per_minute(
                 )
                 answers.append(answer.status_code)
         assert answers == [200, 200, 200, 429, 429]
+        assert await r.published() == 3
+        assert reader.email is not None
+        codes = []
+        for _ in range(4):  # the same budget over SMTP, per client IP
+            try:
+                reply = await send_with_null_sender(
+                    arf(to=f"abuse@{DOMAIN}", recipient=reader.email),
+                    recipient=f"abuse@{DOMAIN}",
+                    port=r.smtp_port,
+                )
+                codes.append(reply.code)
+            except aiosmtplib.SMTPDataError as err:
+                codes.append(err.code)
+        assert codes == [250, 250, 250, 450]
         assert await r.published() == 3
