@@ -317,7 +317,7 @@ class BounceIntake:
                         verp.delivery_from_return_path(secret_key=self._secret_key, address=a)
                         for a in addresses
                     ),
-                    *(f.delivery_id for f in read.findings),
+                    *(getattr(f, "delivery_id", None) for f in read.findings),
                 ]
             ),
             signed=_unique(

@@ -56,6 +56,28 @@ def _message_ids(*values: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))[:10]
 
 
+def _finding(
+    recipient: str,
+    bounce_class: str,
+    reason: str,
+    *,
+    status: str = "",
+    action: str = "",
+    diagnostic: str = "",
+    kind: str = "bounce",
+) -> Finding:
+    """A :class:`Finding` built by keyword (its field order belongs to the classifier)."""
+    return Finding(
+        recipient=recipient[:320],
+        status=status,
+        action=action,
+        bounce_class=bounce_class,
+        reason=reason,
+        diagnostic=diagnostic,
+        kind=kind,
+    )
+
+
 def _from_status(*, status: str, diagnostic: str, action: str = "failed") -> tuple[str, str, str]:
     code = status_codes.normalize(status) or status_codes.find_enhanced(diagnostic)
     if not code:
@@ -110,13 +132,11 @@ def ses_notices(notification: Mapping[str, Any]) -> list[Notice]:
         bounce_class = "unknown" if feedback == "not-spam" else "complaint"
         return [
             Notice(
-                Finding(
+                _finding(
                     str(r.get("emailAddress", "")),
-                    "",
-                    "",
                     bounce_class,
                     f"SES complaint, feedback type {feedback}",
-                    str(complaint.get("userAgent") or ""),
+                    diagnostic=str(complaint.get("userAgent") or ""),
                     kind="complaint",
                 ),
                 f"ses:{complaint.get('feedbackId', '')}",
@@ -149,13 +169,13 @@ def _ses_bounce(bounce: Mapping[str, Any], recipient: Mapping[str, Any]) -> Find
         bounce_class, reason = "policy", f"SES {subtype}"
     elif bounce_type == "Transient" and bounce_class in {"hard", "unknown"}:
         bounce_class, reason = "soft", f"SES transient bounce ({subtype})"
-    return Finding(
+    return _finding(
         str(recipient.get("emailAddress", "")),
-        status,
-        str(recipient.get("action") or "failed"),
         bounce_class,
         reason,
-        diagnostic[:500],
+        status=status,
+        action=str(recipient.get("action") or "failed"),
+        diagnostic=diagnostic[:500],
     )
 
 
@@ -190,7 +210,7 @@ def postmark_notices(body: Mapping[str, Any]) -> list[Notice]:
     if isinstance(content, str) and content:  # the raw bounce, when the webhook includes it
         message_ids = find_references(content[:_MAX_CONTENT].encode("utf-8", "replace")).message_ids
     if kind == "Unsubscribe":
-        finding = Finding(email, "", "", "unknown", "Postmark unsubscribe")
+        finding = _finding(email, "unknown", "Postmark unsubscribe")
         return [Notice(finding, evidence, True, message_ids, claimed=claimed)]
     details = str(body.get("Details") or body.get("Description") or "")
     status, bounce_class, reason = _from_status(status="", diagnostic=details)
@@ -199,7 +219,14 @@ def postmark_notices(body: Mapping[str, Any]) -> list[Notice]:
         bounce_class, reason = mapped, f"Postmark {kind}"
     return [
         Notice(
-            Finding(email, status, "failed", bounce_class, reason, details[:500]),
+            _finding(
+                email,
+                bounce_class,
+                reason,
+                status=status,
+                action="failed",
+                diagnostic=details[:500],
+            ),
             evidence,
             message_ids=message_ids,
             claimed=claimed,
@@ -220,14 +247,21 @@ def sendgrid_notices(events: Sequence[Mapping[str, Any]]) -> list[Notice]:
         evidence = f"sendgrid:{str(event.get('sg_event_id', ''))[:100]}"
         reason_text = str(event.get("reason") or event.get("response") or "")
         if kind in {"unsubscribe", "group_unsubscribe"}:
-            finding = Finding(email, "", "", "unknown", f"SendGrid {kind}")
+            finding = _finding(email, "unknown", f"SendGrid {kind}")
             notices.append(Notice(finding, evidence, True, message_ids, claimed=claimed))
             continue
         if kind == "spamreport":
-            finding = Finding(email, "", "", "complaint", "SendGrid spam report")
+            finding = _finding(email, "complaint", "SendGrid spam report", kind="complaint")
         elif kind == "deferred":
             status, _, _ = _from_status(status="", diagnostic=reason_text, action="delayed")
-            finding = Finding(email, status, "delayed", "delayed", "SendGrid deferred", reason_text)
+            finding = _finding(
+                email,
+                "delayed",
+                "SendGrid deferred",
+                status=status,
+                action="delayed",
+                diagnostic=reason_text[:500],
+            )
         elif kind in {"bounce", "dropped"}:
             status, bounce_class, reason = _from_status(
                 status=str(event.get("status") or ""), diagnostic=reason_text
@@ -240,7 +274,14 @@ def sendgrid_notices(events: Sequence[Mapping[str, Any]]) -> list[Notice]:
                 bounce_class, reason = "policy", "SendGrid blocked"
             if kind == "dropped":
                 bounce_class, reason = "unknown", f"SendGrid dropped: {reason_text[:80]}"
-            finding = Finding(email, status, "failed", bounce_class, reason, reason_text[:500])
+            finding = _finding(
+                email,
+                bounce_class,
+                reason,
+                status=status,
+                action="failed",
+                diagnostic=reason_text[:500],
+            )
         else:
             continue
         notices.append(Notice(finding, evidence, message_ids=message_ids, claimed=claimed))
