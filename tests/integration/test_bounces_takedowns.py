@@ -40,9 +40,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def receiver(vhost_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
+async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
     async with start_receiver(
-        amqp_url=vhost_url, database_url=postgres_url, var_dir=tmp_path
+        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
     ) as running:
         yield running
 
@@ -327,10 +327,10 @@ async def test_5000_nested_mime_parts_are_kept_unreadable_and_answered_250(
 
 
 async def test_one_source_is_capped_per_minute(
-    vhost_url: str, postgres_url: str, tmp_path: Path
+    amqp_url: str, postgres_url: str, tmp_path: Path
 ) -> None:
     async with start_receiver(
-        amqp_url=vhost_url, database_url=postgres_url, var_dir=tmp_path, bounces_rate_per_ip=3
+        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path, bounces_rate_per_ip=3
     ) as r:
         reader, delivery = await victim_of(r)
         answers = []
