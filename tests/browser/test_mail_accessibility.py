@@ -1,9 +1,10 @@
 """Every mail a reader gets, as Chromium shows it: axe-core finds no serious or critical problem.
 
 The renderer's pure functions build the confirmation, welcome and goodbye mails and the sample
-issue (deploy/sample-issue) in each language, premailer included, exactly as they are sent;
-Chromium shows each HTML body in light and dark mode at 390 and 1280 px. Screenshots are kept
-in tests/artifacts/mails/.
+issue (deploy/sample-issue, filled for one reader) in each language, premailer included, as
+they are sent (offline: the issue's remote image shows its alt text). Chromium shows each HTML
+body at 390 px in light and dark mode and at 1280 px; screenshots are kept in
+tests/artifacts/mails/.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from services.renderer.catalogs import Templates
+from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import IssueFolder, parse_sources
 from services.renderer.render import EditionContext, render_edition, render_transactional
 from tests.browser.axe_checks import check_and_shoot
@@ -51,13 +53,21 @@ def _mails(language: str) -> dict[str, str]:
         for kind in ("confirmation", "welcome", "goodbye")
     }
     edition = parse_sources(IssueFolder.read(ROOT / "deploy" / "sample-issue").sources)[language]
-    mails["issue"] = render_edition(
+    issue = render_edition(
         templates,
         edition,
         context=EditionContext(
             segment=language, view_url=f"{SITE}/{language}/issues/50", archive_url=f"{SITE}/"
         ),
     ).html
+    # Filled for one reader, as the dispatcher sends it.
+    mails["issue"] = FillPlan(issue, escape_html=True).fill(
+        recipient_values(
+            unsubscribe_url=LINKS["unsubscribe_url"],
+            preferences_url=LINKS["preferences_url"],
+            recipient="reader@example.org",
+        )
+    )
     return mails
 
 

@@ -57,6 +57,7 @@ BUTTONS = {
     "ru": ("Подписаться", "Подтвердить подписку", "Сохранить", "Отписаться"),
 }
 
+
 def _confirm_token_signed_eight_days_ago(subscriber: Subscriber) -> str:
     """A real confirmation token, dated back (itsdangerous reads the clock in ``get_timestamp``)."""
     assert subscriber.id is not None
