@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
+import pstats
 import random
 import secrets
 import shutil
@@ -58,6 +60,8 @@ class BenchReport:
     commands: int
     healthz_max_s: float
     healthz_probes: int
+    workers: int = 1
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     transport_errors: list[str] = field(default_factory=list)
     service_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -71,7 +75,9 @@ class BenchReport:
         return "\n".join(
             [
                 f"signups: {self.count} addresses + {self.repeats} repeats = {total} posts, "
-                f"concurrency {self.concurrency}, database {self.database}",
+                f"concurrency {self.concurrency}, database {self.database}, "
+                f"{self.workers} service worker(s), load average "
+                + " ".join(f"{v:.2f}" for v in self.load_average),
                 f"throughput: {total / self.elapsed_s:.0f} signups/s "
                 f"({total} in {self.elapsed_s:.1f} s)",
                 f"latency: p50 {self.percentile(0.50) * 1000:.0f} ms, "
@@ -117,12 +123,27 @@ async def _probe(base_url: str, *, done: asyncio.Event, timings: list[float]) ->
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
-    """User + system CPU time of the service process so far (0 if it is gone)."""
+    """User + system CPU time of the service process and its live workers so far."""
     try:
-        times = psutil.Process(process.pid).cpu_times()
+        parent = psutil.Process(process.pid)
+        members = [parent, *parent.children(recursive=True)]
     except psutil.Error:
         return 0.0
-    return float(times.user + times.system)
+    total = 0.0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def top_functions(profile: Path, *, limit: int = 25) -> str:
+    """The functions of a cProfile dump with the most cumulative and own time."""
+    stream = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=stream)
+    stats.sort_stats("tottime").print_stats(limit)
+    stats.sort_stats("cumulative").print_stats(limit)
+    return stream.getvalue()
 
 
 async def _form_fields(client: httpx.AsyncClient) -> dict[str, str]:
@@ -156,13 +177,36 @@ def _private_vhost(base_url: str) -> tuple[str, str]:
     return name, urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
 
 
-def _start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The service under test, in its own process, as in production."""
+# The service under cProfile with a CPU clock: on a loaded machine a wall clock would charge
+# every function with the time the process spent waiting for a core.
+_PROFILED = """
+import cProfile, sys, time
+from services.subscription.cli import run_service
+profiler = cProfile.Profile(time.process_time)
+sys.argv = ["services.subscription"]
+try:
+    profiler.runcall(run_service)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats({path!r})
+"""
+
+
+def _start_service(
+    env: dict[str, str], log_path: Path, *, workers: int = 1, profile: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The service under test, in its own process(es), as in production.
+
+    With ``profile`` the (single) service process runs under cProfile, which writes its
+    statistics there when the process stops.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "services.subscription", "--workers", str(workers)]
+    if profile is not None:
+        command = [sys.executable, "-c", _PROFILED.format(path=str(profile))]
     with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.subscription"], env=env, stdout=log, stderr=log
-        )
+        return subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
 
 
 async def _wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
@@ -186,6 +230,8 @@ async def run_bench(
     concurrency: int = 200,
     repeats: float = 0.02,
     response_floor_s: float = 0.2,
+    workers: int = 1,
+    profile: Path | None = None,
     var_dir: Path = Path("./var/bench"),
 ) -> BenchReport:
     database_url = database_url or DatabaseSettings().database_url
@@ -212,7 +258,9 @@ async def run_bench(
         "NEWSLETTER_LOG_LEVEL": "WARNING",
         "NEWSLETTER_LOG_FORMAT": "json",
     }
-    process = _start_service(env, var_dir / f"subscription-{vhost}.log")
+    process = _start_service(
+        env, var_dir / f"subscription-{vhost}.log", workers=workers, profile=profile
+    )
     try:
         return await _fire(
             base_url=f"http://127.0.0.1:{port}",
@@ -222,6 +270,7 @@ async def run_bench(
             count=count,
             concurrency=concurrency,
             repeats=repeats,
+            workers=workers,
         )
     finally:
         process.send_signal(signal.SIGTERM)
@@ -242,6 +291,7 @@ async def _fire(
     count: int,
     concurrency: int,
     repeats: float,
+    workers: int = 1,
 ) -> BenchReport:
     run = uuid.uuid4().hex[:10]
     addresses = [f"bench-{run}-{i}@example.org" for i in range(count)]
@@ -292,6 +342,7 @@ async def _fire(
         await asyncio.gather(*(one(a) for a in posts))
         elapsed = time.perf_counter() - started
         service_cpu = _cpu_seconds(process) - cpu_before
+        load_average = os.getloadavg()
         done.set()
         await prober
     stored, distinct = await _count_stored(database_url, f"bench-{run}-%")
@@ -309,6 +360,8 @@ async def _fire(
         commands=commands,
         healthz_max_s=max(health, default=0.0),
         healthz_probes=len(health),
+        workers=workers,
+        load_average=load_average,
         transport_errors=errors,
         service_cpu_s=service_cpu,
     )
