@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.subscription.address_rules import NormalizedAddress
@@ -25,9 +25,9 @@ from services.subscription.languages import as_language
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.records import (
     claim_confirmation_slot,
-    is_suppressed,
     release_confirmation_slot,
     set_languages,
+    signup_lookup,
 )
 from shared.db.tables import ConsentRecord, Subscriber, SubscriberLanguage, SubscriberStatus
 from shared.db.tables.timestamps import utcnow
@@ -119,12 +119,16 @@ async def _store(
 ) -> tuple[SignupOutcome, int | None]:
     """The state change of one signup; returns the subscriber to mail, if any."""
     address = request.address
-    if await is_suppressed(session, address.email_hash):
+    suppressed, found_id, status = await signup_lookup(
+        session, email=address.email, email_hash=address.email_hash
+    )
+    if suppressed:
         return SignupOutcome.SUPPRESSED, None
-    found = await session.exec(select(Subscriber).where(Subscriber.email == address.email))
-    subscriber = found.first()
-    if subscriber is not None and subscriber.status == SubscriberStatus.ACTIVE:
+    if status == SubscriberStatus.ACTIVE:
         return SignupOutcome.ALREADY_ACTIVE, None
+    # Only a known, not active address needs the ORM object (and a row lock is not needed:
+    # the confirmation slot is claimed by a conditional UPDATE afterwards).
+    subscriber = await session.get(Subscriber, found_id) if found_id is not None else None
     if subscriber is None:
         # The rush path, written as three Core INSERTs: the ORM's unit of work (identity map,
         # flush, attribute events) was the largest single share of the CPU of a signup.
