@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from newsletter_cli import db, demo, queues
+from newsletter_cli import db, demo, queues, settings_doc, sink
 from services.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
@@ -29,6 +29,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(bounces_cli.app, name="bounces")
 app.command(name="demo")(demo.demo)
 app.command(name="queues")(queues.queues)
+app.command(name="sink")(sink.sink)
+app.command(name="settings-doc")(settings_doc.settings_doc)
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 bench_app.command(name="render")(renderer_cli.bench_render)
