@@ -33,6 +33,8 @@ HOST_PORTS = (
     "SUBSCRIPTION_PORT",
     "BOUNCES_SMTP_PORT",
     "BOUNCES_HTTP_PORT",
+    "PROMETHEUS_PORT",
+    "GRAFANA_PORT",
 )
 # Probe port of each suite service inside its container (deploy/compose.yaml).
 PROBE_PORTS = {"subscription": 8000, "renderer": 9101, "dispatcher": 9102, "bounces": 9103}
