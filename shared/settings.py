@@ -124,14 +124,22 @@ class Settings(DatabaseSettings):
         else:
             if not key:
                 self.secret_key = SecretStr(
-                    demo_secret_key(self.var_dir)
-                    if self.mode == "demo"
-                    else secrets.token_urlsafe(48)
+                    self._demo_key() if self.mode == "demo" else secrets.token_urlsafe(48)
                 )
             if not self.admin_token.get_secret_value():
                 self.admin_token = SecretStr("demo-admin-token")
         self.sender  # noqa: B018 - validate the sender address early
         return self
+
+    def _demo_key(self) -> str:
+        try:
+            return demo_secret_key(self.var_dir)
+        except OSError as err:
+            raise SettingsError(
+                f"demo mode keeps its key in {self.var_dir / DEMO_KEY_FILENAME} but cannot "
+                f"({err.strerror}): set NEWSLETTER_VAR_DIR to a writable folder, or set "
+                "NEWSLETTER_SECRET_KEY"
+            ) from err
 
     def _refuse_unsafe_production_values(self) -> None:
         token = self.admin_token.get_secret_value()

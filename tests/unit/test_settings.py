@@ -187,3 +187,10 @@ def test_test_mode_keeps_a_throwaway_key_and_writes_nothing(tmp_path: Path) -> N
     second = load_settings(mode="test", var_dir=tmp_path).secret_key.get_secret_value()
     assert first != second
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unwritable_var_dir_in_demo_mode_says_what_to_set(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder", encoding="ascii")
+    with pytest.raises(SettingsError, match=r"NEWSLETTER_VAR_DIR.*NEWSLETTER_SECRET_KEY"):
+        load_settings(mode="demo", var_dir=blocked / "var")
