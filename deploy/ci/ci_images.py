@@ -28,6 +28,10 @@ RABBITMQ_IMAGE = "localhost/newsletter-ci/rabbitmq:3.10"
 POSTGRES_IMAGE = "localhost/newsletter-ci/postgres:15"
 PROJECT_IMAGE = "localhost/newsletter-suite:ci"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Build steps (apt) use the host's network: DNS through the bridge network's NAT failed here
+# ("Temporary failure resolving") while the host resolved at once. The stack itself runs on its
+# own bridge network.
+BUILD_NETWORK = ("--network", "host")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 Say = Callable[[str], None]
@@ -149,7 +153,8 @@ def build_support_images(*, say: Say) -> None:
         (RABBITMQ_IMAGE, "rabbitmq.Containerfile"),
         (POSTGRES_IMAGE, "postgres.Containerfile"),
     ):
-        build = ["podman", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", name]
+        build = ["podman", "build", "-q", *BUILD_NETWORK, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
+        build += ["-t", name]
         run([*build, "-f", str(IMAGES_DIR / containerfile), str(IMAGES_DIR)], what=f"build {name}")
         say(f"   {name}")
 
@@ -158,7 +163,7 @@ def build_project_image(*, wheelhouse: Path, say: Say) -> None:
     """``deploy/Dockerfile`` as it is: only build arguments and a build-time volume differ."""
     deploy = REPO_ROOT / "deploy"
     command = [
-        *("podman", "build", "-q", "-f", str(deploy / "Dockerfile")),
+        *("podman", "build", "-q", *BUILD_NETWORK, "-f", str(deploy / "Dockerfile")),
         *("--ignorefile", str(deploy / "Dockerfile.dockerignore")),
         *("--build-arg", f"PYTHON_IMAGE={PYTHON_IMAGE}"),
         *("--volume", f"{wheelhouse}:/wheels:ro"),
