@@ -77,6 +77,10 @@ class RabbitNode:
     def amqp_url(self, vhost: str = "/") -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/{quote(vhost, safe='')}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.base / "node.pid"
+
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update(
@@ -87,7 +91,7 @@ class RabbitNode:
             RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
             RABBITMQ_LOG_BASE=str(self.base / "log"),
-            RABBITMQ_PID_FILE=str(self.base / "node.pid"),
+            RABBITMQ_PID_FILE=str(self.pid_file),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq"),
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
@@ -116,6 +120,7 @@ class RabbitNode:
         if self.process is not None and self.process.poll() is None:
             raise RabbitNodeError(f"node {self.name} is already running")
         self.prepare()
+        self.pid_file.unlink(missing_ok=True)
         out = (self.base / "log" / "stdout.log").open("ab")
         try:
             self.process = subprocess.Popen(  # noqa: S603 - fixed binary, own arguments
@@ -159,6 +164,10 @@ class RabbitNode:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RabbitNodeError(f"node {self.name} not up in {timeout}s")
+            if not self.pid_file.exists():
+                # Written early in the boot; until then a CLI call (an Erlang VM) is wasted.
+                time.sleep(0.1)
+                continue
             try:
                 # Fails at once while the node is not yet registered with epmd: retry then.
                 self.ctl("await_startup", "--timeout", str(max(1, int(left))), timeout=left + 5)
@@ -213,10 +222,23 @@ def _environ_names(pid: int) -> str | None:
     return None
 
 
-def _kill_strays(names: set[str]) -> None:
-    """SIGKILL processes whose environment names one of these nodes (ours only, by name)."""
+def _is_epmd(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "epmd"
+    except OSError:
+        return False
+
+
+def _kill_strays(names: set[str], *, epmd: bool = False) -> None:
+    """SIGKILL processes whose environment names one of these nodes (ours only, by name).
+
+    An epmd started by one of our nodes (none ran before) serves the others too: it goes only
+    with the last of them (``epmd=True``).
+    """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
+            continue
+        if not epmd and _is_epmd(int(entry.name)):
             continue
         if _environ_names(int(entry.name)) in names:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -267,8 +289,8 @@ class RabbitNodes:
 
 
 def _pid_node(pid: str) -> str:
-    # A classic queue's pid prints as <nl-test-...@localhost.1234.0>.
-    return pid.strip("<>").rsplit(".", 2)[0]
+    # A classic queue's pid prints as <node@host.creation.id.serial>.
+    return pid.strip("<>").rsplit(".", 3)[0]
 
 
 def _cookie_home(folder: Path) -> Path:
@@ -321,4 +343,4 @@ def own_nodes(
         finally:
             for node in nodes:
                 node.kill()
-            _kill_strays(names)
+            _kill_strays(names, epmd=True)
