@@ -87,8 +87,7 @@ def bench_faults(
     limit = timeout if timeout is not None else max(180.0, recipients / 50)
     results: list[ScenarioResult] = []
     for item in chosen:
-        if not as_json:
-            typer.echo(f"running {item.key}: {item.title} ...", err=True)
+        typer.echo(f"running {item.key}: {item.title} ...", err=True)
         result = asyncio.run(
             run_scenario(
                 item,
@@ -100,12 +99,11 @@ def bench_faults(
             )
         )
         results.append(result)
-        if not as_json:
-            typer.echo(
-                f"  {result.ended} in {result.seconds}s: sent {result.sent}, "
-                f"lost {result.lost}, stuck {result.stuck}, duplicates {result.duplicates}",
-                err=True,
-            )
+        typer.echo(
+            f"  {result.ended} in {result.seconds}s: sent {result.sent}, "
+            f"lost {result.lost}, stuck {result.stuck}, duplicates {result.duplicates}",
+            err=True,
+        )
     _with_throughput_ratio(results)
     if as_json:
         typer.echo(
