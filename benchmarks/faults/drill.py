@@ -74,6 +74,8 @@ class Scenario:
     fault: Fault | None = None
     trigger: float = 0.2  # share of the audience sent before the fault starts
     declare_via: int = 0  # the node the topology is declared through (it leads the queues)
+    # Dispatcher settings of this scenario (unless the caller's environment sets them).
+    dispatcher_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -142,9 +144,11 @@ def _smtp_server(scenario: Scenario, log: Path) -> Iterator[str]:
             process.wait(5)
 
 
-def _dispatcher_env(*, database_url: str, amqp_url: str, smtp_url: str) -> dict[str, str]:
+def _dispatcher_env(
+    scenario: Scenario, *, database_url: str, amqp_url: str, smtp_url: str
+) -> dict[str, str]:
     env = dict(os.environ)
-    for key, value in DISPATCHER_DEFAULTS.items():
+    for key, value in (*DISPATCHER_DEFAULTS.items(), *scenario.dispatcher_env):
         env.setdefault(key, value)
     env.update(
         NEWSLETTER_MODE="test",
@@ -344,7 +348,7 @@ async def _drive(
     smtp_log, dispatcher_log = logs
     await _declare_through(ctx.nodes, scenario.declare_via)
     amqp_url = ctx.nodes[ctx.dispatcher_node].amqp_url()
-    env = _dispatcher_env(database_url=database_url, amqp_url=amqp_url, smtp_url=smtp_url)
+    env = _dispatcher_env(scenario, database_url=database_url, amqp_url=amqp_url, smtp_url=smtp_url)
     async with _dispatcher(env, dispatcher_log):
         await _publish_plan(amqp_url, send_id)
         faults = _FaultRunner(scenario, ctx, time.monotonic())
@@ -407,6 +411,7 @@ async def run_scenario(
             if count := _count_log(dispatcher_log, event):
                 ctx.note(f"{count} {event} log lines")
     accepted = set(record.accepted)
+    ctx.notes[:0] = [f"{key}={value}" for key, value in scenario.dispatcher_env]
     return ScenarioResult(
         scenario=scenario.key,
         title=scenario.title,
