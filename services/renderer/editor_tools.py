@@ -14,18 +14,20 @@ from aiormq.exceptions import AMQPError
 from sqlalchemy import func
 from sqlmodel import select
 
+from services.renderer import issue_sends
 from services.renderer.catalogs import Templates
 from services.renderer.editions import render_plan
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import IssueFolder, parse_sources
+from services.renderer.issue_sends import IssueIdentity, Surface
 from services.renderer.mime import build_message
 from services.renderer.preflight import PreflightReport, preflight
 from services.renderer.readiness import Matrix, readiness
 from services.renderer.sending import PreparedSend, prepare_send, sample_for
 from services.renderer.settings import RendererSettings
 from shared.db.engine import create_engine, session_factory
-from shared.db.tables import Delivery, Send, SendStatus
+from shared.db.tables import Delivery, Send, SendIntent, SendStatus
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.topology import RENDER_ISSUE, connect
 
@@ -143,6 +145,52 @@ async def publish_send(prepared: PreparedSend, *, settings: RendererSettings) ->
         await connection.close()
 
 
+async def _check_identity(
+    settings: RendererSettings,
+    identity: IssueIdentity,
+    *,
+    intent: SendIntent,
+    confirm_number: int | None,
+) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await issue_sends.check(
+            session_factory(engine),
+            identity=identity,
+            intent=intent,
+            surface=Surface.CLI,
+            confirm_number=confirm_number,
+        )
+    finally:
+        await engine.dispose()
+
+
+async def claim_and_publish(
+    prepared: PreparedSend, *, settings: RendererSettings, confirm_number: int | None
+) -> None:
+    """Record the send request (refused if the issue rules it out), then publish it; a
+    request the broker did not take is forgotten again."""
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    try:
+        await issue_sends.claim(
+            sessions,
+            identity=prepared.identity,
+            send_id=prepared.command.send_id,
+            intent=prepared.intent,
+            segments=prepared.command.segments,
+            surface=Surface.CLI,
+            confirm_number=confirm_number,
+        )
+        try:
+            await publish_send(prepared, settings=settings)
+        except (OSError, AMQPError, PublishError) as err:
+            await issue_sends.release(sessions, send_id=prepared.command.send_id)
+            raise IssueNotReady(f"the broker did not take the send request: {err}") from err
+    finally:
+        await engine.dispose()
+
+
 async def wait_for_send(
     send_id: str, *, settings: RendererSettings, timeout: float, echo: Echo
 ) -> bool:
@@ -191,28 +239,44 @@ def send_issue(
     timeout: float,
     spam: bool,
     echo: Echo,
+    intent: SendIntent = SendIntent.FIRST,
+    confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
 ) -> bool:
-    """Check, publish ``RenderIssue``, optionally wait. Raise on a refused send."""
+    """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
+    send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
+    folder = IssueFolder.read(path)
+    identity = IssueIdentity.of(parse_sources(folder.sources))
+    intent = SendIntent.TEST if test_to is not None else intent
+    # Refuse a send the issue's earlier sends rule out before the slow preflight, and ask for
+    # the typed confirmation of a resend only when a resend is possible at all.
+    asyncio.run(_check_identity(settings, identity, intent=intent, confirm_number=identity.number))
+    confirm_number = None
+    if intent == SendIntent.RESEND_ALL:
+        confirm_number = confirm_resend(identity) if confirm_resend else None
+        asyncio.run(
+            _check_identity(settings, identity, intent=intent, confirm_number=confirm_number)
+        )
     prepared = prepare_send(
-        IssueFolder.read(path),
+        folder,
         settings=settings,
         templates=Templates(),
         segments=segments,
         fallbacks=fallbacks,
         test_to=test_to,
         spam=spam,
+        intent=intent,
     )
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
-    try:
-        asyncio.run(publish_send(prepared, settings=settings))
-    except (OSError, AMQPError, PublishError) as err:
-        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
+    asyncio.run(claim_and_publish(prepared, settings=settings, confirm_number=confirm_number))
     plan = ", ".join(f"{seg}<-{lang}" for seg, lang in prepared.plan.editions.items())
-    echo(f"send {prepared.command.send_id} requested")
     echo(
-        f"  issue {prepared.command.issue_key}, editions {plan}"
-        + (f", test to {test_to}" if test_to else "")
+        f"send {prepared.command.send_id} requested"
+        + ("" if intent == SendIntent.FIRST else f" ({intent.value.replace('_', '-')})")
+    )
+    echo(
+        f"  {identity.label}, editions {plan}"
+        + (f", TEST to {test_to} (not counted as a send of the issue)" if test_to else "")
     )
     if not wait:
         return True

@@ -16,9 +16,11 @@ from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
 from services.renderer.errors import IssueNotReady
 from services.renderer.issue import LANGUAGES, IssueFolder, parse_sources
+from services.renderer.issue_sends import IssueIdentity, command_intent
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
 from services.renderer.readiness import Matrix, SendPlan, readiness
 from services.renderer.settings import RendererSettings
+from shared.db.tables import SendIntent
 from shared.messaging.schemas import RenderIssue
 
 
@@ -29,6 +31,8 @@ class PreparedSend:
     matrix: Matrix
     rendered: dict[str, TimedMail]
     reports: dict[str, PreflightReport]
+    identity: IssueIdentity
+    intent: SendIntent = SendIntent.FIRST
 
 
 def parse_fallbacks(values: Sequence[str]) -> dict[str, str]:
@@ -73,6 +77,7 @@ def prepare_send(
     fallbacks: Mapping[str, str],
     test_to: str | None = None,
     spam: bool = True,
+    intent: SendIntent = SendIntent.FIRST,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
     editions = parse_sources(folder.sources)
@@ -112,8 +117,11 @@ def prepare_send(
         segments=list(segments),
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
+        intent=command_intent(intent),
     )
-    return PreparedSend(command, plan, matrix, rendered, reports)
+    identity = IssueIdentity.of(editions)
+    intent = SendIntent.TEST if test_to is not None else intent
+    return PreparedSend(command, plan, matrix, rendered, reports, identity, intent)
 
 
 async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:

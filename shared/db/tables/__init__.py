@@ -4,14 +4,22 @@ A table has exactly one writing service:
 
 - ``subscribers``: subscription service (subscribers, segments, consent ledger, suppressions,
   bounce decisions);
-- ``editions``: renderer (one rendered edition per send and language);
+- ``editions``: renderer (one rendered edition per send and language; the send requests of
+  each issue);
 - ``deliveries``: dispatcher (sends and their per-recipient delivery ledger).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.deliveries import Delivery, DeliveryKind, DeliveryStatus, Send, SendStatus
-from shared.db.tables.editions import Edition
+from shared.db.tables.deliveries import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Send,
+    SendIntent,
+    SendStatus,
+)
+from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.subscribers import (
     BounceDecision,
     ConsentRecord,
@@ -29,7 +37,9 @@ __all__ = [
     "DeliveryKind",
     "DeliveryStatus",
     "Edition",
+    "IssueSend",
     "Send",
+    "SendIntent",
     "SendStatus",
     "SoftBounceScore",
     "Subscriber",
