@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiormq.exceptions import AMQPError
 from sqlalchemy import func
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
 from services.renderer import issue_sends
@@ -26,6 +27,7 @@ from services.renderer.preflight import PreflightReport, preflight
 from services.renderer.readiness import Matrix, readiness
 from services.renderer.sending import PreparedSend, prepare_send, sample_for
 from services.renderer.settings import RendererSettings
+from services.renderer.store import Sessions
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, Send, SendIntent, SendStatus
 from shared.messaging.publisher import Publisher, PublishError
@@ -145,50 +147,48 @@ async def publish_send(prepared: PreparedSend, *, settings: RendererSettings) ->
         await connection.close()
 
 
-async def _check_identity(
-    settings: RendererSettings,
-    identity: IssueIdentity,
-    *,
-    intent: SendIntent,
-    confirm_number: int | None,
+def _run_on_database(
+    settings: RendererSettings, action: Callable[[Sessions], Coroutine[object, object, None]]
 ) -> None:
-    engine = create_engine(settings.database_url)
+    """Run ``action`` with sessions on the suite's database; a database that cannot be used
+    refuses the send (IssueNotReady) instead of failing with a traceback."""
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await action(session_factory(engine))
+        finally:
+            await engine.dispose()
+
     try:
-        await issue_sends.check(
-            session_factory(engine),
-            identity=identity,
-            intent=intent,
-            surface=Surface.CLI,
-            confirm_number=confirm_number,
-        )
-    finally:
-        await engine.dispose()
+        asyncio.run(main())
+    except (SQLAlchemyError, OSError) as err:
+        raise IssueNotReady(f"the database did not answer: {str(err).splitlines()[0]}") from err
 
 
 async def claim_and_publish(
-    prepared: PreparedSend, *, settings: RendererSettings, confirm_number: int | None
+    prepared: PreparedSend,
+    *,
+    sessions: Sessions,
+    settings: RendererSettings,
+    confirm_number: int | None,
 ) -> None:
-    """Record the send request (refused if the issue rules it out), then publish it; a
-    request the broker did not take is forgotten again."""
-    engine = create_engine(settings.database_url)
-    sessions = session_factory(engine)
+    """Record the send request (refused if the issue's earlier sends rule it out), then
+    publish it; a request the broker did not take is forgotten again."""
+    await issue_sends.claim(
+        sessions,
+        identity=prepared.identity,
+        send_id=prepared.command.send_id,
+        intent=prepared.intent,
+        segments=prepared.command.segments,
+        surface=Surface.CLI,
+        confirm_number=confirm_number,
+    )
     try:
-        await issue_sends.claim(
-            sessions,
-            identity=prepared.identity,
-            send_id=prepared.command.send_id,
-            intent=prepared.intent,
-            segments=prepared.command.segments,
-            surface=Surface.CLI,
-            confirm_number=confirm_number,
-        )
-        try:
-            await publish_send(prepared, settings=settings)
-        except (OSError, AMQPError, PublishError) as err:
-            await issue_sends.release(sessions, send_id=prepared.command.send_id)
-            raise IssueNotReady(f"the broker did not take the send request: {err}") from err
-    finally:
-        await engine.dispose()
+        await publish_send(prepared, settings=settings)
+    except (OSError, AMQPError, PublishError) as err:
+        await issue_sends.release(sessions, send_id=prepared.command.send_id)
+        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
 
 
 async def wait_for_send(
@@ -244,20 +244,9 @@ def send_issue(
 ) -> bool:
     """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
     send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
-    folder = IssueFolder.read(path)
-    identity = IssueIdentity.of(parse_sources(folder.sources))
     intent = SendIntent.TEST if test_to is not None else intent
-    # Refuse a send the issue's earlier sends rule out before the slow preflight, and ask for
-    # the typed confirmation of a resend only when a resend is possible at all.
-    asyncio.run(_check_identity(settings, identity, intent=intent, confirm_number=identity.number))
-    confirm_number = None
-    if intent == SendIntent.RESEND_ALL:
-        confirm_number = confirm_resend(identity) if confirm_resend else None
-        asyncio.run(
-            _check_identity(settings, identity, intent=intent, confirm_number=confirm_number)
-        )
     prepared = prepare_send(
-        folder,
+        IssueFolder.read(path),
         settings=settings,
         templates=Templates(),
         segments=segments,
@@ -266,9 +255,29 @@ def send_issue(
         spam=spam,
         intent=intent,
     )
+    identity = prepared.identity
+    confirm_number = None
+    if intent == SendIntent.RESEND_ALL:
+        # Ask for the typed confirmation only when a resend is possible at all.
+        _run_on_database(
+            settings,
+            lambda sessions: issue_sends.check(
+                sessions,
+                identity=identity,
+                intent=intent,
+                surface=Surface.CLI,
+                confirm_number=identity.number,
+            ),
+        )
+        confirm_number = confirm_resend(identity) if confirm_resend else None
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
-    asyncio.run(claim_and_publish(prepared, settings=settings, confirm_number=confirm_number))
+    _run_on_database(
+        settings,
+        lambda sessions: claim_and_publish(
+            prepared, sessions=sessions, settings=settings, confirm_number=confirm_number
+        ),
+    )
     plan = ", ".join(f"{seg}<-{lang}" for seg, lang in prepared.plan.editions.items())
     echo(
         f"send {prepared.command.send_id} requested"
