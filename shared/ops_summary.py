@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -56,6 +56,7 @@ FAILURE_STATUSES: tuple[str, ...] = (
     DeliveryStatus.BOUNCED,
     DeliveryStatus.UNKNOWN,
 )
+_RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 # Queue ids, message ids and long numbers vary per message: one reason, many spellings.
 _LONG_ID = re.compile(r"\b(?=\w*\d)[0-9A-Za-z]{10,}\b|\b\d{5,}\b")
 
@@ -403,8 +404,11 @@ async def _progress(
 async def top_reasons(
     *, session: AsyncSession, send_ids: list[str], per_send: int = 10
 ) -> dict[str, list[Reason]]:
-    """Deferred and failed deliveries of each send grouped by SMTP reply, most frequent first
-    (the reply a deferred delivery got on its latest attempt)."""
+    """Deferred and failed deliveries of each send grouped by SMTP reply, most frequent first.
+
+    A deferred delivery keeps the reply of its latest attempt; one that is being retried right
+    now (queued or sending again, with that reply still on it) counts as deferred too, so the
+    reasons do not flicker with the retry tiers."""
     if not send_ids:
         return {}
     rows = await session.execute(
@@ -418,7 +422,10 @@ async def top_reasons(
         )
         .where(
             col(Delivery.send_id).in_(send_ids),
-            col(Delivery.status).in_((DeliveryStatus.DEFERRED, *FAILURE_STATUSES)),
+            or_(
+                col(Delivery.status).in_((DeliveryStatus.DEFERRED, *FAILURE_STATUSES)),
+                and_(col(Delivery.status).in_(_RETRYING), col(Delivery.smtp_reply) != ""),
+            ),
         )
         .group_by(
             col(Delivery.send_id),
@@ -431,7 +438,8 @@ async def top_reasons(
         .limit(2000)
     )
     grouped: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for send_id, status, code, reply, domain, count in rows:
+    for send_id, found, code, reply, domain, count in rows:
+        status = DeliveryStatus.DEFERRED if found in _RETRYING else str(found)
         key = (str(send_id), str(status), reply_key(code, str(reply or "")))
         grouped[key][str(domain or "?")] += int(count)
     result: dict[str, list[Reason]] = defaultdict(list)
