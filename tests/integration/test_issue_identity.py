@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import IssueSend
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from tests.integration.renderer_harness import running_renderer
 from tests.support import dispatch_seed
 from tests.support.test_mta import MtaScript, ScriptedMta
@@ -405,3 +405,52 @@ async def test_send_status_shows_each_edition_with_its_reasons_and_marks_test_se
     assert "TEST send to " in test_status.stdout
     assert "editor@example.net" not in test_status.stdout, "the address is masked"
     assert "(not counted with real sends)" in test_status.stdout
+
+
+async def test_the_admin_api_and_the_editor_page_refuse_a_second_send_and_offer_the_choices(
+    settings: Settings, tmp_path: Path
+) -> None:
+    admin = {"Authorization": "Bearer test-admin-token"}
+    sends = "/admin/api/issues/sample-issue/sends"
+    body = {"segments": ["en", "ru"], "confirm": True}
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        first = await client.post(sends, headers=admin, json=body)
+        assert first.status_code == 202, first.text
+        first_id = first.json()["send_id"]
+        again = await client.post(sends, headers=admin, json=body)
+        assert again.status_code == 409, again.text
+        refusal = again.json()
+        assert "issue 50 (2021-12-13 .. 2021-12-19) already has 1 send(s)" in refusal["detail"]
+        assert '"intent": "only_new"' in refusal["detail"]
+        assert [e["send_id"] for e in refusal["earlier_sends"]] == [first_id]
+        assert refusal["choices"] == ["only_new", "resend_all"]
+        only_new = await client.post(sends, headers=admin, json={**body, "intent": "only_new"})
+        assert only_new.status_code == 202, only_new.text
+        assert only_new.json()["intent"] == "only_new"
+        unconfirmed = await client.post(sends, headers=admin, json={**body, "intent": "resend_all"})
+        assert unconfirmed.status_code == 422
+        assert "50 expected, nothing given" in unconfirmed.json()["detail"]
+        resent = await client.post(
+            sends, headers=admin, json={**body, "intent": "resend_all", "confirm_issue": 50}
+        )
+        assert resent.status_code == 202, resent.text
+
+        await client.post("/editor/login", data={"token": "test-admin-token"})
+        page = await client.get("/editor/issue/sample-issue")
+        assert "Issue 50 has already been sent" in page.text
+        assert f"send {first_id} (first)" in page.text
+        assert 'name="intent" value="only_new" checked' in page.text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        form = {"csrf": csrf.group(1), "segments": ["en"], "fallbacks": ""}
+        plain = await client.post("/editor/issue/sample-issue/send", data=form)
+        assert plain.status_code == 409
+        assert "already has 3 send(s)" in plain.text
+        assert "Only readers who have not received it" in plain.text
+        review = await client.post(
+            "/editor/issue/sample-issue/send",
+            data={**form, "intent": "resend_all", "confirm_issue": "50"},
+        )
+        assert review.status_code == 200, review.text
+        assert "Every reader gets this issue again." in review.text
+        assert 'name="intent" value="resend_all"' in review.text
