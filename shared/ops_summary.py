@@ -261,9 +261,11 @@ def mask_addresses(text: str) -> str:
 
 
 def reply_key(code: int | None, reply: str) -> str:
-    """One SMTP reply as a reason to group by: addresses masked, queue ids and long numbers
-    replaced, whitespace collapsed, at most 160 characters."""
-    text = " ".join(mask_addresses(reply).split())
+    """One SMTP reply as a reason to group by: addresses reduced to their domain, queue ids
+    and long numbers replaced, whitespace collapsed, at most 160 characters."""
+    # The recipient's address differs per delivery: keep only its domain.
+    text = _ADDRESS.sub(lambda m: "…@" + m.group(0).rsplit("@", 1)[1], reply)
+    text = " ".join(text.split())
     text = _LONG_ID.sub("…", text)
     if code is not None and not text.startswith(str(code)):
         text = f"{code} {text}"
