@@ -454,3 +454,54 @@ async def test_the_admin_api_and_the_editor_page_refuse_a_second_send_and_offer_
         assert review.status_code == 200, review.text
         assert "Every reader gets this issue again." in review.text
         assert 'name="intent" value="resend_all"' in review.text
+
+
+async def test_a_reader_who_unticks_an_edition_while_it_waits_gets_only_the_other(
+    vhost_url: str,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    """Both editions of a two-edition reader wait in the retry tier (451); meanwhile the
+    reader keeps en only on the preferences page. The retries find ru unwanted."""
+    from sqlmodel import col, delete, select
+
+    from shared.db.tables import Delivery, Subscriber, SubscriberLanguage
+
+    address = await reader(sessions, ["en", "ru"], label="unticks")
+    send_id = str(uuid.uuid4())
+    await dispatch_seed.add_editions(sessions, send_id, ("en", "ru"))
+    script = MtaScript(defer={address})
+    with ScriptedMta(script) as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=database_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        async with dispatch_seed.RunningDispatcher(settings):
+            await dispatch_seed.plan(vhost_url, send_id, ["en", "ru"])
+            await dispatch_seed.wait_until(lambda: mta.handler.replies["451"] >= 2)
+            async with sessions() as session:
+                subscriber = (
+                    await session.exec(select(Subscriber).where(Subscriber.email == address))
+                ).one()
+                await session.exec(  # type: ignore[call-overload]
+                    delete(SubscriberLanguage).where(
+                        col(SubscriberLanguage.subscriber_id) == subscriber.id,
+                        col(SubscriberLanguage.language) == "ru",
+                    )
+                )
+                await session.commit()
+            script.defer.clear()  # the server would take them now
+            await dispatch_seed.wait_for_send(sessions, send_id)
+        languages = sorted(
+            str(a.parsed()["Content-Language"]) for a in mta.handler.accepted if a.rcpt == address
+        )
+    async with sessions() as session:
+        rows = (
+            await session.exec(
+                select(Delivery.language, Delivery.status).where(
+                    Delivery.send_id == send_id, Delivery.email == address
+                )
+            )
+        ).all()
+    assert languages == ["en"]
+    assert sorted(rows) == [("en", "sent"), ("ru", "unsubscribed")]
