@@ -30,6 +30,7 @@ from services.dispatcher.retry import (
 )
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
+from shared import message_ids
 from shared.addresses import address_domain, mask_email
 from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
@@ -134,7 +135,7 @@ class TransactionalWorker:
             list_unsubscribe=job.list_unsubscribe_url is not None,
         )
         template = mime.build_template(envelope=envelope, text=job.text, html_body=job.html)
-        message_key = f"tx.{job.message_id}"
+        message_key = message_ids.delivery_key(delivery_id, f"tx.{job.message_id}")
         recipient = Recipient(delivery_id, job.subscriber_id, job.to, message_key)
         values = self.composer.values(recipient, one_click_url=job.list_unsubscribe_url)
         data = self.composer.render(template, values)

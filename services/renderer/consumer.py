@@ -36,6 +36,7 @@ from services.renderer.issue import parse_sources
 from services.renderer.issue_sends import IssueIdentity, intent_of_command, record_command
 from services.renderer.metrics import RendererMetrics
 from services.renderer.preflight import check_static
+from services.renderer.readiness import verdict
 from services.renderer.render import render_transactional
 from services.renderer.store import Sessions, save_editions
 from shared.db.tables import Edition
@@ -108,6 +109,9 @@ async def handle_transactional(command: RenderTransactional, *, deps: RenderServ
 
 
 async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
+    # The readiness verdict of ``issue check`` and ``issue send``, again: a command published
+    # by other means is refused for the same reasons.
+    verdict(command.sources, segments=command.segments, fallbacks=command.fallbacks).refuse()
     editions = parse_sources(command.sources)
     # The request is normally on record already; one that is not (a command published by
     # hand) is checked against the issue's earlier sends like any other (SendRefused).

@@ -10,15 +10,15 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
-from services.renderer.errors import IssueNotReady
-from services.renderer.issue import LANGUAGES, IssueFolder, parse_sources
+from services.renderer.errors import IssueNotReady, Problem
+from services.renderer.issue import LANGUAGES, IssueFolder
 from services.renderer.issue_sends import IssueIdentity, command_intent
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
-from services.renderer.readiness import Matrix, SendPlan, readiness
+from services.renderer.readiness import Matrix, SendPlan, verdict
 from services.renderer.settings import RendererSettings
 from shared.db.tables import SendIntent
 from shared.messaging.schemas import RenderIssue
@@ -32,6 +32,7 @@ class PreparedSend:
     rendered: dict[str, TimedMail]
     reports: dict[str, PreflightReport]
     identity: IssueIdentity
+    warnings: list[Problem] = field(default_factory=list)  # the verdict's, not blocking
     intent: SendIntent = SendIntent.FIRST
 
 
@@ -79,12 +80,11 @@ def prepare_send(
     spam: bool = True,
     intent: SendIntent = SendIntent.FIRST,
 ) -> PreparedSend:
-    """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
-    editions = parse_sources(folder.sources)
-    matrix = readiness(editions)
-    link_problems = [p for ed in editions.values() for p in ed.link_problems()]
-    if link_problems:
-        raise IssueNotReady("the issue has problems:\n" + "\n".join(str(p) for p in link_problems))
+    """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
+    found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
+    found.refuse()  # the same verdict as ``issue check``: raises IssueNotReady with every error
+    editions, matrix = found.editions, found.matrix
+    assert matrix is not None  # a ready verdict has parsed editions
     send_id = str(uuid.uuid4())
     plan, rendered = render_plan(
         templates,
@@ -121,7 +121,9 @@ def prepare_send(
     )
     identity = IssueIdentity.of(editions)
     intent = SendIntent.TEST if test_to is not None else intent
-    return PreparedSend(command, plan, matrix, rendered, reports, identity, intent)
+    return PreparedSend(
+        command, plan, matrix, rendered, reports, identity, found.warnings, intent=intent
+    )
 
 
 async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:

@@ -6,7 +6,8 @@ A table has exactly one writing service:
   bounce decisions);
 - ``editions``: renderer (one rendered edition per send and language; the send requests of
   each issue);
-- ``deliveries``: dispatcher (sends and their per-recipient delivery ledger).
+- ``deliveries``: dispatcher (sends and their per-recipient delivery ledger);
+- ``reports``: bounce receiver (reports that matched no delivery of ours, kept for ops).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
@@ -20,6 +21,7 @@ from shared.db.tables.deliveries import (
     SendStatus,
 )
 from shared.db.tables.editions import Edition, IssueSend
+from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
     ConsentRecord,
@@ -32,12 +34,14 @@ from shared.db.tables.subscribers import (
 
 __all__ = [
     "BounceDecision",
+    "BounceReport",
     "ConsentRecord",
     "Delivery",
     "DeliveryKind",
     "DeliveryStatus",
     "Edition",
     "IssueSend",
+    "ReportStatus",
     "Send",
     "SendIntent",
     "SendStatus",
