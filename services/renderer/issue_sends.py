@@ -289,7 +289,9 @@ async def claim(
         except IntegrityError as err:
             await session.rollback()
             earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
-            refused = refusal(identity, intent, earlier, surface=surface)
+            refused = refusal(
+                identity, intent, earlier, surface=surface, confirm_number=confirm_number
+            )
             if refused is None:  # the same send id twice: a retried request
                 raise IssueAlreadySent(f"send {send_id} was already requested") from err
             log.warning("issue_send_refused_concurrent", issue_key=identity.issue_key)
