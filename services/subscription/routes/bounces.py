@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, delete, func, select
 
 from services.subscription.dependencies import AdminDep, SessionDep
+from services.subscription.routes.params import RowId
 from shared.addresses import address_hash
 from shared.db.tables import BounceDecision, SoftBounceScore, Subscriber, Suppression
 
@@ -103,7 +104,7 @@ async def _subscriber(session: SessionDep, subscriber_id: int) -> Subscriber:
     summary="A subscriber's bounce and complaint decisions, with evidence",
 )
 async def subscriber_bounces(
-    subscriber_id: int,
+    subscriber_id: RowId,
     *,
     _: AdminDep,
     session: SessionDep,
@@ -157,7 +158,7 @@ async def _lift(session: SessionDep, *, email_hash: str, note: str) -> LiftAnswe
     summary="Lift the suppression of a subscriber's address",
 )
 async def lift_subscriber_suppression(
-    subscriber_id: int, body: LiftRequest, *, _: AdminDep, session: SessionDep
+    subscriber_id: RowId, body: LiftRequest, *, _: AdminDep, session: SessionDep
 ) -> LiftAnswer:
     subscriber = await _subscriber(session, subscriber_id)
     return await _lift(session, email_hash=subscriber.email_hash, note=body.note)
