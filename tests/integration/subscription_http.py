@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
@@ -44,3 +45,32 @@ async def served_subscription(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def subscription_in_thread(settings: Settings) -> Iterator[str]:
+    """The same, served from a thread with its own event loop, for synchronous callers
+    (Hypothesis drives plain functions, not coroutines)."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, policy=QUICK),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="subscription-app", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_DEADLINE_S
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise AssertionError("uvicorn stopped before it started serving")
+            if time.monotonic() > deadline:
+                raise AssertionError("the subscription app did not start serving in time")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(START_DEADLINE_S)

@@ -70,6 +70,31 @@ async def test_out_of_range_ids_offsets_and_limits_answer_404_or_422(
         assert (await client.get(f"/api/subscribers/{2**31 - 1}")).status_code == 404
 
 
+async def test_text_holding_nul_answers_422_on_both_engines(
+    private_amqp_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL cannot store or compare U+0000 in text; it used to surface as a 500."""
+    settings = settings_for(private_amqp_url, database_url, tmp_path)
+    tag = uuid.uuid4().hex[:10]
+    people = {"file": ("p.csv", f"email\nnul.{tag}@example.org\n".encode(), "text/csv")}
+    async with (
+        served_subscription(settings) as base,
+        httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30.0) as client,
+    ):
+        search = await client.get("/api/subscribers", params={"q": "a\x00"})
+        assert search.status_code == 422, search.text
+        for params in ({"source": "a\x00b"}, {"source": "ok", "consent_text_version": "v\x00"}):
+            imported = await client.post("/api/subscribers/import", params=params, files=people)
+            assert imported.status_code == 422, (params, imported.text)
+        erased = await client.post("/api/erasures", json={"email": f"nul.{tag}@example.org"})
+        assert erased.status_code == 200, erased.text
+        lift = {"email": f"nul.{tag}@example.org", "note": "x\x00"}
+        lifted = await client.post("/api/suppressions/lift", json=lift)
+        assert lifted.status_code == 422, lifted.text
+        lift["note"] = "typo in the address"
+        assert (await client.post("/api/suppressions/lift", json=lift)).status_code == 200
+
+
 FORMULAS = {
     "=cmd|'/c calc'!A0@example.org": "'=cmd|'/c calc'!A0@example.org",
     "+{tag}@example.org": "'+{tag}@example.org",

@@ -30,7 +30,7 @@ from services.subscription.directory import (
 )
 from services.subscription.erasure import erase_address, erase_subscriber
 from services.subscription.errors import ImportRejected, InvalidAddress
-from services.subscription.routes.params import Offset, RowId
+from services.subscription.routes.params import NO_NUL, Offset, RowId
 from shared.db.tables import Subscriber, SubscriberStatus
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import SubscriberErased
@@ -66,7 +66,9 @@ async def subscribers(
     session: SessionDep,
     status: StatusFilter | None = None,
     language: LanguageFilter | None = None,
-    q: Annotated[str | None, Query(max_length=320, description="Part of the address")] = None,
+    q: Annotated[
+        str | None, Query(max_length=320, pattern=NO_NUL, description="Part of the address")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> SubscriberPage:
@@ -143,9 +145,11 @@ async def import_subscribers(
     _: AdminDep,
     session: SessionDep,
     file: Annotated[UploadFile, File(description="UTF-8 CSV file")],
-    source: Annotated[str, Query(min_length=1, max_length=255, description="Consent source")],
+    source: Annotated[
+        str, Query(min_length=1, max_length=255, pattern=NO_NUL, description="Consent source")
+    ],
     prior_consent: bool = False,
-    consent_text_version: Annotated[str, Query(max_length=32)] = "import",
+    consent_text_version: Annotated[str, Query(max_length=32, pattern=NO_NUL)] = "import",
 ) -> ImportReport:
     data = await file.read(MAX_IMPORT_BYTES + 1)
     try:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, delete, func, select
 
 from services.subscription.dependencies import AdminDep, SessionDep
-from services.subscription.routes.params import RowId
+from services.subscription.routes.params import NO_NUL, RowId
 from shared.addresses import address_hash
 from shared.db.tables import BounceDecision, SoftBounceScore, Subscriber, Suppression
 
@@ -56,7 +56,9 @@ class SubscriberBounces(BaseModel):
 
 
 class LiftRequest(BaseModel):
-    note: str = Field(default="", max_length=200, description="Why the suppression is lifted")
+    note: str = Field(
+        default="", max_length=200, pattern=NO_NUL, description="Why the suppression is lifted"
+    )
 
 
 class LiftByAddress(LiftRequest):
