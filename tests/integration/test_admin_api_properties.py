@@ -4,7 +4,8 @@ both engines, real RabbitMQ.
 
 Two phases per engine: every call that differs from a valid one in exactly one input (about
 400, deterministic), then ``EXAMPLES_PER_ENGINE`` Hypothesis-generated calls, shared out among
-the admin operations by how many inputs each takes. About 25 s for both engines here.
+the admin operations by how many inputs each takes. 30-50 s for both engines here (loaded
+machine, most of it PostgreSQL set-up and the server start).
 """
 
 from __future__ import annotations
