@@ -4,6 +4,8 @@
 answers the readiness matrix; ``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``,
 ``test_to``, ``confirm``) answers the segments and their sizes until ``"confirm": true`` (or a
 test send) starts the send (202 with ``send_id``), like the editor page's confirmation step.
+A body that is not a JSON object of that shape (broken, empty, nested past the parser's limit,
+wrong types, lone surrogates) answers 422.
 """
 
 from __future__ import annotations
