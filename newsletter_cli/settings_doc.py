@@ -235,22 +235,27 @@ def _trailing_comment(line: str) -> str:
 def _readers(
     cls: type[BaseSettings], classes: list[type[BaseSettings]], root: Path
 ) -> tuple[str, ...]:
-    """Packages that name the class, one of its subclasses, or a loader that returns it."""
-    names = {c.__name__ for c in classes if issubclass(c, cls)}
-    module = inspect.getmodule(cls)
-    for name, value in vars(module).items():
-        if inspect.isfunction(value) and value.__module__ == cls.__module__:
-            returns = inspect.signature(value).return_annotation
-            if returns in names or returns in {c for c in classes if issubclass(c, cls)}:
-                names.add(name)
-    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(names)) + r")(?!\w)")
+    """Packages that name the class or a subclass, or import a loader that returns it."""
+    family = [c for c in classes if issubclass(c, cls)]
+    names = {c.__name__ for c in family}
+    loaders: dict[str, set[str]] = {}  # loader name -> the module it must come from
+    for subclass in family:
+        module = inspect.getmodule(subclass)
+        for name, value in vars(module).items():
+            if inspect.isfunction(value) and value.__module__ == subclass.__module__:
+                returns = inspect.signature(value).return_annotation
+                if returns in names or returns in family:
+                    loaders.setdefault(name, set()).add(subclass.__module__)
+    by_name = re.compile(r"(?<![\w.])(" + "|".join(sorted(names)) + r")(?!\w)")
     readers: set[str] = set()
     for path in _sources(root):
         label = _process_label(path.relative_to(root))
         if label is None or label in readers:
             continue
-        if path.resolve() == Path(inspect.getfile(cls)).resolve() or pattern.search(
-            path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        if by_name.search(text) or any(
+            re.search(rf"(?<![\w.]){name}(?!\w)", text) and any(m in text for m in modules)
+            for name, modules in loaders.items()
         ):
             readers.add(label)
     return tuple(sorted(readers))

@@ -25,6 +25,25 @@ _MIN_ADMIN_TOKEN_LENGTH = 32
 # Domains reserved for documentation (RFC 2606): mail "from" them fails SPF/DMARC everywhere.
 _EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
 DEMO_KEY_FILENAME = "secret-key"
+DEFAULT_PITCH: dict[str, str] = {
+    "en": (
+        "Once a week, in coordination with a group of prominent Belarusian analysts, we "
+        "provide analytical commentaries on the most topical and relevant issues, including "
+        "the behind-the-scenes processes occurring in Belarus. These commentaries are "
+        "available in Belarusian, Russian, and English."
+    ),
+    "be": (
+        "Раз на тыдзень разам з групай вядомых беларускіх аналітыкаў мы публікуем аналітычныя "
+        "каментары пра самыя актуальныя і важныя падзеі, у тым ліку пра закулісныя працэсы, "
+        "што адбываюцца ў Беларусі. Каментары выходзяць па-беларуску, па-руску і па-англійску."
+    ),
+    "ru": (
+        "Раз в неделю вместе с группой известных белорусских аналитиков мы публикуем "
+        "аналитические комментарии о самых актуальных и важных событиях, в том числе о "
+        "закулисных процессах, происходящих в Беларуси. Комментарии выходят на белорусском, "
+        "русском и английском языках."
+    ),
+}
 
 
 class SettingsError(ValueError):
@@ -100,6 +119,15 @@ class Settings(DatabaseSettings):
     renderer_probe_port: int = 9101
     # Port of the dispatcher's probes and metrics.
     dispatcher_probe_port: int = 9102
+
+    # --- The publication's public face: name, pitch and logo of the signup pages ---
+    # Kept apart from the production checks above. The defaults are the seed publication's
+    # wording, a sample to replace with one's own.
+    publication_name: str = "Weekly Digest"
+    publication_pitch_en: str = DEFAULT_PITCH["en"]
+    publication_pitch_be: str = DEFAULT_PITCH["be"]
+    publication_pitch_ru: str = DEFAULT_PITCH["ru"]
+    logo_url: str = ""  # empty: the built-in inline SVG mark; else an http(s) image URL
 
     @field_validator("public_url")
     @classmethod
@@ -177,6 +205,22 @@ class Settings(DatabaseSettings):
             raise SettingsError(f"NEWSLETTER_FROM is not a usable address: {self.from_!r}")
         local, _, domain = addr.rpartition("@")
         return Address(display_name=name, username=local, domain=domain)
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo_is_a_web_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise SettingsError(f"NEWSLETTER_LOGO_URL must be an http(s) URL, not {value!r}")
+        return value
+
+    def publication_pitch(self, language: str) -> str:
+        """The signup pitch in ``language`` (English for a language without one)."""
+        pitches = {
+            "en": self.publication_pitch_en,
+            "be": self.publication_pitch_be,
+            "ru": self.publication_pitch_ru,
+        }
+        return pitches.get(language, self.publication_pitch_en)
 
     @property
     def smtp(self) -> SmtpTarget:

@@ -4,14 +4,24 @@ A table has exactly one writing service:
 
 - ``subscribers``: subscription service (subscribers, segments, consent ledger, suppressions,
   bounce decisions);
-- ``editions``: renderer (one rendered edition per send and language);
-- ``deliveries``: dispatcher (sends and their per-recipient delivery ledger).
+- ``editions``: renderer (one rendered edition per send and language; the send requests of
+  each issue);
+- ``deliveries``: dispatcher (sends and their per-recipient delivery ledger);
+- ``reports``: bounce receiver (reports that matched no delivery of ours, kept for ops).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.deliveries import Delivery, DeliveryKind, DeliveryStatus, Send, SendStatus
-from shared.db.tables.editions import Edition
+from shared.db.tables.deliveries import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Send,
+    SendIntent,
+    SendStatus,
+)
+from shared.db.tables.editions import Edition, IssueSend
+from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
     ConsentRecord,
@@ -24,12 +34,16 @@ from shared.db.tables.subscribers import (
 
 __all__ = [
     "BounceDecision",
+    "BounceReport",
     "ConsentRecord",
     "Delivery",
     "DeliveryKind",
     "DeliveryStatus",
     "Edition",
+    "IssueSend",
+    "ReportStatus",
     "Send",
+    "SendIntent",
     "SendStatus",
     "SoftBounceScore",
     "Subscriber",
