@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -122,7 +122,8 @@ def archive_report(directory: Path, data: bytes) -> Path:
 
 def event_id(*parts: object) -> str:
     """A stable 32-hex id for an event: the same report gives the same id."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode())
+    text = "\x1f".join(str(p) for p in parts)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 
@@ -134,9 +135,21 @@ def safe_address(address: str) -> str | None:
     return address
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def same_address(reported: str, ours: str) -> bool:
-    """The suite normalizes addresses to lower case (``address_hash``): compare likewise."""
-    return bool(reported) and reported.strip().strip("<>").lower() == ours.strip().lower()
+    """Equal but for ASCII case (RFC 5321 2.4: domains are case-insensitive, and so are local
+    parts in practice). Only ASCII letters fold: ``str.lower`` would make a KELVIN SIGN (U+212A)
+    an ASCII ``k``, so a look-alike address would stand for a reader's."""
+    given = reported.strip(" \t\r\n").strip("<>").strip(" \t")
+    return bool(given) and given.translate(_ASCII_LOWER) == ours.strip().translate(_ASCII_LOWER)
+
+
+def storable(text: str) -> str:
+    """Text PostgreSQL can store and UTF-8 can encode: no NUL, no lone surrogates (the mail
+    parser keeps undecodable bytes as surrogate escapes)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def prune_archive(directory: Path, *, keep_days: int) -> int:
@@ -330,6 +343,7 @@ class BounceIntake:
         )
         event_key = read.message_id or report_key
         published: list[Message] = []
+        done: set[tuple[int, str]] = set()
         kept = 0
         cache: dict[int, DeliveryInfo | None] = {}
         for finding in read.findings[:_MAX_FINDINGS]:
@@ -356,6 +370,9 @@ class BounceIntake:
                         )
                     )
                 continue
+            if (match.delivery_id, finding.bounce_class) in done:
+                continue  # a VERP report naming 300 addresses is one event about its delivery
+            done.add((match.delivery_id, finding.bounce_class))
             event = await self._publish_finding(
                 finding, match, source=source, evidence=evidence, event_key=event_key
             )
@@ -435,9 +452,9 @@ class BounceIntake:
             bounce_class=finding.bounce_class,
             status=finding.status[:16],
             action=finding.action[:16],
-            diagnostic=finding.diagnostic[:2000],
+            diagnostic=storable(finding.diagnostic[:2000]),
             source=source[:32],
-            evidence=f"{evidence[:300]} ({finding.reason})"[:512],
+            evidence=storable(f"{evidence[:300]} ({finding.reason})"[:512]),
             delivery_id=match.delivery_id,
             language=language,
         )
@@ -536,6 +553,15 @@ class BounceIntake:
     # ---- keeping and publishing ------------------------------------------------------------
 
     async def _keep(self, report: KeptReport) -> None:
+        report = replace(
+            report,
+            report_key=storable(report.report_key),
+            reason=storable(report.reason),
+            mailbox=storable(report.mailbox),
+            recipient=storable(report.recipient),
+            reporter=storable(report.reporter),
+            evidence=storable(report.evidence),
+        )
         try:
             await self._keeper(report)
         except Exception as err:  # our database: a transient outage of ours, so retry later
