@@ -256,7 +256,7 @@ class BounceIntake:
             subscriber_id = verp.subscriber_from_unsubscribe_mailto(
                 secret_key=self._secret_key, address=rcpt
             )
-            if subscriber_id is not None:
+            if subscriber_id is not None and subscriber_id > 0:  # 0: a mail to no subscriber
                 return await self._unsubscribe(data, subscriber_id=subscriber_id, rcpt=rcpt)
         mailbox = self._mailbox(envelope_to)
         report_key = hashlib.sha256(data).hexdigest()[:32]
@@ -381,21 +381,20 @@ class BounceIntake:
         return published
 
     async def _unsubscribe(self, data: bytes, *, subscriber_id: int, rcpt: str) -> list[Message]:
+        """The signed address names the subscriber; the ``From`` header is the sender's to
+        choose, so it names nobody: the event's recipient is the signed address itself, and a
+        subscriber that no longer exists (erased) cannot fall back to whoever ``From`` names."""
         try:
-            headers = BytesHeaderParser(policy=compat32).parsebytes(data)
-            sender_text, message_id = (
-                str(headers.get("From", "")),
-                str(headers.get("Message-ID", "")),
+            message_id = str(
+                BytesHeaderParser(policy=compat32).parsebytes(data)["Message-ID"] or ""
             )
         except Exception:  # the signed address is what counts, not the headers
-            sender_text, message_id = "", ""
-        senders = _ADDRESS.findall(sender_text)
-        sender = safe_address(senders[0]) if senders else None
+            message_id = ""
         event = UnsubscribeRequested(
             message_id=event_id(
                 "mailto", subscriber_id, message_id or hashlib.sha256(data).hexdigest()
             ),
-            recipient=sender or rcpt,
+            recipient=safe_address(rcpt) or f"unsubscribe+{subscriber_id}@invalid",
             method="mailto",
             subscriber_id=subscriber_id,
         )

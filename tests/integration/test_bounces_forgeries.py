@@ -20,11 +20,12 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlmodel import select
 
 from services.bounces.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from shared import message_ids
+from shared import message_ids, verp
 from shared.addresses import address_hash
-from shared.db.tables import Delivery, Subscriber
+from shared.db.tables import BounceDecision, Delivery, Subscriber
 from tests.integration.bounces_support import (
     DOMAIN,
     POSTMARK_PASSWORD,
@@ -36,6 +37,7 @@ from tests.integration.bounces_support import (
     add_delivery,
     add_subscriber,
     decision_for,
+    eventually,
     kept_reports,
     return_path,
     send_with_null_sender,
@@ -464,3 +466,60 @@ def test_production_refusals_are_one_message_not_a_traceback(
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("error: the bounce receiver's webhooks need credentials")
     assert "NEWSLETTER_BOUNCES_POSTMARK_TOKEN" in done.stderr
+
+
+# ---- the mailto List-Unsubscribe address ---------------------------------------------------
+
+
+def unsubscribe_mail(*, sender: str, to: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: unsubscribe\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@mua.example>\r\n\r\nunsubscribe\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("whose", ["erased", "zero"])
+async def test_a_signed_mailto_of_nobody_never_unsubscribes_the_from_address(
+    receiver: Receiver, whose: str
+) -> None:
+    """The signed mailto names a subscriber; the From header is the sender's to choose. A
+    mailto whose subscriber is gone (erased), or the ``0`` of a mail sent to no subscriber,
+    must not fall back to whoever the From header names."""
+    victim, _, email, _ = await victim_of(receiver)
+    sid = 0 if whose == "zero" else 2**31 - 17  # no subscriber has this id (erased)
+    mailto = verp.unsubscribe_mailto(secret_key=SECRET, subscriber_id=sid, domain=DOMAIN)
+    before = await unsubscribe_decisions(receiver)
+    reply = await send_with_null_sender(
+        unsubscribe_mail(sender=email, to=mailto), recipient=mailto, port=receiver.smtp_port
+    )
+    assert reply.code == 250, reply
+    published = await receiver.published()  # each one is applied (or ignored) with a decision
+    await eventually(lambda: at_least(receiver, before + published))
+    assert await status_of(receiver, victim) == "active"
+    # the subscriber the mailto names is still unsubscribed by it, whatever the From says
+    reader = await add_subscriber(receiver.sessions, "reader")
+    assert reader.id is not None
+    own = verp.unsubscribe_mailto(secret_key=SECRET, subscriber_id=reader.id, domain=DOMAIN)
+    reply = await send_with_null_sender(
+        unsubscribe_mail(sender="someone-else@example.net", to=own),
+        recipient=own,
+        port=receiver.smtp_port,
+    )
+    assert reply.code == 250
+    await eventually(lambda: status_is(receiver, reader, "unsubscribed"), timeout=60)
+
+
+async def unsubscribe_decisions(r: Receiver) -> int:
+    async with r.sessions() as session:
+        rows = await session.exec(
+            select(BounceDecision).where(BounceDecision.bounce_class == "unsubscribe")
+        )
+        return len(rows.all())
+
+
+async def at_least(r: Receiver, count: int) -> bool:
+    return await unsubscribe_decisions(r) >= count
+
+
+async def status_is(r: Receiver, subscriber: Subscriber, expected: str) -> bool:
+    return await status_of(r, subscriber) == expected
