@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from benchmarks.faults import cli as faults_cli
 from newsletter_cli import db, demo, queues
 from services.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
@@ -34,6 +35,7 @@ bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=T
 bench_app.command(name="render")(renderer_cli.bench_render)
 bench_app.command(name="dispatch")(dispatcher_cli.bench_dispatch)
 bench_app.command(name="signups")(subscription_cli.bench_signups)
+bench_app.command(name="faults")(faults_cli.bench_faults)
 app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 Each job is claimed in the ledger (a duplicate job cannot claim), composed from the edition's
 cached template, sent on a pooled SMTP connection under flow control, recorded, and only then
-acked. Deferred jobs go to a delay tier; hard bounces raise a ``BounceReceived`` event; jobs of
-a paused send wait in the hold tier without being claimed; poison jobs are dead-lettered with
-their reason after a few deliveries.
+acked. An outcome write that meets a database hiccup is retried in place through the
+:class:`~services.dispatcher.database_gate.DatabaseGate` (the job is never requeued into a
+second SMTP transaction). Deferred jobs go to a delay tier; hard bounces raise a
+``BounceReceived`` event; jobs of a paused send wait in the hold tier without being claimed;
+poison jobs are dead-lettered with their reason after a few deliveries.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from services.dispatcher import ledger
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
+from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.delivery_log import DeliveryLog
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.flow import FlowControl
@@ -61,6 +64,7 @@ class DeliveryWorker:
     results: Batcher[ledger.Result, None]
     metrics: DispatcherMetrics
     acks: BatchAcker
+    gate: DatabaseGate | None = None  # retries outcome writes; None: a failed write raises
     outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -131,9 +135,7 @@ class DeliveryWorker:
                         log.warning("circuit_breaker_opened", domain=domain, reason="replies")
         if outcome.phase == "breaker":
             # The breaker opened while this job waited: give the claim back and hold the job.
-            await self.results.submit(
-                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
-            )
+            await self._record(ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED))
             await self._hold(job, message, domain)
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
@@ -146,7 +148,7 @@ class DeliveryWorker:
             # Unsubscribed, suppressed or erased since the send was planned (the claim marked
             # the row and had the send checked for completion).
             log.info("delivery_dropped", reason="no longer subscribed")
-            self.metrics.deliveries.labels("unsubscribed", job.language, domain).inc()
+            self.metrics.delivery("unsubscribed", job.language, domain, test=_is_test(job))
         else:
             log.info("duplicate_job_skipped", found_status=status)
         await self.acks.ack(message)
@@ -163,7 +165,7 @@ class DeliveryWorker:
             attempt=attempt_of(message),
         )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels("held", job.language, domain).inc()
+        self.metrics.delivery("held", job.language, domain, test=_is_test(job))
         log.info(
             "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
         )
@@ -176,7 +178,7 @@ class DeliveryWorker:
         the send runs (see :mod:`services.dispatcher.outbox`), so a long pause costs nothing."""
         parked = status != SendStatus.CANCELLED
         outcome = DeliveryStatus.PENDING if parked else DeliveryStatus.CANCELLED
-        await self.results.submit(ledger.Result(job.delivery_id, job.send_id, outcome))
+        await self._record(ledger.Result(job.delivery_id, job.send_id, outcome))
         await self.acks.ack(message)
         if parked:
             log.debug("job_parked_while_paused")
@@ -213,7 +215,7 @@ class DeliveryWorker:
                 ),
                 routing_key=BOUNCE_RECEIVED,
             )
-        await self.results.submit(
+        await self._record(
             ledger.Result(
                 job.delivery_id,
                 job.send_id,
@@ -232,7 +234,7 @@ class DeliveryWorker:
                 attempt=attempt + 1,
             )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels(status, job.language, domain).inc()
+        self.metrics.delivery(status, job.language, domain, test=_is_test(job))
         # The canonical line of this delivery (cheap: see delivery_log).
         self.outcomes.outcome(
             "email_sent" if status == "sent" else f"email_{status}",
@@ -246,6 +248,13 @@ class DeliveryWorker:
             tier=tier.label if status == "deferred" else None,
         )
 
+    async def _record(self, result: ledger.Result) -> None:
+        """Commit a state of a claimed delivery (batched); the job is acked only after it."""
+        if self.gate is None:
+            await self.results.submit(result)
+            return
+        await self.gate.write(lambda: self.results.submit(result), what="delivery_outcome")
+
     async def _poison(
         self, job: DeliverIssue, message: AbstractIncomingMessage, *, reason: str
     ) -> None:
@@ -257,7 +266,7 @@ class DeliveryWorker:
             return
         log.error("poison_job_dead_lettered", reason=reason)
         await dead_letter(channel=self.raw_channel, message=message, reason=reason)
-        await self.results.submit(
+        await self._record(
             ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
         )
         await self.acks.ack(message)
@@ -274,3 +283,8 @@ def _delivery_count(message: AbstractIncomingMessage) -> int:
     """How often the broker delivered this message before (quorum queues count it)."""
     raw = (message.headers or {}).get("x-delivery-count", 0)
     return int(raw) if isinstance(raw, int) else 0
+
+
+def _is_test(job: DeliverIssue) -> bool:
+    """A test send's job has no subscriber (it goes to the editor's address)."""
+    return job.subscriber_id is None

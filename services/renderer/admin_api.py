@@ -3,9 +3,14 @@
 ``GET /admin/api/issues``; ``GET``/``PUT /admin/api/issues/{name}`` (``{"sources": {lang: text}}``;
 optional query ``segments=en,ru`` and ``fallback=be=ru``) answers the readiness verdict (``ready``,
 ``problems`` as ``file:line:column: …``, ``warnings``, ``plan``, the matrix);
-``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``,
-``test_to``, ``confirm``) answers the segments and their sizes until ``"confirm": true`` (or a
-test send) starts the send (202 with ``send_id``), like the editor page's confirmation step.
+``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``, ``test_to``, ``confirm``,
+``intent``, ``confirm_issue``) answers the segments and their sizes until ``"confirm": true``
+(or a test send) starts the send (202 with ``send_id``), like the editor page's confirmation
+step.
+
+An issue goes out once: a send of an issue that already has one answers 409 with the earlier
+sends and what to do. ``"intent": "only_new"`` mails readers who have not received it,
+``"intent": "resend_all"`` with ``"confirm_issue": <the issue number>`` mails everyone again.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
+from services.renderer.issue_sends import IssueAlreadySent, SendRefused, Surface
 from services.renderer.readiness import verdict
 from services.renderer.sending import parse_fallbacks, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.db.tables import SendIntent
 
 log = structlog.get_logger(__name__)
 
@@ -81,18 +88,13 @@ class AdminApi(WebDesk):
     async def api_send(self, request: Request) -> Response:
         if not self._api_ok(request):
             return self._unauthorized()
-        name = request.path_params["name"]
         payload = await request.json()
         if not isinstance(payload, dict):
             return JSONResponse({"detail": "body must be a JSON object"}, 422)
-        test_to = payload.get("test_to")
         try:
-            segments = parse_segments(payload.get("segments"))
-            fallbacks = payload.get("fallbacks") or {}
-            fallbacks = parse_fallbacks([f"{k}={v}" for k, v in dict(fallbacks).items()])
-            prepared = await self._prepare(
-                name, segments=segments, fallbacks=fallbacks, test_to=test_to
-            )
+            return await self._send(request.path_params["name"], payload)
+        except SendRefused as err:
+            return _refused(err)
         except IssueFormatError as err:
             return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
         except (RendererError, ValueError, TypeError) as err:
@@ -100,6 +102,29 @@ class AdminApi(WebDesk):
             if isinstance(err, IssueNotReady):  # the verdict's errors, as ``GET`` lists them
                 body["problems"] = [str(p) for p in err.problems]
             return JSONResponse(body, 422)
+
+    async def _send(self, name: str, payload: dict[str, object]) -> Response:
+        test_to = payload.get("test_to")
+        confirm_issue = payload.get("confirm_issue")
+        if confirm_issue is not None and not isinstance(confirm_issue, int):
+            raise ValueError("confirm_issue must be the issue number")
+        if test_to is not None and not isinstance(test_to, str):
+            raise ValueError("test_to must be an address")
+        raw_segments = payload.get("segments")
+        if raw_segments is not None and not isinstance(raw_segments, str | list):
+            raise ValueError("segments must be a list of languages")
+        fallbacks = payload.get("fallbacks") or {}
+        if not isinstance(fallbacks, dict):
+            raise ValueError("fallbacks must map a segment to a language")
+        prepared = await self._prepare(
+            name,
+            segments=parse_segments(raw_segments),
+            fallbacks=parse_fallbacks([f"{k}={v}" for k, v in fallbacks.items()]),
+            test_to=test_to,
+            surface=Surface.API,
+            intent=_intent(payload.get("intent", "first")),
+            confirm_number=confirm_issue,
+        )
         rows, total = await self._sizes(prepared)
         summary = [
             {k: r[k] for k in ("segment", "edition", "subscribers", "html_bytes")} for r in rows
@@ -108,8 +133,31 @@ class AdminApi(WebDesk):
             return JSONResponse(
                 {"confirm_required": True, "segments": summary, "total": total}, status_code=200
             )
-        await self._start(prepared)
+        await self._start(prepared, surface=Surface.API, confirm_number=confirm_issue)
         return JSONResponse(
-            {"send_id": prepared.command.send_id, "segments": summary, "total": total},
+            {
+                "send_id": prepared.command.send_id,
+                "intent": str(prepared.intent),
+                "segments": summary,
+                "total": total,
+            },
             status_code=202,
         )
+
+
+def _intent(value: object) -> SendIntent:
+    if value not in {"first", "only_new", "resend_all"}:
+        raise ValueError('intent must be "first", "only_new" or "resend_all"')
+    return SendIntent(str(value))
+
+
+def _refused(err: SendRefused) -> Response:
+    status = 409 if isinstance(err, IssueAlreadySent) else 422
+    return JSONResponse(
+        {
+            "detail": str(err),
+            "earlier_sends": [e.as_dict() for e in err.earlier],
+            "choices": ["only_new", "resend_all"] if err.earlier else ["first"],
+        },
+        status_code=status,
+    )

@@ -449,9 +449,18 @@ def _sends_section(sends: list[SendProgress]) -> str:
     parts = ['<section id="sends"><h2>Sends</h2>']
     for send in sends:
         state = "ok" if send.status == "done" else "warn" if send.in_progress else "muted"
+        status = "planning…" if send.planning else send.status
+        # A test send is marked in every view and never counted with real sends.
+        if send.is_test:
+            kind = f'<span class="test-send warn">TEST to {escape(send.test_to or "?")}</span> '
+        elif send.intent != "first":
+            kind = f'<span class="muted">{escape(send.intent.replace("_", "-"))}</span> '
+        else:
+            kind = ""
         parts.append(
-            f'<h3 data-send-id="{escape(send.send_id)}">{escape(send.issue_key)} '
-            f'<span class="{state}">{escape(send.status)}</span> '
+            f'<h3 data-send-id="{escape(send.send_id)}" data-test="{str(send.is_test).lower()}">'
+            f"{escape(send.issue_key)} {kind}"
+            f'<span class="{state}">{escape(status)}</span> '
             f'<span class="muted">{escape(send.send_id)} · started '
             f"{escape(send.created_at.strftime('%Y-%m-%d %H:%M'))} UTC</span></h3>"
         )
@@ -477,7 +486,31 @@ def _sends_section(sends: list[SendProgress]) -> str:
                 f'<td class="n eta">{_duration(lang.eta_s) if send.in_progress else "-"}</td></tr>'
             )
         parts.append("</table>")
+        parts.append(_reasons(send))
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _reasons(send: SendProgress) -> str:
+    """The top deferral and failure reasons of a send: grouped SMTP replies with counts."""
+    parts = []
+    for label, statuses in (
+        ("deferred", ("deferred",)),
+        ("failed", ("failed", "bounced", "unknown")),
+    ):
+        top = send.top(*statuses)
+        if not top:
+            continue
+        items = "".join(
+            f'<li><span class="n">{r.count}×</span> {escape(r.status)}: '
+            f"<code>{escape(r.reply)}</code> "
+            f'<span class="muted">{escape(", ".join(f"{d} {n}" for d, n in r.domains))}</span>'
+            "</li>"
+            for r in top
+        )
+        parts.append(
+            f'<p class="reasons-title">top {label} reasons</p><ul class="reasons">{items}</ul>'
+        )
     return "".join(parts)
 
 
