@@ -1,4 +1,4 @@
-"""Policy-storm benchmark: ``python -m services.subscription.feedback.bench [--count N]``.
+"""Policy-storm benchmark: ``newsletter bench feedback [--count N] [--json]``.
 
 Creates its own RabbitMQ vhost and PostgreSQL database (both removed at the end), starts a
 :class:`FeedbackConsumer`, publishes ``N`` policy bounces from one receiving domain and prints
@@ -8,7 +8,6 @@ how long they took to apply, how many addresses were suppressed (must be 0) and 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -118,10 +117,8 @@ async def _database(name: str, *, drop: bool) -> None:
         await admin.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=5000)
-    count = parser.parse_args().count
+def run(count: int) -> dict[str, float]:
+    """Measure ``count`` policy bounces on a vhost and a database of the run's own."""
     name = f"nlbench_{uuid.uuid4().hex[:10]}"
     user = urlsplit(AMQP).username or "guest"
     _rabbitmqctl("add_vhost", name)
@@ -134,14 +131,8 @@ def main() -> None:
             pg = urlsplit(POSTGRES)
             database_url = urlunsplit((pg.scheme, pg.netloc, "/" + name, "", ""))
             upgrade(database_url)
-            figures = asyncio.run(_measure(amqp_url, database_url, count))
+            return asyncio.run(_measure(amqp_url, database_url, count))
         finally:
             asyncio.run(_database(name, drop=True))
     finally:
         _rabbitmqctl("delete_vhost", name)
-    for key, value in figures.items():
-        print(f"{key}: {value}")
-
-
-if __name__ == "__main__":
-    main()
