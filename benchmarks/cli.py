@@ -61,5 +61,7 @@ def bench_feedback(
 ) -> None:
     """A policy-bounce storm: time to apply, addresses suppressed (0) and alerts raised (1)."""
     from benchmarks import feedback
+    from shared.logging import configure_logging
 
+    configure_logging(service="bench-feedback", level="WARNING")
     _print(feedback.run(count), as_json=as_json)
