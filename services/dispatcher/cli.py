@@ -70,40 +70,30 @@ async def _with_sessions(action: object) -> object:
         await engine.dispose()
 
 
-def _print_report(report: object) -> None:
-    from services.dispatcher.sends import SendReport
-
-    assert isinstance(report, SendReport)
-    typer.echo(
-        f"send {report.send_id} issue={report.issue_key} status={report.status} "
-        f"total={report.total} open={report.open}"
-        + (f" test_to={report.test_to}" if report.test_to else "")
-    )
-    for language in sorted(report.by_language):
-        counts = report.by_language[language]
-        detail = " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
-        typer.echo(f"  {language}: {sum(counts.values())} deliveries: {detail}")
-
-
 @send_app.command("status")
 def send_status(
     send_id: str,
     follow: Annotated[bool, typer.Option("--follow", help="Refresh until the send ends.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    window: Annotated[
+        float, typer.Option(help="Seconds of recent sending the current rate is measured over.")
+    ] = 30.0,
 ) -> None:
-    """Progress of a send per language."""
-    from services.dispatcher import sends
-    from services.dispatcher.errors import SendNotFound
+    """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
+    from services.dispatcher import progress_view
+    from shared.ops_summary import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
         while True:
-            try:
-                report = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
-            except SendNotFound as err:
-                typer.echo(f"error: {err}", err=True)
-                raise typer.Exit(1) from err
-            _print_report(report)
-            if not follow or report.status in {"done", "cancelled"}:
+            async with sessions() as session:  # type: ignore[operator]
+                progress = await progress_of_send(
+                    session=session, send_id=send_id, rate_window_s=window
+                )
+            if progress is None:
+                typer.echo(f"error: no send {send_id}", err=True)
+                raise typer.Exit(1)
+            typer.echo("\n".join(progress_view.lines(progress)))
+            if not follow or progress.status in {"done", "cancelled"}:
                 return
             await asyncio.sleep(interval)
 

@@ -50,14 +50,17 @@ class Result:
     message_id: str = ""
 
 
-# Still wanted: the subscriber is active and the address not suppressed, as when the send was
-# planned (a test send has no subscriber). Someone who unsubscribes, bounces, complains or is
-# erased while a send runs, or while their delivery waits in a retry tier, is not mailed.
+# Still wanted: the subscriber is active, still reads this edition and the address is not
+# suppressed, as when the send was planned (a test send has no subscriber). Someone who
+# unsubscribes, unticks the edition, bounces, complains or is erased while a send runs, or
+# while their delivery waits in a retry tier, is not mailed.
 _DROP_UNWANTED = text(
     "UPDATE delivery SET status = :unsubscribed, updated_at = :now "
     "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM subscriber s "
     "WHERE s.id = delivery.subscriber_id AND s.status = 'active' "
+    "AND EXISTS (SELECT 1 FROM subscriber_language sl "
+    "WHERE sl.subscriber_id = s.id AND sl.language = delivery.language) "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
     "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)) RETURNING send_id"
 ).bindparams(

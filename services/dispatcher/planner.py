@@ -1,4 +1,10 @@
-"""The planner: ``PlanSend`` -> one delivery row per (send, subscriber) -> delivery jobs.
+"""The planner: ``PlanSend`` -> one delivery row per (send, subscriber, segment) -> jobs.
+
+A reader who chose several editions gets one delivery per edition. A segment served by a
+fallback (``be`` gets the ``ru`` edition) leaves out readers who are also in the fallback's own
+segment, so no one gets the same text twice. An ``only_new`` send leaves out readers who have
+the issue's edition from an earlier send (``RECEIVED_STATUSES``).
+
 
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,7 +32,14 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.retry import dead_letter
 from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
-from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus, Send, SendStatus
+from shared.db.tables.deliveries import (
+    RECEIVED_STATUSES,
+    DeliveryKind,
+    DeliveryStatus,
+    Send,
+    SendIntent,
+    SendStatus,
+)
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
@@ -41,18 +54,43 @@ _AUDIENCE_PAGE = text(
     "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after "
     "ORDER BY s.id LIMIT :limit"
 )
-_INSERT_PAGE = text(
+# One row per (send, subscriber, segment): a reader of several editions gets each of them.
+_INSERT_PAGE_SQL = (
     "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
     "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
-    "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)), :kind, :send_id, s.id, "
-    "s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
+    "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)) || ':' || :language, "
+    ":kind, :send_id, s.id, s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
     "FROM subscriber s "
     "JOIN subscriber_language sl ON sl.subscriber_id = s.id AND sl.language = :language "
     "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after AND s.id <= :last "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
     "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) "
-    "ON CONFLICT DO NOTHING"
-).bindparams(bindparam("now", type_=UTCDateTime()))
+)
+# A segment that gets another language's edition (a fallback) leaves out the readers who also
+# chose that language: they get that edition once, as its own segment.
+_NOT_IN_EDITION_SEGMENT = (
+    "AND NOT EXISTS (SELECT 1 FROM subscriber_language other "
+    "WHERE other.subscriber_id = s.id AND other.language = :edition_language) "
+)
+# --only-new: leave out readers who have this segment's edition of the issue from an earlier
+# (non-test) send, or will get it from one still running.
+_NOT_RECEIVED = (
+    "AND NOT EXISTS (SELECT 1 FROM send e JOIN delivery d ON d.send_id = e.id "
+    "WHERE e.issue_key = :issue_key AND e.id <> :send_id AND e.test_to IS NULL "
+    "AND d.subscriber_id = s.id AND d.language = :language AND d.status IN :received) "
+)
+
+
+def _insert_page(*, skip_edition_segment: bool, only_new: bool) -> TextClause:
+    sql = _INSERT_PAGE_SQL
+    sql += _NOT_IN_EDITION_SEGMENT if skip_edition_segment else ""
+    sql += _NOT_RECEIVED if only_new else ""
+    statement = text(sql + "ON CONFLICT DO NOTHING").bindparams(
+        bindparam("now", type_=UTCDateTime())
+    )
+    return statement.bindparams(bindparam("received", expanding=True)) if only_new else statement
+
+
 _INSERT_TEST = text(
     "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
     "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
@@ -123,10 +161,16 @@ class Planner:
                     fallbacks=",".join(f"{k}={v}" for k, v in sorted(job.fallbacks.items())),
                     status=SendStatus.PLANNING,
                     test_to=job.test_to,
+                    intent=SendIntent.TEST if job.test_to else job.intent,
                 )
                 session.add(send)
                 await session.commit()
-                log.info("send_planning", segments=job.segments, test=bool(job.test_to))
+                log.info(
+                    "send_planning",
+                    segments=job.segments,
+                    test=bool(job.test_to),
+                    intent=send.intent,
+                )
             return send.status
 
     async def _cancelled(self, send_id: str) -> bool:
@@ -155,6 +199,16 @@ class Planner:
     async def _write_segment(self, job: PlanSend, language: str) -> None:
         after = 0
         batch = self.settings.dispatch_planner_batch
+        edition_language = job.fallbacks.get(language, language)
+        skip_edition_segment = edition_language != language and edition_language in job.segments
+        only_new = job.intent == "only_new"
+        insert = _insert_page(skip_edition_segment=skip_edition_segment, only_new=only_new)
+        extra: dict[str, object] = {}
+        if skip_edition_segment:
+            extra["edition_language"] = edition_language
+        if only_new:
+            extra["issue_key"] = job.issue_key
+            extra["received"] = sorted(str(s) for s in RECEIVED_STATUSES)
         while True:
             async with self.sessions() as session:
                 ids = list(
@@ -168,7 +222,7 @@ class Planner:
                     return
                 last = int(ids[-1])
                 await session.execute(
-                    _INSERT_PAGE,
+                    insert,
                     {
                         "send_id": job.send_id,
                         "kind": str(DeliveryKind.ISSUE),
@@ -177,6 +231,7 @@ class Planner:
                         "now": utcnow(),
                         "after": after,
                         "last": last,
+                        **extra,
                     },
                 )
                 await session.commit()
@@ -231,7 +286,8 @@ class Planner:
                 )
                 await session.commit()
             for job in jobs:
-                self.metrics.planned.labels(job.language).inc()
+                if job.subscriber_id is not None:  # a test send's jobs are not planned mail
+                    self.metrics.planned.labels(job.language).inc()
             after = jobs[-1].delivery_id
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))

@@ -148,7 +148,7 @@ class DeliveryWorker:
             # Unsubscribed, suppressed or erased since the send was planned (the claim marked
             # the row and had the send checked for completion).
             log.info("delivery_dropped", reason="no longer subscribed")
-            self.metrics.deliveries.labels("unsubscribed", job.language, domain).inc()
+            self.metrics.delivery("unsubscribed", job.language, domain, test=_is_test(job))
         else:
             log.info("duplicate_job_skipped", found_status=status)
         await self.acks.ack(message)
@@ -165,7 +165,7 @@ class DeliveryWorker:
             attempt=attempt_of(message),
         )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels("held", job.language, domain).inc()
+        self.metrics.delivery("held", job.language, domain, test=_is_test(job))
         log.info(
             "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
         )
@@ -234,7 +234,7 @@ class DeliveryWorker:
                 attempt=attempt + 1,
             )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels(status, job.language, domain).inc()
+        self.metrics.delivery(status, job.language, domain, test=_is_test(job))
         # The canonical line of this delivery (cheap: see delivery_log).
         self.outcomes.outcome(
             "email_sent" if status == "sent" else f"email_{status}",
@@ -283,3 +283,8 @@ def _delivery_count(message: AbstractIncomingMessage) -> int:
     """How often the broker delivered this message before (quorum queues count it)."""
     raw = (message.headers or {}).get("x-delivery-count", 0)
     return int(raw) if isinstance(raw, int) else 0
+
+
+def _is_test(job: DeliverIssue) -> bool:
+    """A test send's job has no subscriber (it goes to the editor's address)."""
+    return job.subscriber_id is None

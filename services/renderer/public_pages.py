@@ -1,5 +1,8 @@
 """Public pages: the archive and Atom feed per language, and the view-in-browser page of each
 sent edition with ``hreflang`` links to its other languages.
+
+The archive and the feed hold one entry per issue and language, however often it was sent
+(``store.archive``); every send's own view-in-browser page keeps working.
 """
 
 from __future__ import annotations
@@ -59,11 +62,11 @@ class PublicPages(WebDesk):
             alternates=self._alternates(lang, lambda other: archive_url(pages, segment=other)),
             editions=[
                 {
-                    "url": view_url(pages, segment=lang, send_id=row.send_id),
-                    "subject": row.subject,
-                    "date": row.rendered_at.date().isoformat(),
+                    "url": view_url(pages, segment=lang, send_id=entry.latest.send_id),
+                    "subject": entry.latest.subject,
+                    "date": entry.first.rendered_at.date().isoformat(),
                 }
-                for row in rows
+                for entry in rows
             ],
         )
 
@@ -75,17 +78,23 @@ class PublicPages(WebDesk):
         rows = await archive(self.sessions, language=lang)
         home = archive_url(pages, segment=lang)
         title = self.templates.gettext(lang, ARCHIVE_TITLE)
-        updated = rows[0].rendered_at.isoformat() if rows else "2021-12-19T00:00:00+00:00"
+        updated = (
+            max(e.latest.rendered_at for e in rows).isoformat()
+            if rows
+            else "2021-12-19T00:00:00+00:00"
+        )
+        # An entry keeps the id of the issue's first send: a resend updates it, never repeats it.
         entries = "".join(
             "<entry>"
-            f"<id>urn:uuid:{escape(row.send_id)}</id>"
-            f"<title>{escape(row.subject)}</title>"
-            f"<updated>{row.rendered_at.isoformat()}</updated>"
+            f"<id>urn:uuid:{escape(entry.first.send_id)}</id>"
+            f"<title>{escape(entry.latest.subject)}</title>"
+            f"<published>{entry.first.rendered_at.isoformat()}</published>"
+            f"<updated>{entry.latest.rendered_at.isoformat()}</updated>"
             '<link rel="alternate" type="text/html" '
-            f'href="{escape(view_url(pages, segment=lang, send_id=row.send_id))}"/>'
-            f"<summary>{escape(row.preheader)}</summary>"
+            f'href="{escape(view_url(pages, segment=lang, send_id=entry.latest.send_id))}"/>'
+            f"<summary>{escape(entry.latest.preheader)}</summary>"
             "</entry>"
-            for row in rows
+            for entry in rows
         )
         body = (
             '<?xml version="1.0" encoding="utf-8"?>'

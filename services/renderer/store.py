@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -48,16 +49,35 @@ async def edition(sessions: Sessions, *, send_id: str, language: str) -> Edition
         return rows.first()
 
 
-async def archive(sessions: Sessions, *, language: str, limit: int = 50) -> list[Edition]:
-    """The sent (non-test) editions of one segment, newest first."""
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One issue in one language, however often it was sent: ``first`` gives the entry its
+    lasting identity and date (the feed's id), ``latest`` its text and link (a resend after a
+    correction shows the corrected edition)."""
+
+    first: Edition
+    latest: Edition
+
+
+async def archive(sessions: Sessions, *, language: str, limit: int = 50) -> list[ArchiveEntry]:
+    """The sent (non-test) issues of one segment, one entry per issue, newest first."""
     async with sessions() as session:
-        rows = await session.exec(
-            select(Edition)
-            .where(Edition.language == language, col(Edition.is_test).is_(False))
-            .order_by(col(Edition.rendered_at).desc())
-            .limit(limit)
-        )
-        return list(rows.all())
+        bounds = (
+            await session.exec(
+                select(Edition.issue_key, func.min(Edition.id), func.max(Edition.id))
+                .where(Edition.language == language, col(Edition.is_test).is_(False))
+                .group_by(col(Edition.issue_key))
+                .order_by(func.min(Edition.id).desc())
+                .limit(limit)
+            )
+        ).all()
+        ids = {int(i or 0) for _key, low, high in bounds for i in (low, high)}
+        if not ids:
+            return []
+        rows = await session.exec(select(Edition).where(col(Edition.id).in_(sorted(ids))))
+        by_id = {row.id: row for row in rows.all()}
+    entries = [ArchiveEntry(by_id[low], by_id[high]) for _key, low, high in bounds]
+    return sorted(entries, key=lambda e: e.first.rendered_at, reverse=True)
 
 
 async def segment_sizes(sessions: Sessions, *, languages: Sequence[str]) -> dict[str, int]:

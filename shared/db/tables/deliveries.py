@@ -26,6 +26,15 @@ class DeliveryKind(StrEnum):
     TEST = "test"  # one copy of an edition to the editor's test address, subject "[TEST] ..."
 
 
+class SendIntent(StrEnum):
+    """Why a send of an issue exists: an issue goes to its readers once unless chosen otherwise."""
+
+    FIRST = "first"  # the issue's send to its readers (one per issue)
+    ONLY_NEW = "only_new"  # readers who have not received the issue (new, or failed for good)
+    RESEND_ALL = "resend_all"  # every reader again, confirmed by typing the issue number
+    TEST = "test"  # "[TEST]" to one address: never counts as the issue's send
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"  # in the outbox: job not yet confirmed, or parked while paused
     QUEUED = "queued"  # job confirmed by the broker
@@ -53,6 +62,22 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+# The reader has the edition, may have it, or will get it from a send still running: an
+# ``--only-new`` send of the same issue leaves them out. Bounced, failed, cancelled and
+# unsubscribed deliveries did not reach the reader.
+RECEIVED_STATUSES = frozenset(
+    {
+        DeliveryStatus.PENDING,
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.SENDING,
+        DeliveryStatus.DEFERRED,
+        DeliveryStatus.SENT,
+        DeliveryStatus.UNKNOWN,
+        DeliveryStatus.COMPLAINED,
+    }
+)
+
+
 OPEN_STATUSES = frozenset(
     {
         DeliveryStatus.PENDING,
@@ -73,6 +98,9 @@ class Send(SQLModel, table=True):
     status: str = Field(default=SendStatus.REQUESTED, max_length=16)
     total: int = 0
     test_to: str | None = Field(default=None, max_length=320)  # a test send: no audience
+    intent: str = Field(
+        default=SendIntent.FIRST, max_length=16, sa_column_kwargs={"server_default": "first"}
+    )
     created_at: datetime = created_at_field()
     planned_at: datetime | None = optional_at_field()
     finished_at: datetime | None = optional_at_field()
@@ -82,13 +110,17 @@ class Send(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (
-        UniqueConstraint("send_id", "subscriber_id", name="uq_delivery_send_subscriber"),
+        # One mail per edition a reader chose: a reader of en and ru gets both.
+        UniqueConstraint(
+            "send_id", "subscriber_id", "language", name="uq_delivery_send_subscriber_language"
+        ),
         UniqueConstraint("dedupe_key", name="uq_delivery_dedupe_key"),
         Index("ix_delivery_send_status", "send_id", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    dedupe_key: str = Field(max_length=128)  # "send:<send>:<subscriber>" or "tx:<command id>"
+    # "send:<send>:<subscriber>:<language>", "send:<send>:test:<language>" or "tx:<command id>"
+    dedupe_key: str = Field(max_length=128)
     kind: str = Field(default=DeliveryKind.ISSUE, max_length=16)
     send_id: str | None = Field(default=None, max_length=36, foreign_key="send.id")
     subscriber_id: int | None = Field(default=None)
