@@ -23,23 +23,20 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import psutil
 
-from benchmarks import baselines
-from shared.db.migrate import upgrade_async
+from benchmarks import baselines, scratch
 from shared.messaging import placeholders
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import DeliverTransactional, PlanSend
@@ -50,10 +47,6 @@ from shared.messaging.topology import (
     declare_topology,
 )
 
-ADMIN_URL = os.environ.get(
-    "NEWSLETTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-AMQP_BASE = os.environ.get("NEWSLETTER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LANGUAGES = ("en", "be", "ru")
 SECRET = "bench-secret-key-" + "x" * 40
 PROBE_EVERY_S = 2.0
@@ -84,45 +77,6 @@ def _edition(language: str) -> tuple[str, str, str]:
     )
     text = "\n\n".join(paragraph for _ in range(20)) + f"\n\n{placeholders.UNSUBSCRIBE_URL}\n"
     return f"Digest {language} — №48", html, text
-
-
-def _rabbitmqctl(*args: str) -> None:
-    binary = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([binary, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
-
-
-@contextlib.contextmanager
-def _vhost() -> Iterator[str]:
-    name = f"nlbench_{uuid.uuid4().hex[:10]}"
-    user = urlsplit(AMQP_BASE).username or "guest"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        parts = urlsplit(AMQP_BASE)
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
-    finally:
-        _rabbitmqctl("delete_vhost", name)
-
-
-@contextlib.asynccontextmanager
-async def _database() -> AsyncIterator[str]:
-    name = f"nlbench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(ADMIN_URL)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
-    try:
-        await upgrade_async(url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _seed(url: str, *, recipients: int, send_id: str) -> None:
@@ -389,7 +343,7 @@ async def run_benchmark(
     loads: dict[str, float] = {"start": _load()}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        _vhost() as amqp_url,
+        scratch.vhost() as amqp_url,
         _sink() as (smtp_url, sink),
     ):
         dkim_key = _dkim_key(Path(tmp)) if dkim else None
@@ -399,7 +353,7 @@ async def run_benchmark(
             dkim_key=dkim_key,
         )
         log_path = _log_path(Path(tmp))
-        async with _database() as database_url:
+        async with scratch.database() as database_url:
             seed_started = time.perf_counter()
             await _seed(database_url, recipients=recipients, send_id=send_id)
             seed_seconds = time.perf_counter() - seed_started
