@@ -7,10 +7,13 @@ benchmark checks). Rates are printed by the benchmark, never asserted here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from benchmarks import baselines, dispatch
-from newsletter_cli.smtp_sink import SmtpSink
+from newsletter_cli.smtp_sink import MaildirHandler, SmtpSink
 
 COUNT = 12
 
@@ -51,3 +54,21 @@ async def test_the_fast_sink_counts_what_both_baselines_pushed() -> None:
         assert sink.stdout is not None
         received, _ = dispatch._sink_report(sink.stdout.read().splitlines(), {})
     assert received == 2 * COUNT
+
+
+class _RefusesOne(MaildirHandler):
+    """Refuses one recipient with a permanent 550, accepts the others."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address == "reader5@example.org":
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_the_wire_baseline_refuses_to_report_a_rate_when_a_message_was_not_sent() -> None:
+    refusal = r"1 of 12 not sent, first: bounced 550"
+    with SmtpSink(handler=_RefusesOne()) as sink, pytest.raises(RuntimeError, match=refusal):
+        await baselines.dispatcher_wire(sink.url, _messages(), count=COUNT, connections=2)
