@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/newsletter bench render
 	$(BIN)/newsletter bench dispatch --recipients 50000
 	$(BIN)/newsletter bench dispatch --recipients 50000 --dkim
+	$(BIN)/newsletter bench feedback --count 5000
 
 # Issue 12's fault table: every scenario on its own RabbitMQ nodes and PostgreSQL database
 # (about 20-40 minutes at the default 20,000 recipients); not part of `make test`.
