@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/newsletter bench render
 	$(BIN)/newsletter bench dispatch --recipients 50000
 	$(BIN)/newsletter bench dispatch --recipients 50000 --dkim
+	$(BIN)/newsletter bench feedback --count 5000
 
 # The image and the compose stack built and run for real with podman (images from Debian, no
 # registry needed), one reader walked through it, then torn down: deploy/ci/deploy_check.py.
