@@ -10,7 +10,7 @@ import typer
 
 from benchmarks import cli as bench_cli
 from benchmarks.faults import cli as faults_cli
-from newsletter_cli import db, demo, queues
+from newsletter_cli import db, demo, queues, settings_doc, sink
 from services.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
@@ -31,6 +31,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(bounces_cli.app, name="bounces")
 app.command(name="demo")(demo.demo)
 app.command(name="queues")(queues.queues)
+app.command(name="sink")(sink.sink)
+app.command(name="settings-doc")(settings_doc.settings_doc)
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 bench_app.command(name="render")(bench_cli.bench_render)

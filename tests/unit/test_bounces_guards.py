@@ -146,7 +146,13 @@ def test_mime_limits_count_content_types_before_parsing() -> None:
 
 
 def test_production_refuses_to_start_a_provider_without_its_credential() -> None:
-    base = {"mode": "production", "secret_key": "s" * 40, "admin_token": "a" * 20}
+    base = {
+        "mode": "production",
+        "secret_key": "s" * 40,
+        "admin_token": "a" * 32,
+        "public_url": "https://news.digest.tld",
+        "NEWSLETTER_FROM": "Digest <digest@news.digest.tld>",
+    }
     with pytest.raises(SettingsError) as caught:
         load_bounces_settings(**base)
     message = str(caught.value)
