@@ -13,6 +13,7 @@ class DispatcherMetrics:
     smtp_seconds: Histogram
     planned: Counter
     confirms: Counter
+    redriven: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DispatcherMetrics:
@@ -38,6 +39,13 @@ class DispatcherMetrics:
             confirms=Counter(
                 "newsletter_publish_confirms_total",
                 "Publisher confirms received for delivery jobs.",
+                registry=registry,
+            ),
+            redriven=Counter(
+                "newsletter_redriven_deliveries_total",
+                "Deliveries the reconciler published again because their job was gone "
+                "(lost_job) or their claimer's lease ended (lease_expired).",
+                ["reason"],
                 registry=registry,
             ),
         )

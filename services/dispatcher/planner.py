@@ -9,21 +9,28 @@ unacked; the broker redelivers it and the planner picks up where the ledger says
 rows already written are skipped, pending rows are published. A crash after the confirms but
 before the ``queued`` commit republishes that one batch; the workers' claim makes those copies
 harmless.
+
+The relay is also how a delivery goes out again: parked while paused or held by an open
+breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
+reconciler. A job carries its retry count (``x-retry``) and its first attempt from the ledger,
+and a queued row gets the deadline by which its job should have been consumed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.retry import dead_letter
+from services.dispatcher.retry import RETRY_HEADER, dead_letter
 from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
 from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus, Send, SendStatus
@@ -59,14 +66,28 @@ _INSERT_TEST = text(
     "VALUES (:key, :kind, :send_id, NULL, :email, :domain, :language, :pending, 0, '', '', "
     ":now, :now) ON CONFLICT DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
-_PENDING_PAGE = text(
-    "SELECT id, subscriber_id, email, language FROM delivery "
-    "WHERE send_id = :send_id AND status = :pending AND id > :after ORDER BY id LIMIT :limit"
+_PENDING_PAGE_SQL = text(
+    "SELECT id, subscriber_id, email, language, retries, queued_at FROM delivery "
+    "WHERE send_id = :send_id AND status = :pending AND id > :after "
+    "AND (due_at IS NULL OR due_at <= :now) ORDER BY id LIMIT :limit"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+# SQLite hands timestamps of a textual query back as text: say what the column is.
+_PENDING_PAGE = _PENDING_PAGE_SQL.columns(
+    column("id"),
+    column("subscriber_id"),
+    column("email"),
+    column("language"),
+    column("retries"),
+    column("queued_at", UTCDateTime()),
 )
 _MARK_QUEUED = text(
-    "UPDATE delivery SET status = :queued, queued_at = :now, updated_at = :now "
-    "WHERE id IN :ids AND status = :pending"
-).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+    "UPDATE delivery SET status = :queued, queued_at = COALESCE(queued_at, :now), "
+    "due_at = :deadline, updated_at = :now WHERE id IN :ids AND status = :pending"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 
 
@@ -185,12 +206,13 @@ class Planner:
             await self.relay(job.send_id)
 
     async def relay(self, send_id: str) -> int:
-        """Publish every pending row of the send, batch by batch, and mark it queued; returns
-        how many jobs were published."""
+        """Publish every pending row of the send that is due, batch by batch, and mark it
+        queued; returns how many jobs were published."""
         after = 0
         published = 0
         batch = self.settings.dispatch_planner_batch
         while True:
+            now = utcnow()
             async with self.sessions() as session:
                 rows = (
                     await session.execute(
@@ -200,41 +222,67 @@ class Planner:
                             "pending": str(DeliveryStatus.PENDING),
                             "after": after,
                             "limit": batch,
+                            "now": now,
                         },
                     )
                 ).all()
             if not rows:
                 return published
-            now = utcnow()
             jobs = [
-                DeliverIssue(
-                    delivery_id=int(row[0]),
-                    send_id=send_id,
-                    subscriber_id=row[1],
-                    to=str(row[2]),
-                    language=row[3],
-                    first_attempt_at=now,
+                (
+                    DeliverIssue(
+                        delivery_id=int(row[0]),
+                        send_id=send_id,
+                        subscriber_id=row[1],
+                        to=str(row[2]),
+                        language=row[3],
+                        first_attempt_at=row[5] or now,  # the retry window runs from the first
+                    ),
+                    int(row[4] or 0),
                 )
                 for row in rows
             ]
-            await self.publisher.publish_many(jobs, routing_key=DELIVER_ISSUE)
+            await self._publish(jobs)
             self.metrics.confirms.inc(len(jobs))
             async with self.sessions() as session:
                 await session.execute(
                     _MARK_QUEUED,
                     {
-                        "ids": ledger.padded([j.delivery_id for j in jobs]),
+                        "ids": ledger.padded([j.delivery_id for j, _ in jobs]),
                         "queued": str(DeliveryStatus.QUEUED),
                         "pending": str(DeliveryStatus.PENDING),
                         "now": now,
+                        "deadline": now
+                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
                     },
                 )
                 await session.commit()
-            for job in jobs:
-                self.metrics.planned.labels(job.language).inc()
-            after = jobs[-1].delivery_id
+            for job, retries in jobs:
+                if not retries:
+                    self.metrics.planned.labels(job.language).inc()
+            after = jobs[-1][0].delivery_id
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
+        """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""
+        first = [job for job, retries in jobs if not retries]
+        if first:
+            await self.publisher.publish_many(first, routing_key=DELIVER_ISSUE)
+        retried = [(job, retries) for job, retries in jobs if retries]
+        if retried:
+            outcomes = await asyncio.gather(
+                *(
+                    self.publisher.publish(
+                        job, routing_key=DELIVER_ISSUE, headers={RETRY_HEADER: retries}
+                    )
+                    for job, retries in retried
+                ),
+                return_exceptions=True,
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]
 
     async def _finish_planning(self, send_id: str) -> None:
         async with self.sessions() as session:

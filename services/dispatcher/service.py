@@ -30,6 +30,7 @@ from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
+from services.dispatcher.reconciler import QueueDepth, Reconciler
 from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
@@ -156,7 +157,7 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
             )
-            consumers.append(_planner_consumer(config, planner, control, stack))
+            consumers.append(_planner_consumer(config, planner, control, stack, connection))
         for consumer in consumers:
             await consumer.start(connection)
 
@@ -180,17 +181,49 @@ def _every_process_consumers(engine: AsyncEngine, control: ControlHandler) -> li
 
 
 def _planner_consumer(
-    config: DispatcherSettings, planner: Planner, control: ControlHandler, stack: AsyncExitStack
+    config: DispatcherSettings,
+    planner: Planner,
+    control: ControlHandler,
+    stack: AsyncExitStack,
+    connection: AbstractRobustConnection,
 ) -> QueueConsumer:
-    """The planner's queue, and the outbox sweeper beside it (parked deliveries go out again
-    when their send resumes)."""
+    """The planner's queue, with the outbox sweeper beside it (parked deliveries go out again
+    when their send resumes or their domain's breaker closes) and the reconciler (due
+    retries, lost jobs, expired leases)."""
     sweeper = OutboxSweeper(
         engine=planner.engine, planner=planner, interval_s=config.dispatch_outbox_sweep_s
     )
     sweeper.start()
     stack.push_async_callback(sweeper.close)
+    reconciler = Reconciler(
+        engine=planner.engine,
+        planner=planner,
+        metrics=planner.metrics,
+        queue_depth=work_queue_depth(connection),
+    )
+    reconciler.start()
+    stack.push_async_callback(reconciler.close)
     control.on_resume = sweeper.wake
     return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
+
+
+def work_queue_depth(connection: AbstractRobustConnection) -> QueueDepth:
+    """Ready jobs in ``dispatcher.deliveries`` (None if the broker cannot say), for the
+    reconciler to tell a long backlog from lost jobs."""
+
+    async def depth() -> int | None:
+        try:
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(DISPATCHER_DELIVERIES.name, passive=True)
+                return int(declared.declaration_result.message_count or 0)
+            finally:
+                await channel.close()
+        except Exception as err:
+            log.warning("queue_depth_unknown", error=str(err)[:200])
+            return None
+
+    return depth
 
 
 async def _stop_all(consumers: list[QueueConsumer]) -> None:
@@ -252,7 +285,7 @@ def _ledger_batchers(
     """Claims and outcomes, each committed in batches."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
-        return await ledger.claim(engine, items, finisher=finisher)
+        return await ledger.claim(engine, items, finisher=finisher, lease_s=config.dispatch_lease_s)
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
         return await ledger.record(engine, items, finisher=finisher)
@@ -281,6 +314,7 @@ async def _flow_control(
         breaker_threshold=config.dispatch_breaker_threshold,
         breaker_window_s=config.dispatch_breaker_window_s,
         breaker_cooldown_s=config.dispatch_breaker_cooldown_s,
+        breaker_throttle_ratio=config.dispatch_breaker_throttle_ratio,
     )
     alerts = DomainAlertListener(flow=flow)
     await alerts.start(connection)

@@ -2,15 +2,18 @@
 
 Each job is claimed in the ledger (a duplicate job cannot claim), composed from the edition's
 cached template, sent on a pooled SMTP connection under flow control, recorded, and only then
-acked. Deferred jobs go to a delay tier; hard bounces raise a ``BounceReceived`` event; jobs of
-a paused send wait in the hold tier without being claimed; poison jobs are dead-lettered with
-their reason after a few deliveries.
+acked. A deferral is recorded with its next attempt (``due_at``), and the reconciler publishes
+it when due: no publish can fail here and turn into an immediate retry. Hard bounces raise a
+``BounceReceived`` event; jobs of a paused send or of a domain whose breaker is open are parked
+in the outbox without being claimed; poison jobs are dead-lettered with their reason after a
+few deliveries.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -28,7 +31,6 @@ from services.dispatcher.retry import (
     REPLAYED_HEADER,
     attempt_of,
     dead_letter,
-    schedule_retry,
     tier_for,
     window_exhausted,
 )
@@ -40,7 +42,7 @@ from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
-from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE, RETRY_TIERS, RetryTier
+from shared.messaging.topology import BOUNCE_RECEIVED
 
 log = structlog.get_logger(__name__)
 
@@ -130,11 +132,8 @@ class DeliveryWorker:
                     if self.flow.record(domain, outcome):
                         log.warning("circuit_breaker_opened", domain=domain, reason="replies")
         if outcome.phase == "breaker":
-            # The breaker opened while this job waited: give the claim back and hold the job.
-            await self.results.submit(
-                ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED)
-            )
-            await self._hold(job, message, domain)
+            # The breaker opened while this job waited: give the claim back, parked.
+            await self._hold(job, message, domain, claimed=True)
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
 
@@ -151,22 +150,26 @@ class DeliveryWorker:
             log.info("duplicate_job_skipped", found_status=status)
         await self.acks.ack(message)
 
-    async def _hold(self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str) -> None:
-        """The domain's breaker is open: park the job in a delay tier without an attempt (its
-        retry count and window are untouched), so it is neither lost nor failed."""
-        tier = hold_tier_for(self.flow.open_remaining(domain))
-        await schedule_retry(
-            publisher=self.publisher,
-            job=job,
-            routing_key=DELIVER_ISSUE,
-            tier=tier,
-            attempt=attempt_of(message),
+    async def _hold(
+        self,
+        job: DeliverIssue,
+        message: AbstractIncomingMessage,
+        domain: str,
+        *,
+        claimed: bool = False,
+    ) -> None:
+        """The domain's breaker is open: park the delivery in the outbox (``pending``) until
+        the breaker's pause ends, without an attempt (its retry count and window are
+        untouched), and ack the job: nothing cycles through the broker meanwhile."""
+        until = utcnow() + timedelta(seconds=self.flow.open_remaining(domain))
+        await self.results.submit(
+            ledger.Result(
+                job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
+            )
         )
         await self.acks.ack(message)
         self.metrics.deliveries.labels("held", job.language, domain).inc()
-        log.info(
-            "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
-        )
+        log.info("email_held", to=mask_email(job.to), reason="circuit_breaker_open")
 
     async def _stand_down(
         self, job: DeliverIssue, message: AbstractIncomingMessage, status: str | None
@@ -221,16 +224,11 @@ class DeliveryWorker:
                 smtp_code=outcome.code,
                 smtp_reply=outcome.reply,
                 message_id=self.composer.message_id(message_key),
+                due_at=utcnow() + timedelta(milliseconds=tier.delay_ms)
+                if status == "deferred"
+                else None,
             )
         )
-        if status == "deferred":
-            await schedule_retry(
-                publisher=self.publisher,
-                job=job,
-                routing_key=DELIVER_ISSUE,
-                tier=tier,
-                attempt=attempt + 1,
-            )
         await self.acks.ack(message)
         self.metrics.deliveries.labels(status, job.language, domain).inc()
         # The canonical line of this delivery (cheap: see delivery_log).
@@ -261,13 +259,6 @@ class DeliveryWorker:
             ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
         )
         await self.acks.ack(message)
-
-
-def hold_tier_for(remaining_s: float) -> RetryTier:
-    """The longest delay tier that does not outlast the pause (the shortest if none fits), so
-    a held job comes back at, or a little before, the end of its domain's pause."""
-    fitting = [tier for tier in RETRY_TIERS if tier.delay_ms <= remaining_s * 1000]
-    return fitting[-1] if fitting else min(RETRY_TIERS, key=lambda tier: tier.delay_ms)
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:

@@ -86,12 +86,3 @@ def test_an_alert_opens_a_domain_for_its_pause_and_never_shortens_a_longer_one()
     assert flow.open_remaining("blocked.example") == pytest.approx(10.0)
     clock.now += 10
     assert not flow.is_open("blocked.example")
-
-
-def test_held_jobs_wait_in_the_longest_tier_that_does_not_outlast_the_pause() -> None:
-    from services.dispatcher.worker import hold_tier_for
-
-    assert hold_tier_for(60.0).label == "1m"
-    assert hold_tier_for(59.0).label == "10s"
-    assert hold_tier_for(0.2).label == "1s"
-    assert hold_tier_for(10 * 3600.0).label == "6h"
