@@ -191,7 +191,9 @@ def send_repair(
                 metrics=DispatcherMetrics.create(CollectorRegistry()),
             )
             done = await Reconciler(
-                engine=engine, planner=planner, queue_depth=work_queue_depth(connection)
+                engine=engine,
+                planner=planner,
+                queue_depth=work_queue_depth(connection, prefetch=settings.dispatch_prefetch),
             ).reconcile(send_id=send_id, force=force)
         finally:
             await connection.close()
@@ -202,10 +204,13 @@ def send_repair(
             f"{done.expired_leases}, jobs published {done.published}"
             + (", finished" if done.finished else "")
         )
+        if done.relay_failed:
+            typer.echo("  the broker did not take the jobs: they wait in the outbox", err=True)
+            raise typer.Exit(1)
         if done.backlog_kept:
             typer.echo(
                 f"  queued deliveries past their deadline were left alone: the queue holds "
-                f"{done.queue_depth} jobs, as many as there are queued rows (--force to re-drive)"
+                f"{done.queue_depth} jobs, enough for every queued row (--force re-drives them)"
             )
         if before.status != "running":
             typer.echo(f"  only a running send is repaired; this one is {before.status}")

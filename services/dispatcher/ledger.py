@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 _CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 _OPEN = (*_CLAIMABLE, DeliveryStatus.SENDING)
 DEFAULT_LEASE_S = 900.0
+DEFAULT_OWNER_STALE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -78,26 +79,32 @@ _DROP_UNWANTED = text(
 )
 _CLAIM = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
-    "due_at = NULL, updated_at = :now WHERE id IN :ids AND status IN :claimable RETURNING id"
+    "claimed_by = :owner, due_at = NULL, updated_at = :now "
+    "WHERE id IN :ids AND status IN :claimable RETURNING id"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
 )
-# Only a lease that has run out: the claimer of a live one may still record its outcome.
+# Only a lease that has run out, or whose process has stopped beating (killed): a live
+# claimer may still record its outcome.
 _RECLAIM = text(
-    "UPDATE delivery SET attempts = attempts + 1, lease_until = :lease, updated_at = :now "
-    "WHERE id IN :ids AND status = :sending AND (lease_until IS NULL OR lease_until < :now) "
+    "UPDATE delivery SET attempts = attempts + 1, lease_until = :lease, claimed_by = :owner, "
+    "updated_at = :now WHERE id IN :ids AND status = :sending AND (lease_until IS NULL "
+    "OR lease_until < :now OR (claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+    "dispatcher_process p WHERE p.id = delivery.claimed_by AND p.seen_at >= :alive_after))) "
     "RETURNING id"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
+    bindparam("alive_after", type_=UTCDateTime()),
 )
 _REOPEN = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
-    "due_at = NULL, updated_at = :now WHERE id IN :ids AND status = :failed RETURNING id"
+    "claimed_by = :owner, due_at = NULL, updated_at = :now "
+    "WHERE id IN :ids AND status = :failed RETURNING id"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("now", type_=UTCDateTime()),
@@ -158,9 +165,12 @@ async def claim(
     *,
     finisher: SendFinisher | None = None,
     lease_s: float = DEFAULT_LEASE_S,
+    owner: str | None = None,
+    owner_stale_s: float = DEFAULT_OWNER_STALE_S,
 ) -> list[Claim]:
-    """Claim a batch of deliveries in one transaction, each leased for ``lease_s``; one
-    :class:`Claim` per request.
+    """Claim a batch of deliveries in one transaction for process ``owner``, each leased for
+    ``lease_s``; one :class:`Claim` per request. A redelivered job re-claims a ``sending`` row
+    whose lease has ended or whose claimer has not beaten for ``owner_stale_s``.
 
     Deliveries nobody wants any more are marked ``unsubscribed`` on the way; a send whose last
     open delivery that was gets its completion check, as after :func:`record`.
@@ -169,6 +179,7 @@ async def claim(
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
     lease = now + timedelta(seconds=lease_s)
+    claimer = {"lease": lease, "owner": owner}
     async with engine.begin() as session:
         dropped_sends = {
             str(send_id)
@@ -194,7 +205,7 @@ async def claim(
                         "claimable": [str(s) for s in _CLAIMABLE],
                         "sending": str(DeliveryStatus.SENDING),
                         "now": now,
-                        "lease": lease,
+                        **claimer,
                     },
                 )
             ).scalars()
@@ -210,7 +221,8 @@ async def claim(
                             "ids": padded(left),
                             "sending": str(DeliveryStatus.SENDING),
                             "now": now,
-                            "lease": lease,
+                            "alive_after": now - timedelta(seconds=owner_stale_s),
+                            **claimer,
                         },
                     )
                 ).scalars()
@@ -226,7 +238,7 @@ async def claim(
                             "sending": str(DeliveryStatus.SENDING),
                             "failed": str(DeliveryStatus.FAILED),
                             "now": now,
-                            "lease": lease,
+                            **claimer,
                         },
                     )
                 ).scalars()

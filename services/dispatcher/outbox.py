@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.dispatcher.planner import Planner
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.messaging.publisher import PublishError
 from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -73,7 +74,11 @@ class OutboxSweeper:
             send_ids = [str(row[0]) for row in rows]
         for send_id in send_ids:
             with structlog.contextvars.bound_contextvars(send_id=send_id):
-                published = await self._planner.relay(send_id)
+                try:
+                    published = await self._planner.relay(send_id)
+                except PublishError as err:  # the rows stay pending: the next sweep retries
+                    log.warning("outbox_relay_failed", error=str(err)[:300])
+                    continue
                 log.info("outbox_relayed", jobs=published)
         return len(send_ids)
 

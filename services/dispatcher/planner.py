@@ -3,12 +3,13 @@
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
 (the unique keys make a re-plan harmless) as ``pending`` rows: the outbox. The relay then
-publishes pending rows in batches with publisher confirms and marks them ``queued`` only after
-every confirm of the batch. A planner that dies anywhere in between leaves its ``PlanSend``
-unacked; the broker redelivers it and the planner picks up where the ledger says it was:
-rows already written are skipped, pending rows are published. A crash after the confirms but
-before the ``queued`` commit republishes that one batch; the workers' claim makes those copies
-harmless.
+takes pending rows in batches, marks them ``queued`` with a deadline (by when their job should
+have been consumed) and publishes them with publisher confirms; a batch the broker refuses goes
+back to ``pending``. A planner that dies anywhere in between leaves its ``PlanSend`` unacked;
+the broker redelivers it and the planner picks up where the ledger says it was: rows already
+written are skipped, pending rows are published. A crash after the ``queued`` commit but before
+the confirms leaves that one batch queued without jobs: the reconciler re-drives it at its
+deadline (see :mod:`services.dispatcher.reconciler`).
 
 The relay is also how a delivery goes out again: parked while paused or held by an open
 breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
@@ -35,7 +36,7 @@ from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
 from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus, Send, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
 from shared.messaging.topology import DELIVER_ISSUE
 
@@ -80,9 +81,23 @@ _PENDING_PAGE = _PENDING_PAGE_SQL.columns(
     column("retries"),
     column("queued_at", UTCDateTime()),
 )
+# Marked before the publish: a job the workers give back at once (an open breaker, a paused
+# send) finds its row queued and parks it, where marking after the confirm would overwrite
+# the parked row with "queued" and leave it without a job. Of two relays, the one whose
+# UPDATE takes a row publishes it.
 _MARK_QUEUED = text(
     "UPDATE delivery SET status = :queued, queued_at = COALESCE(queued_at, :now), "
-    "due_at = :deadline, updated_at = :now WHERE id IN :ids AND status = :pending"
+    "due_at = :deadline, updated_at = :now "
+    "WHERE id IN :ids AND status = :pending AND (due_at IS NULL OR due_at <= :now) RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
+# The broker did not take the batch: back to the outbox, unless a worker got a job already.
+_UNMARK_QUEUED = text(
+    "UPDATE delivery SET status = :pending, due_at = NULL, updated_at = :now "
+    "WHERE id IN :ids AND status = :queued AND due_at = :deadline"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("now", type_=UTCDateTime()),
@@ -228,6 +243,17 @@ class Planner:
                 ).all()
             if not rows:
                 return published
+            after = int(rows[-1][0])
+            marks = {
+                "ids": ledger.padded([int(row[0]) for row in rows]),
+                "queued": str(DeliveryStatus.QUEUED),
+                "pending": str(DeliveryStatus.PENDING),
+                "now": now,
+                "deadline": now + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
+            }
+            async with self.sessions() as session:
+                taken = set((await session.execute(_MARK_QUEUED, marks)).scalars())
+                await session.commit()
             jobs = [
                 (
                     DeliverIssue(
@@ -241,26 +267,19 @@ class Planner:
                     int(row[4] or 0),
                 )
                 for row in rows
+                if int(row[0]) in taken
             ]
-            await self._publish(jobs)
+            try:
+                await self._publish(jobs)
+            except PublishError:
+                async with self.sessions() as session:
+                    await session.execute(_UNMARK_QUEUED, marks)
+                    await session.commit()
+                raise
             self.metrics.confirms.inc(len(jobs))
-            async with self.sessions() as session:
-                await session.execute(
-                    _MARK_QUEUED,
-                    {
-                        "ids": ledger.padded([j.delivery_id for j, _ in jobs]),
-                        "queued": str(DeliveryStatus.QUEUED),
-                        "pending": str(DeliveryStatus.PENDING),
-                        "now": now,
-                        "deadline": now
-                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
-                    },
-                )
-                await session.commit()
             for job, retries in jobs:
                 if not retries:
                     self.metrics.planned.labels(job.language).inc()
-            after = jobs[-1][0].delivery_id
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
 

@@ -9,9 +9,11 @@ attempt (``due_at``), a ``queued`` row the time by which its job should have bee
 2. queued rows past their deadline plus ``dispatch_reconcile_grace_s`` are taken as lost (a
    purged queue, a message gone with its node) and go back to the outbox, counted in
    ``redriven``;
-3. sending rows whose lease ended more than the grace ago (the worker died, or never managed
-   to write its outcome) go back to the outbox, counted in ``redriven``: the server may have
-   taken that mail already, the in-flight window of a killed process;
+3. sending rows whose claiming process has stopped beating (killed: see
+   :mod:`services.dispatcher.heartbeat`), or whose lease ended more than the grace ago (the
+   worker lost the job and never wrote an outcome), go back to the outbox, counted in
+   ``redriven``: the server may have taken that mail already, the in-flight window of a
+   killed process;
 
 then the planner's relay publishes the outbox rows of those sends (confirms first, then
 ``queued`` with a new deadline). A relay that fails (the broker cannot take the jobs) leaves
@@ -19,9 +21,11 @@ them ``pending``: the next pass tries again, and the receiving server sees nothi
 Running sends with nothing open left are marked done. A send therefore finishes whatever
 happened to the queues.
 
-A long backlog is not a loss: while ``dispatcher.deliveries`` holds at least as many ready
-jobs as there are queued rows, no queued row is re-driven (a duplicate job would be harmless,
-the claim skips it, but it would double the queue).
+A long backlog is not a loss: while ``dispatcher.deliveries`` holds at least as many jobs
+(ready, plus what its consumers may hold unacked) as there are queued rows, no queued row is
+re-driven (a duplicate job would be harmless, the claim skips it, but a slow send would
+double its queue at every deadline). An empty queue with queued rows past their deadline
+always means lost jobs.
 
 Several dispatchers may reconcile at once: rows are taken by conditional ``UPDATE``s (the
 status and the deadline are checked again), on PostgreSQL through a ``FOR UPDATE SKIP LOCKED``
@@ -45,11 +49,13 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.planner import Planner
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.messaging.publisher import PublishError
 from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-QueueDepth = Callable[[], Awaitable[int | None]]
+# Ready jobs in the work queue and how many more its consumers may hold (unacked), or None
+QueueDepth = Callable[[], Awaitable[tuple[int, int] | None]]
 _MAX_ROUNDS = 100  # statements per category and pass (each takes up to the batch size)
 _FAR_FUTURE = timedelta(days=365 * 100)
 
@@ -60,24 +66,36 @@ _QUEUED_TOTAL = text(
 )
 
 
-def _take_statement(column: str, *, one_send: bool, skip_locked: bool) -> TextClause:
-    """``UPDATE`` rows of status ``:status`` whose ``column`` is before ``:cutoff`` back to the
-    outbox; returns their send ids. The selection is repeated in the outer ``WHERE``, so a row
-    another dispatcher changed meanwhile is left alone."""
+# Which rows of a status are taken, with ``{t}`` the table's name or alias.
+_DUE = "{t}.due_at < :cutoff"
+_LEASE_GONE = (
+    "({t}.lease_until < :cutoff OR ({t}.claimed_by IS NOT NULL AND NOT EXISTS ("
+    "SELECT 1 FROM dispatcher_process p WHERE p.id = {t}.claimed_by "
+    "AND p.seen_at >= :alive_after)))"
+)
+
+
+def _take_statement(condition: str, order: str, *, one_send: bool, skip_locked: bool) -> TextClause:
+    """``UPDATE`` rows of status ``:status`` meeting ``condition`` back to the outbox; returns
+    their ids and send ids. The condition is repeated in the outer ``WHERE``, so a row another
+    dispatcher changed meanwhile is left alone."""
     sends = "d.send_id = :send_id AND " if one_send else ""
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
-    # The column and the clauses are constants of this module, never input.
+    inner = condition.format(t="d")
+    outer = condition.format(t="delivery")
+    # The conditions and the clauses are constants of this module, never input.
     sql = (
         "UPDATE delivery SET status = :pending, due_at = NULL, lease_until = NULL, "  # noqa: S608
-        f"redriven = redriven + :count, updated_at = :now WHERE id IN ("
-        f"SELECT d.id FROM delivery d WHERE {sends}d.status = :status AND d.{column} < :cutoff "
+        f"claimed_by = NULL, redriven = redriven + :count, updated_at = :now WHERE id IN ("
+        f"SELECT d.id FROM delivery d WHERE {sends}d.status = :status AND {inner} "
         "AND d.send_id IN (SELECT s.id FROM send s WHERE s.status = :running) "
-        f"ORDER BY d.{column} LIMIT :limit{lock}) "
-        f"AND status = :status AND {column} < :cutoff RETURNING send_id"
+        f"ORDER BY d.{order} LIMIT :limit{lock}) "
+        f"AND status = :status AND {outer} RETURNING id, send_id"
     )
-    return text(sql).bindparams(
-        bindparam("now", type_=UTCDateTime()), bindparam("cutoff", type_=UTCDateTime())
-    )
+    typed = [bindparam("now", type_=UTCDateTime()), bindparam("cutoff", type_=UTCDateTime())]
+    if ":alive_after" in sql:
+        typed.append(bindparam("alive_after", type_=UTCDateTime()))
+    return text(sql).bindparams(*typed)
 
 
 @dataclass
@@ -90,6 +108,7 @@ class ReconcileReport:
     published: int = 0  # jobs the relay published for these sends
     finished: int = 0  # running sends found with nothing open, marked done
     queue_depth: int | None = None  # ready jobs in dispatcher.deliveries, if known
+    relay_failed: int = 0  # sends whose jobs the broker did not take (left pending)
     backlog_kept: bool = False  # queued rows past deadline left alone: the queue holds them
     sends: Counter[str] = field(default_factory=Counter)  # rows moved back, by send
 
@@ -117,6 +136,7 @@ class Reconciler:
         self._interval = settings.dispatch_reconcile_s
         self._grace = timedelta(seconds=settings.dispatch_reconcile_grace_s)
         self._batch = settings.dispatch_reconcile_batch
+        self._owner_stale = timedelta(seconds=settings.dispatch_owner_stale_s)
         self._skip_locked = engine.dialect.name == "postgresql"
         self._task: asyncio.Task[None] | None = None
 
@@ -136,28 +156,45 @@ class Reconciler:
         now = self._clock()
         report = ReconcileReport()
         report.due_retries = await self._take(
-            "due_at", DeliveryStatus.DEFERRED, now, send_id, report, count=False
+            _DUE,
+            "due_at",
+            DeliveryStatus.DEFERRED,
+            cutoff=now,
+            send_id=send_id,
+            report=report,
+            count=False,
         )
         if force or await self._queue_may_have_lost_jobs(report):
             lost_cutoff = now + _FAR_FUTURE if force else now - self._grace
             report.lost_queued = await self._take(
-                "due_at", DeliveryStatus.QUEUED, lost_cutoff, send_id, report, count=True
+                _DUE,
+                "due_at",
+                DeliveryStatus.QUEUED,
+                cutoff=lost_cutoff,
+                send_id=send_id,
+                report=report,
+                count=True,
             )
         report.expired_leases = await self._take(
-            "lease_until", DeliveryStatus.SENDING, now - self._grace, send_id, report, count=True
+            _LEASE_GONE,
+            "lease_until",
+            DeliveryStatus.SENDING,
+            cutoff=now - self._grace,
+            send_id=send_id,
+            report=report,
+            count=True,
         )
-        if report.expired_leases:
-            log.warning(
-                "possible_duplicate_resend",
-                reason="lease expired",
-                deliveries=report.expired_leases,
-            )
         if self._metrics is not None:
             self._metrics.redriven.labels("lost_job").inc(report.lost_queued)
             self._metrics.redriven.labels("lease_expired").inc(report.expired_leases)
         for moved_send in sorted(report.sends):
             with structlog.contextvars.bound_contextvars(send_id=moved_send):
-                report.published += await self._planner.relay(moved_send)
+                try:
+                    report.published += await self._planner.relay(moved_send)
+                except PublishError as err:
+                    # Parked in the outbox: the next pass (or the sweeper) publishes them.
+                    report.relay_failed += 1
+                    log.warning("outbox_relay_failed", error=str(err)[:300])
         report.finished = await self._finish_idle_sends(send_id)
         if report.sends or report.finished:
             log.info(
@@ -171,13 +208,14 @@ class Reconciler:
         return report
 
     async def _queue_may_have_lost_jobs(self, report: ReconcileReport) -> bool:
-        """False while the work queue holds at least as many jobs as there are queued rows."""
+        """False while the work queue may hold a job for every queued row."""
         if self._queue_depth is None:
             return True
-        depth = await self._queue_depth()
-        report.queue_depth = depth
-        if depth is None:
+        found = await self._queue_depth()
+        if found is None:
             return False  # the broker cannot say (nor take a job): try again next pass
+        depth, unacked = found
+        report.queue_depth = depth
         async with self._engine.connect() as connection:
             queued = int(
                 (
@@ -187,21 +225,23 @@ class Reconciler:
                     )
                 ).scalar_one()
             )
-        report.backlog_kept = queued > 0 and depth >= queued
-        return depth < queued
+        lost = queued > 0 and (depth == 0 or depth + unacked < queued)
+        report.backlog_kept = queued > 0 and not lost
+        return lost
 
     async def _take(
         self,
-        column: str,
+        condition: str,
+        order: str,
         status: DeliveryStatus,
+        *,
         cutoff: datetime,
         send_id: str | None,
         report: ReconcileReport,
-        *,
         count: bool,
     ) -> int:
         statement = _take_statement(
-            column, one_send=send_id is not None, skip_locked=self._skip_locked
+            condition, order, one_send=send_id is not None, skip_locked=self._skip_locked
         )
         params: dict[str, object] = {
             "pending": str(DeliveryStatus.PENDING),
@@ -210,6 +250,7 @@ class Reconciler:
             "cutoff": cutoff,
             "count": 1 if count else 0,
             "limit": self._batch,
+            "alive_after": self._clock() - self._owner_stale,
         }
         if send_id is not None:
             params["send_id"] = send_id
@@ -217,10 +258,18 @@ class Reconciler:
         for _ in range(_MAX_ROUNDS):
             params["now"] = self._clock()
             async with self._engine.begin() as connection:
-                sends = [str(row[0]) for row in await connection.execute(statement, params)]
-            report.sends.update(sends)
-            taken += len(sends)
-            if len(sends) < self._batch:
+                rows = [(int(r[0]), str(r[1])) for r in await connection.execute(statement, params)]
+            report.sends.update(send for _, send in rows)
+            taken += len(rows)
+            if status == DeliveryStatus.SENDING:
+                for delivery_id, send in rows:  # one line each, as a worker's re-claim logs
+                    log.warning(
+                        "possible_duplicate_resend",
+                        reason="claimer gone or lease expired",
+                        delivery_id=delivery_id,
+                        send_id=send,
+                    )
+            if len(rows) < self._batch:
                 break
         return taken
 

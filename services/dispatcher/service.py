@@ -27,6 +27,7 @@ from services.dispatcher.consumers import QueueConsumer
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.erasures import ErasureHandler
 from services.dispatcher.flow import FlowControl
+from services.dispatcher.heartbeat import ProcessHeartbeat
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
@@ -92,7 +93,9 @@ async def run(
 
         finisher = ledger.SendFinisher(engine)
         stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(config, engine, finisher)
+        claims, results = _ledger_batchers(
+            config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
+        )
         claims.start()
         results.start()
         stack.push_async_callback(results.close)
@@ -172,6 +175,19 @@ async def run(
         log.info("dispatcher_stopping")
 
 
+async def _heartbeat(
+    config: DispatcherSettings, engine: AsyncEngine, stack: AsyncExitStack
+) -> ProcessHeartbeat:
+    """This process's heartbeat, stopped after everything opened later: its claims are its
+    own until its work is drained."""
+    heartbeat = ProcessHeartbeat(
+        engine=engine, interval_s=config.dispatch_heartbeat_s, stale_s=config.dispatch_owner_stale_s
+    )
+    await heartbeat.start()
+    stack.push_async_callback(heartbeat.close)
+    return heartbeat
+
+
 def _every_process_consumers(engine: AsyncEngine, control: ControlHandler) -> list[QueueConsumer]:
     """Consumers whatever the roles: send control (pause, resume, cancel) and GDPR erasures."""
     return [
@@ -199,7 +215,7 @@ def _planner_consumer(
         engine=planner.engine,
         planner=planner,
         metrics=planner.metrics,
-        queue_depth=work_queue_depth(connection),
+        queue_depth=work_queue_depth(connection, prefetch=config.dispatch_prefetch),
     )
     reconciler.start()
     stack.push_async_callback(reconciler.close)
@@ -207,16 +223,17 @@ def _planner_consumer(
     return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
 
 
-def work_queue_depth(connection: AbstractRobustConnection) -> QueueDepth:
-    """Ready jobs in ``dispatcher.deliveries`` (None if the broker cannot say), for the
-    reconciler to tell a long backlog from lost jobs."""
+def work_queue_depth(connection: AbstractRobustConnection, *, prefetch: int) -> QueueDepth:
+    """Ready jobs in ``dispatcher.deliveries`` and at most how many its consumers hold unacked
+    (None if the broker cannot say), for the reconciler to tell a backlog from lost jobs."""
 
-    async def depth() -> int | None:
+    async def depth() -> tuple[int, int] | None:
         try:
             channel = await connection.channel()
             try:
                 declared = await channel.declare_queue(DISPATCHER_DELIVERIES.name, passive=True)
-                return int(declared.declaration_result.message_count or 0)
+                result = declared.declaration_result
+                return int(result.message_count or 0), int(result.consumer_count or 0) * prefetch
             finally:
                 await channel.close()
         except Exception as err:
@@ -280,12 +297,19 @@ class ControlHandler:
 
 
 def _ledger_batchers(
-    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher
+    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher, *, owner: str
 ) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
-    """Claims and outcomes, each committed in batches."""
+    """Claims (leased, in this process's name) and outcomes, each committed in batches."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
-        return await ledger.claim(engine, items, finisher=finisher, lease_s=config.dispatch_lease_s)
+        return await ledger.claim(
+            engine,
+            items,
+            finisher=finisher,
+            lease_s=config.dispatch_lease_s,
+            owner=owner,
+            owner_stale_s=config.dispatch_owner_stale_s,
+        )
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
         return await ledger.record(engine, items, finisher=finisher)

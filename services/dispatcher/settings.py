@@ -48,7 +48,11 @@ class DispatcherSettings(Settings):
     # its lease ends: longer than the longest wait for a flow slot plus SMTP plus the outcome
     # write. A queued job not consumed by its deadline (plus the grace) is published again.
     dispatch_lease_s: float = 900.0
-    dispatch_queued_deadline_s: float = 600.0
+    # ... unless its process stops beating: each process writes a heartbeat this often, and a
+    # claimer not seen for dispatch_owner_stale_s (killed) loses its sending rows at once.
+    dispatch_heartbeat_s: float = 5.0
+    dispatch_owner_stale_s: float = 30.0
+    dispatch_queued_deadline_s: float = 120.0
     dispatch_reconcile_s: float = 2.0  # how often the reconciler looks (due retries, lost jobs)
     dispatch_reconcile_grace_s: float = 30.0
     dispatch_reconcile_batch: int = 1000  # rows taken per statement

@@ -111,5 +111,17 @@ class Delivery(SQLModel, table=True):
     # have been consumed; deferred: the next attempt.
     due_at: datetime | None = optional_at_field()
     lease_until: datetime | None = optional_at_field()  # sending: the claimer owns it until then
+    claimed_by: str | None = Field(default=None, max_length=36)  # the claiming process
     retries: int = 0  # deferrals so far: the delay tier of the next attempt
     redriven: int = 0  # jobs published again by the reconciler because theirs was gone
+
+
+class DispatcherProcess(SQLModel, table=True):
+    """A running dispatcher process and its heartbeat (migration 0007): a ``sending`` row whose
+    claimer has stopped beating is taken over before its lease ends."""
+
+    __tablename__ = "dispatcher_process"
+
+    id: str = Field(primary_key=True, max_length=36)
+    started_at: datetime = created_at_field()
+    seen_at: datetime = created_at_field()

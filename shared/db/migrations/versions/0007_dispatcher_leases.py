@@ -4,7 +4,9 @@ Every open delivery gets a deadline the reconciler can scan: ``due_at`` (a pendi
 deferred row: when it may be published, by when its job should have been consumed, when it is
 tried again) and ``lease_until`` (a sending row: until when its claimer owns it). ``retries``
 counts deferrals (the delay tier of the next attempt), ``redriven`` how often the reconciler
-published a row again because its job was gone. One index on ``(status, due_at)`` serves the
+published a row again because its job was gone. ``claimed_by`` names the claiming process, and
+``dispatcher_process`` holds each process's heartbeat: the row of a process that stopped
+beating (killed) is taken over before its lease ends. One index on ``(status, due_at)`` serves the
 reconciler's scans: a range of one status's deadlines (queued, deferred), and the few rows in
 ``sending``.
 
@@ -43,7 +45,19 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("retries", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("redriven", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("claimed_by", sa.String(length=36), nullable=True))
         batch_op.create_index("ix_delivery_status_due", ["status", "due_at"], unique=False)
+    op.create_table(
+        "dispatcher_process",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column(
+            "started_at", shared.db.tables.timestamps.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "seen_at", shared.db.tables.timestamps.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
     op.execute(
         "UPDATE delivery SET due_at = updated_at WHERE status IN ('pending', 'queued', 'deferred')"
     )
@@ -51,8 +65,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("dispatcher_process")
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.drop_index("ix_delivery_status_due")
+        batch_op.drop_column("claimed_by")
         batch_op.drop_column("redriven")
         batch_op.drop_column("retries")
         batch_op.drop_column("lease_until")
