@@ -104,7 +104,7 @@ class ReconcileReport:
 
     due_retries: int = 0  # deferred rows due again (normal retries)
     lost_queued: int = 0  # queued rows whose job was gone: re-driven
-    expired_leases: int = 0  # sending rows whose lease ended: re-driven
+    expired_leases: int = 0  # sending rows whose claimer is gone or lease ended: re-driven
     published: int = 0  # jobs the relay published for these sends
     finished: int = 0  # running sends found with nothing open, marked done
     queue_depth: int | None = None  # ready jobs in dispatcher.deliveries, if known
