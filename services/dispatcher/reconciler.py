@@ -3,7 +3,8 @@
 Every open delivery has a deadline in the ledger (migration 0007): a ``deferred`` row its next
 attempt (``due_at``), a ``queued`` row the time by which its job should have been consumed
 (``due_at``, set by the relay), a ``sending`` row the end of its claimer's lease
-(``lease_until``). Each pass, beside the planner (every ``dispatch_reconcile_s``):
+(``lease_until``). Each pass, beside the planner (every ``dispatch_reconcile_s``, sooner when a
+retry falls due before that):
 
 1. deferred rows whose next attempt is due go back to the outbox (``pending``);
 2. queued rows past their deadline plus ``dispatch_reconcile_grace_s`` are taken as lost (a
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatcher import ledger
@@ -60,6 +61,11 @@ _MAX_ROUNDS = 100  # statements per category and pass (each takes up to the batc
 _FAR_FUTURE = timedelta(days=365 * 100)
 
 _RUNNING_SENDS = text("SELECT id FROM send WHERE status = :running")
+_NEXT_RETRY = text(
+    "SELECT MIN(due_at) FROM delivery WHERE status = :deferred "
+    "AND send_id IN (SELECT id FROM send WHERE status = :running)"
+).columns(column("next_at", UTCDateTime()))
+_MIN_PAUSE_S = 0.2
 _QUEUED_TOTAL = text(
     "SELECT COUNT(*) FROM delivery WHERE status = :queued "
     "AND send_id IN (SELECT id FROM send WHERE status = :running)"
@@ -295,4 +301,26 @@ class Reconciler:
                 await self.reconcile()
             except Exception:
                 log.exception("reconcile_failed")
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(await self._pause())
+
+    async def _pause(self) -> float:
+        """Until the next pass: the interval, or sooner when a retry falls due before it (a
+        short tier's retry is not held back by the interval)."""
+        try:
+            async with self._engine.connect() as connection:
+                next_at = (
+                    await connection.execute(
+                        _NEXT_RETRY,
+                        {
+                            "deferred": str(DeliveryStatus.DEFERRED),
+                            "running": str(SendStatus.RUNNING),
+                        },
+                    )
+                ).scalar_one_or_none()
+        except Exception as err:
+            log.warning("next_retry_unknown", error=str(err)[:200])
+            return self._interval
+        if not isinstance(next_at, datetime):
+            return self._interval
+        until = (next_at - self._clock()).total_seconds()
+        return min(self._interval, max(_MIN_PAUSE_S, until))
