@@ -19,6 +19,25 @@ Mode = Literal["production", "demo", "test"]
 LANGUAGES: tuple[str, ...] = ("en", "be", "ru")
 _PLACEHOLDER_SECRETS = {"", "changethis", "change-me", "changeme", "secret", "dev"}
 _MIN_SECRET_LENGTH = 32
+DEFAULT_PITCH: dict[str, str] = {
+    "en": (
+        "Once a week, in coordination with a group of prominent Belarusian analysts, we "
+        "provide analytical commentaries on the most topical and relevant issues, including "
+        "the behind-the-scenes processes occurring in Belarus. These commentaries are "
+        "available in Belarusian, Russian, and English."
+    ),
+    "be": (
+        "Раз на тыдзень разам з групай вядомых беларускіх аналітыкаў мы публікуем аналітычныя "
+        "каментары пра самыя актуальныя і важныя падзеі, у тым ліку пра закулісныя працэсы, "
+        "што адбываюцца ў Беларусі. Каментары выходзяць па-беларуску, па-руску і па-англійску."
+    ),
+    "ru": (
+        "Раз в неделю вместе с группой известных белорусских аналитиков мы публикуем "
+        "аналитические комментарии о самых актуальных и важных событиях, в том числе о "
+        "закулисных процессах, происходящих в Беларуси. Комментарии выходят на белорусском, "
+        "русском и английском языках."
+    ),
+}
 
 
 class SettingsError(ValueError):
@@ -75,6 +94,15 @@ class Settings(DatabaseSettings):
     renderer_probe_port: int = 9101
     dispatcher_probe_port: int = 9102
 
+    # --- The publication's public face: name, pitch and logo of the signup pages ---
+    # Kept apart from the production checks above. The defaults are the seed publication's
+    # wording, a sample to replace with one's own.
+    publication_name: str = "Weekly Digest"
+    publication_pitch_en: str = DEFAULT_PITCH["en"]
+    publication_pitch_be: str = DEFAULT_PITCH["be"]
+    publication_pitch_ru: str = DEFAULT_PITCH["ru"]
+    logo_url: str = ""  # empty: the built-in inline SVG mark; else an http(s) image URL
+
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
@@ -115,6 +143,22 @@ class Settings(DatabaseSettings):
             raise SettingsError(f"NEWSLETTER_FROM is not a usable address: {self.from_!r}")
         local, _, domain = addr.rpartition("@")
         return Address(display_name=name, username=local, domain=domain)
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo_is_a_web_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise SettingsError(f"NEWSLETTER_LOGO_URL must be an http(s) URL, not {value!r}")
+        return value
+
+    def publication_pitch(self, language: str) -> str:
+        """The signup pitch in ``language`` (English for a language without one)."""
+        pitches = {
+            "en": self.publication_pitch_en,
+            "be": self.publication_pitch_be,
+            "ru": self.publication_pitch_ru,
+        }
+        return pitches.get(language, self.publication_pitch_en)
 
     @property
     def smtp(self) -> SmtpTarget:

@@ -2,8 +2,9 @@
 
 ``bounces+<delivery id>-<signature>@<domain>`` identifies the delivery a bounce is about;
 ``unsubscribe+<subscriber id>-<signature>@<domain>`` is the mailto ``List-Unsubscribe``
-address. Signatures are a truncated HMAC in lower-case hex: some MTAs lower-case local parts,
-and the whole local part stays well under 64 characters.
+address; ``<delivery id>-<signature>`` (:func:`delivery_reference`) names a delivery in a
+provider's metadata. Signatures are a truncated HMAC in lower-case hex: some MTAs lower-case
+local parts, and the whole local part stays well under 64 characters.
 """
 
 from __future__ import annotations
@@ -52,3 +53,22 @@ def unsubscribe_mailto(*, secret_key: str, subscriber_id: int, domain: str) -> s
 
 def subscriber_from_unsubscribe_mailto(*, secret_key: str, address: str) -> int | None:
     return _parse(secret_key, "unsubscribe", address)
+
+
+_REFERENCE = re.compile(r"^(?P<id>\d{1,18})-(?P<sig>[0-9a-f]{16})$")
+
+
+def delivery_reference(*, secret_key: str, delivery_id: int) -> str:
+    """``<id>-<signature>``: a delivery id to hand a provider as metadata (custom arg)."""
+    return f"{delivery_id}-{_signature(secret_key, 'reference', delivery_id)}"
+
+
+def delivery_from_reference(*, secret_key: str, value: str) -> int | None:
+    """The delivery id of a signed reference, or None if unsigned or forged."""
+    match = _REFERENCE.match(value.strip().lower())
+    if match is None:
+        return None
+    ident = int(match["id"])
+    if not hmac.compare_digest(match["sig"], _signature(secret_key, "reference", ident)):
+        return None
+    return ident

@@ -25,6 +25,7 @@ from services.bounces import patterns, status_codes
 from services.bounces.classes import Verdict, classify_failure
 from services.bounces.report import ParsedBounce, decoded, parse
 from shared import verp
+from shared.reply_rules import evidence
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,12 @@ _ROBOT_LOCALS = re.compile(
     re.IGNORECASE,
 )
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|ответ)\s*:", re.IGNORECASE)
-_FEEDBACK_COMPLAINT_TYPES = {"abuse", "fraud", "virus", "other", "complaint", ""}
+# RFC 6430 not-spam, RFC 6591 auth-failure, the ARF draft's "miscategorized".
+_FEEDBACK_NOT_COMPLAINT = {"not-spam", "auth-failure", "miscategorized"}
+# RFC 6590 (redaction in ARF) and feedback loops that hide the complainer: "redacted@...",
+# "xxxxxx@...", "***@...". Such an address names nobody; the intake resolves the delivery
+# from our own headers instead.
+_REDACTED = re.compile(r"^(?:redacted|[x*#]{3,}|[0-9a-f]{32,})@", re.IGNORECASE)
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To")
 _DIAGNOSTIC_MAX = 500
 _RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;@]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
@@ -78,6 +84,7 @@ class Finding:
     diagnostic: str = ""
     delivery_id: int | None = None
     kind: str = "bounce"  # bounce | complaint | auto-reply | dsn
+    feedback_type: str = ""  # RFC 5965 Feedback-Type of a complaint ("" if none was given)
 
     def as_line(self, file: str) -> dict[str, object]:
         """The JSON line of ``newsletter bounces classify``."""
@@ -156,6 +163,8 @@ def _own_domains(parsed: ParsedBounce, envelope_to: Sequence[str]) -> set[str]:
     values = [*envelope_to, parsed.header("To"), parsed.header("Delivered-To")]
     if parsed.original is not None:
         values.append(decoded(parsed.original.get("Return-Path", "")))
+        # The returned message's author and sender are us (the list's From address).
+        values += [decoded(parsed.original.get(h, "")) for h in ("From", "Sender")]
     for value in values:
         for address in _ADDRESS.findall(value):
             ours.add(address.lower())
@@ -175,41 +184,78 @@ def _is_candidate(address: str, ours: set[str]) -> bool:
 
 
 def _complaint(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
+    """RFC 5965 ARF (its feedback part anywhere in the tree), or a feedback loop that sends
+    the reported message without one (Microsoft JMRP, AOL's and Yahoo's older formats)."""
     feedback = parsed.feedback
     if feedback is None:
-        return _jmrp_complaint(parsed)
+        if not _is_feedback_loop(parsed):
+            return []
+        feedback = {}
+        reason = "feedback-loop complaint without an RFC 5965 report part"
+    else:
+        reason = ""
     feedback_type = feedback.get("feedback-type", "").strip().lower()
-    recipients = [
-        a
-        for key in ("original-rcpt-to", "removal-recipient")
-        for a in _ADDRESS.findall(feedback.get(key, ""))
-        if _is_candidate(a, ours)
-    ]
-    if not recipients and parsed.original is not None:
-        recipients = [
-            a
-            for a in _ADDRESS.findall(decoded(parsed.original.get("To", "")))
-            if _is_candidate(a, ours)
-        ]
-    bounce_class = "complaint" if feedback_type in _FEEDBACK_COMPLAINT_TYPES else "unknown"
-    reason = f"ARF feedback report, feedback-type {feedback_type or 'missing'}"
+    # RFC 5965 3.1 / 7.3: abuse, fraud, other, virus are complaints; RFC 6430's not-spam
+    # and RFC 6591's auth-failure are not. A report that names no type is read as abuse.
+    bounce_class = "unknown" if feedback_type in _FEEDBACK_NOT_COMPLAINT else "complaint"
+    reason = reason or f"ARF feedback report, feedback-type {feedback_type or 'missing'}"
+    recipients = _complaint_recipients(parsed, feedback, ours)
     diagnostic = (feedback.get("user-agent", "") + " " + feedback.get("source-ip", "")).strip()
     return [
-        Finding(r, "", "", bounce_class, reason, diagnostic, kind="complaint")
+        Finding(
+            r,
+            "",
+            "",
+            bounce_class,
+            reason,
+            diagnostic,
+            kind="complaint",
+            feedback_type=feedback_type,
+        )
         for r in _unique(recipients or [""])
     ]
 
 
-def _jmrp_complaint(parsed: ParsedBounce) -> list[Finding]:
-    """Microsoft JMRP: the reported message attached, its recipient in a special header."""
-    if parsed.original is None:
-        return []
-    recipient = decoded(parsed.original.get("X-HmXmrOriginalRecipient", ""))
-    if "@" not in recipient:
-        return []
-    address = _ADDRESS.findall(recipient)
-    reason = "Microsoft JMRP complaint (X-HmXmrOriginalRecipient)"
-    return [Finding(address[0] if address else "", "", "", "complaint", reason, kind="complaint")]
+def _complaint_recipients(
+    parsed: ParsedBounce, feedback: dict[str, str], ours: set[str]
+) -> list[str]:
+    """RFC 5965 3.2 Original-Rcpt-To (and Removal-Recipient), else Microsoft JMRP's
+    X-HmXmrOriginalRecipient, else the To of the returned message or headers."""
+    found = [
+        a
+        for key in ("original-rcpt-to", "removal-recipient")
+        for a in _ADDRESS.findall(feedback.get(key, ""))
+        if _is_candidate(a, ours) and not _REDACTED.match(a)
+    ]
+    original = parsed.original
+    if found or original is None:
+        return found
+    for name in ("X-HmXmrOriginalRecipient", "To", "Delivered-To", "X-Original-To"):
+        found = [
+            a
+            for a in _ADDRESS.findall(decoded(original.get(name, "")))
+            if _is_candidate(a, ours) and not _REDACTED.match(a)
+        ]
+        if found:
+            return found[:1] if name == "To" and len(found) > 1 else found
+    return []
+
+
+def _is_feedback_loop(parsed: ParsedBounce) -> bool:
+    """A complaint without a ``message/feedback-report`` part: Microsoft JMRP (the message
+    attached, X-HmXmrOriginalRecipient in it), AOL's and Yahoo's feedback-loop mails
+    ("Email Feedback Report", "abuse report", "complaint about message from")."""
+    if parsed.original is not None and parsed.original.get("X-HmXmrOriginalRecipient"):
+        return True
+    if _is_robot_report(parsed) and parsed.dsn:
+        return False
+    report_type = parsed.message.get_param("report-type", header="content-type")
+    if isinstance(report_type, str) and report_type.lower() == "feedback-report":
+        return True
+    return bool(
+        patterns.FEEDBACK_LOOP_SUBJECT.search(parsed.subject)
+        and (parsed.original is not None or patterns.FEEDBACK_LOOP_BODY.search(parsed.human_text))
+    )
 
 
 def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
@@ -261,6 +307,7 @@ def _looks_like_bounce(parsed: ParsedBounce) -> bool:
         or patterns.BOUNCE_SENDER.search(parsed.sender)
         or patterns.BOUNCE_SUBJECT.search(parsed.subject)
         or parsed.message.get_content_type() == "multipart/report"
+        or patterns.MTA_TEMPLATE.search(parsed.human_text[:3000])
         or (
             parsed.header("Return-Path").strip() in {"<>", ""}
             and patterns.PERMANENT.search(parsed.human_text)
@@ -379,7 +426,11 @@ def _human_reply(parsed: ParsedBounce) -> bool:
 
 
 def _plausible_bounce_text(text: str) -> bool:
-    return bool(patterns.PERMANENT.search(text) or patterns.NO_SUCH_USER.search(text))
+    return bool(
+        patterns.PERMANENT.search(text)
+        or patterns.MTA_TEMPLATE.search(text)
+        or evidence.ADDRESS_MISSING.search(text)
+    )
 
 
 def _verdict(context: str, whole: str, parsed: ParsedBounce) -> tuple[str, str, str, str]:
@@ -393,15 +444,11 @@ def _verdict(context: str, whole: str, parsed: ParsedBounce) -> tuple[str, str, 
     verdict = classify_failure(action=action, status=status, text=context)
     if _weak(verdict) and context is not whole:
         verdict = classify_failure(action=action, status=status, text=f"{context}\n{whole}")
-    if verdict.bounce_class == "unknown" and _looks_like_bounce(parsed):
-        verdict = Verdict("hard", "bounce with no recognizable cause: permanent by default")
     return status, action, verdict.bounce_class, f"non-standard: {verdict.reason}"
 
 
 def _weak(verdict: Verdict) -> bool:
-    return verdict.bounce_class == "unknown" or verdict.reason.endswith(
-        ("permanent failure", "permanent-failure wording, no status code")
-    )
+    return verdict.bounce_class == "unknown"
 
 
 def _status_in(text: str) -> str:

@@ -81,19 +81,44 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def accuracy(
-    corpus: Annotated[Path, typer.Argument(help="Folder holding labels.tsv")] = Path(
-        "tests/fixtures/bounces"
-    ),
-    show_mistakes: Annotated[bool, typer.Option("--mistakes")] = False,
+    corpus: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A folder holding labels.tsv, or one holding frozen/ and working/ "
+            "(default: tests/fixtures/bounces, both parts)."
+        ),
+    ] = None,
+    show_mistakes: Annotated[
+        bool, typer.Option("--mistakes", help="List the working part's mistakes.")
+    ] = False,
 ) -> None:
-    """Accuracy of the classifier per class on a labelled corpus."""
-    from services.bounces.corpus import evaluate, format_report
+    """Accuracy of the classifier: frozen and working figures side by side.
 
-    report = evaluate(corpus)
-    typer.echo(format_report(report))
-    if show_mistakes:
-        for mistake in report.mistakes:
-            typer.echo(f"  {mistake}")
+    The frozen part is never used to write or tune a rule, so its mistakes are never listed:
+    only its summary figures are printed.
+    """
+    from services.bounces.corpus import evaluate, format_report, format_side_by_side
+
+    root = corpus or Path("tests/fixtures/bounces")
+    if (root / "labels.tsv").is_file():
+        report = evaluate(root)
+        typer.echo(format_report(report))
+        if show_mistakes and root.name != "frozen":
+            for mistake in report.mistakes:
+                typer.echo(f"  {mistake}")
+        return
+    parts = {
+        name: evaluate(root / name) if (root / name / "labels.tsv").is_file() else None
+        for name in ("frozen", "working")
+    }
+    if all(report is None for report in parts.values()):
+        typer.echo(f"no labels.tsv under {root} (nor {root}/frozen, {root}/working)", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(format_side_by_side(parts))
+    working = parts["working"]
+    if show_mistakes and working is not None:
+        for mistake in working.mistakes:
+            typer.echo(f"  working/{mistake}")
 
 
 def run_service() -> None:

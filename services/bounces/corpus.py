@@ -8,7 +8,9 @@ Recipients are scored separately: the set found must equal the set labelled.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from services.bounces.classifier import Finding, classify
@@ -97,6 +99,12 @@ def evaluate(root: Path, *, labels_file: str = "labels.tsv") -> Report:
     return report
 
 
+def hard_scores(report: Report) -> tuple[float, float]:
+    """(precision, recall) of ``hard``: the class that suppresses a reader."""
+    score = report.per_class.get("hard", ClassScore())
+    return score.precision, score.recall
+
+
 def format_report(report: Report) -> str:
     lines = [f"{'class':<11} {'files':>5} {'correct':>7} {'recall':>7} {'precision':>9}"]
     for name in _SEVERITY:
@@ -113,3 +121,50 @@ def format_report(report: Report) -> str:
         f"{report.files} ({report.recipient_accuracy:.1%})"
     )
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_side_by_side(parts: dict[str, Report | None]) -> str:
+    """Frozen and working figures in columns (a missing part prints ``-``)."""
+    names = list(parts)
+    rows: list[tuple[str, list[str]]] = [
+        ("files", [str(r.files) if r else "-" for r in parts.values()])
+    ]
+
+    def metric(label: str, get: Callable[[Report], float | None]) -> None:
+        rows.append((label, [_cell(get(r)) if r else "-" for r in parts.values()]))
+
+    metric("accuracy", lambda r: r.accuracy)
+    metric("hard precision", lambda r: hard_scores(r)[0])
+    metric("hard recall", lambda r: hard_scores(r)[1])
+    metric("complaint recall", partial(_recall, name="complaint"))
+    metric("recipients exact", lambda r: r.recipient_accuracy)
+    for name in _SEVERITY:
+        metric(f"{name} precision", partial(_precision, name=name))
+        metric(f"{name} recall", partial(_recall, name=name))
+        rows.append(
+            (
+                f"{name} labelled",
+                [
+                    str(r.per_class.get(name, ClassScore()).total) if r else "-"
+                    for r in parts.values()
+                ],
+            )
+        )
+    width = max(len(label) for label, _ in rows) + 2
+    lines = ["".ljust(width) + "".join(n.rjust(10) for n in names)]
+    lines += [label.ljust(width) + "".join(v.rjust(10) for v in values) for label, values in rows]
+    return "\n".join(lines)
+
+
+def _recall(report: Report, name: str) -> float | None:
+    score = report.per_class.get(name)
+    return score.recall if score and score.total else None
+
+
+def _precision(report: Report, name: str) -> float | None:
+    score = report.per_class.get(name)
+    return score.precision if score and score.predicted else None

@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 
 class BounceMetrics:
-    """``newsletter_bounces_total{class,language,domain}`` and complaints per segment/domain."""
+    """Bounces and complaints read, reports kept unmatched or unreadable, webhooks refused."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.bounces = Counter(
@@ -19,6 +19,19 @@ class BounceMetrics:
             "newsletter_complaints_total",
             "Complaints (feedback reports) by language segment and receiving domain.",
             ["language", "domain"],
+            registry=registry,
+        )
+        self.kept = Counter(
+            "newsletter_bounce_reports_kept_total",
+            "Reports that changed nobody, kept for operators: unmatched (nothing proves the "
+            "mail was ours) or unreadable, by intake source.",
+            ["status", "source"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "newsletter_bounce_webhooks_refused_total",
+            "Webhook requests refused: unauthenticated, rate_limited or bad_request.",
+            ["provider", "reason"],
             registry=registry,
         )
 

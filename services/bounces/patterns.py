@@ -1,8 +1,10 @@
-"""Wording of real bounces, grouped by what it means.
+"""Wording that tells the *shape* of a report: bounce or not, warning or failure, auto-reply.
 
-The patterns are deliberately generic (the phrases MTAs and providers use for a condition),
-not tied to a sample: the classifier is measured on bounces it has never seen. Each group is
-one compiled, case-insensitive regular expression; ``classes.py`` decides which group wins.
+What a reply says about its cause (address missing, block list, mailbox full ...) is not
+here: it lives once in :mod:`shared.reply_rules.evidence`, shared with the dispatcher. The
+phrases below are the general wording of MTAs' report templates (RFC 3464 3.1 human-readable
+part; Postfix bounce(8) templates, Exim's "Mail delivery failed", qmail-send's "failure
+notice", Sendmail's "Returned mail", Exchange's "Undeliverable:"), not a sample's exact text.
 """
 
 from __future__ import annotations
@@ -14,142 +16,11 @@ def _any(*phrases: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
 
 
-# The mailbox exists but cannot take mail right now: soft, whatever the code says.
-MAILBOX_FULL = _any(
-    r"mail\s*(?:box|folder)\s+(?:is\s+)?full",
-    r"mailbox\s+(?:size\s+)?(?:limit\s+)?exceeded",
-    r"over\s*quota",
-    r"quota\s+(?:exceeded|full|exceed)",
-    r"exceed(?:s|ed)?\s+(?:the\s+)?(?:storage|quota|mailbox|disk)",
-    r"insufficient\s+(?:disk\s+)?(?:space|storage)",
-    r"(?:disk|storage)\s+(?:quota|space)\s+(?:exceeded|full)",
-    r"user\s+(?:is\s+)?over\s+(?:the\s+)?(?:quota|limit)",
-    r"out\s+of\s+storage",
-    r"(?:disk|mailbox|storage|mail\s*box)\s+(?:space\s+)?quota",
-    r"exceed\w*\s+(?:their|his|her|the|its)?\s*quota",
-    r"mail\s*box\s+space\s+(?:not\s+enough|exceeded)",
-    r"too\s+many\s+messages\s+in\s+(?:the\s+)?mailbox",
-    r"inbox\s+is\s+full",
-    r"ящик\s+переполнен|переполнен\w*\s+(?:почтовый\s+)?ящик",
-    r"превышен\w*\s+(?:\S+\s+)?(?:квот|лимит|размер)",
-    r"postfach\s+(?:ist\s+)?voll",
-    r"bo[iî]te\s+(?:aux\s+lettres\s+)?(?:est\s+)?pleine|buz[oó]n\s+(?:est[aá]\s+)?lleno|casella\s+piena",
-)
-
-# The address does not exist or no longer takes mail: hard.
-NO_SUCH_USER = _any(
-    r"user(?:name)?\s+(?:is\s+)?unknown",
-    r"unknown\s+(?:user|recipient|local[\s-]part|mailbox|address|alias)",
-    r"no\s+such\s+(?:user|recipient|mailbox|address|account|local\s+user|person)",
-    r"(?:user|recipient|mailbox|address|account|addressee)(?:\s+\S+)?\s+(?:does\s+not|doesn't|doesnt)\s+exist",
-    r"(?:does\s+not|doesn't)\s+have\s+an?\s+\S+\s+account",
-    r"(?:user|recipient|mailbox|account|address)\s+(?:was\s+)?not\s+(?:found|known|recognized|recognised|valid)",
-    r"recipient\s+name\s+is\s+not\s+recognized",
-    r"invalid\s+(?:recipient|mailbox|address|user|e-?mail\s+address)",
-    r"(?:recipient|address)\s+(?:address\s+)?(?:is\s+)?invalid",
-    r"mailbox\s+(?:is\s+)?(?:unavailable|not\s+available|disabled|inactive|not\s+found|does\s+not\s+exist)",
-    r"(?:account|mailbox|address|user)\s+(?:has\s+been\s+|is\s+)?(?:disabled|deactivated|suspended|closed|expired|terminated|deleted|removed|inactive|locked)",
-    r"recipnotfound|recipientnotfound|resolver\.adr",
-    r"addressee\s+unknown",
-    r"not\s+listed\s+in\s+(?:the\s+)?(?:domino\s+)?(?:public\s+)?(?:name\s+and\s+address\s+book|directory)",
-    r"unrouteable\s+address",
-    r"no\s+mailbox\s+(?:here|by\s+that\s+name|found)",
-    r"no\s+longer\s+(?:valid|available|active|in\s+use|exists?|with|employed|at)",
-    r"this\s+(?:account|address)\s+is\s+no\s+longer",
-    r"host\s+(?:or\s+domain\s+name\s+)?(?:not\s+found|unknown)",
-    r"domain\s+(?:name\s+)?(?:not\s+found|does\s+not\s+exist|unknown)",
-    r"unknown\s+(?:host|domain)",
-    r"name\s+or\s+service\s+not\s+known",
-    r"no\s+(?:mx|mail\s+exchanger|valid\s+mx)",
-    r"bad\s+destination\s+(?:mailbox|system)",
-    r"(?:recipient|rcpt)\s+(?:address\s+)?rejected:\s*(?:user|mailbox|address|account)",
-    r"delivery\s+to\s+the\s+following\s+recipients?\s+failed\s+permanently",
-    r"illegal\s+(?:user|address)",
-    r"i\s+have\s+no\s+(?:user|account)",
-    r"not\s+a\s+(?:valid|known)\s+(?:user|mailbox|recipient)",
-    r"there\s+is\s+no\s+(?:one|user|such)",
-    r"address\s+(?:lookup\s+)?failed",
-    r"(?:не\s+существует|нет\s+такого\s+пользователя|пользователь\s+не\s+найден)",
-    r"(?:адрес|адресат|получатель|ящик)\w*\s+не\s+(?:найден|существует)|несуществующ",
-    r"(?:учетная|учётная)\s+запись\s+(?:\S+\s+)?(?:заблокирована|отключена|удалена)",
-    r"(?:unbekannt|existiert\s+nicht|inconnu|n'existe\s+pas|sconosciuto|inexistente|no\s+existe)",
-)
-
-# The receiver refused us, not the subscriber: policy.
-POLICY = _any(
-    r"\bspam|спам",
-    r"unsolicited",
-    r"block(?:ed|list|ing)\b",
-    r"block\s+list|on\s+our\s+(?:block|deny|black)",
-    r"black\s*list",
-    r"deny\s*list|denylist",
-    r"\blisted\s+(?:in|on|at|by)\b",
-    r"\b(?:rbl|dnsbl|spamhaus|spamcop|barracuda|sorbs|proofpoint|mimecast)\b",
-    r"reputation",
-    r"\bpolicy\b",
-    r"\b(?:spf|dkim|dmarc)\b",
-    r"unauthenticated",
-    r"not\s+authenticated",
-    r"authentication\s+(?:required|failed|check)",
-    r"content\s+(?:rejected|refused|filter)",
-    r"message\s+(?:content\s+)?(?:rejected|refused)\s+(?:due\s+to|as|because)",
-    r"virus\s+(?:detected|found)|malware|phishing|infected",
-    r"rejected\s+(?:by|due\s+to)\s+(?:the\s+)?(?:recipient'?s?\s+)?(?:anti|filter|security)",
-    r"banned",
-    r"access\s+denied.*(?:ip|sender|banned|traffic)",
-    r"traffic\s+not\s+accepted",
-    r"(?:too\s+many|excessive|unusual)\s+(?:connections|messages|recipients|volume|rate)",
-    r"rate\s+limit",
-    r"user\s+complaints",
-    r"\btss0\d\b",
-    r"sender\s+(?:address\s+)?(?:rejected|denied|blocked|not\s+allowed)",
-    r"(?:poor|low|bad)\s+(?:ip\s+)?reputation",
-    r"reverse\s+(?:dns|lookup)|\bptr\b|rdns",
-    r"not\s+permitted\s+to\s+(?:relay|send)",
-    r"prohibited|forbidden",
-    r"bulk\s+mail",
-    r"(?:not\s+accepting|refus\w*\s+to\s+accept|does\s+not\s+accept)\s+(?:e-?mail|mail|messages)\s+from",
-)
-
-# The receiving system is not the one for this domain any more: treated as a bad address.
-RELAY_DENIED = _any(
-    r"relay(?:ing)?\s+(?:access\s+)?(?:denied|not\s+(?:permitted|allowed)|prohibited)",
-    r"unable\s+to\s+relay|list\s+of\s+allowed\s+rcpthosts",
-    r"we\s+do\s+not\s+relay",
-    r"not\s+(?:a\s+)?(?:local|our)\s+(?:domain|host)",
-)
-
-# Temporary conditions: soft.
-TEMPORARY = _any(
-    r"try\s+(?:again\s+)?later",
-    r"temporar(?:y|ily)",
-    r"connection\s+(?:timed\s+out|refused|reset|lost)",
-    r"timed?\s*out",
-    r"(?:could\s+not|couldn't|unable\s+to|wasn't\s+able\s+to)\s+(?:establish|connect|open)",
-    r"too\s+long\s+in\s+(?:the\s+)?queue|been\s+in\s+the\s+queue\s+too\s+long",
-    r"(?:retry|delivery)\s+(?:time|timeout|period)\s+(?:exceeded|expired)",
-    r"message\s+expired|expired\s+after",
-    r"could\s+not\s+be\s+delivered\s+(?:for|within)\s+\d+",
-    r"(?:gave|giving)\s+up\s+after",
-    r"delivery\s+failed\s+\d+\s+attempts",
-    r"host\s+(?:is\s+)?(?:unreachable|down)",
-    r"network\s+(?:is\s+)?unreachable",
-    r"no\s+route\s+to\s+host",
-    r"service\s+(?:temporarily\s+)?(?:not\s+)?(?:available|unavailable)",
-    r"greylist|graylist",
-    r"resources?\s+(?:temporarily\s+)?unavailable",
-    r"message\s+(?:too\s+large|size\s+exceeds|is\s+too\s+big)",
-    r"exceed\w*\s+(?:the\s+)?maximum\s+(?:\w+\s+){0,2}(?:message\s+)?size",
-    r"(?:maximum|max)\s+delivery\s+attempts",
-    r"(?:aborted|abandoned|cancell?ed)\s+after\s+\d",
-    r"exceeded\s+(?:the\s+)?(?:maximum|max)\s+(?:number\s+of\s+)?(?:delivery\s+)?(?:attempts|retries)",
-    r"try\s+to\s+resend|resend\s+(?:this|the|your)\s+message\s+later",
-    r"loop(?:s|ing)?\s+(?:back|detected)|mail\s+loop|routing\s+loop|too\s+many\s+hops",
-    r"deferred",
-    r"retry\s+time\s+not\s+reached|long\s+failure\s+period",
-)
-
-# A warning that the mail is still queued: delayed.
+# A warning that the mail is still queued: delayed. RFC 3464 2.3.3 "delayed"; the warning
+# templates of Postfix ("THIS IS A WARNING ONLY ... will be retried until"), Exim
+# ("has not yet been delivered ... Delivery attempts will continue"), Sendmail ("Warning:
+# could not send message for past 4 hours ... Will keep trying"), Exchange ("Delivery Status
+# Notification (Delay) ... will continue to try"), qmail-send's no-warning behaviour aside.
 DELAYED = _any(
     r"not\s+yet\s+been\s+delivered|has\s+not\s+been\s+delivered\s+yet",
     r"(?:will|shall)\s+(?:continue\s+to\s+)?(?:retry|try\s+again|attempt\s+(?:delivery|to\s+deliver|again))",
@@ -167,7 +38,8 @@ DELAYED = _any(
     r"will\s+be\s+returned\s+(?:to\s+you\s+)?(?:if|when|after)",
 )
 
-# The MTA says it stopped trying: a failure, not a warning.
+# The MTA says it stopped trying: a failure, not a warning (qmail "I've given up", Gmail
+# "failed permanently", Exim "This is a permanent error").
 GIVEN_UP = _any(
     r"i'?ve\s+given\s+up|i\s+have\s+given\s+up|gave\s+up|giving\s+up",
     r"(?:not\s+going\s+to|will\s+not|won't)\s+(?:try|retry|attempt)",
@@ -175,7 +47,8 @@ GIVEN_UP = _any(
     r"delivery\s+(?:to\s+the\s+following\s+\S+\s+)?(?:has\s+)?failed",
 )
 
-# Permanent failure wording with no better clue.
+# Permanent failure wording with no cause: it makes a text a bounce, never a class (RFC 3463
+# X.0.0: "the only information is that the message could not be delivered").
 PERMANENT = _any(
     r"permanent(?:ly)?\s+(?:error|failure|fatal|failed)",
     r"fatal\s+errors?",
@@ -260,4 +133,44 @@ ORIGINAL_MESSAGE_MARKER = re.compile(
     r"|original\s+text\s+follows"
     r")",
     re.IGNORECASE,
+)
+
+# The opening lines of the non-DSN bounce templates of widely deployed MTAs: qmail-send
+# ("Hi. This is the qmail-send program at"), Exim ("This message was created automatically
+# by mail delivery software"), Postfix bounce(8) ("This is the mail system at host"),
+# Sendmail ("The original message was received at"), Exchange/Outlook NDRs ("Delivery has
+# failed to these recipients or groups", "Your message to ... couldn't be delivered"),
+# Lotus Notes/Domino ("was not delivered to:"), GroupWise ("The message that you sent was
+# undeliverable"), Gmail ("Delivery to the following recipient failed permanently", "Your
+# message wasn't delivered to"), Courier ("Your message was not delivered to").
+MTA_TEMPLATE = _any(
+    r"this\s+is\s+the\s+qmail-send\s+program",
+    r"created\s+automatically\s+by\s+mail\s+delivery\s+software",
+    r"this\s+is\s+the\s+mail\s+(?:system|delivery\s+agent)\s+at\s+host",
+    r"the\s+original\s+message\s+was\s+received\s+at",
+    r"delivery\s+has\s+failed\s+to\s+these\s+recipients",
+    r"(?:your\s+)?message\s+(?:to\s+\S+\s+)?(?:couldn'?t|could\s+not|wasn'?t|was\s+not)\s+be?\s*(?:delivered|sent)",
+    r"was\s+not\s+delivered\s+to:?",
+    r"message\s+that\s+you\s+sent\s+was\s+undeliverable",
+    r"delivery\s+to\s+the\s+following\s+recipients?\s+failed",
+    r"following\s+addresses\s+had\s+permanent\s+fatal\s+errors",
+    r"(?:i'?m|i\s+am)\s+(?:sorry|afraid)\s+(?:to\s+have\s+to\s+inform\s+you\s+)?(?:that\s+)?(?:i\s+wasn'?t\s+able|your\s+message\s+could\s+not)",
+)
+
+# Feedback loops that send the reported message without an RFC 5965 part: AOL's
+# "Email Feedback Report for IP ...", Microsoft JMRP's "complaint about message from ...",
+# Yahoo's and others' "abuse report" (the RFC 5965 example's human text says "This is an
+# email abuse report").
+FEEDBACK_LOOP_SUBJECT = _any(
+    r"\bfeedback\s+report\b",
+    r"\babuse\s+report\b",
+    r"complaint\s+about\s+message",
+    r"\bspam\s+(?:report|complaint)\b",
+    r"\bfbl\b",
+    r"client\s+tos\s+notification",  # AOL's feedback loop before it adopted ARF
+)
+FEEDBACK_LOOP_BODY = _any(
+    r"this\s+is\s+an?\s+(?:e-?mail\s+)?abuse\s+report",
+    r"feedback[\s-]loop",
+    r"(?:marked|reported)\s+(?:this\s+message\s+|it\s+)?as\s+(?:spam|junk)",
 )

@@ -14,7 +14,7 @@ from email import message_from_bytes, policy
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import HeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from html.parser import HTMLParser
 
 from services.bounces import patterns
@@ -22,6 +22,11 @@ from services.bounces import patterns
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 _DSN_IN_TEXT = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
 _MAX_TEXT = 20_000
+_FEEDBACK_FIELDS = re.compile(r"^feedback-type:", re.IGNORECASE | re.MULTILINE)
+_ARF_COMPANION = re.compile(
+    r"^(?:user-agent|version|original-rcpt-to|arrival-date|source-ip|reported-domain):",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 @dataclass
@@ -157,53 +162,112 @@ def _cut_at_original(text: str) -> str:
     return "\n".join(lines)
 
 
-def _walk(  # noqa: PLR0912 - one branch per MIME type of a report
-    message: Message, parsed: ParsedBounce, texts: list[str], htmls: list[str]
-) -> None:
-    ctype = message.get_content_type()
+_MAX_PARTS = 500  # a real report has a handful; past this, stop and use what was found
+_MAX_DEPTH = 20
+# More multipart boundaries than any real report declares: do not even build the tree.
+_BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
+_MAX_BOUNDARIES = 100
+
+
+def _walk(message: Message, parsed: ParsedBounce, texts: list[str], htmls: list[str]) -> None:
+    """Visit the MIME tree in document order with an explicit stack (no recursion)."""
+    stack: list[tuple[Message, int, bool]] = [(message, 0, False)]
+    visited = 0
+    while stack and visited < _MAX_PARTS:
+        part, depth, inside_original = stack.pop()
+        visited += 1
+        for child in reversed(_visit(part, parsed, texts, htmls, inside_original)):
+            if depth < _MAX_DEPTH:
+                stack.append((child[0], depth + 1, child[1]))
+
+
+def _visit(  # noqa: PLR0911, PLR0912 - one branch per MIME type of a report
+    part: Message, parsed: ParsedBounce, texts: list[str], htmls: list[str], inside: bool
+) -> list[tuple[Message, bool]]:
+    """Read one part; return its children to visit (with "inside a returned message")."""
+    ctype = part.get_content_type()
     if ctype in {"message/delivery-status", "message/global-delivery-status"}:
-        parsed.dsn.extend(_recipients_from_blocks(_blocks_of_part(message)))
-        return
-    if ctype == "message/feedback-report":
-        merged: dict[str, str] = {}
-        for block in _blocks_of_part(message):
-            merged.update(block)
-        parsed.feedback = merged
-        return
+        if not inside:
+            parsed.dsn.extend(_recipients_from_blocks(_blocks_of_part(part)))
+        return []
+    if ctype == "message/feedback-report" or _is_feedback_text(part, ctype):
+        # RFC 5965: a feedback report wherever it sits (some forwarders nest it).
+        if parsed.feedback is None:
+            merged: dict[str, str] = {}
+            for block in _blocks_of_part(part):
+                merged.update(block)
+            parsed.feedback = merged
+        return []
     if ctype in {"message/rfc822", "message/global"}:
-        inner = message.get_payload()
-        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-            if inner[0].get_content_type() == "multipart/report" and not parsed.dsn:
-                _walk(inner[0], parsed, texts, htmls)  # a bounce forwarded as an attachment
-            else:
-                parsed.original = parsed.original or inner[0]
-        return
+        inner = part.get_payload()
+        if not (isinstance(inner, list) and inner and isinstance(inner[0], Message)):
+            return []
+        first = inner[0]
+        if first.get_content_type() == "multipart/report" and not parsed.dsn and not inside:
+            return [(first, False)]  # a report forwarded as an attachment
+        if parsed.original is None:
+            parsed.original = first
+        # An ARF forwarded inside a message: look for its feedback part, nothing else.
+        return [(first, True)] if first.is_multipart() else []
     if ctype in {"text/rfc822-headers", "text/global-headers"}:
         if parsed.original is None:
-            parsed.original = HeaderParser().parsestr(_payload_text(message))
-        return
-    if message.is_multipart():
-        payload = message.get_payload()
+            parsed.original = HeaderParser().parsestr(_payload_text(part))
+        return []
+    if part.is_multipart():
+        payload = part.get_payload()
         if isinstance(payload, list):
-            for sub in payload:
-                if isinstance(sub, Message):
-                    _walk(sub, parsed, texts, htmls)
-        return
+            return [(sub, inside) for sub in payload if isinstance(sub, Message)]
+        return []
+    if inside:
+        return []
     if ctype == "text/html":
-        htmls.append(_payload_text(message))
-    elif message.get_content_maintype() == "text" or ctype == "application/octet-stream":
-        texts.append(_payload_text(message))
+        htmls.append(_payload_text(part))
+    elif part.get_content_maintype() == "text" or ctype == "application/octet-stream":
+        texts.append(_payload_text(part))
+    return []
+
+
+def _is_feedback_text(part: Message, ctype: str) -> bool:
+    """A feedback report sent as ``text/plain`` (seen from some feedback loops)."""
+    if ctype != "text/plain":
+        return False
+    head = _payload_text(part)[:2000]
+    return bool(_FEEDBACK_FIELDS.search(head)) and bool(_ARF_COMPANION.search(head))
+
+
+def _message_of(data: bytes) -> tuple[Message, bool]:
+    """The parsed message and whether its MIME tree was parsed; headers and the raw body
+    when the tree nests too deep for the ``email`` parser (it recurses once per level)."""
+    if len(_BOUNDARY.findall(data[:2_000_000])) > _MAX_BOUNDARIES:
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
+    try:
+        return message_from_bytes(data, policy=policy.compat32), True
+    except RecursionError:
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
+
+
+_MIME_FRAMING = re.compile(r"^(?:--\S*|content-[\w-]+:.*|\s+boundary=.*)$", re.IGNORECASE)
+
+
+def _without_mime_framing(body: str) -> str:
+    """The words of a body the parser could not split: boundary and part-header lines gone."""
+    lines = (line for line in body.replace("\r\n", "\n").split("\n"))
+    return "\n".join(line for line in lines if not _MIME_FRAMING.match(line))[:_MAX_TEXT]
 
 
 def parse(data: bytes) -> ParsedBounce:
     """Parse raw message bytes; never raises on malformed input."""
-    message = message_from_bytes(data, policy=policy.compat32)
+    message, complete = _message_of(data)
     parsed = ParsedBounce(message=message)
     parsed.subject = parsed.header("Subject")
     parsed.sender = parsed.header("From")
     texts: list[str] = []
     htmls: list[str] = []
-    _walk(message, parsed, texts, htmls)
+    if complete:
+        _walk(message, parsed, texts, htmls)
+    else:
+        raw = message.get_payload()
+        texts.append(_without_mime_framing(raw if isinstance(raw, str) else ""))
     if not texts and htmls:
         texts = [html_to_text(h) for h in htmls]
     human = "\n".join(_cut_at_original(t) for t in texts)[:_MAX_TEXT]

@@ -1,6 +1,7 @@
 """Composition root of the bounce receiver: ``run(settings, stop=...)``.
 
-Opens the database engine (to read which delivery a VERP token names), a robust AMQP
+Opens the database engine (to read which delivery a VERP token or signed Message-ID names, and
+to keep unmatched and unreadable reports in ``bounce_report``), a robust AMQP
 connection with a confirming publisher, declares the topology, then serves SMTP (return paths
 and the mailto unsubscribe address) and HTTP (webhooks and probes) until ``stop`` is set, and
 optionally polls an IMAP mailbox. Everything is closed in ``finally``.
@@ -16,39 +17,82 @@ from pathlib import Path
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.bounces.auth import PostmarkAuth, SendGridVerifier, load_public_key
 from services.bounces.imap import ImapTarget, poll_forever
 from services.bounces.intake import (
     BounceIntake,
     DeliveryInfo,
     DeliveryLookup,
     DeliveryMarker,
+    KeptReport,
+    ReportKeeper,
     prune_archive,
 )
 from services.bounces.metrics import BounceMetrics
+from services.bounces.rate_limit import ReportBudget
 from services.bounces.settings import BouncesSettings
 from services.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
 from services.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
 from services.bounces.webhooks import WebhookHandlers, webhook_app
-from shared.db.tables import Delivery, DeliveryStatus
+from shared.addresses import address_domain, address_hash
+from shared.db.tables import BounceReport, Delivery, DeliveryStatus
 from shared.probes import ProbeServer, probe_app
 from shared.resources import open_resources
+from shared.settings import SettingsError
 
 log = structlog.get_logger(__name__)
+
+_MAX_DELIVERY_ID = 2**31 - 1  # delivery.id is an INTEGER column
 
 
 def delivery_lookup(sessions: async_sessionmaker[AsyncSession]) -> DeliveryLookup:
     async def lookup(delivery_id: int) -> DeliveryInfo | None:
+        if not 0 < delivery_id <= _MAX_DELIVERY_ID:
+            return None
         async with sessions() as session:
             row = await session.get(Delivery, delivery_id)
-        if row is None:
+        if row is None or not row.email:  # an erased delivery names nobody any more
             return None
-        return DeliveryInfo(email=row.email, language=row.language, subscriber_id=row.subscriber_id)
+        return DeliveryInfo(
+            email=row.email,
+            language=row.language,
+            subscriber_id=row.subscriber_id,
+            message_id=row.message_id,
+        )
 
     return lookup
+
+
+def report_keeper(sessions: async_sessionmaker[AsyncSession]) -> ReportKeeper:
+    """Insert a ``bounce_report`` row; the same report kept twice stays one row."""
+
+    async def keep(report: KeptReport) -> None:
+        row = BounceReport(
+            report_key=report.report_key[:64],
+            status=report.status,
+            source=report.source[:16],
+            mailbox=report.mailbox[:64],
+            bounce_class=report.bounce_class[:16],
+            reason=report.reason[:255],
+            recipient_hash=address_hash(report.recipient) if report.recipient else "",
+            recipient_domain=address_domain(report.recipient)[:255] if report.recipient else "",
+            reporter_domain=report.reporter[:255],
+            evidence=report.evidence[:512],
+            size=report.size,
+        )
+        async with sessions() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:  # already kept (a retried delivery of the same report)
+                await session.rollback()
+
+    return keep
 
 
 def delivery_marker(sessions: async_sessionmaker[AsyncSession]) -> DeliveryMarker:
@@ -69,6 +113,34 @@ def delivery_marker(sessions: async_sessionmaker[AsyncSession]) -> DeliveryMarke
             await session.commit()
 
     return mark
+
+
+def webhook_handlers(
+    settings: BouncesSettings, *, intake: BounceIntake, cert_fetcher: CertificateFetcher
+) -> WebhookHandlers:
+    key_text = settings.bounces_sendgrid_public_key
+    try:
+        sendgrid_key = load_public_key(key_text) if key_text.strip() else None
+    except ValueError as err:
+        raise SettingsError(f"NEWSLETTER_BOUNCES_SENDGRID_PUBLIC_KEY: {err}") from err
+    return WebhookHandlers(
+        intake=intake,
+        verifier=SnsVerifier(
+            cert_host_pattern=settings.bounces_sns_cert_hosts, fetcher=cert_fetcher
+        ),
+        postmark=PostmarkAuth(
+            basic_auth=settings.bounces_postmark_basic_auth.get_secret_value(),
+            token=settings.bounces_postmark_token.get_secret_value(),
+        ),
+        sendgrid=SendGridVerifier(
+            public_key=sendgrid_key, max_age_s=settings.bounces_sendgrid_max_age_s
+        ),
+        topic_arns=settings.sns_topic_arns,
+        per_ip=ReportBudget(per_minute=settings.bounces_rate_per_ip),
+        per_provider=ReportBudget(per_minute=settings.bounces_rate_per_provider),
+        max_bytes=settings.bounces_webhook_max_bytes,
+        opener=cert_fetcher,
+    )
 
 
 async def _prune_daily(directory: Path, *, keep_days: int, stop: asyncio.Event) -> None:
@@ -102,12 +174,14 @@ async def run(
                 _prune_daily(archive, keep_days=settings.bounces_archive_days, stop=stop)
             )
             stack.push_async_callback(asyncio.wait_for, pruner, 10)
+        metrics = BounceMetrics(registry)
         intake = BounceIntake(
             publisher=publisher,
             secret_key=secret,
-            metrics=BounceMetrics(registry),
+            metrics=metrics,
             lookup=delivery_lookup(sessions),
             marker=delivery_marker(sessions),
+            keeper=report_keeper(sessions),
             archive_dir=archive if settings.bounces_archive_days > 0 else None,
         )
         handler = ReturnPathHandler(
@@ -115,6 +189,7 @@ async def run(
             secret_key=secret,
             domain=settings.return_path_domain,
             accept_locals=settings.accept_locals,
+            budget=ReportBudget(per_minute=settings.bounces_rate_per_ip),
         )
         smtp = await start_smtp_server(
             handler,
@@ -133,19 +208,12 @@ async def run(
             async with engine.connect() as db:
                 await db.execute(text("SELECT 1"))
 
-        handlers = WebhookHandlers(
-            intake=intake,
-            verifier=SnsVerifier(
-                cert_host_pattern=settings.bounces_sns_cert_hosts, fetcher=cert_fetcher
-            ),
-            secret_key=secret,
-            token=settings.bounces_webhook_token.get_secret_value(),
-            topic_arns=settings.sns_topic_arns,
-            opener=cert_fetcher,
-        )
         http = ProbeServer(
             webhook_app(
-                handlers, probe_app({"broker": broker_ready, "database": database_ready}, registry)
+                webhook_handlers(settings, intake=intake, cert_fetcher=cert_fetcher),
+                probe_app({"broker": broker_ready, "database": database_ready}, registry),
+                enabled=settings.webhooks,
+                metrics=metrics,
             ),
             host=settings.http_host,
             port=settings.bounces_http_port,

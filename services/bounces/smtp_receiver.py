@@ -3,8 +3,12 @@
 It accepts mail only for our own addresses at the return-path domain: signed VERP return
 paths (``bounces+<delivery>-<sig>@``), signed mailto unsubscribe addresses
 (``unsubscribe+<subscriber>-<sig>@``) and a few plain role addresses (feedback loops). Anything
-else is refused at RCPT, so the receiver is not an open relay. If the broker does not take the
-event, DATA is answered with 451 and the sending MTA retries later: nothing is lost.
+else is refused at RCPT, so the receiver is not an open relay. If the broker or the database
+does not take the event (our own transient outage), DATA is answered with 451 and the sending
+MTA retries later: nothing is lost. A report that cannot be read is kept as unreadable by the
+intake and answered 250: it would never parse, so a 4xx would only loop the sender. One
+client IP may hand over ``NEWSLETTER_BOUNCES_RATE_PER_IP`` reports a minute; beyond that DATA
+is answered 450 4.7.1 (a rate limit: the sender comes back later, RFC 3463).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from services.bounces.errors import IntakeUnavailable
 from services.bounces.intake import BounceIntake
+from services.bounces.rate_limit import ReportBudget
 from shared import verp
 
 log = structlog.get_logger(__name__)
@@ -28,9 +33,16 @@ class ReturnPathHandler:
     """aiosmtpd handler: RCPT filtering and DATA hand-off to the intake."""
 
     def __init__(
-        self, *, intake: BounceIntake, secret_key: str, domain: str, accept_locals: frozenset[str]
+        self,
+        *,
+        intake: BounceIntake,
+        secret_key: str,
+        domain: str,
+        accept_locals: frozenset[str],
+        budget: ReportBudget | None = None,
     ) -> None:
         self._intake = intake
+        self._budget = budget
         self._secret_key = secret_key
         self._domain = domain.lower()
         self._accept_locals = accept_locals
@@ -66,14 +78,20 @@ class ReturnPathHandler:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes):
             data = envelope.content
+        peer = session.peer[0] if session is not None and isinstance(session.peer, tuple) else ""
+        if self._budget is not None:
+            if not self._budget.allows(f"smtp:{peer}"):
+                log.warning("bounce_smtp_rate_limited")
+                return "450 4.7.1 Too many reports from your address, try again later"
+            self._budget.spend(f"smtp:{peer}")
         try:
             events = await self._intake.handle_mail(data, envelope_to=list(envelope.rcpt_tos))
         except IntakeUnavailable as err:
             log.warning("bounce_intake_unavailable", error=str(err))
             return "451 4.3.0 Temporary failure, try again later"
-        except Exception:  # database down, ...: never a 5xx that would make the MTA give up
-            log.exception("bounce_intake_failed")
-            return "451 4.3.0 Temporary failure, try again later"
+        except Exception:  # a bug of ours on this report: retrying it would fail the same way
+            log.exception("bounce_intake_failed", size=len(data))
+            return "250 2.0.0 OK: kept for inspection"
         return f"250 2.0.0 OK: {len(events)} event(s)"
 
 

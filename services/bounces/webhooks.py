@@ -1,49 +1,55 @@
 """HTTP side of the receiver: provider webhooks plus ``/healthz``, ``/readyz``, ``/metrics``.
 
-- ``POST /webhooks/ses``: an SNS HTTP(S) subscription; every message's signature is checked,
-  a ``SubscriptionConfirmation`` is confirmed by fetching its ``SubscribeURL`` (same host
-  rule as certificates), notifications carry SES bounce and complaint events;
-- ``POST /webhooks/postmark`` and ``POST /webhooks/sendgrid``: JSON bodies, protected by
-  ``?token=`` when ``NEWSLETTER_BOUNCES_WEBHOOK_TOKEN`` is set.
+- ``POST /webhooks/ses``: an SNS HTTP(S) subscription; every message's signature is checked and
+  its topic must be allowed, a ``SubscriptionConfirmation`` is confirmed by fetching its
+  ``SubscribeURL`` (same host rule as certificates), notifications carry SES events;
+- ``POST /webhooks/postmark``: basic auth or a token (``auth.PostmarkAuth``);
+- ``POST /webhooks/sendgrid``: SendGrid's Signed Event Webhook (``auth.SendGridVerifier``).
 
-A body we cannot read is answered 400 (the provider stops retrying it); a broker outage 503
-(the provider retries).
+A provider left out of ``NEWSLETTER_BOUNCES_WEBHOOKS`` answers 404. Answers: 401 without valid
+credentials (403 for a bad SNS signature), 413 for a body over the limit, 400 for a body we
+cannot read (too deep, not JSON, an id out of range: the provider stops retrying it), 429 when
+the client IP or the provider is over its reports per minute, 503 for a broker or database
+outage (the provider retries). Nothing is published before a request passes all checks.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from services.bounces.auth import PostmarkAuth, SendGridVerifier
 from services.bounces.errors import (
+    BodyTooLarge,
     IntakeUnavailable,
+    RateLimited,
     SignatureInvalid,
+    Unauthenticated,
     WebhookRejected,
 )
-from services.bounces.intake import BounceIntake, event_id, safe_address
+from services.bounces.intake import BounceIntake
+from services.bounces.limits import check_depth, load_json
+from services.bounces.metrics import BounceMetrics
 from services.bounces.providers import (
     Notice,
     postmark_notices,
     sendgrid_notices,
     ses_notices,
 )
+from services.bounces.rate_limit import ReportBudget
 from services.bounces.sns import SnsVerifier
-from shared.messaging.schemas import UnsubscribeRequested
-from shared.messaging.topology import UNSUBSCRIBE_REQUESTED
 
 log = structlog.get_logger(__name__)
 
 UrlOpener = Callable[[str], Awaitable[bytes]]
-
-_MAX_BODY = 1024 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class WebhookHandlers:
@@ -52,63 +58,62 @@ class WebhookHandlers:
         *,
         intake: BounceIntake,
         verifier: SnsVerifier,
-        secret_key: str,
-        token: str = "",
-        topic_arns: frozenset[str] = frozenset(),
+        postmark: PostmarkAuth,
+        sendgrid: SendGridVerifier,
+        topic_arns: frozenset[str],
+        per_ip: ReportBudget,
+        per_provider: ReportBudget,
+        max_bytes: int = 1024 * 1024,
         opener: UrlOpener | None = None,
     ) -> None:
         self._intake = intake
         self._verifier = verifier
-        self._secret_key = secret_key
-        self._token = token
+        self._postmark = postmark
+        self._sendgrid = sendgrid
         self._topics = topic_arns
+        self._per_ip = per_ip
+        self._per_provider = per_provider
+        self._max_bytes = max_bytes
         self._opener = opener
 
-    async def _json(self, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            raise WebhookRejected("body too large")
+    async def _body(self, request: Request) -> bytes:
+        """The raw body, read no further than the limit."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise BodyTooLarge(f"body over {self._max_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return json.loads(body)
-        except ValueError as err:
-            raise WebhookRejected("body is not JSON") from err
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise BodyTooLarge(f"body over {self._max_bytes} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect as err:
+            raise WebhookRejected("client went away") from err
+        return b"".join(chunks)
 
-    def _check_token(self, request: Request) -> None:
-        if self._token and not hmac.compare_digest(
-            request.query_params.get("token", "").encode(), self._token.encode()
+    async def _publish(self, request: Request, notices: list[Notice], *, source: str) -> Response:
+        """Charge the source's budgets, then publish (all or nothing as far as limits go)."""
+        cost = max(len(notices), 1)
+        client = request.client.host if request.client else "unknown"
+        if not self._per_ip.allows(f"ip:{client}", cost) or not self._per_provider.allows(
+            source, cost
         ):
-            raise PermissionError("bad webhook token")
-
-    async def _publish(self, notices: list[Notice], *, source: str) -> int:
-        count = 0
-        for notice in notices:
-            if notice.unsubscribe:
-                recipient = safe_address(notice.finding.recipient)
-                if recipient is None:
-                    continue
-                event = UnsubscribeRequested(
-                    message_id=event_id(source, notice.evidence, recipient),
-                    recipient=recipient,
-                    method=source,
-                    delivery_id=notice.finding.delivery_id,
-                )
-                await self._intake.publish_event(event, routing_key=UNSUBSCRIBE_REQUESTED)
-                count += 1
-                continue
-            count += len(
-                await self._intake.publish_findings(
-                    [notice.finding], source=source, evidence=notice.evidence
-                )
-            )
-        return count
+            raise RateLimited(f"{source} over its reports per minute")
+        self._per_ip.spend(f"ip:{client}", cost)
+        self._per_provider.spend(source, cost)
+        return JSONResponse({"events": await self._intake.publish_notices(notices, source=source)})
 
     async def ses(self, request: Request) -> Response:
-        envelope = await self._json(request)
+        envelope = load_json(await self._body(request), max_bytes=self._max_bytes)
         if not isinstance(envelope, dict):
             raise WebhookRejected("SNS body is not an object")
         await self._verifier.verify(envelope)
+        # Any AWS account can get SNS to sign: the topic is the credential (required in
+        # production by the settings; an empty list accepts any topic in demo and tests).
         if self._topics and envelope.get("TopicArn") not in self._topics:
-            raise WebhookRejected("topic not allowed")
+            raise SignatureInvalid("topic not allowed")
         kind = envelope.get("Type")
         if kind == "SubscriptionConfirmation":
             url = str(envelope.get("SubscribeURL", ""))
@@ -118,58 +123,77 @@ class WebhookHandlers:
             log.info("sns_subscription_confirmed", topic=envelope.get("TopicArn"))
             return JSONResponse({"confirmed": True})
         if kind != "Notification":
-            return JSONResponse({"ignored": kind})
+            return JSONResponse({"ignored": str(kind)[:64]})
         try:
             notification = json.loads(str(envelope.get("Message", "")))
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise WebhookRejected("SNS Message is not JSON") from err
-        notices = ses_notices(notification, secret_key=self._secret_key)
-        return JSONResponse({"events": await self._publish(notices, source="ses")})
+        check_depth(notification)
+        if not isinstance(notification, dict):
+            raise WebhookRejected("SNS Message is not an object")
+        return await self._publish(request, ses_notices(notification), source="ses")
 
     async def postmark(self, request: Request) -> Response:
-        self._check_token(request)
-        body = await self._json(request)
+        self._postmark.check(headers=request.headers, query=request.query_params)
+        body = load_json(await self._body(request), max_bytes=self._max_bytes)
         if not isinstance(body, dict):
             raise WebhookRejected("Postmark body is not an object")
-        notices = postmark_notices(body)
-        return JSONResponse({"events": await self._publish(notices, source="postmark")})
+        return await self._publish(request, postmark_notices(body), source="postmark")
 
     async def sendgrid(self, request: Request) -> Response:
-        self._check_token(request)
-        body = await self._json(request)
+        raw = await self._body(request)
+        self._sendgrid.verify(headers=request.headers, body=raw)
+        body = load_json(raw, max_bytes=self._max_bytes)
         if not isinstance(body, list) or not all(isinstance(e, Mapping) for e in body):
             raise WebhookRejected("SendGrid body is not a list of events")
-        notices = sendgrid_notices(body)
-        return JSONResponse({"events": await self._publish(notices, source="sendgrid")})
+        return await self._publish(request, sendgrid_notices(body), source="sendgrid")
 
 
-def _guarded(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
+def _guarded(handler: Handler, *, provider: str, metrics: BounceMetrics | None) -> Handler:
+    def refused(reason: str, status: int, body: dict[str, Any]) -> Response:
+        if metrics is not None:
+            metrics.refused.labels(provider=provider, reason=reason).inc()
+        return JSONResponse(body, status_code=status)
+
+    async def endpoint(request: Request) -> Response:  # noqa: PLR0911 - one answer per error
         try:
             return await handler(request)
-        except PermissionError:
-            return JSONResponse({"error": "bad token"}, status_code=401)
         except SignatureInvalid as err:
-            log.warning("webhook_signature_invalid", error=str(err))
-            return JSONResponse({"error": "signature invalid"}, status_code=403)
+            log.warning("webhook_signature_invalid", provider=provider, error=str(err)[:200])
+            return refused("unauthenticated", 403, {"error": "signature invalid"})
+        except Unauthenticated as err:
+            log.warning("webhook_unauthenticated", provider=provider, error=str(err)[:200])
+            return refused("unauthenticated", 401, {"error": "authentication required"})
+        except RateLimited:
+            log.warning("webhook_rate_limited", provider=provider)
+            return refused("rate_limited", 429, {"error": "too many reports, slow down"})
+        except BodyTooLarge as err:
+            return refused("bad_request", 413, {"error": str(err)})
         except WebhookRejected as err:
-            log.warning("webhook_rejected", error=str(err))
-            return JSONResponse({"error": str(err)}, status_code=400)
+            log.warning("webhook_rejected", provider=provider, error=str(err)[:200])
+            return refused("bad_request", 400, {"error": str(err)[:200]})
         except IntakeUnavailable:
             return JSONResponse({"error": "try again later"}, status_code=503)
 
     return endpoint
 
 
-def webhook_app(handlers: WebhookHandlers, probes: Starlette) -> Starlette:
-    """The receiver's HTTP app: webhooks, and the probe routes mounted at the root."""
-    return Starlette(
-        routes=[
-            Route("/webhooks/ses", _guarded(handlers.ses), methods=["POST"]),
-            Route("/webhooks/postmark", _guarded(handlers.postmark), methods=["POST"]),
-            Route("/webhooks/sendgrid", _guarded(handlers.sendgrid), methods=["POST"]),
-            Mount("/", app=probes),
-        ]
-    )
+def webhook_app(
+    handlers: WebhookHandlers,
+    probes: Starlette,
+    *,
+    enabled: frozenset[str],
+    metrics: BounceMetrics | None = None,
+) -> Starlette:
+    """The receiver's HTTP app: the enabled webhooks, and the probe routes at the root."""
+    endpoints = {"ses": handlers.ses, "postmark": handlers.postmark, "sendgrid": handlers.sendgrid}
+    routes: list[Route | Mount] = [
+        Route(
+            f"/webhooks/{name}",
+            _guarded(handler, provider=name, metrics=metrics),
+            methods=["POST"],
+        )
+        for name, handler in endpoints.items()
+        if name in enabled
+    ]
+    return Starlette(routes=[*routes, Mount("/", app=probes)])

@@ -23,7 +23,7 @@ from services.dispatcher import mime
 from services.dispatcher.dkim_signing import CanonicalBodyTemplate, DkimpySigner, DkimSigner
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.settings import DispatcherSettings
-from shared import verp
+from shared import message_ids, verp
 from shared.addresses import address_hash
 from shared.db.tables.editions import Edition
 from shared.links import ONE_CLICK_PATH, UNSUBSCRIBE_PATH, Links
@@ -121,7 +121,10 @@ class Composer:
         )
 
     def message_id(self, key: str) -> str:
-        return f"<{key}@{self._sender.domain}>"
+        # Signed, so a report quoting it proves the mail was ours (shared/message_ids.py).
+        return message_ids.signed_message_id(
+            secret_key=self._secret, key=key, domain=self._sender.domain
+        )
 
     def values(self, recipient: Recipient, *, one_click_url: str | None = None) -> dict[str, str]:
         """The per-recipient values of every marker."""

@@ -1,36 +1,31 @@
 """What an SMTP reply means for a delivery: sent, deferred, bounced, failed or unknown.
 
+The class of a 5xx reply comes from the shared rule set (:mod:`shared.reply_rules`), the
+same code the bounce receiver runs on a DSN's diagnostic, so one reply gets one class:
+
 - 2xx: sent.
-- 4xx, refused connections, timeouts before the message data: deferred (retried later).
-  421, 451 and 4.7.x also mean "slow down": they feed the domain's flow control.
-- 5xx at RCPT naming the address (5.1.x, 5.2.1, plain 550/551/553): bounced, suppress it.
-  5.2.2 (mailbox full) is a persistent transient failure: deferred (RFC 3463).
-- 5.7.x and policy wording: failed without suppression; counts toward the circuit breaker.
+- 4xx, and 500/501/503 (our own protocol slip): deferred (retried later). 421, 450-452 and
+  4.7.x also mean "slow down": they feed the domain's flow control.
+- 5xx at MAIL or at connect: failed, policy (the refusal is about us, not the address).
+- 5xx at RCPT or DATA (one recipient per transaction) of class ``hard``: bounced, suppress.
+- class ``soft`` with a full mailbox (RFC 3463 X.2.2, a persistent transient failure):
+  deferred; other ``soft`` 5xx (too big, loops): failed without suppression.
+- class ``policy``: failed, policy (counts toward the circuit breaker).
+- class ``unknown`` (a bare 550 / 5.0.0): failed, no suppression, no breaker.
 - A timeout or a lost connection after the message data was sent: unknown.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
+
+from shared.reply_rules import classify_reply, status_codes
+from shared.reply_rules import evidence as ev
 
 Phase = Literal["connect", "mail", "rcpt", "data", "breaker"]
 Status = Literal["sent", "deferred", "bounced", "failed", "unknown"]
 
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_POLICY_WORDS = (
-    "policy",
-    "spam",
-    "blocked",
-    "blacklist",
-    "blocklist",
-    "reputation",
-    "denied",
-    "not authorized",
-    "dmarc",
-    "rate limit",
-)
 _THROTTLE_CODES = frozenset({421, 450, 451, 452})
 _OUR_FAULT = frozenset({500, 501, 503})
 
@@ -44,6 +39,7 @@ class Outcome:
     throttle: bool = False  # the domain asked us to slow down
     policy: bool = False  # the domain refused us, not the address
     enhanced: str = ""
+    bounce_class: str = ""  # the shared rules' class of a 4xx/5xx reply ("" otherwise)
 
     @property
     def hard_bounce(self) -> bool:
@@ -51,34 +47,38 @@ class Outcome:
 
 
 def enhanced_status(reply: str) -> str:
-    match = _ENHANCED.search(reply)
-    return ".".join(match.groups()) if match else ""
+    return status_codes.find_enhanced(reply)
 
 
-def classify(code: int, reply: str, *, phase: Phase) -> Outcome:
+def classify(code: int, reply: str, *, phase: Phase) -> Outcome:  # noqa: PLR0911 - a table
     """Classify one SMTP reply received in ``phase``."""
     reply = " ".join(reply.split())[:2000]
     enhanced = enhanced_status(reply)
-    lowered = reply.lower()
     if 200 <= code < 300:
         return Outcome("sent", code, reply, phase, enhanced=enhanced)
+    status = status_codes.status_of_reply(code, reply)
+    verdict = classify_reply(text=reply, status=status, action="failed")
+    found = verdict.bounce_class
     # 500/501/503 (bad syntax or sequence) are a client-side protocol slip, not the
     # recipient's problem: deferred like a 4xx.
     if 400 <= code < 500 or code in _OUR_FAULT:
         throttle = code in _THROTTLE_CODES or enhanced.startswith("4.7.")
-        return Outcome("deferred", code, reply, phase, throttle=throttle, enhanced=enhanced)
-    policy = enhanced.startswith("5.7.") or any(word in lowered for word in _POLICY_WORDS)
-    if policy or phase in {"connect", "mail"}:
-        return Outcome("failed", code, reply, phase, policy=True, enhanced=enhanced)
-    if enhanced == "5.2.2":
-        return Outcome("deferred", code, reply, phase, enhanced=enhanced)
-    if phase == "rcpt" and (
-        enhanced.startswith("5.1.")
-        or enhanced == "5.2.1"
-        or (not enhanced and code in {550, 551, 553})
-    ):
-        return Outcome("bounced", code, reply, phase, enhanced=enhanced)
-    return Outcome("failed", code, reply, phase, enhanced=enhanced)
+        return Outcome(
+            "deferred", code, reply, phase, throttle=throttle, enhanced=enhanced, bounce_class=found
+        )
+    if phase in {"connect", "mail", "breaker"}:
+        return Outcome(
+            "failed", code, reply, phase, policy=True, enhanced=enhanced, bounce_class=found
+        )
+    if found == "hard":
+        return Outcome("bounced", code, reply, phase, enhanced=enhanced, bounce_class=found)
+    if found == "policy":
+        return Outcome(
+            "failed", code, reply, phase, policy=True, enhanced=enhanced, bounce_class=found
+        )
+    if found == "soft" and (status.endswith(".2.2") or ev.has(ev.MAILBOX_FULL, reply)):
+        return Outcome("deferred", code, reply, phase, enhanced=enhanced, bounce_class=found)
+    return Outcome("failed", code, reply, phase, enhanced=enhanced, bounce_class=found)
 
 
 def connection_lost(*, phase: Phase, reason: str) -> Outcome:

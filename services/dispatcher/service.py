@@ -24,6 +24,7 @@ from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
 from services.dispatcher.consumers import QueueConsumer
+from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.erasures import ErasureHandler
 from services.dispatcher.flow import FlowControl
@@ -93,14 +94,13 @@ async def run(
 
         finisher = ledger.SendFinisher(engine)
         stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(
+        claims, results = _ledger_batchers(  # started
             config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
         )
-        claims.start()
-        results.start()
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
+        gate = _database_gate(config, engine, stack)
         consumers: list[QueueConsumer] = []
         stack.push_async_callback(_stop_all, consumers)
 
@@ -115,12 +115,14 @@ async def run(
                 publisher=publisher,
                 raw_channel=raw_channel,
                 metrics=metrics,
+                gate=gate,
             )
             consumers.append(
                 QueueConsumer(
                     DISPATCHER_TRANSACTIONAL,
                     tx.handle,
                     prefetch=max(4, config.transactional_smtp_connections * 2),
+                    gate=gate,
                 )
             )
         if "deliveries" in roles:
@@ -142,6 +144,7 @@ async def run(
                         every=config.dispatch_ack_every, interval_s=config.dispatch_ack_interval_s
                     )
                 ),
+                gate=gate,
             )
             consumers.append(
                 QueueConsumer(
@@ -149,6 +152,7 @@ async def run(
                     worker.handle,
                     prefetch=config.dispatch_prefetch,
                     acker=acks,
+                    gate=gate,
                 )
             )
         if "planner" in roles:
@@ -173,6 +177,19 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _database_gate(
+    config: DispatcherSettings, engine: AsyncEngine, stack: AsyncExitStack
+) -> DatabaseGate:
+    """Retries outcome writes through database hiccups; pauses intake while it is away."""
+    gate = DatabaseGate(
+        engine=engine,
+        initial_delay_s=config.dispatch_db_retry_initial_s,
+        max_delay_s=config.dispatch_db_retry_max_s,
+    )
+    stack.push_async_callback(gate.close)
+    return gate
 
 
 async def _heartbeat(
@@ -299,7 +316,8 @@ class ControlHandler:
 def _ledger_batchers(
     config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher, *, owner: str
 ) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
-    """Claims (leased, in this process's name) and outcomes, each committed in batches."""
+    """Claims (leased, in this process's name) and outcomes, each committed in batches (the
+    batchers are started)."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
         return await ledger.claim(
@@ -324,6 +342,8 @@ def _ledger_batchers(
         max_size=config.dispatch_ledger_batch,
         interval_s=config.dispatch_ledger_interval_s,
     )
+    claims.start()
+    results.start()
     return claims, results
 
 

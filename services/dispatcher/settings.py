@@ -33,6 +33,10 @@ class DispatcherSettings(Settings):
     dispatch_ack_every: int = 100  # finished messages acked with one multiple-ack frame
     dispatch_ack_interval_s: float = 0.02  # ... or this often, whichever comes first
     dispatch_claim_interval_s: float = 0.02  # how long a claim waits for its batch
+    # An outcome write that fails on a database hiccup is retried (never re-sent) with a backoff
+    # from the first delay, doubling up to the second; intake pauses while the database is away.
+    dispatch_db_retry_initial_s: float = 0.05
+    dispatch_db_retry_max_s: float = 5.0
     # Retries
     dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
     dispatch_retry_window_s: float = 3 * 24 * 3600.0

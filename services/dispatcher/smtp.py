@@ -3,6 +3,13 @@
 Each connection is reused across messages and reopened when the server drops it. A transaction
 is MAIL, RCPT, DATA; its result is an :class:`~services.dispatcher.outcomes.Outcome` and never
 an exception, so the caller always has a state to commit.
+
+Only what the server may have taken is ``unknown``. The message data and its terminating dot
+are written, then the write buffer is drained: a connection that is lost before every byte of
+the end of data is in the kernel, or that the server resets (a TCP reset: the server's socket
+was closed with our data unread, so the final dot never reached the server's program), leaves
+the delivery ``deferred``, retried later. Only a missing reply (a timeout, or the server
+closing the connection without a reset) after the complete end of data is ``unknown``.
 """
 
 from __future__ import annotations
@@ -11,8 +18,11 @@ import asyncio
 import re
 import socket
 from collections.abc import Callable
+from typing import cast
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from services.dispatcher.outcomes import Outcome, Phase, classify, connection_lost
 from shared.settings import SmtpTarget
@@ -32,6 +42,15 @@ class _Refused(Exception):
 
 class _LostAfterData(Exception):
     """The message data went out but no reply came: the outcome is unknown."""
+
+
+class _NotTaken(Exception):
+    """The connection broke before the server could have read the end of the message data."""
+
+
+def not_taken(reason: str) -> Outcome:
+    """The message cannot have been accepted: deferred, retried later."""
+    return Outcome("deferred", None, reason[:2000], "data")
 
 
 class SmtpPool:
@@ -114,6 +133,9 @@ class SmtpPool:
         except _LostAfterData as err:
             _drop(client)
             return connection_lost(phase="data", reason=str(err))
+        except _NotTaken as err:
+            _drop(client)
+            return not_taken(str(err))
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
             _drop(client)
             return connection_lost(phase=phase, reason=f"{type(err).__name__}: {err}")
@@ -152,17 +174,7 @@ class SmtpPool:
             raise _Refused("rcpt", reply.code, reply.message)
         if not dot_safe:
             data = _LEADING_DOT.sub(b"..", data)
-        try:
-            # The writes are synchronous and read_response() follows without yielding, so the
-            # reply cannot arrive before it is awaited. writelines() sends the message and its
-            # terminator in one go without copying the message.
-            transport = protocol.transport
-            if transport is None or transport.is_closing():
-                raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            transport.writelines((data, b".\r\n"))  # type: ignore[attr-defined]
-            reply = await protocol.read_response(timeout=timeout)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-            raise _LostAfterData(f"{type(err).__name__}: {err}") from err
+        reply = await _end_of_data(protocol, data, timeout=timeout)
         return classify(reply.code, reply.message, phase="data")
 
     async def check(self) -> None:
@@ -182,6 +194,45 @@ class SmtpPool:
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     _drop(client)
         self._all.clear()
+
+
+async def _end_of_data(protocol: SMTPProtocol, data: bytes, *, timeout: float) -> SMTPResponse:
+    """Write the message and its terminator, wait until both are in the kernel, read the reply.
+
+    Raises :class:`_NotTaken` if the server cannot have read the final dot, and
+    :class:`_LostAfterData` if it may have but no reply came.
+    """
+    transport = cast(asyncio.WriteTransport | None, protocol.transport)
+    if transport is None or transport.is_closing():
+        raise _NotTaken("connection closed by the server before the message data")
+    # With a high-water mark of 0 the transport pauses the protocol whenever a byte stays in
+    # its buffer and resumes it only once the buffer is empty, so aiosmtplib's drain helper
+    # returns when everything is in the kernel and raises if the connection is lost first.
+    transport.set_write_buffer_limits(high=0)
+    # Expect the reply before writing, as aiosmtplib's own DATA does: it drops data that arrives
+    # while no response is pending, and uvloop may hand the reply over during the drain below
+    # or before this coroutine runs again.
+    protocol._response_pending = True
+    # writelines() sends the message and its terminator in one go without copying the message.
+    transport.writelines((data, b".\r\n"))
+    if transport.get_write_buffer_size():
+        try:
+            # aiosmtplib's own (private) drain: the public one belongs to StreamWriter.
+            await asyncio.wait_for(protocol._drain_helper(), timeout)
+        except (ConnectionError, TimeoutError) as err:
+            raise _NotTaken(
+                f"connection lost before the end of data was written: {type(err).__name__}"
+            ) from err
+    try:
+        return await protocol.read_response(timeout=timeout)
+    except aiosmtplib.SMTPServerDisconnected as err:
+        if isinstance(err.__cause__, ConnectionResetError | BrokenPipeError):
+            raise _NotTaken(
+                "connection reset by the server: it closed with the end of data unread"
+            ) from err
+        raise _LostAfterData(f"{type(err).__name__}: {err}") from err
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+        raise _LostAfterData(f"{type(err).__name__}: {err}") from err
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> bool:

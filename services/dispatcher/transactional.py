@@ -2,34 +2,41 @@
 
 Confirmation, welcome and goodbye mails never wait behind a campaign: their queue, channel and
 SMTP pool are separate from the issue workers'. The ledger row (``tx:<command id>``) makes a
-redelivered command harmless; unlike an issue, a confirmation whose outcome is unknown (timeout
-after the data) is sent again, since a second confirmation mail does no harm.
+redelivered command harmless. Unlike an issue, a mail whose outcome is unknown (no reply after
+the complete end of data) is sent once more, through the first delay tier: a second
+confirmation mail does no harm, while a confirmation that never arrives loses the subscriber.
+Only once: a server that keeps taking mail without answering in time would otherwise get a
+copy per retry for days. A second unknown is final (``unknown``). The outcome write is retried
+in place through the :class:`~services.dispatcher.database_gate.DatabaseGate`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, FieldValue
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
+from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outcomes import Outcome
 from services.dispatcher.retry import (
+    RETRY_HEADER,
     attempt_of,
     dead_letter,
-    schedule_retry,
     tier_for,
     window_exhausted,
 )
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
+from shared import message_ids
 from shared.addresses import address_domain, mask_email
 from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
@@ -43,6 +50,8 @@ from shared.messaging.schemas import (
 from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_TRANSACTIONAL
 
 log = structlog.get_logger(__name__)
+# On a retry job: an earlier attempt's outcome was unknown, so another unknown is final.
+UNKNOWN_BEFORE_HEADER = "x-unknown-before"
 
 _INSERT = text(
     "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
@@ -70,6 +79,7 @@ class TransactionalWorker:
     publisher: Publisher
     raw_channel: AbstractChannel
     metrics: DispatcherMetrics
+    gate: DatabaseGate | None = None  # retries the outcome write; None: a failed write raises
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -83,6 +93,12 @@ class TransactionalWorker:
             command_id=job.message_id, kind=job.kind, language=job.language
         ):
             await self._deliver(job, message)
+
+    async def _finish(self, values: Mapping[str, object]) -> None:
+        """Write the outcome (idempotent: the same values again change nothing)."""
+        async with self.sessions() as session:
+            await session.execute(_FINISH, values)
+            await session.commit()
 
     async def _claim(self, job: DeliverTransactional, *, redelivered: bool) -> tuple[int, str]:
         """Insert or find the ledger row and claim it; the status is "" when claimed."""
@@ -134,7 +150,7 @@ class TransactionalWorker:
             list_unsubscribe=job.list_unsubscribe_url is not None,
         )
         template = mime.build_template(envelope=envelope, text=job.text, html_body=job.html)
-        message_key = f"tx.{job.message_id}"
+        message_key = message_ids.delivery_key(delivery_id, f"tx.{job.message_id}")
         recipient = Recipient(delivery_id, job.subscriber_id, job.to, message_key)
         values = self.composer.values(recipient, one_click_url=job.list_unsubscribe_url)
         data = self.composer.render(template, values)
@@ -157,8 +173,10 @@ class TransactionalWorker:
         delivery_id: int,
         key: str,
     ) -> None:
-        # A confirmation may arrive twice without harm: an unknown outcome is tried again.
-        status = "deferred" if outcome.status == "unknown" else outcome.status
+        unknown_before = bool((message.headers or {}).get(UNKNOWN_BEFORE_HEADER))
+        status = outcome.status
+        if status == "unknown" and not unknown_before:
+            status = "deferred"  # sent once more: a second copy of this mail does no harm
         attempt = attempt_of(message)
         tier = tier_for(self.settings.retry_tiers, attempt)
         now = utcnow()
@@ -182,27 +200,25 @@ class TransactionalWorker:
                 ),
                 routing_key=BOUNCE_RECEIVED,
             )
-        async with self.sessions() as session:
-            await session.execute(
-                _FINISH,
-                {
-                    "id": delivery_id,
-                    "status": status,
-                    "code": outcome.code,
-                    "reply": outcome.reply[:2000],
-                    "mid": self.composer.message_id(key),
-                    "sent_at": now if status == "sent" else None,
-                    "now": now,
-                },
-            )
-            await session.commit()
+        values: dict[str, object] = {
+            "id": delivery_id,
+            "status": status,
+            "code": outcome.code,
+            "reply": outcome.reply[:2000],
+            "mid": self.composer.message_id(key),
+            "sent_at": now if status == "sent" else None,
+            "now": now,
+        }
+        if self.gate is None:
+            await self._finish(values)
+        else:
+            await self.gate.write(lambda: self._finish(values), what="transactional_outcome")
         if status == "deferred":
-            await schedule_retry(
-                publisher=self.publisher,
-                job=job,
-                routing_key=DELIVER_TRANSACTIONAL,
-                tier=tier,
-                attempt=attempt + 1,
+            headers: dict[str, FieldValue] = {RETRY_HEADER: attempt + 1}
+            if unknown_before or outcome.status == "unknown":
+                headers[UNKNOWN_BEFORE_HEADER] = 1
+            await self.publisher.publish(
+                job, routing_key=DELIVER_TRANSACTIONAL, exchange=tier.exchange, headers=headers
             )
         await message.ack()
         domain = address_domain(job.to)

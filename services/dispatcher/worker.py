@@ -2,11 +2,13 @@
 
 Each job is claimed in the ledger (a duplicate job cannot claim), composed from the edition's
 cached template, sent on a pooled SMTP connection under flow control, recorded, and only then
-acked. A deferral is recorded with its next attempt (``due_at``), and the reconciler publishes
-it when due: no publish can fail here and turn into an immediate retry. Hard bounces raise a
-``BounceReceived`` event; jobs of a paused send or of a domain whose breaker is open are parked
-in the outbox without being claimed; poison jobs are dead-lettered with their reason after a
-few deliveries.
+acked. An outcome write that meets a database hiccup is retried in place through the
+:class:`~services.dispatcher.database_gate.DatabaseGate` (the job is never requeued into a
+second SMTP transaction). A deferral is recorded with its next attempt (``due_at``), and the
+reconciler publishes it when due: no publish can fail here and turn into an immediate retry.
+Hard bounces raise a ``BounceReceived`` event; jobs of a paused send or of a domain whose
+breaker is open are parked in the outbox without being claimed; poison jobs are dead-lettered
+with their reason after a few deliveries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from services.dispatcher import ledger
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
+from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.delivery_log import DeliveryLog
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.flow import FlowControl
@@ -63,6 +66,7 @@ class DeliveryWorker:
     results: Batcher[ledger.Result, None]
     metrics: DispatcherMetrics
     acks: BatchAcker
+    gate: DatabaseGate | None = None  # retries outcome writes; None: a failed write raises
     outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -162,7 +166,7 @@ class DeliveryWorker:
         the breaker's pause ends, without an attempt (its retry count and window are
         untouched), and ack the job: nothing cycles through the broker meanwhile."""
         until = utcnow() + timedelta(seconds=self.flow.open_remaining(domain))
-        await self.results.submit(
+        await self._record(
             ledger.Result(
                 job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
             )
@@ -179,7 +183,7 @@ class DeliveryWorker:
         the send runs (see :mod:`services.dispatcher.outbox`), so a long pause costs nothing."""
         parked = status != SendStatus.CANCELLED
         outcome = DeliveryStatus.PENDING if parked else DeliveryStatus.CANCELLED
-        await self.results.submit(ledger.Result(job.delivery_id, job.send_id, outcome))
+        await self._record(ledger.Result(job.delivery_id, job.send_id, outcome))
         await self.acks.ack(message)
         if parked:
             log.debug("job_parked_while_paused")
@@ -216,7 +220,7 @@ class DeliveryWorker:
                 ),
                 routing_key=BOUNCE_RECEIVED,
             )
-        await self.results.submit(
+        await self._record(
             ledger.Result(
                 job.delivery_id,
                 job.send_id,
@@ -244,6 +248,13 @@ class DeliveryWorker:
             tier=tier.label if status == "deferred" else None,
         )
 
+    async def _record(self, result: ledger.Result) -> None:
+        """Commit a state of a claimed delivery (batched); the job is acked only after it."""
+        if self.gate is None:
+            await self.results.submit(result)
+            return
+        await self.gate.write(lambda: self.results.submit(result), what="delivery_outcome")
+
     async def _poison(
         self, job: DeliverIssue, message: AbstractIncomingMessage, *, reason: str
     ) -> None:
@@ -255,7 +266,7 @@ class DeliveryWorker:
             return
         log.error("poison_job_dead_lettered", reason=reason)
         await dead_letter(channel=self.raw_channel, message=message, reason=reason)
-        await self.results.submit(
+        await self._record(
             ledger.Result(job.delivery_id, job.send_id, "failed", smtp_reply=f"poison: {reason}")
         )
         await self.acks.ack(message)

@@ -1,7 +1,9 @@
 """Admin API for issues, with ``Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>``.
 
-``GET /admin/api/issues``; ``GET``/``PUT /admin/api/issues/{name}`` (``{"sources": {lang: text}}``)
-answers the readiness matrix; ``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``,
+``GET /admin/api/issues``; ``GET``/``PUT /admin/api/issues/{name}`` (``{"sources": {lang: text}}``;
+optional query ``segments=en,ru`` and ``fallback=be=ru``) answers the readiness verdict (``ready``,
+``problems`` as ``file:line:column: …``, ``warnings``, ``plan``, the matrix);
+``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``,
 ``test_to``, ``confirm``) answers the segments and their sizes until ``"confirm": true`` (or a
 test send) starts the send (202 with ``send_id``), like the editor page's confirmation step.
 """
@@ -13,9 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.renderer.errors import IssueFormatError, RendererError
-from services.renderer.issue import parse_sources
-from services.renderer.readiness import readiness
+from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
+from services.renderer.readiness import verdict
 from services.renderer.sending import parse_fallbacks, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
 
@@ -68,12 +69,14 @@ class AdminApi(WebDesk):
         if folder is None:
             return JSONResponse({"detail": "no such issue"}, 404)
         try:
-            matrix = readiness(parse_sources(folder.sources))
-        except IssueFormatError as err:
-            return JSONResponse(
-                {"name": name, "ready": False, "problems": [str(p) for p in err.problems]}, 422
-            )
-        return JSONResponse({"name": name, **matrix.as_dict()})
+            segments = parse_segments(request.query_params.get("segments"))
+            fallbacks = parse_fallbacks(request.query_params.getlist("fallback"))
+        except RendererError as err:
+            return JSONResponse({"detail": str(err)}, 422)
+        # The verdict ``issue check`` prints and ``issue send`` refuses on.
+        found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
+        status = 200 if found.matrix is not None else 422
+        return JSONResponse({"name": name, **found.as_dict()}, status)
 
     async def api_send(self, request: Request) -> Response:
         if not self._api_ok(request):
@@ -93,7 +96,10 @@ class AdminApi(WebDesk):
         except IssueFormatError as err:
             return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
         except (RendererError, ValueError, TypeError) as err:
-            return JSONResponse({"detail": str(err)}, 422)
+            body: dict[str, object] = {"detail": str(err)}
+            if isinstance(err, IssueNotReady):  # the verdict's errors, as ``GET`` lists them
+                body["problems"] = [str(p) for p in err.problems]
+            return JSONResponse(body, 422)
         rows, total = await self._sizes(prepared)
         summary = [
             {k: r[k] for k in ("segment", "edition", "subscribers", "html_bytes")} for r in rows

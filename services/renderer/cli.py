@@ -69,29 +69,61 @@ def run_service() -> None:
 
 
 @issue_app.command()
-def check(
+def check(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
     path: IssuePath,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     spam: Annotated[bool, typer.Option(help="Run SpamAssassin's local tests.")] = True,
+    segments: Annotated[
+        str, typer.Option(help="Comma-separated segments the send would go to.")
+    ] = "en,be,ru",
+    fallback: Annotated[
+        list[str] | None,
+        typer.Option(help="SEGMENT=LANGUAGE: a segment without its edition gets this one."),
+    ] = None,
+    links: Annotated[
+        bool, typer.Option("--links", help="Also check that every web link answers (HTTP).")
+    ] = False,
+    links_timeout: Annotated[float, typer.Option(help="Seconds each link may take.")] = 10.0,
+    links_concurrency: Annotated[int, typer.Option(help="Links asked at a time.")] = 8,
 ) -> None:
-    """Validate an issue: readiness matrix (articles x languages) and each edition's preflight."""
+    """Validate an issue: the readiness verdict ``issue send`` uses, the matrix, the preflight.
+
+    Each problem is printed as ``file:line:column: what is wrong (what to do)`` on stderr; exits
+    1 when the issue is not ready for these segments and fallbacks, 2 on bad options.
+    """
     from services.renderer.catalogs import Templates
-    from services.renderer.editor_tools import check_as_json, check_issue, print_check
-    from services.renderer.errors import IssueFormatError
+    from services.renderer.editor_tools import (
+        check_as_json,
+        check_issue,
+        check_links_of,
+        print_check,
+    )
+    from services.renderer.errors import IssueFormatError, IssueNotReady
+    from services.renderer.sending import parse_fallbacks, parse_segments
 
     _quiet_logging()
     try:
         result = check_issue(
-            path, settings=_settings(offline=True), templates=Templates(), spam=spam
+            path,
+            settings=_settings(offline=True),
+            templates=Templates(),
+            spam=spam,
+            segments=parse_segments(segments),
+            fallbacks=parse_fallbacks(fallback or []),
         )
-    except IssueFormatError as err:
+    except IssueFormatError as err:  # not a folder, or no language file in it
         for problem in err.problems:
-            typer.echo(f"error: {problem}", err=True)
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1) from err
+    except IssueNotReady as err:  # malformed --segments or --fallback
+        typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
+    if links:
+        result = check_links_of(result, timeout=links_timeout, concurrency=links_concurrency)
     if as_json:
         typer.echo(check_as_json(result))
     else:
-        print_check(result, echo=typer.echo)
+        print_check(result, echo=typer.echo, err=lambda line: typer.echo(line, err=True))
     if not result.ok:
         raise typer.Exit(1)
 

@@ -33,6 +33,7 @@ from services.renderer.errors import RendererError
 from services.renderer.issue import parse_sources
 from services.renderer.metrics import RendererMetrics
 from services.renderer.preflight import check_static
+from services.renderer.readiness import verdict
 from services.renderer.render import render_transactional
 from services.renderer.store import Sessions, save_editions
 from shared.db.tables import Edition
@@ -105,6 +106,9 @@ async def handle_transactional(command: RenderTransactional, *, deps: RenderServ
 
 
 async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
+    # The readiness verdict of ``issue check`` and ``issue send``, again: a command published
+    # by other means is refused for the same reasons.
+    verdict(command.sources, segments=command.segments, fallbacks=command.fallbacks).refuse()
     editions = parse_sources(command.sources)
     plan, rendered = await render_plan_async(
         deps.templates,

@@ -188,7 +188,7 @@ class EditorPages(WebDesk):
                 spam=spam,
             )
             matrix = result.matrix
-            problems = matrix.problems
+            problems = [str(p) for p in result.verdict.problems]
             preflight = [
                 {
                     "lang": lang,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +15,15 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.renderer.catalogs import Templates
-from services.renderer.editions import render_plan
+from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
-from services.renderer.issue import IssueFolder, parse_sources
+from services.renderer.issue import LANGUAGES, IssueEdition, IssueFolder, parse_sources
+from services.renderer.link_checks import LinkReport, LinkTarget, check_links, link_client
 from services.renderer.mime import build_message
 from services.renderer.preflight import PreflightReport, preflight
-from services.renderer.readiness import Matrix, readiness
+from services.renderer.readiness import Matrix, Verdict, verdict
+from services.renderer.render import EditionContext, render_edition
 from services.renderer.sending import PreparedSend, prepare_send, sample_for
 from services.renderer.settings import RendererSettings
 from shared.db.engine import create_engine, session_factory
@@ -34,54 +36,102 @@ Echo = Callable[[str], None]
 
 @dataclass
 class CheckResult:
-    matrix: Matrix
+    verdict: Verdict
     reports: dict[str, PreflightReport]
+    links: LinkReport | None = None
+
+    @property
+    def matrix(self) -> Matrix | None:
+        return self.verdict.matrix
 
     @property
     def ok(self) -> bool:
-        return self.matrix.ready and all(r.ok for r in self.reports.values())
+        return (
+            self.verdict.ready
+            and all(r.ok for r in self.reports.values())
+            and (self.links is None or self.links.ok)
+        )
 
 
 def check_issue(
-    path: Path, *, settings: RendererSettings, templates: Templates, spam: bool = True
+    path: Path,
+    *,
+    settings: RendererSettings,
+    templates: Templates,
+    spam: bool = True,
+    segments: Sequence[str] = LANGUAGES,
+    fallbacks: Mapping[str, str] | None = None,
 ) -> CheckResult:
-    """Readiness matrix plus the preflight of each language's edition."""
+    """The readiness verdict (the one ``issue send`` refuses on) plus each edition's preflight.
+
+    A broken issue is a verdict with problems, never an exception; each language file present is
+    rendered for its own segment and preflighted, as far as it parses.
+    """
     folder = IssueFolder.read(path)
-    editions = parse_sources(folder.sources)
-    matrix = readiness(editions)
-    _plan, rendered = render_plan(
-        templates,
-        editions,
-        segments=list(editions),
-        fallbacks={},
-        pages_url=settings.pages_url,
-        send_id="preview",
-    )
+    found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
+    rendered = {
+        lang: render_edition(
+            templates,
+            edition,
+            context=EditionContext(
+                segment=lang,
+                view_url=view_url(settings.pages_url, segment=lang, send_id="preview"),
+                archive_url=archive_url(settings.pages_url, segment=lang),
+            ),
+        )
+        for lang, edition in found.editions.items()
+    }
     sample = sample_for(settings)
     with ThreadPoolExecutor(max_workers=len(rendered) or 1) as pool:
         futures = {
-            lang: pool.submit(
-                preflight, timed.mail, sender=settings.sender, sample=sample, spam=spam
-            )
-            for lang, timed in rendered.items()
+            lang: pool.submit(preflight, mail, sender=settings.sender, sample=sample, spam=spam)
+            for lang, mail in rendered.items()
         }
         reports = {lang: future.result() for lang, future in futures.items()}
-    return CheckResult(matrix, reports)
+    return CheckResult(found, reports)
 
 
-def print_check(result: CheckResult, *, echo: Echo) -> None:
-    echo(result.matrix.as_text())
-    for problem in result.matrix.problems:
-        echo(f"problem: {problem}")
-    for lang in result.matrix.languages:
-        if lang not in result.reports:
-            needs = f"--fallback {lang}=<language>"
-            echo(f"note: no {lang}.md: a send to the {lang} segment needs {needs}")
+def link_targets(editions: Mapping[str, IssueEdition]) -> list[LinkTarget]:
+    """Every link and image of the editions, with where it is written."""
+    return [
+        LinkTarget(url=link.url, file=edition.file, line=link.line, column=link.column)
+        for edition in editions.values()
+        for article in edition.articles
+        for link in article.links
+    ]
+
+
+def check_links_of(result: CheckResult, *, timeout: float, concurrency: int) -> CheckResult:
+    """``issue check --links``: ask every web link of the parsed editions (real HTTP)."""
+
+    async def ask() -> LinkReport:
+        async with link_client(timeout=timeout, concurrency=concurrency) as client:
+            return await check_links(
+                link_targets(result.verdict.editions),
+                client=client,
+                concurrency=concurrency,
+                timeout=timeout,
+            )
+
+    result.links = asyncio.run(ask())
+    return result
+
+
+def print_check(result: CheckResult, *, echo: Echo, err: Echo | None = None) -> None:
+    """The matrix and preflight on ``echo``; each problem as ``file:line:column: …`` on ``err``."""
+    err = err or echo
+    if result.matrix is not None:
+        echo(result.matrix.as_text())
     for lang, report in result.reports.items():
         score = "n/a" if report.spam_score is None else f"{report.spam_score:.1f}"
         echo(f"{lang}: html {report.html_bytes} bytes, spam score {score}")
         for finding in report.findings:
             echo(f"  {finding}")
+    for problem in result.verdict.problems:
+        err(str(problem))
+    if result.links is not None:
+        for line in result.links.lines():
+            err(line)
     echo("ready to send" if result.ok else "NOT ready to send")
 
 
@@ -202,6 +252,8 @@ def send_issue(
         test_to=test_to,
         spam=spam,
     )
+    for warning in prepared.warnings:
+        echo(str(warning))
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
     try:
@@ -224,7 +276,7 @@ def send_issue(
 def check_as_json(result: CheckResult) -> str:
     return json.dumps(
         {
-            "matrix": result.matrix.as_dict(),
+            **result.verdict.as_dict(),
             "preflight": {
                 lang: {
                     "html_bytes": r.html_bytes,
@@ -233,6 +285,7 @@ def check_as_json(result: CheckResult) -> str:
                 }
                 for lang, r in result.reports.items()
             },
+            "links": result.links.as_dict() if result.links is not None else None,
             "ready": result.ok,
         },
         ensure_ascii=False,

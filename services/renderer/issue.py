@@ -20,9 +20,11 @@ lines, then the body in Markdown::
 
     Body: paragraphs, lists, [links](https://...), > quotes, ![alt text](https://...), ### subheads.
 
-Every problem is reported with the file, the line and what is wrong (:class:`Problem`). Structural
-problems raise :class:`IssueFormatError`; link and image problems are kept on the article so that
-``issue check`` can show them in its readiness matrix (a send refuses to start on either).
+Every problem is reported with the file, line and column, what is wrong and what to do
+(:class:`Problem`). Structural problems (header, headings, keys) raise :class:`IssueFormatError`;
+Markdown problems (:mod:`services.renderer.markdown_checks`: broken links and images, raw HTML)
+and warnings are kept on the edition (``IssueEdition.problems``) so that ``issue check`` can show
+them in its readiness matrix; the readiness verdict refuses a send on any error.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from markdown_it.token import Token
 from services.renderer.errors import IssueFormatError, Problem
 from services.renderer.issue_header import LANGUAGES, header_values, parse_header
 from services.renderer.link_checks import link_problem
+from services.renderer.markdown_checks import FoundLink, body_problems
 
 _KEY_SUFFIX = re.compile(r"\s*\{#(?P<key>[a-z0-9][a-z0-9-]{0,62})\}\s*$")
 
@@ -45,9 +48,9 @@ _KEY_SUFFIX = re.compile(r"\s*\{#(?P<key>[a-z0-9][a-z0-9-]{0,62})\}\s*$")
 __all__ = [
     "LANGUAGES",
     "Article",
+    "FoundLink",
     "IssueEdition",
     "IssueFolder",
-    "LinkRef",
     "Section",
     "link_problem",
     "markdown",
@@ -61,25 +64,18 @@ def markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "typographer": False})
 
 
-@dataclass(frozen=True)
-class LinkRef:
-    url: str
-    line: int
-    image: bool = False
-    alt: str = ""
-
-
 @dataclass
 class Article:
     key: str
     title: str
     line: int
+    key_column: int = 1  # where ``{#key}`` starts on the heading's line
     lead: Token | None = None  # the ``inline`` token of the first paragraph
     body: list[Token] = field(default_factory=list)
-    links: list[LinkRef] = field(default_factory=list)
+    links: list[FoundLink] = field(default_factory=list)
 
     @property
-    def images(self) -> list[LinkRef]:
+    def images(self) -> list[FoundLink]:
         return [link for link in self.links if link.image]
 
 
@@ -102,6 +98,7 @@ class IssueEdition:
     subject: str
     preheader: str
     sections: list[Section]
+    problems: list[Problem] = field(default_factory=list)  # Markdown problems and warnings
 
     @property
     def articles(self) -> list[Article]:
@@ -112,42 +109,58 @@ class IssueEdition:
         return f"issue-{self.number}"
 
     def link_problems(self) -> list[Problem]:
-        """Links that are not absolute http(s)/mailto URLs and images without alt text."""
-        problems: list[Problem] = []
+        """The errors about links and images (a subset of :attr:`problems`)."""
+        return [p for p in self.problems if p.check in {"links", "images"} and p.is_error]
+
+    def article_at(self, line: int) -> Article | None:
+        """The article whose heading is the last one at or before ``line``."""
+        found = None
         for article in self.articles:
-            for link in article.links:
-                reason = link_problem(link.url, image=link.image)
-                if reason:
-                    problems.append(Problem(self.file, link.line, reason))
-                if link.image and not link.alt.strip():
-                    problems.append(
-                        Problem(self.file, link.line, f"image {link.url} has no alt text")
-                    )
-        return problems
+            if article.line <= line:
+                found = article
+        return found
 
 
 def parse_edition(text: str, *, file: str) -> IssueEdition:
-    """Parse one language file; raise :class:`IssueFormatError` naming every problem."""
+    """Parse one language file; raise :class:`IssueFormatError` naming every structural error.
+
+    Markdown problems and warnings do not raise: they are kept in ``IssueEdition.problems``.
+    """
     problems: list[Problem] = []
     lines = text.splitlines()
     header, body_start = parse_header(lines, file=file, problems=problems)
     if body_start is None:
         raise IssueFormatError(problems)
     values = header_values(header, file=file, problems=problems)
-    sections = _parse_body(
-        "\n".join(lines[body_start:]), file=file, offset=body_start, problems=problems
-    )
-    if problems:
+    body = "\n".join(lines[body_start:])
+    tokens = markdown().parse(body)
+    sections = _parse_body(tokens, lines=lines, file=file, offset=body_start, problems=problems)
+    if any(p.is_error for p in problems):
         raise IssueFormatError(problems)
-    return IssueEdition(file=file, sections=sections, **values)  # type: ignore[arg-type]
+    links, content = body_problems(body, tokens, lines=lines, offset=body_start, file=file)
+    edition = IssueEdition(
+        file=file,
+        sections=sections,
+        problems=sorted(problems + content, key=lambda p: (p.line, p.column)),
+        **values,  # type: ignore[arg-type]
+    )
+    for link in links:
+        article = edition.article_at(link.line)
+        if article is not None:
+            article.links.append(link)
+    return edition
 
 
-def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branch per kind
-    body: str, *, file: str, offset: int, problems: list[Problem]
+def _key_column(lines: list[str], line: int, needle: str) -> int:
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    return text.find(needle) + 1 if needle in text else 1
+
+
+def _parse_body(  # noqa: PLR0912 - one walk over the tokens, one branch per kind
+    tokens: list[Token], *, lines: list[str], file: str, offset: int, problems: list[Problem]
 ) -> list[Section]:
     sections: list[Section] = []
     article: Article | None = None
-    tokens = markdown().parse(body)
     index = 0
     while index < len(tokens):
         token = tokens[index]
@@ -160,12 +173,16 @@ def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branc
             else:
                 match = _KEY_SUFFIX.search(title)
                 if match is None:
+                    column = _key_column(lines, line, "{#")
                     problems.append(
                         Problem(
                             file,
                             line,
-                            "an article heading needs a key that matches its translations, "
-                            "e.g. '## Title {#minsk-escalation}'",
+                            "an article heading needs a key that matches its translations"
+                            + (" (lower-case letters, digits and '-')" if column > 1 else ""),
+                            column=column,
+                            hint="end the heading with a key, e.g. '## Title {#minsk-escalation}'",
+                            check="articles",
                         )
                     )
                     key = f"line-{line}"
@@ -173,13 +190,29 @@ def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branc
                     key, title = match["key"], title[: match.start()].strip()
                 if not sections:
                     problems.append(
-                        Problem(file, line, "an article comes before any '# Section' heading")
+                        Problem(
+                            file,
+                            line,
+                            "an article comes before any '# Section' heading",
+                            hint="put a '# Section' line above it",
+                        )
                     )
                     sections.append(Section(title="", line=line))
-                seen = {a.key for s in sections for a in s.articles}
-                if key in seen:
-                    problems.append(Problem(file, line, f"article key {key!r} is used twice"))
-                article = Article(key=key, title=title, line=line)
+                earlier = [a for s in sections for a in s.articles if a.key == key]
+                if earlier:
+                    problems.append(
+                        Problem(
+                            file,
+                            line,
+                            f"article key {key!r} is used twice (first on line {earlier[0].line})",
+                            column=_key_column(lines, line, "{#"),
+                            hint="give each article its own key",
+                            check="articles",
+                        )
+                    )
+                article = Article(
+                    key=key, title=title, line=line, key_column=_key_column(lines, line, "{#")
+                )
                 sections[-1].articles.append(article)
             index += 3
             continue
@@ -191,50 +224,56 @@ def _parse_body(  # noqa: PLR0912, PLR0915 - one walk over the tokens, one branc
                         file,
                         line,
                         f"text outside an article: start one with '## Title' after a {where}",
+                        hint="or remove the text",
                     )
                 )
             index += 1
             continue
         if token.type == "heading_open" and token.tag in {"h4", "h5", "h6"}:
             problems.append(
-                Problem(file, line, "use '###' for subheadings; deeper levels are not allowed")
+                Problem(
+                    file,
+                    line,
+                    "subheadings deeper than '###' are not allowed",
+                    hint="use '###' for subheadings",
+                )
             )
         if article.lead is None and not article.body and token.type == "paragraph_open":
             article.lead = tokens[index + 1]
-            _collect_links(article, tokens[index + 1], line=line)
             index += 3
             continue
-        if token.type == "inline":
-            _collect_links(article, token, line=line)
         article.body.append(token)
         index += 1
     for section in sections:
         if not section.articles:
             problems.append(
-                Problem(file, section.line, f"section {section.title!r} has no articles")
+                Problem(
+                    file,
+                    section.line,
+                    f"section {section.title!r} has no articles",
+                    hint="add an article ('## Title {#key}') or remove the section",
+                )
             )
         for art in section.articles:
             if art.lead is None:
                 problems.append(
-                    Problem(file, art.line, f"article {art.key!r} has no lead paragraph")
+                    Problem(
+                        file,
+                        art.line,
+                        f"article {art.key!r} has no lead paragraph",
+                        hint="start the article with a paragraph of text",
+                    )
                 )
     if not sections:
-        problems.append(Problem(file, offset + 1, "the issue has no sections ('# Section')"))
-    return sections
-
-
-def _collect_links(article: Article, inline: Token, *, line: int) -> None:
-    block_line = line
-    for child in inline.children or []:
-        if child.type == "link_open":
-            article.links.append(LinkRef(url=str(child.attrs.get("href", "")), line=block_line))
-        elif child.type == "image":
-            alt = "".join(c.content for c in child.children or [])
-            article.links.append(
-                LinkRef(url=str(child.attrs.get("src", "")), line=block_line, image=True, alt=alt)
+        problems.append(
+            Problem(
+                file,
+                offset + 1,
+                "the issue has no sections",
+                hint="start the body with a '# Section' line",
             )
-        elif child.type in {"softbreak", "hardbreak"}:
-            block_line += 1
+        )
+    return sections
 
 
 @dataclass

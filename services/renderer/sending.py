@@ -10,14 +10,14 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
-from services.renderer.errors import IssueNotReady
-from services.renderer.issue import LANGUAGES, IssueFolder, parse_sources
+from services.renderer.errors import IssueNotReady, Problem
+from services.renderer.issue import LANGUAGES, IssueFolder
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
-from services.renderer.readiness import Matrix, SendPlan, readiness
+from services.renderer.readiness import Matrix, SendPlan, verdict
 from services.renderer.settings import RendererSettings
 from shared.messaging.schemas import RenderIssue
 
@@ -29,6 +29,7 @@ class PreparedSend:
     matrix: Matrix
     rendered: dict[str, TimedMail]
     reports: dict[str, PreflightReport]
+    warnings: list[Problem] = field(default_factory=list)  # the verdict's, not blocking
 
 
 def parse_fallbacks(values: Sequence[str]) -> dict[str, str]:
@@ -74,12 +75,11 @@ def prepare_send(
     test_to: str | None = None,
     spam: bool = True,
 ) -> PreparedSend:
-    """Everything a send needs, checked; raise IssueFormatError / IssueNotReady otherwise."""
-    editions = parse_sources(folder.sources)
-    matrix = readiness(editions)
-    link_problems = [p for ed in editions.values() for p in ed.link_problems()]
-    if link_problems:
-        raise IssueNotReady("the issue has problems:\n" + "\n".join(str(p) for p in link_problems))
+    """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
+    found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
+    found.refuse()  # the same verdict as ``issue check``: raises IssueNotReady with every error
+    editions, matrix = found.editions, found.matrix
+    assert matrix is not None  # a ready verdict has parsed editions
     send_id = str(uuid.uuid4())
     plan, rendered = render_plan(
         templates,
@@ -113,7 +113,7 @@ def prepare_send(
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
     )
-    return PreparedSend(command, plan, matrix, rendered, reports)
+    return PreparedSend(command, plan, matrix, rendered, reports, found.warnings)
 
 
 async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:

@@ -28,6 +28,7 @@ from services.subscription.mail_commands import TransactionalMail
 from services.subscription.metrics import SubscriptionMetrics
 from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
+from services.subscription.publication import Publication
 from services.subscription.rate_limits import SlidingWindowLimiter
 from services.subscription.request_log import RequestLogMiddleware
 from services.subscription.routes import admin_api, bounces, health, links, ops, signup
@@ -63,7 +64,9 @@ def build_components(
         ip_limiter=SlidingWindowLimiter(limit=policy.ip_limit, window_s=policy.ip_window_s),
         floor=ResponseFloor(policy.response_floor_s),
         pages=Pages(
-            csrf=CsrfGuard(secret), secure_cookies=settings.public_url.startswith("https://")
+            csrf=CsrfGuard(secret),
+            secure_cookies=settings.public_url.startswith("https://"),
+            publication=Publication.from_settings(settings),
         ),
         metrics=SubscriptionMetrics.create(registry),
         ip_key=hashlib.sha256(b"newsletter.ip:" + secret.encode()).digest(),

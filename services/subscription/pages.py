@@ -17,12 +17,14 @@ from jinja2 import Environment
 from services.subscription.form_guard import CSRF_COOKIE, CsrfGuard
 from services.subscription.i18n import load_translations, page_environments
 from services.subscription.languages import LANGUAGE_NAMES, choose_language
+from services.subscription.publication import SAMPLE_NAME, Publication
 
+CSP_TEMPLATE = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'{logo}; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
+    "Content-Security-Policy": CSP_TEMPLATE.format(logo=""),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -31,11 +33,28 @@ SECURITY_HEADERS = {
 
 
 class Pages:
-    def __init__(self, *, csrf: CsrfGuard, secure_cookies: bool) -> None:
+    def __init__(
+        self,
+        *,
+        csrf: CsrfGuard,
+        secure_cookies: bool,
+        publication: Publication | None = None,
+    ) -> None:
         self._environments: dict[str, Environment] = page_environments()
         self._translations = {lang: load_translations(lang) for lang in self._environments}
         self._csrf = csrf
         self._secure = secure_cookies
+        self._publication = publication or Publication()
+        origin = self._publication.logo_origin
+        self._headers = {
+            **SECURITY_HEADERS,
+            "Content-Security-Policy": CSP_TEMPLATE.format(logo=f" {origin}" if origin else ""),
+        }
+
+    def publication_name(self, lang: str) -> str:
+        """The sample name is translated; a publication's own name is shown as it is set."""
+        name = self._publication.name
+        return self.text(lang, name) if name == SAMPLE_NAME else name
 
     def language(self, request: Request, explicit: str | None = None) -> str:
         return choose_language(
@@ -73,13 +92,16 @@ class Pages:
                 switch_links=switch_links,
                 language_names=LANGUAGE_NAMES,
                 csrf_token=pair.field,
+                publication_name=self.publication_name(lang),
+                pitch=self._publication.pitch(lang),
+                logo_url=self._publication.logo_url,
                 **context,
             )
         )
         response = HTMLResponse(
             html,
             status_code=status_code,
-            headers={**SECURITY_HEADERS, "Content-Language": lang, **(headers or {})},
+            headers={**self._headers, "Content-Language": lang, **(headers or {})},
         )
         if pair.is_new:
             response.set_cookie(

@@ -197,13 +197,25 @@ async def test_a_test_send_is_marked_and_left_to_the_dispatcher_to_prefix(
     [
         (
             {"sources": {"en": "no header at all"}, "segments": ["en"]},
-            "en.md:1: the file must start",
+            "en.md:1:1: the file must start",
         ),
         (
             {"sources": sample_sources("en", "ru")},
             "segment be: no be.md (missing articles: minsk-escalation)",
         ),
+        (
+            {
+                "sources": {
+                    "en": sample_sources("en")["en"].replace(
+                        "forum-for-security-cooperation)", "forum-for-security-cooperation"
+                    )
+                },
+                "segments": ["en"],
+            },
+            "en.md:20:1: unclosed link",
+        ),
     ],
+    ids=["no-header", "missing-edition", "unclosed-link"],
 )
 async def test_an_invalid_issue_command_is_dead_lettered_with_its_reason_logged(
     settings: Settings, tmp_path: Path, overrides: dict[str, object], reason: str

@@ -109,6 +109,11 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
         issue = await client.get("/editor/issue/uploaded")
         assert "article minsk-escalation" in issue.text
         assert "missing" in issue.text
+        # the same verdict as ``issue check`` and ``issue send``: be.md and en.md need a fallback
+        assert (
+            "be.md:1:1: segment be: no be.md (missing articles: minsk-escalation) "
+            "(--fallback be=ru would make it ready; or leave be out of --segments)"
+        ) in issue.text
         checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"})
         assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
             checked.text
@@ -145,7 +150,18 @@ async def test_the_admin_api_shows_readiness_and_starts_a_send_only_when_confirm
             json={"sources": sample_sources("en", "ru")},
         )
         assert stored.status_code == 200
-        assert stored.json()["ready"] is True
+        # The verdict ``issue check`` gives: no be.md and no fallback is not ready.
+        assert stored.json()["ready"] is False
+        assert stored.json()["problems"] == [
+            "be.md:1:1: segment be: no be.md (missing articles: minsk-escalation) "
+            "(--fallback be=en or --fallback be=ru would make it ready; or leave be out of "
+            "--segments)"
+        ]
+        with_fallback = await client.get(
+            "/admin/api/issues/api-issue", headers=ADMIN, params={"fallback": "be=ru"}
+        )
+        assert with_fallback.json()["ready"] is True, with_fallback.json()
+        assert with_fallback.json()["plan"] == {"en": "en", "be": "ru", "ru": "ru"}
         assert (
             "api-issue" in (await client.get("/admin/api/issues", headers=ADMIN)).json()["issues"]
         )
@@ -154,6 +170,7 @@ async def test_the_admin_api_shows_readiness_and_starts_a_send_only_when_confirm
         )
         assert refused.status_code == 422
         assert "segment be: no be.md" in refused.json()["detail"]
+        assert refused.json()["problems"] == stored.json()["problems"]
         review = await client.post(
             "/admin/api/issues/api-issue/sends",
             headers=ADMIN,

@@ -11,33 +11,71 @@ from typer.testing import CliRunner
 from services.bounces.classes import classify_failure
 from services.bounces.classifier import classify
 from services.bounces.cli import app as bounces_app
-from services.bounces.corpus import evaluate, format_report, overall_class, read_labels
+from services.bounces.corpus import Label, evaluate, format_report, overall_class, read_labels
 from shared import verp
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
+WORKING = CORPUS / "working"
 SECRET = "test-secret-key-" + "x" * 32
 
 
-def test_corpus_accuracy_per_class_is_reported_and_high() -> None:
-    report = evaluate(CORPUS)
+def test_working_corpus_figures_are_reported_and_meet_the_targets() -> None:
+    """The working part was written with the rules: it measures fit, so the bar is high."""
+    report = evaluate(WORKING)
     print("\n" + format_report(report))  # the figures, visible with pytest -s
-    assert report.files >= 130
+    assert report.files >= 170
+    hard = report.per_class["hard"]
+    assert (hard.precision, hard.recall) >= (0.98, 0.9), report.mistakes
+    assert report.per_class["complaint"].recall >= 0.95, report.mistakes
     assert report.accuracy >= 0.95, report.mistakes
     assert report.recipient_accuracy >= 0.9, report.mistakes
-    for name in ("hard", "soft", "policy", "complaint", "delayed", "auto-reply"):
-        assert report.per_class[name].total > 0, f"corpus has no {name} sample"
+    for name in ("hard", "soft", "policy", "complaint", "delayed", "auto-reply", "unknown"):
+        assert report.per_class[name].total >= 3, f"working corpus has too few {name} samples"
 
 
-@pytest.mark.parametrize(
-    "label",
-    [lbl for lbl in read_labels(CORPUS / "labels.tsv") if lbl.file.startswith("handmade/")],
-    ids=lambda lbl: lbl.file,
-)
-def test_handmade_sample_is_classified_as_labelled(label: object) -> None:
-    file, expected_class, recipients = label.file, label.bounce_class, label.recipients  # type: ignore[attr-defined]
-    findings = classify((CORPUS / file).read_bytes())
-    assert overall_class(findings) == expected_class, findings
-    assert {f.recipient.lower() for f in findings if f.recipient} == set(recipients)
+@pytest.mark.parametrize("label", read_labels(WORKING / "labels.tsv"), ids=lambda lbl: lbl.file)
+def test_working_sample_is_classified_as_labelled(label: Label) -> None:
+    findings = classify((WORKING / label.file).read_bytes())
+    assert overall_class(findings) == label.bounce_class, findings
+    assert {f.recipient.lower() for f in findings if f.recipient} == set(label.recipients)
+
+
+def test_accuracy_command_prints_frozen_and_working_side_by_side(tmp_path: Path) -> None:
+    """Both parts are evaluated and printed; the frozen part's mistakes are never listed."""
+    for part, files in (("frozen", FROZEN_LIKE), ("working", WORKING_LIKE)):
+        (tmp_path / part).mkdir()
+        rows = []
+        for name, label, recipient in files:
+            (tmp_path / part / name).write_bytes((WORKING / "handmade" / name).read_bytes())
+            rows.append(f"{name}\t{label}\t{recipient}")
+        (tmp_path / part / "labels.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(bounces_app, ["accuracy", str(tmp_path), "--mistakes"])
+    assert result.exit_code == 0, result.output
+    header, files_row, accuracy_row = result.output.splitlines()[:3]
+    assert header.split() == ["frozen", "working"]
+    assert files_row.split() == ["files", "2", "2"]
+    # One frozen sample is labelled wrong on purpose: its figure drops, nothing names it.
+    assert accuracy_row.split() == ["accuracy", "0.500", "1.000"]
+    assert "frozen/" not in result.output
+    assert FROZEN_LIKE[1][0] not in result.output
+
+
+def test_accuracy_command_on_the_real_corpus_prints_both_columns() -> None:
+    result = CliRunner().invoke(bounces_app, ["accuracy", str(CORPUS)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split() == ["frozen", "working"]
+    assert "hard precision" in result.output
+    assert "complaint recall" in result.output
+
+
+FROZEN_LIKE = [
+    ("hard_gmail_nosuchuser.eml", "hard", "typo.reader@gmail.example"),
+    ("policy_spamhaus_text.txt", "hard", "reader.s@corp.example"),  # deliberately mislabelled
+]
+WORKING_LIKE = [
+    ("arf_complaint_01.eml", "complaint", "reader.one@yahoo.example"),
+    ("blind_yandex_full.txt", "soft", "polny@yandex.example"),
+]
 
 
 @pytest.mark.parametrize(
@@ -56,6 +94,33 @@ def test_handmade_sample_is_classified_as_labelled(label: object) -> None:
         ("failed", "5.3.0", "local configuration error", "soft"),  # the system, not the address
         ("failed", "5.4.1", "Recipient address rejected: Access denied", "hard"),
         ("failed", "5.6.0", "message content rejected", "policy"),
+        # RFC 5321 4.2.2: a bare 550 / RFC 3463 X.0.0 says nothing about the address.
+        ("failed", "5.0.0", "550 Requested action not taken: mailbox unavailable", "unknown"),
+        ("failed", "5.0.0", "permanent failure", "unknown"),
+        ("failed", "", "delivery failed, giving up", "unknown"),
+        # Sender-side wording in the same reply wins over a missing-address code.
+        ("failed", "5.1.1", "550 5.1.1 blocked using zen.spamhaus.org", "policy"),
+        ("failed", "4.1.1", "450 4.1.1 User unknown in local recipient table", "soft"),
+        ("failed", "5.7.1", "554 5.7.1 <a@b.example>: Relay access denied", "policy"),
+        ("failed", "5.7.1", "550 5.7.1 Recipient not found by SMTP address lookup", "hard"),
+        # RFC 3463 X.2.1: a disabled mailbox may come back; a closed one does not.
+        (
+            "failed",
+            "5.2.1",
+            "550 5.2.1 The email account that you tried to reach is disabled",
+            "soft",
+        ),
+        (
+            "failed",
+            "5.0.0",
+            "550 The email account that you tried to reach has been closed",
+            "hard",
+        ),
+        ("failed", "", "Host or domain name not found, try again", "soft"),
+        ("failed", "", "Host or domain name not found. Name service error: Host not found", "hard"),
+        ("failed", "5.2.1", "550 5.2.1 receiving mail at a rate that prevents delivery", "soft"),
+        ("failed", "5.4.4", "554 5.4.4 SMTPSEND.DNS.NonExistentDomain; nonexistent domain", "hard"),
+        ("failed", "5.1.2", "host mx.spamfilter.example said: 550 5.1.2 bad system", "hard"),
     ],
 )
 def test_status_and_wording_decide_the_class(
@@ -95,24 +160,19 @@ def test_verp_token_names_the_delivery_and_a_forged_one_does_not() -> None:
 
 
 def test_classify_command_prints_one_json_line_per_recipient(tmp_path: Path) -> None:
-    files = [CORPUS / "flufl/yahoo_05.txt", CORPUS / "handmade/arf_complaint_01.eml"]
+    files = [
+        WORKING / "handmade/blind2_qmail_locals.txt",
+        WORKING / "handmade/arf_complaint_01.eml",
+    ]
     result = CliRunner().invoke(bounces_app, ["classify", *map(str, files)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [line["recipient"] for line in lines] == [
-        "userx@example.com",
-        "usery@example.com",
+        "someone@broken.example",
         "reader.one@yahoo.example",
     ]
     assert set(lines[0]) == {"file", "recipient", "status", "action", "class", "reason"}
-    assert [line["class"] for line in lines] == ["hard", "hard", "complaint"]
-
-
-def test_accuracy_command_prints_figures_per_class() -> None:
-    result = CliRunner().invoke(bounces_app, ["accuracy", str(CORPUS)])
-    assert result.exit_code == 0, result.output
-    assert "complaint" in result.output
-    assert "overall:" in result.output
+    assert [line["class"] for line in lines] == ["soft", "complaint"]
 
 
 def test_garbage_input_yields_one_unknown_finding() -> None:
@@ -130,11 +190,13 @@ def test_a_broken_encoded_subject_does_not_stop_reading_the_report() -> None:
 def test_classify_command_reads_folders_and_survives_missing_files(tmp_path: Path) -> None:
     folder = tmp_path / "box"
     folder.mkdir()
-    (folder / "one.eml").write_bytes((CORPUS / "flufl/dsn_11.txt").read_bytes())
+    (folder / "one.eml").write_bytes(
+        (WORKING / "handmade/hard_dsn_generic_status.eml").read_bytes()
+    )
     result = CliRunner().invoke(bounces_app, ["classify", str(folder), str(tmp_path / "missing")])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [(line["recipient"], line["class"]) for line in lines] == [
-        ("joem@example.com", "hard"),
+        ("vanished@example.net", "hard"),
         (None, "unknown"),
     ]

@@ -21,7 +21,14 @@ from services.dispatcher.outcomes import classify, connection_lost
         (554, "5.7.1 message refused by policy", "rcpt", "failed", False, True),
         (550, "rejected: listed on a blocklist", "rcpt", "failed", False, True),
         (553, "5.7.1 sender not authorized", "mail", "failed", False, True),
-        (554, "5.6.0 message content rejected", "data", "failed", False, False),
+        (554, "5.6.0 message content rejected", "data", "failed", False, True),
+        # Office 365 Directory-Based Edge Blocking: a missing mailbox despite "denied".
+        (550, "5.4.1 Recipient address rejected: Access denied", "rcpt", "bounced", False, False),
+        # RFC 5321 4.2.2: a bare 550 is not proof; no suppression, no breaker.
+        (550, "Requested action not taken: mailbox unavailable", "rcpt", "failed", False, False),
+        (550, "5.1.1 user unknown", "data", "bounced", False, False),
+        (550, "5.1.1 user unknown", "mail", "failed", False, True),
+        (552, "5.3.4 message too big", "data", "failed", False, False),
     ],
 )
 def test_a_reply_maps_to_the_outcome_of_the_field(

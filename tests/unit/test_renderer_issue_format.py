@@ -65,34 +65,40 @@ def test_a_valid_file_gives_sections_articles_lead_and_links_with_lines() -> Non
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("no header\n" + BODY, "en.md:1: the file must start with a '---' metadata header"),
+        ("no header\n" + BODY, "en.md:1:1: the file must start with a '---' metadata header"),
         ("---\nissue: 7\n", "the metadata header is not closed"),
         (
             HEADER.replace("issue: 7", "issue 7"),
-            "en.md:2: header line 'issue 7' is not 'key: value'",
+            "en.md:2:1: header line 'issue 7' is not 'key: value'",
         ),
         (
             HEADER.replace("issue: 7", "issue: 7\nauthor: me"),
-            "en.md:3: unknown header key 'author'",
+            "en.md:3:1: unknown header key 'author'",
         ),
         (
             HEADER.replace("issue: 7", "issue: 7\nissue: 8"),
-            "en.md:3: header key 'issue' appears twice",
+            "en.md:3:1: header key 'issue' appears twice",
         ),
         (HEADER.replace("subject: A subject\n", ""), "the header has no 'subject'"),
         (
             HEADER.replace("preheader: A preheader", "preheader:"),
-            "en.md:6: the header has no 'preheader'",
+            "en.md:6:1: the header has no 'preheader'",
         ),
-        (HEADER.replace("issue: 7", "issue: seven"), "en.md:2: issue must be a positive number"),
-        (HEADER.replace("language: en", "language: de"), "en.md:3: language 'de' is not one of"),
-        (HEADER.replace("language: en", "language: ru"), "en.md:3: language 'ru' does not match"),
-        (HEADER.replace("2021-12-13 .. ", "13.12.2021 .. "), "en.md:4: dates must look like"),
+        (HEADER.replace("issue: 7", "issue: seven"), "en.md:2:8: issue must be a positive number"),
+        (HEADER.replace("language: en", "language: de"), "en.md:3:11: language 'de' is not one of"),
+        (
+            HEADER.replace("language: en", "language: ru"),
+            "en.md:3:11: language 'ru' does not match",
+        ),
+        (
+            HEADER.replace("2021-12-13 .. ", "13.12.2021 .. "),
+            "en.md:4:8: '13.12.2021' is not a date written YYYY-MM-DD",
+        ),
         (
             HEADER.replace("2021-12-13 .. 2021-12-19", "2021-12-19 .. 2021-12-13"),
-            "en.md:4: the date range ends before it starts",
+            "en.md:4:22: the date range ends (2021-12-13) before it starts",
         ),
-        (HEADER.replace("A subject", "x" * 151), "en.md:5: subject is 151 characters"),
+        (HEADER.replace("A subject", "x" * 151), "en.md:5:10: subject is 151 characters"),
     ],
 )
 def test_header_problems_name_file_line_and_problem(text: str, expected: str) -> None:
@@ -103,15 +109,24 @@ def test_header_problems_name_file_line_and_problem(text: str, expected: str) ->
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("\n# Section\n\n## No key\n\nLead.\n", "en.md:11: an article heading needs a key"),
-        ("\n## Early {#early}\n\nLead.\n", "en.md:9: an article comes before any '# Section'"),
-        (BODY + "\n## Again {#first}\n\nLead.\n", "article key 'first' is used twice"),
-        ("\n# Section\n\nStray text.\n\n## A {#a}\n\nLead.\n", "en.md:11: text outside an article"),
-        (BODY + "\n#### Deep\n", "use '###' for subheadings"),
-        ("\n# Empty\n" + BODY, "en.md:9: section 'Empty' has no articles"),
+        ("\n# Section\n\n## No key\n\nLead.\n", "en.md:11:1: an article heading needs a key"),
+        ("\n## Early {#early}\n\nLead.\n", "en.md:9:1: an article comes before any '# Section'"),
+        (
+            BODY + "\n## Again {#first}\n\nLead.\n",
+            "en.md:17:10: article key 'first' is used twice (first on line 11)",
+        ),
+        (
+            "\n# Section\n\nStray text.\n\n## A {#a}\n\nLead.\n",
+            "en.md:11:1: text outside an article",
+        ),
+        (
+            BODY + "\n#### Deep\n",
+            "subheadings deeper than '###' are not allowed (use '###' for subheadings)",
+        ),
+        ("\n# Empty\n" + BODY, "en.md:9:1: section 'Empty' has no articles"),
         (
             "\n# Section\n\n## A {#a}\n\n- only a list\n",
-            "en.md:11: article 'a' has no lead paragraph",
+            "en.md:11:1: article 'a' has no lead paragraph",
         ),
         ("\nJust text.\n", "the issue has no sections"),
     ],
@@ -145,15 +160,17 @@ def test_well_formed_links_have_no_problem() -> None:
 def test_relative_links_and_images_without_alt_are_reported_with_their_lines() -> None:
     body = BODY + "\nSee [this](/local) and ![](https://example.org/i.png).\n"
     problems = [str(p) for p in parse_edition(HEADER + body, file="en.md").link_problems()]
-    assert any("en.md:17: link '/local' is not absolute" in p for p in problems), problems
-    assert any("en.md:17: image https://example.org/i.png has no alt text" in p for p in problems)
+    assert any("en.md:17:12: link '/local' is not absolute" in p for p in problems), problems
+    assert any(
+        "en.md:17:28: image https://example.org/i.png has no alt text" in p for p in problems
+    )
 
 
 def test_language_files_must_describe_the_same_issue() -> None:
     ru = HEADER.replace("language: en", "language: ru").replace("issue: 7", "issue: 8")
     with pytest.raises(IssueFormatError) as caught:
         parse_sources({"en": HEADER + BODY, "ru": ru + BODY})
-    assert "ru.md:1: issue number or dates differ from en.md" in str(caught.value)
+    assert "ru.md:1:1: issue number or dates differ from en.md" in str(caught.value)
 
 
 def test_unknown_language_in_sources_is_refused() -> None:

@@ -1,5 +1,8 @@
 """Admin API for bounces: a subscriber's bounce decisions with their evidence, lifting a
-suppression, and policy refusals per receiving domain. Bearer ``NEWSLETTER_ADMIN_TOKEN``.
+suppression, policy refusals per receiving domain, and the reports the bounce receiver kept
+because they proved nothing (``unmatched``) or could not be read (``unreadable``): those
+changed nobody, and are listed with the recipient's domain and hash only. Bearer
+``NEWSLETTER_ADMIN_TOKEN``.
 """
 
 from __future__ import annotations
@@ -7,13 +10,24 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, delete, func, select
 
 from services.subscription.dependencies import AdminDep, SessionDep
 from shared.addresses import address_hash
-from shared.db.tables import BounceDecision, SoftBounceScore, Subscriber, Suppression
+from shared.db.tables import (
+    BounceDecision,
+    BounceReport,
+    ReportStatus,
+    SoftBounceScore,
+    Subscriber,
+    Suppression,
+)
+
+# subscriber.id is an INTEGER column: a larger id is simply not found (never a 500).
+SubscriberId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 router = APIRouter(
     prefix="/api",
@@ -67,6 +81,30 @@ class LiftAnswer(BaseModel):
     lifted_at: datetime
 
 
+class ReportPublic(BaseModel):
+    """A kept report: enough to investigate (who sent it, about which domain, why it was not
+    applied, where the raw copy is), no address."""
+
+    id: int
+    received_at: datetime
+    status: str
+    source: str
+    mailbox: str
+    bounce_class: str
+    reason: str
+    recipient_domain: str
+    recipient_hash: str
+    reporter_domain: str
+    evidence: str
+    size: int
+
+
+class ReportCounts(BaseModel):
+    hours: int
+    unmatched: int
+    unreadable: int
+
+
 class DomainCount(BaseModel):
     domain: str
     bounce_class: str
@@ -103,7 +141,7 @@ async def _subscriber(session: SessionDep, subscriber_id: int) -> Subscriber:
     summary="A subscriber's bounce and complaint decisions, with evidence",
 )
 async def subscriber_bounces(
-    subscriber_id: int,
+    subscriber_id: SubscriberId,
     *,
     _: AdminDep,
     session: SessionDep,
@@ -157,7 +195,7 @@ async def _lift(session: SessionDep, *, email_hash: str, note: str) -> LiftAnswe
     summary="Lift the suppression of a subscriber's address",
 )
 async def lift_subscriber_suppression(
-    subscriber_id: int, body: LiftRequest, *, _: AdminDep, session: SessionDep
+    subscriber_id: SubscriberId, body: LiftRequest, *, _: AdminDep, session: SessionDep
 ) -> LiftAnswer:
     subscriber = await _subscriber(session, subscriber_id)
     return await _lift(session, email_hash=subscriber.email_hash, note=body.note)
@@ -186,3 +224,67 @@ async def bounces_by_domain(
         .limit(500)
     )
     return [DomainCount(domain=d, bounce_class=c, count=n) for d, c, n in rows.all()]
+
+
+async def kept_report_counts(session: AsyncSession, *, hours: int) -> ReportCounts:
+    """How many reports the receiver kept unapplied in the last ``hours`` (the ops page too)."""
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    rows = await session.execute(
+        select(BounceReport.status, func.count())
+        .where(col(BounceReport.received_at) >= since)
+        .group_by(col(BounceReport.status))
+    )
+    counts = {str(name): int(count) for name, count in rows.all()}
+    return ReportCounts(
+        hours=hours,
+        unmatched=counts.get(ReportStatus.UNMATCHED, 0),
+        unreadable=counts.get(ReportStatus.UNREADABLE, 0),
+    )
+
+
+@router.get(
+    "/bounces/reports",
+    summary="Reports kept by the bounce receiver that changed nobody (unmatched, unreadable)",
+)
+async def kept_reports(
+    *,
+    _: AdminDep,
+    session: SessionDep,
+    report_status: Annotated[ReportStatus | None, Query(alias="status")] = None,
+    hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24 * 7,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[ReportPublic]:
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    query = select(BounceReport).where(col(BounceReport.received_at) >= since)
+    if report_status is not None:
+        query = query.where(col(BounceReport.status) == report_status)
+    rows = await session.exec(
+        query.order_by(col(BounceReport.received_at).desc(), col(BounceReport.id).desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return [
+        ReportPublic(
+            id=row.id or 0,
+            received_at=row.received_at,
+            status=row.status,
+            source=row.source,
+            mailbox=row.mailbox,
+            bounce_class=row.bounce_class,
+            reason=row.reason,
+            recipient_domain=row.recipient_domain,
+            recipient_hash=row.recipient_hash,
+            reporter_domain=row.reporter_domain,
+            evidence=row.evidence,
+            size=row.size,
+        )
+        for row in rows.all()
+    ]
+
+
+@router.get("/bounces/reports/counts", summary="Kept reports in the last hours, by status")
+async def kept_reports_counts(
+    *, _: AdminDep, session: SessionDep, hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24
+) -> ReportCounts:
+    return await kept_report_counts(session, hours=hours)

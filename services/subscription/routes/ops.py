@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.subscription.dependencies import AdminDep, SessionDep, SettingsDep, require_admin
+from services.subscription.routes.bounces import ReportCounts, kept_report_counts
 from shared.messaging.topology import DEAD_LETTER_QUEUE
 from shared.ops_summary import (
     DeliveryError,
@@ -228,6 +229,7 @@ class Summary:
     queue_error: str
     dead_letters: list[DeadLetter]
     generated_at: datetime
+    kept_reports: ReportCounts | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -241,6 +243,7 @@ class Summary:
                 "queues": [q.__dict__ for q in self.queues.queues] if self.queues else [],
             },
             "dead_letters": [d.as_dict() for d in self.dead_letters],
+            "kept_reports": self.kept_reports.model_dump() if self.kept_reports else None,
         }
 
 
@@ -264,6 +267,7 @@ async def _summary(request: Request, settings: Settings, session: SessionDep) ->
         queue_error=state.queue_error,
         dead_letters=dead,
         generated_at=datetime.now(UTC),
+        kept_reports=await kept_report_counts(session, hours=24),
     )
 
 
@@ -428,6 +432,7 @@ def _sections(summary: Summary) -> str:
         + _errors_section(summary.errors)
         + _dead_letters_section(summary.queues, summary.dead_letters)
         + _reputation_section(summary.reputation)
+        + _kept_reports_section(summary.kept_reports)
         + f'<p class="muted">generated {escape(summary.generated_at.strftime("%H:%M:%S"))} UTC'
         "</p>"
     )
@@ -613,6 +618,21 @@ def _reputation_section(windows: list[Reputation]) -> str:
         "(Gmail and Yahoo require under 0.3 %).</p></section>"
     )
     return "".join(parts)
+
+
+def _kept_reports_section(counts: ReportCounts | None) -> str:
+    if counts is None:
+        return ""
+    unmatched = "bad" if counts.unmatched else "ok"
+    return (
+        '<section id="kept-reports"><h2>Reports that changed nobody</h2><table><tr>'
+        '<th>window</th><th class="n">unmatched</th><th class="n">unreadable</th></tr>'
+        f'<tr><td>{counts.hours} h</td><td class="n {unmatched}" data-kept="unmatched">'
+        f'{counts.unmatched}</td><td class="n" data-kept="unreadable">{counts.unreadable}</td>'
+        '</tr></table><p class="muted">Reports to role addresses (abuse@, postmaster@, ...) '
+        "or webhook events that name a reader but no delivery of ours are never applied; "
+        "see <code>GET /api/bounces/reports</code>.</p></section>"
+    )
 
 
 __all__ = ["OpsState", "ops_lifespan", "router"]
