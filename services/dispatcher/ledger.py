@@ -38,6 +38,9 @@ class ClaimRequest:
     delivery_id: int
     redelivered: bool
     replayed: bool = False  # an operator replayed it from the dead letters: failed may retry
+    # This process claimed it before and no longer works on it (its handler failed and the
+    # job came back): it may take its own claim again, whatever the lease.
+    own_idle: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,14 @@ _RECLAIM = text(
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
     bindparam("alive_after", type_=UTCDateTime()),
+)
+_RECLAIM_OWN = text(
+    "UPDATE delivery SET attempts = attempts + 1, lease_until = :lease, updated_at = :now "
+    "WHERE id IN :ids AND status = :sending AND claimed_by = :owner RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
 )
 _REOPEN = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
@@ -222,6 +233,27 @@ async def claim(
                             "sending": str(DeliveryStatus.SENDING),
                             "now": now,
                             "alive_after": now - timedelta(seconds=owner_stale_s),
+                            **claimer,
+                        },
+                    )
+                ).scalars()
+            )
+        own = sorted(
+            {
+                r.delivery_id
+                for r in requests
+                if r.redelivered and r.own_idle and r.delivery_id not in claimed | reclaimed
+            }
+        )
+        if own and owner is not None:
+            reclaimed |= set(
+                (
+                    await session.execute(
+                        _RECLAIM_OWN,
+                        {
+                            "ids": padded(own),
+                            "sending": str(DeliveryStatus.SENDING),
+                            "now": now,
                             **claimer,
                         },
                     )

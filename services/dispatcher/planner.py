@@ -8,8 +8,9 @@ have been consumed) and publishes them with publisher confirms; a batch the brok
 back to ``pending``. A planner that dies anywhere in between leaves its ``PlanSend`` unacked;
 the broker redelivers it and the planner picks up where the ledger says it was: rows already
 written are skipped, pending rows are published. A crash after the ``queued`` commit but before
-the confirms leaves that one batch queued without jobs: the reconciler re-drives it at its
-deadline (see :mod:`services.dispatcher.reconciler`).
+the confirms leaves that one batch queued without jobs, with the short deadline of an
+unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it then (see
+:mod:`services.dispatcher.reconciler`).
 
 The relay is also how a delivery goes out again: parked while paused or held by an open
 breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
@@ -103,6 +104,20 @@ _UNMARK_QUEUED = text(
     bindparam("now", type_=UTCDateTime()),
     bindparam("deadline", type_=UTCDateTime()),
 )
+# Confirmed: the job's deadline runs from now (rows a worker took or gave back meanwhile are
+# no longer "queued until the confirm deadline", and are left alone).
+_CONFIRMED = text(
+    "UPDATE delivery SET due_at = :deadline WHERE id IN :ids AND status = :queued "
+    "AND due_at = :confirm_by"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("deadline", type_=UTCDateTime()),
+    bindparam("confirm_by", type_=UTCDateTime()),
+)
+# Until the confirm, a marked row's deadline is the publish's own (its timeout and a margin):
+# a planner killed between the mark and the confirms leaves rows the reconciler re-drives
+# soon, not after the whole queued deadline.
+CONFIRM_DEADLINE_S = 35.0
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 
 
@@ -249,7 +264,7 @@ class Planner:
                 "queued": str(DeliveryStatus.QUEUED),
                 "pending": str(DeliveryStatus.PENDING),
                 "now": now,
-                "deadline": now + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
+                "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
             }
             async with self.sessions() as session:
                 taken = set((await session.execute(_MARK_QUEUED, marks)).scalars())
@@ -276,6 +291,18 @@ class Planner:
                     await session.execute(_UNMARK_QUEUED, marks)
                     await session.commit()
                 raise
+            async with self.sessions() as session:
+                await session.execute(
+                    _CONFIRMED,
+                    {
+                        "ids": marks["ids"],
+                        "queued": str(DeliveryStatus.QUEUED),
+                        "confirm_by": marks["deadline"],
+                        "deadline": utcnow()
+                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
+                    },
+                )
+                await session.commit()
             self.metrics.confirms.inc(len(jobs))
             for job, retries in jobs:
                 if not retries:

@@ -299,8 +299,8 @@ class Reconciler:
         while True:
             try:
                 await self.reconcile()
-            except Exception:
-                log.exception("reconcile_failed")
+            except Exception as err:  # the database is away, say: the next pass tries again
+                log.warning("reconcile_failed", error=str(err)[:300])
             await asyncio.sleep(await self._pause())
 
     async def _pause(self) -> float:

@@ -58,7 +58,7 @@ class DispatcherSettings(Settings):
     dispatch_owner_stale_s: float = 30.0
     dispatch_queued_deadline_s: float = 120.0
     dispatch_reconcile_s: float = 2.0  # how often the reconciler looks (due retries, lost jobs)
-    dispatch_reconcile_grace_s: float = 30.0
+    dispatch_reconcile_grace_s: float = 10.0
     dispatch_reconcile_batch: int = 1000  # rows taken per statement
     # Planner
     dispatch_planner_batch: int = 1000

@@ -68,6 +68,7 @@ class DeliveryWorker:
     acks: BatchAcker
     gate: DatabaseGate | None = None  # retries outcome writes; None: a failed write raises
     outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
+    in_flight: set[int] = field(default_factory=set)  # deliveries this process handles now
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -80,12 +81,21 @@ class DeliveryWorker:
         with structlog.contextvars.bound_contextvars(
             delivery_id=job.delivery_id, send_id=job.send_id, language=job.language
         ):
+            # A redelivered job of a delivery this process claimed and no longer works on (its
+            # handler failed, the job was requeued) may take its own claim back at once.
+            own_idle = job.delivery_id not in self.in_flight
+            self.in_flight.add(job.delivery_id)
             try:
-                await self._deliver(job, message)
+                await self._deliver(job, message, own_idle=own_idle)
             except PoisonJob as err:
                 await self._poison(job, message, reason=str(err))
+            finally:
+                if own_idle:
+                    self.in_flight.discard(job.delivery_id)
 
-    async def _deliver(self, job: DeliverIssue, message: AbstractIncomingMessage) -> None:
+    async def _deliver(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, *, own_idle: bool = True
+    ) -> None:
         status = await self.sends.status(job.send_id)
         if status is None:
             raise PoisonJob(f"unknown send {job.send_id}")
@@ -101,6 +111,7 @@ class DeliveryWorker:
                 job.delivery_id,
                 redelivered=bool(message.redelivered),
                 replayed=REPLAYED_HEADER in (message.headers or {}),
+                own_idle=own_idle,
             )
         )
         if not claim.claimed:
