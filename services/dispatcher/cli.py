@@ -1,6 +1,6 @@
 """Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
 
-``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel ID`` and
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID`` and
 ``newsletter dlq list|replay``.
 """
 
@@ -80,7 +80,7 @@ def send_status(
     ] = 30.0,
 ) -> None:
     """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
-    from services.dispatcher import progress_view
+    from services.dispatcher import progress_view, sends
     from shared.ops_summary import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
@@ -93,6 +93,11 @@ def send_status(
                 typer.echo(f"error: no send {send_id}", err=True)
                 raise typer.Exit(1)
             typer.echo("\n".join(progress_view.lines(progress)))
+            ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
+            typer.echo(
+                f"ledger: open={ledger_view.open} redriven={ledger_view.redriven} "
+                f"({ledger_view.redriven_deliveries} deliveries)"
+            )
             if not follow or progress.status in {"done", "cancelled"}:
                 return
             await asyncio.sleep(interval)
@@ -129,6 +134,82 @@ def _control(send_id: str, action_name: str) -> None:
         typer.echo(f"send {send_id} {status}")
 
     asyncio.run(_with_sessions(action))
+
+
+@send_app.command("repair")
+def send_repair(
+    send_id: str,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Take every queued delivery as lost now (the queues were purged), whatever "
+            "its deadline and the queue's depth. Live leases and deferrals still wait.",
+        ),
+    ] = False,
+) -> None:
+    """Re-drive the deliveries of a running send whose jobs are gone, now; print what it did."""
+    from prometheus_client import CollectorRegistry
+
+    from services.dispatcher import sends
+    from services.dispatcher.errors import SendNotFound
+    from services.dispatcher.metrics import DispatcherMetrics
+    from services.dispatcher.planner import Planner
+    from services.dispatcher.reconciler import Reconciler
+    from services.dispatcher.service import work_queue_depth
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.db.engine import create_engine, session_factory
+    from shared.messaging.publisher import Publisher
+    from shared.messaging.topology import connect
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+
+    async def action() -> None:
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        try:
+            before = await sends.report(sessions, send_id=send_id)
+        except SendNotFound as err:
+            await engine.dispose()
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        connection = await connect(settings.amqp_url)
+        try:
+            planner = Planner(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                publisher=await Publisher.open(connection),
+                raw_channel=None,
+                metrics=DispatcherMetrics.create(CollectorRegistry()),
+            )
+            done = await Reconciler(
+                engine=engine,
+                planner=planner,
+                queue_depth=work_queue_depth(connection, prefetch=settings.dispatch_prefetch),
+            ).reconcile(send_id=send_id, force=force)
+        finally:
+            await connection.close()
+            await engine.dispose()
+        typer.echo(
+            f"send {send_id} status={before.status}: due retries {done.due_retries}, "
+            f"lost jobs re-driven {done.lost_queued}, expired leases re-driven "
+            f"{done.expired_leases}, jobs published {done.published}"
+            + (", finished" if done.finished else "")
+        )
+        if done.relay_failed:
+            typer.echo("  the broker did not take the jobs: they wait in the outbox", err=True)
+            raise typer.Exit(1)
+        if done.backlog_kept:
+            typer.echo(
+                f"  queued deliveries past their deadline were left alone: the queue holds "
+                f"{done.queue_depth} jobs, enough for every queued row (--force re-drives them)"
+            )
+        if before.status != "running":
+            typer.echo(f"  only a running send is repaired; this one is {before.status}")
+
+    asyncio.run(action())
 
 
 @send_app.command("pause")

@@ -14,6 +14,7 @@ class DispatcherMetrics:
     planned: Counter
     confirms: Counter
     test_deliveries: Counter
+    redriven: Counter
 
     def delivery(self, outcome: str, language: str, domain: str, *, test: bool) -> None:
         """Count one delivery outcome; a test send's ("[TEST]" to one address) apart."""
@@ -52,6 +53,13 @@ class DispatcherMetrics:
                 "newsletter_test_deliveries_total",
                 "Outcomes of test sends ('[TEST]' to one address), by outcome and edition.",
                 ["outcome", "language"],
+                registry=registry,
+            ),
+            redriven=Counter(
+                "newsletter_redriven_deliveries_total",
+                "Deliveries the reconciler published again because their job was gone "
+                "(lost_job) or their claimer's lease ended (lease_expired).",
+                ["reason"],
                 registry=registry,
             ),
         )

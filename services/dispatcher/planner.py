@@ -9,27 +9,36 @@ the issue's edition from an earlier send (``RECEIVED_STATUSES``).
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
 (the unique keys make a re-plan harmless) as ``pending`` rows: the outbox. The relay then
-publishes pending rows in batches with publisher confirms and marks them ``queued`` only after
-every confirm of the batch. A planner that dies anywhere in between leaves its ``PlanSend``
-unacked; the broker redelivers it and the planner picks up where the ledger says it was:
-rows already written are skipped, pending rows are published. A crash after the confirms but
-before the ``queued`` commit republishes that one batch; the workers' claim makes those copies
-harmless.
+takes pending rows in batches, marks them ``queued`` with a deadline (by when their job should
+have been consumed) and publishes them with publisher confirms; a batch the broker refuses goes
+back to ``pending``. A planner that dies anywhere in between leaves its ``PlanSend`` unacked;
+the broker redelivers it and the planner picks up where the ledger says it was: rows already
+written are skipped, pending rows are published. A crash after the ``queued`` commit but before
+the confirms leaves that one batch queued without jobs, with the short deadline of an
+unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it then (see
+:mod:`services.dispatcher.reconciler`).
+
+The relay is also how a delivery goes out again: parked while paused or held by an open
+breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
+reconciler. A job carries its retry count (``x-retry``) and its first attempt from the ledger,
+and a queued row gets the deadline by which its job should have been consumed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.retry import dead_letter
+from services.dispatcher.retry import RETRY_HEADER, dead_letter
 from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
 from shared.db.tables.deliveries import (
@@ -41,7 +50,7 @@ from shared.db.tables.deliveries import (
     SendStatus,
 )
 from shared.db.tables.timestamps import UTCDateTime, utcnow
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
 from shared.messaging.topology import DELIVER_ISSUE
 
@@ -97,14 +106,56 @@ _INSERT_TEST = text(
     "VALUES (:key, :kind, :send_id, NULL, :email, :domain, :language, :pending, 0, '', '', "
     ":now, :now) ON CONFLICT DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
-_PENDING_PAGE = text(
-    "SELECT id, subscriber_id, email, language FROM delivery "
-    "WHERE send_id = :send_id AND status = :pending AND id > :after ORDER BY id LIMIT :limit"
+_PENDING_PAGE_SQL = text(
+    "SELECT id, subscriber_id, email, language, retries, queued_at FROM delivery "
+    "WHERE send_id = :send_id AND status = :pending AND id > :after "
+    "AND (due_at IS NULL OR due_at <= :now) ORDER BY id LIMIT :limit"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+# SQLite hands timestamps of a textual query back as text: say what the column is.
+_PENDING_PAGE = _PENDING_PAGE_SQL.columns(
+    column("id"),
+    column("subscriber_id"),
+    column("email"),
+    column("language"),
+    column("retries"),
+    column("queued_at", UTCDateTime()),
 )
+# Marked before the publish: a job the workers give back at once (an open breaker, a paused
+# send) finds its row queued and parks it, where marking after the confirm would overwrite
+# the parked row with "queued" and leave it without a job. Of two relays, the one whose
+# UPDATE takes a row publishes it.
 _MARK_QUEUED = text(
-    "UPDATE delivery SET status = :queued, queued_at = :now, updated_at = :now "
-    "WHERE id IN :ids AND status = :pending"
-).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+    "UPDATE delivery SET status = :queued, queued_at = COALESCE(queued_at, :now), "
+    "due_at = :deadline, updated_at = :now "
+    "WHERE id IN :ids AND status = :pending AND (due_at IS NULL OR due_at <= :now) RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
+# The broker did not take the batch: back to the outbox, unless a worker got a job already.
+_UNMARK_QUEUED = text(
+    "UPDATE delivery SET status = :pending, due_at = NULL, updated_at = :now "
+    "WHERE id IN :ids AND status = :queued AND due_at = :deadline"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
+# Confirmed: the job's deadline runs from now (rows a worker took or gave back meanwhile are
+# no longer "queued until the confirm deadline", and are left alone).
+_CONFIRMED = text(
+    "UPDATE delivery SET due_at = :deadline WHERE id IN :ids AND status = :queued "
+    "AND due_at = :confirm_by"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("deadline", type_=UTCDateTime()),
+    bindparam("confirm_by", type_=UTCDateTime()),
+)
+# Until the confirm, a marked row's deadline is the publish's own (its timeout and a margin):
+# a planner killed between the mark and the confirms leaves rows the reconciler re-drives
+# soon, not after the whole queued deadline.
+CONFIRM_DEADLINE_S = 35.0
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 
 
@@ -240,12 +291,13 @@ class Planner:
             await self.relay(job.send_id)
 
     async def relay(self, send_id: str) -> int:
-        """Publish every pending row of the send, batch by batch, and mark it queued; returns
-        how many jobs were published."""
+        """Publish every pending row of the send that is due, batch by batch, and mark it
+        queued; returns how many jobs were published."""
         after = 0
         published = 0
         batch = self.settings.dispatch_planner_batch
         while True:
+            now = utcnow()
             async with self.sessions() as session:
                 rows = (
                     await session.execute(
@@ -255,42 +307,84 @@ class Planner:
                             "pending": str(DeliveryStatus.PENDING),
                             "after": after,
                             "limit": batch,
+                            "now": now,
                         },
                     )
                 ).all()
             if not rows:
                 return published
-            now = utcnow()
+            after = int(rows[-1][0])
+            marks = {
+                "ids": ledger.padded([int(row[0]) for row in rows]),
+                "queued": str(DeliveryStatus.QUEUED),
+                "pending": str(DeliveryStatus.PENDING),
+                "now": now,
+                "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
+            }
+            async with self.sessions() as session:
+                taken = set((await session.execute(_MARK_QUEUED, marks)).scalars())
+                await session.commit()
             jobs = [
-                DeliverIssue(
-                    delivery_id=int(row[0]),
-                    send_id=send_id,
-                    subscriber_id=row[1],
-                    to=str(row[2]),
-                    language=row[3],
-                    first_attempt_at=now,
+                (
+                    DeliverIssue(
+                        delivery_id=int(row[0]),
+                        send_id=send_id,
+                        subscriber_id=row[1],
+                        to=str(row[2]),
+                        language=row[3],
+                        first_attempt_at=row[5] or now,  # the retry window runs from the first
+                    ),
+                    int(row[4] or 0),
                 )
                 for row in rows
+                if int(row[0]) in taken
             ]
-            await self.publisher.publish_many(jobs, routing_key=DELIVER_ISSUE)
-            self.metrics.confirms.inc(len(jobs))
+            try:
+                await self._publish(jobs)
+            except PublishError:
+                async with self.sessions() as session:
+                    await session.execute(_UNMARK_QUEUED, marks)
+                    await session.commit()
+                raise
             async with self.sessions() as session:
                 await session.execute(
-                    _MARK_QUEUED,
+                    _CONFIRMED,
                     {
-                        "ids": ledger.padded([j.delivery_id for j in jobs]),
+                        "ids": marks["ids"],
                         "queued": str(DeliveryStatus.QUEUED),
-                        "pending": str(DeliveryStatus.PENDING),
-                        "now": now,
+                        "confirm_by": marks["deadline"],
+                        "deadline": utcnow()
+                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
                     },
                 )
                 await session.commit()
-            for job in jobs:
-                if job.subscriber_id is not None:  # a test send's jobs are not planned mail
+            self.metrics.confirms.inc(len(jobs))
+            for job, retries in jobs:
+                # a retry was counted when first planned; a test send's jobs are not planned mail
+                if not retries and job.subscriber_id is not None:
                     self.metrics.planned.labels(job.language).inc()
-            after = jobs[-1].delivery_id
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
+        """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""
+        first = [job for job, retries in jobs if not retries]
+        if first:
+            await self.publisher.publish_many(first, routing_key=DELIVER_ISSUE)
+        retried = [(job, retries) for job, retries in jobs if retries]
+        if retried:
+            outcomes = await asyncio.gather(
+                *(
+                    self.publisher.publish(
+                        job, routing_key=DELIVER_ISSUE, headers={RETRY_HEADER: retries}
+                    )
+                    for job, retries in retried
+                ),
+                return_exceptions=True,
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]
 
     async def _finish_planning(self, send_id: str) -> None:
         async with self.sessions() as session:

@@ -38,9 +38,9 @@ class SendIntent(StrEnum):
 class DeliveryStatus(StrEnum):
     PENDING = "pending"  # in the outbox: job not yet confirmed, or parked while paused
     QUEUED = "queued"  # job confirmed by the broker
-    SENDING = "sending"  # claimed by a worker; SMTP transaction in progress
+    SENDING = "sending"  # claimed by a worker (until lease_until); SMTP transaction in progress
     SENT = "sent"  # 250 after DATA
-    DEFERRED = "deferred"  # temporary failure, waiting in a retry tier
+    DEFERRED = "deferred"  # temporary failure, tried again at due_at
     BOUNCED = "bounced"  # permanent failure for the address
     FAILED = "failed"  # policy refusal, retry window exhausted, poison
     UNKNOWN = "unknown"  # timeout after DATA: may or may not have arrived
@@ -116,6 +116,8 @@ class Delivery(SQLModel, table=True):
         ),
         UniqueConstraint("dedupe_key", name="uq_delivery_dedupe_key"),
         Index("ix_delivery_send_status", "send_id", "status"),
+        # The reconciler's scans: one status's deadlines in order (migration 0007).
+        Index("ix_delivery_status_due", "status", "due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -134,5 +136,24 @@ class Delivery(SQLModel, table=True):
     message_id: str = Field(default="", max_length=255)
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
-    queued_at: datetime | None = optional_at_field()
+    queued_at: datetime | None = optional_at_field()  # first published (the retry window)
     sent_at: datetime | None = optional_at_field()
+    # Deadlines (migration 0007). An open row always has one the reconciler can act on:
+    # pending: not before (a held or parked row; NULL = now); queued: by when its job should
+    # have been consumed; deferred: the next attempt.
+    due_at: datetime | None = optional_at_field()
+    lease_until: datetime | None = optional_at_field()  # sending: the claimer owns it until then
+    claimed_by: str | None = Field(default=None, max_length=36)  # the claiming process
+    retries: int = 0  # deferrals so far: the delay tier of the next attempt
+    redriven: int = 0  # jobs published again by the reconciler because theirs was gone
+
+
+class DispatcherProcess(SQLModel, table=True):
+    """A running dispatcher process and its heartbeat (migration 0007): a ``sending`` row whose
+    claimer has stopped beating is taken over before its lease ends."""
+
+    __tablename__ = "dispatcher_process"
+
+    id: str = Field(primary_key=True, max_length=36)
+    started_at: datetime = created_at_field()
+    seen_at: datetime = created_at_field()
