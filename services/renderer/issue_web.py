@@ -45,6 +45,11 @@ def _markup(element: lxml_html.HtmlElement | None, *, inner: bool) -> Markup:
     return Markup(_escape_text(text) + "".join(parts))  # noqa: S704 - see docstring
 
 
+def _text(element: lxml_html.HtmlElement) -> str:
+    """The element's text with the mail's line wrapping undone."""
+    return " ".join(element.text_content().split())
+
+
 def _escape_text(text: str) -> str:
     return str(Markup.escape(text))
 
@@ -57,7 +62,7 @@ def sections_of(mail_html: str) -> list[WebSection]:
         title = cell.find_class("section-title")
         if not title:
             continue
-        section = WebSection(title=title[0].text_content().strip())
+        section = WebSection(title=_text(title[0]))
         for heading in cell.find_class("article-title"):
             lead = heading.getnext()
             body = lead.getnext() if lead is not None else None
@@ -68,7 +73,7 @@ def sections_of(mail_html: str) -> list[WebSection]:
             section.articles.append(
                 WebArticle(
                     key=heading.get("id") or "",
-                    title=heading.text_content().strip(),
+                    title=_text(heading),
                     lead=_markup(lead, inner=True),
                     body=_markup(body, inner=True),
                 )

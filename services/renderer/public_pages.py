@@ -34,7 +34,7 @@ from services.renderer.archive_store import PublishedIssue, issue_of_send, publi
 from services.renderer.catalogs import N_
 from services.renderer.dates import format_date_range
 from services.renderer.issue import LANGUAGES
-from services.renderer.issue_web import sections_of
+from services.renderer.issue_web import WebSection, sections_of
 from services.renderer.store import edition
 from services.renderer.web_desk import WebDesk
 
@@ -74,6 +74,12 @@ def issue_week(start: date, end: date, *, language: str) -> str:
         end, _full_months(second), locale="en"
     )
     return text.replace("\u2009", " ").replace("\u202f", " ")
+
+
+def _subject_alone(subject: str, sections: Sequence[WebSection]) -> bool:
+    """Whether the subject says more than the article titles (often it is one of them)."""
+    said = " ".join(subject.split())
+    return all(said != a.title for section in sections for a in section.articles)
 
 
 def _full_months(pattern: str) -> str:
@@ -163,16 +169,19 @@ class PublicPages(WebDesk):
     async def archive_page(self, request: Request) -> Response:
         lang = self._lang(request)
         issues = await published_issues(self.sessions, language=lang)
-        entries = [
-            {
-                "url": self.issue_url(lang, issue.number),
-                "label": self._label(issue),
-                "subject": issue.latest.subject,
-                "content_lang": issue.latest.content_language,
-                "sections": sections_of(issue.latest.html),
-            }
-            for issue in issues
-        ]
+        entries = []
+        for issue in issues:
+            sections = sections_of(issue.latest.html)
+            entries.append(
+                {
+                    "url": self.issue_url(lang, issue.number),
+                    "label": self._label(issue),
+                    "subject": issue.latest.subject,
+                    "subject_alone": _subject_alone(issue.latest.subject, sections),
+                    "content_lang": issue.latest.content_language,
+                    "sections": sections,
+                }
+            )
         return self._public(
             "pages/public_archive.html",
             lang,
@@ -200,6 +209,7 @@ class PublicPages(WebDesk):
         self, issue: PublishedIssue, *, canonical: str | None, languages: Sequence[str]
     ) -> Response:
         lang = issue.language
+        sections = sections_of(issue.latest.html)
         return self._public(
             "pages/public_issue.html",
             lang,
@@ -209,7 +219,8 @@ class PublicPages(WebDesk):
             canonical=canonical,
             noindex=canonical is None,
             content_lang=issue.latest.content_language,
-            sections=sections_of(issue.latest.html),
+            subject_alone=_subject_alone(issue.latest.subject, sections),
+            sections=sections,
             switch=self._switch(lang, lambda code: self.issue_url(code, issue.number), languages),
             archive_url=self.home_url(lang),
         )
