@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install system-deps lint typecheck bench faults clean
+.PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: $(STAMP)
 	$(BIN)/newsletter bench render
 	$(BIN)/newsletter bench dispatch --recipients 50000
 	$(BIN)/newsletter bench dispatch --recipients 50000 --dkim
+	$(BIN)/newsletter bench feedback --count 5000
+
+# The image and the compose stack built and run for real with podman (images from Debian, no
+# registry needed), one reader walked through it, then torn down: deploy/ci/deploy_check.py.
+deploy-check: $(STAMP)
+	sh deploy/ci/install-tools.sh
+	$(BIN)/python deploy/ci/deploy_check.py
 
 # Issue 12's fault table: every scenario on its own RabbitMQ nodes and PostgreSQL database
 # (about 20-40 minutes at the default 20,000 recipients); not part of `make test`.

@@ -1,7 +1,7 @@
 """Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
 
-``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel ID``,
-``newsletter dlq list|replay`` and ``newsletter bench dispatch``.
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel ID`` and
+``newsletter dlq list|replay``.
 """
 
 from __future__ import annotations
@@ -187,35 +187,3 @@ def dlq_replay(
     assert isinstance(settings, DispatcherSettings)
     count = asyncio.run(dead_letters.replay(settings.amqp_url, limit=limit, message_id=message_id))
     typer.echo(f"{count} dead letter(s) replayed")
-
-
-def bench_dispatch(
-    *,
-    recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
-    connections: Annotated[int, typer.Option(help="SMTP connections of the dispatcher.")] = 16,
-    ceiling_max: Annotated[
-        int, typer.Option(help="Messages pushed to measure the bare-SMTP ceiling (at most).")
-    ] = 20_000,
-    processes: Annotated[int, typer.Option(help="Dispatcher processes on the queues.")] = 1,
-) -> None:
-    """Benchmark a whole send end to end, and the bare-SMTP ceiling on the same sink."""
-    import uvloop
-
-    from services.dispatcher import bench
-
-    figures = uvloop.run(
-        bench.run_benchmark(
-            recipients=recipients,
-            dkim=dkim,
-            connections=connections,
-            ceiling_max=ceiling_max,
-            processes=processes,
-        )
-    )
-    if as_json:
-        typer.echo(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            typer.echo(f"{key}: {value}")

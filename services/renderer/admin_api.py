@@ -11,9 +11,13 @@ step.
 An issue goes out once: a send of an issue that already has one answers 409 with the earlier
 sends and what to do. ``"intent": "only_new"`` mails readers who have not received it,
 ``"intent": "resend_all"`` with ``"confirm_issue": <the issue number>`` mails everyone again.
+A body that is not a JSON object of that shape (broken, empty, nested past the parser's limit,
+wrong types, lone surrogates) answers 422.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import structlog
 from starlette.requests import Request
@@ -52,6 +56,50 @@ class AdminApi(WebDesk):
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    @staticmethod
+    async def _object(request: Request) -> dict[str, Any] | Response:
+        """The JSON object in the body, or a 422 answer: broken, empty or non-UTF-8 JSON and
+        JSON nested deeper than the parser's recursion limit used to answer 500."""
+        try:
+            payload = await request.json()
+        except (ValueError, RecursionError):
+            return JSONResponse({"detail": "the body must be a JSON object"}, 422)
+        if not isinstance(payload, dict):
+            return JSONResponse({"detail": "body must be a JSON object"}, 422)
+        return payload
+
+    async def _store(self, request: Request, name: str) -> Response | None:
+        """Store the uploaded sources; an answer only when they are refused."""
+        payload = await self._object(request)
+        if isinstance(payload, Response):
+            return payload
+        sources = payload.get("sources")
+        if not isinstance(sources, dict) or not all(_text(v) for v in sources.values()):
+            return JSONResponse(
+                {"detail": 'body must be {"sources": {lang: text}}, text in UTF-8'}, 422
+            )
+        try:
+            self.library.store(name, sources)
+        except IssueFormatError as err:
+            return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
+        return None
+
+    async def _send_request(self, request: Request) -> dict[str, Any] | Response:
+        payload = await self._object(request)
+        if isinstance(payload, Response):
+            return payload
+        if not _segments_shape(payload.get("segments")) or not _fallbacks_shape(
+            payload.get("fallbacks")
+        ):
+            return JSONResponse(
+                {
+                    "detail": 'segments must be a list of languages (or "en,be"), '
+                    "fallbacks an object {segment: language}"
+                },
+                422,
+            )
+        return payload
+
     async def api_list(self, request: Request) -> Response:
         if not self._api_ok(request):
             return self._unauthorized()
@@ -61,17 +109,8 @@ class AdminApi(WebDesk):
         if not self._api_ok(request):
             return self._unauthorized()
         name = request.path_params["name"]
-        if request.method == "PUT":
-            payload = await request.json()
-            sources = payload.get("sources") if isinstance(payload, dict) else None
-            if not isinstance(sources, dict) or not all(
-                isinstance(v, str) for v in sources.values()
-            ):
-                return JSONResponse({"detail": 'body must be {"sources": {lang: text}}'}, 422)
-            try:
-                self.library.store(name, sources)
-            except IssueFormatError as err:
-                return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
+        if request.method == "PUT" and (refused := await self._store(request, name)):
+            return refused
         folder = self.library.folder(name)
         if folder is None:
             return JSONResponse({"detail": "no such issue"}, 404)
@@ -88,9 +127,9 @@ class AdminApi(WebDesk):
     async def api_send(self, request: Request) -> Response:
         if not self._api_ok(request):
             return self._unauthorized()
-        payload = await request.json()
-        if not isinstance(payload, dict):
-            return JSONResponse({"detail": "body must be a JSON object"}, 422)
+        payload = await self._send_request(request)
+        if isinstance(payload, Response):
+            return payload
         try:
             return await self._send(request.path_params["name"], payload)
         except SendRefused as err:
@@ -160,4 +199,29 @@ def _refused(err: SendRefused) -> Response:
             "choices": ["only_new", "resend_all"] if err.earlier else ["first"],
         },
         status_code=status,
+    )
+
+
+def _text(value: object) -> bool:
+    """A string that can be stored as UTF-8 (JSON may carry lone surrogates: "\\ud800")."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _segments_shape(value: object) -> bool:
+    return (
+        value is None
+        or _text(value)
+        or (isinstance(value, list) and all(_text(item) for item in value))
+    )
+
+
+def _fallbacks_shape(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(_text(k) and _text(v) for k, v in value.items())
     )

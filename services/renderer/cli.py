@@ -1,13 +1,12 @@
 """Commands of the renderer (composition root: ``run``) and the editors' ``issue`` commands.
 
-``newsletter renderer run``, ``newsletter issue check|preview|send`` and
-``newsletter bench render``. Imports happen inside the commands to keep start-up fast.
+``newsletter renderer run`` and ``newsletter issue check|preview|send``. Imports happen inside
+the commands to keep start-up fast.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -242,23 +241,3 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
         raise typer.Exit(2) from err
     if not done:
         raise typer.Exit(1)
-
-
-def bench_render(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the figures as one JSON object.")
-    ] = False,
-    path: Annotated[Path, typer.Option(help="The issue to render.")] = Path("deploy/sample-issue"),
-    recipients: Annotated[int, typer.Option(help="Fills to time.")] = 20000,
-    full_renders: Annotated[int, typer.Option(help="Full per-recipient renders to time.")] = 30,
-) -> None:
-    """Time rendering the three editions, and per-recipient filling against a full render."""
-    from services.renderer.bench import run_bench
-
-    _quiet_logging()
-    figures = run_bench(path, recipients=recipients, full_renders=full_renders)
-    if as_json:
-        typer.echo(json.dumps(figures, ensure_ascii=False))
-        return
-    for key, value in figures.items():
-        typer.echo(f"{key}: {value}")

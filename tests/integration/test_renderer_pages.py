@@ -113,7 +113,7 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
             "be.md:1:1: segment be: no be.md (missing articles: minsk-escalation) "
             "(--fallback be=ru would make it ready; or leave be out of --segments)"
         ) in issue.text
-        checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"})
+        checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"}, timeout=90)
         assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
             checked.text
         )
