@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -121,7 +122,6 @@ async def _demo(run: DemoRun) -> None:
         "NEWSLETTER_AMQP_URL": amqp_url,
         "NEWSLETTER_SMTP_URL": sink.url,
         "NEWSLETTER_PUBLIC_URL": public_url,
-        "NEWSLETTER_ARCHIVE_URL": f"http://127.0.0.1:{ports['renderer']}",
         "NEWSLETTER_SUBSCRIPTION_PORT": str(ports["subscription"]),
         "NEWSLETTER_RENDERER_PROBE_PORT": str(ports["renderer"]),
         "NEWSLETTER_DISPATCHER_PROBE_PORT": str(ports["dispatcher"]),
@@ -148,6 +148,7 @@ async def _demo(run: DemoRun) -> None:
         say("3/6 services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in services))
         await _sign_up_and_confirm(run, public_url=public_url, sink=sink)
         await _send_issue(run, env=env, sink=sink)
+        await _show_archive(public_url=public_url, internal_port=ports["renderer"])
         _report(run)
     finally:
         for service in reversed(services):
@@ -232,6 +233,30 @@ async def _send_issue(run: DemoRun, *, env: dict[str, str], sink: SmtpSink) -> N
         raise DemoFailed("the refused second send mailed someone")
     first_line = again.stderr.splitlines()[0].removeprefix("error: ")
     say(f"   the same `issue send` again is refused, no mail sent: {first_line}")
+
+
+async def _show_archive(*, public_url: str, internal_port: int) -> None:
+    """The archive and each edition's web page, on the public origin (the subscription app
+    forwards the archive's paths to the renderer; deploy/nginx does the same in production)."""
+    async with httpx.AsyncClient(base_url=public_url, timeout=15.0) as client:
+        for lang in ("en", "be", "ru"):
+            archive = await client.get(f"/{lang}/")
+            _expect(archive, f"archive ({lang})")
+            pages = sorted(
+                set(
+                    re.findall(rf'href="({re.escape(public_url)}/{lang}/issues/\d+)"', archive.text)
+                )
+            )
+            if not pages:
+                raise DemoFailed(f"the {lang} archive lists no issue")
+            for url in pages:
+                _expect(await client.get(url), f"issue page {url}")
+            if f":{internal_port}" in archive.text:
+                raise DemoFailed(f"the {lang} archive links the renderer's internal port")
+            say(f"   archive ({lang}): {public_url}/{lang}/  issue page: {', '.join(pages)}")
+        sitemap = await client.get("/sitemap.xml")
+        _expect(sitemap, "sitemap")
+    say(f"   one public origin: {public_url}/ (signup) and {public_url}/sitemap.xml")
 
 
 async def _issue_send(run: DemoRun, *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

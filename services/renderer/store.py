@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -47,37 +46,6 @@ async def edition(sessions: Sessions, *, send_id: str, language: str) -> Edition
             select(Edition).where(Edition.send_id == send_id, Edition.language == language)
         )
         return rows.first()
-
-
-@dataclass(frozen=True)
-class ArchiveEntry:
-    """One issue in one language, however often it was sent: ``first`` gives the entry its
-    lasting identity and date (the feed's id), ``latest`` its text and link (a resend after a
-    correction shows the corrected edition)."""
-
-    first: Edition
-    latest: Edition
-
-
-async def archive(sessions: Sessions, *, language: str, limit: int = 50) -> list[ArchiveEntry]:
-    """The sent (non-test) issues of one segment, one entry per issue, newest first."""
-    async with sessions() as session:
-        bounds = (
-            await session.exec(
-                select(Edition.issue_key, func.min(Edition.id), func.max(Edition.id))
-                .where(Edition.language == language, col(Edition.is_test).is_(False))
-                .group_by(col(Edition.issue_key))
-                .order_by(func.min(Edition.id).desc())
-                .limit(limit)
-            )
-        ).all()
-        ids = {int(i or 0) for _key, low, high in bounds for i in (low, high)}
-        if not ids:
-            return []
-        rows = await session.exec(select(Edition).where(col(Edition.id).in_(sorted(ids))))
-        by_id = {row.id: row for row in rows.all()}
-    entries = [ArchiveEntry(by_id[low], by_id[high]) for _key, low, high in bounds]
-    return sorted(entries, key=lambda e: e.first.rendered_at, reverse=True)
 
 
 async def segment_sizes(sessions: Sessions, *, languages: Sequence[str]) -> dict[str, int]:

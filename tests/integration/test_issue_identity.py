@@ -265,11 +265,14 @@ async def test_only_new_mails_readers_without_the_issue_and_resend_all_needs_the
     import httpx
 
     async with httpx.AsyncClient(base_url=services.archive_url, timeout=15) as client:
-        page = (await client.get("/archive/en")).text
-        feed = (await client.get("/archive/en/feed.atom")).text
-    assert sum(f"/archive/en/{send_id}" in page for send_id in ids) == 1, "one entry per issue"
-    assert f"/archive/en/{ids[-1]}" in page, "the entry shows the latest edition"
-    assert [f"urn:uuid:{send_id}" in feed for send_id in ids] == [True, False, False]
+        page = (await client.get("/en/")).text
+        feed = (await client.get("/en/feed.atom")).text
+        views = [await client.get(f"/archive/en/{send_id}") for send_id in ids]
+    assert page.count(f'/en/issues/{number}"') == 1, "one entry per issue"
+    assert feed.count(f"/en/issues/{number}</id>") == 1, "one feed entry per issue"
+    assert {(v.status_code, v.headers["location"].rsplit("/", 1)[-1]) for v in views} == {
+        (301, str(number))
+    }, "every send's view-in-browser link leads to the issue's one page"
 
 
 async def test_two_first_sends_at_once_leave_one_send_and_one_mail_per_edition(
