@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from contextlib import suppress
 from typing import Annotated
 
 import typer
@@ -81,6 +82,7 @@ def send_status(
 ) -> None:
     """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
     from services.dispatcher import progress_view, sends
+    from services.dispatcher.errors import SendNotFound
     from shared.ops_summary import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
@@ -93,11 +95,12 @@ def send_status(
                 typer.echo(f"error: no send {send_id}", err=True)
                 raise typer.Exit(1)
             typer.echo("\n".join(progress_view.lines(progress)))
-            ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
-            typer.echo(
-                f"ledger: open={ledger_view.open} redriven={ledger_view.redriven} "
-                f"({ledger_view.redriven_deliveries} deliveries)"
-            )
+            with suppress(SendNotFound):  # still planning: no send row yet
+                ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
+                typer.echo(
+                    f"ledger: open={ledger_view.open} redriven={ledger_view.redriven} "
+                    f"({ledger_view.redriven_deliveries} deliveries)"
+                )
             if not follow or progress.status in {"done", "cancelled"}:
                 return
             await asyncio.sleep(interval)
