@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install system-deps lint typecheck bench clean
+.PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,25 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services newsletter_cli
+	$(BIN)/mypy shared services newsletter_cli benchmarks
 
 bench: $(STAMP)
 	$(BIN)/newsletter bench render
 	$(BIN)/newsletter bench dispatch --recipients 50000
 	$(BIN)/newsletter bench dispatch --recipients 50000 --dkim
+	$(BIN)/newsletter bench feedback --count 5000
+
+# The image and the compose stack built and run for real with podman (images from Debian, no
+# registry needed), one reader walked through it, then torn down: deploy/ci/deploy_check.py.
+deploy-check: $(STAMP)
+	sh deploy/ci/install-tools.sh
+	$(BIN)/python deploy/ci/deploy_check.py
+
+# Issue 12's fault table: every scenario on its own RabbitMQ nodes and PostgreSQL database
+# (about 20-40 minutes at the default 20,000 recipients); not part of `make test`.
+FAULTS_ARGS ?=
+faults: $(STAMP)
+	$(BIN)/newsletter bench faults $(FAULTS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -2,16 +2,19 @@
 
 It starts the built-in SMTP sink (a Maildir under ``./var/mail/``) and the three services as
 separate processes on embedded defaults (SQLite under ``./var/``), signs up one subscriber per
-language through the real HTTP form, confirms each through the link in its confirmation mail,
-sends the sample issue, waits for every delivery, prints what arrived where, and stops what it
-started. RabbitMQ is the one outside part: a reachable one is used, a locally installed
-``rabbitmq-server`` is started, or the demo stops and says how to get one.
+language and one who ticks two editions (English and Russian) through the real HTTP form,
+confirms each through the link in its confirmation mail, sends the sample issue (one mail per
+chosen edition), waits for every delivery, shows that the same ``issue send`` again is refused
+and mails no one, prints what arrived where, and stops what it started. RabbitMQ is the one
+outside part: a reachable one is used, a locally installed ``rabbitmq-server`` is started, or
+the demo stops and says how to get one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -36,11 +39,22 @@ from shared.settings import DatabaseSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ISSUE = REPO_ROOT / "deploy" / "sample-issue"
-READERS: tuple[tuple[str, str], ...] = (
-    ("en", "reader.en@example.org"),
-    ("be", "chytach.be@example.org"),
-    ("ru", "chitatel.ru@example.org"),
+
+
+@dataclass(frozen=True)
+class Reader:
+    page: str  # the language of the signup page (and of the confirmation mail)
+    address: str
+    editions: tuple[str, ...]  # the editions ticked on the form
+
+
+READERS: tuple[Reader, ...] = (
+    Reader("en", "reader.en@example.org", ("en",)),
+    Reader("be", "chytach.be@example.org", ("be",)),
+    Reader("ru", "chitatel.ru@example.org", ("ru",)),
+    Reader("en", "reader.en-ru@example.org", ("en", "ru")),
 )
+ISSUE_MAILS = sum(len(r.editions) for r in READERS)
 TIME_TRAP_WAIT_S = 3.5  # the signup form refuses posts faster than a person types
 
 
@@ -108,7 +122,6 @@ async def _demo(run: DemoRun) -> None:
         "NEWSLETTER_AMQP_URL": amqp_url,
         "NEWSLETTER_SMTP_URL": sink.url,
         "NEWSLETTER_PUBLIC_URL": public_url,
-        "NEWSLETTER_ARCHIVE_URL": f"http://127.0.0.1:{ports['renderer']}",
         "NEWSLETTER_SUBSCRIPTION_PORT": str(ports["subscription"]),
         "NEWSLETTER_RENDERER_PROBE_PORT": str(ports["renderer"]),
         "NEWSLETTER_DISPATCHER_PROBE_PORT": str(ports["dispatcher"]),
@@ -135,6 +148,7 @@ async def _demo(run: DemoRun) -> None:
         say("3/6 services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in services))
         await _sign_up_and_confirm(run, public_url=public_url, sink=sink)
         await _send_issue(run, env=env, sink=sink)
+        await _show_archive(public_url=public_url, internal_port=ports["renderer"])
         _report(run)
     finally:
         for service in reversed(services):
@@ -151,48 +165,101 @@ class DemoSettings(DatabaseSettings):
 
 
 async def _sign_up_and_confirm(run: DemoRun, *, public_url: str, sink: SmtpSink) -> None:
-    clients = {lang: httpx.AsyncClient(base_url=public_url, timeout=15.0) for lang, _ in READERS}
+    clients = [httpx.AsyncClient(base_url=public_url, timeout=15.0) for _ in READERS]
     try:
-        forms: dict[str, Form] = {}
-        for lang, _address in READERS:
-            page = await clients[lang].get("/", params={"lang": lang})
-            _expect(page, f"signup form ({lang})")
-            forms[lang] = _signup_form(page.text, base_url=str(page.url))
+        forms: list[Form] = []
+        for reader, client in zip(READERS, clients, strict=True):
+            page = await client.get("/", params={"lang": reader.page})
+            _expect(page, f"signup form ({reader.page})")
+            forms.append(_signup_form(page.text, base_url=str(page.url)))
         await asyncio.sleep(TIME_TRAP_WAIT_S)
-        for lang, address in READERS:
-            form = forms[lang]
+        for reader, client, form in zip(READERS, clients, forms, strict=True):
             email_field = next(
                 (name for name, kind in form.input_types.items() if kind == "email"), "email"
             )
             language_field = next(
-                (name for name, value in form.checkboxes if value == lang), "languages"
+                (name for name, value in form.checkboxes if value in reader.editions),
+                "languages",
             )
-            pairs = form.filled({email_field: address}, check={language_field: {lang}})
-            answer = await clients[lang].post(form.action, data=_multi(pairs))
-            _expect(answer, f"signup of {lang} reader")
-        say("4/6 signed up 3 readers through the form: " + ", ".join(a for _, a in READERS))
+            pairs = form.filled(
+                {email_field: reader.address}, check={language_field: set(reader.editions)}
+            )
+            answer = await client.post(form.action, data=_multi(pairs))
+            _expect(answer, f"signup of {reader.address}")
+        say(
+            f"4/6 signed up {len(READERS)} readers through the form: "
+            + ", ".join(f"{r.address} ({'+'.join(r.editions)})" for r in READERS)
+        )
 
-        mails = await _wait_for_mail(run, want={address: 1 for _, address in READERS})
-        for lang, address in READERS:
-            confirmation = mails[address][0]
+        mails = await _wait_for_mail(run, want={r.address: 1 for r in READERS})
+        for reader, client in zip(READERS, clients, strict=True):
+            confirmation = mails[reader.address][0]
             links = confirmation.links("/confirm?token=")
             if not links:
-                raise DemoFailed(f"no confirmation link in the mail to {address}")
-            client = clients[lang]
+                raise DemoFailed(f"no confirmation link in the mail to {reader.address}")
             page = await client.get(links[0])
-            _expect(page, f"confirmation page ({lang})")
+            _expect(page, f"confirmation page ({reader.address})")
             form = _only_post_form(page.text, base_url=str(page.url), what="confirm")
             answer = await client.post(form.action, data=_multi(form.filled({})))
-            _expect(answer, f"confirmation of {lang} reader")
-        say("   confirmed all 3 through the links in their confirmation mails")
+            _expect(answer, f"confirmation of {reader.address}")
+        say(f"   confirmed all {len(READERS)} through the links in their confirmation mails")
     finally:
-        for client in clients.values():
+        for client in clients:
             await client.aclose()
 
 
 async def _send_issue(run: DemoRun, *, env: dict[str, str], sink: SmtpSink) -> None:
-    say(f"5/6 sending {run.issue} to the en, be and ru segments")
+    say(f"5/6 sending {run.issue} to the en, be and ru segments (one mail per chosen edition)")
     before = len(read_maildir(run.maildir))
+    done = await _issue_send(run, env=env)
+    for line in done.stdout.splitlines():
+        say("   " + line)
+    if done.returncode != 0:
+        raise DemoFailed(f"`newsletter issue send` exited {done.returncode}: {done.stderr[-2000:]}")
+    deadline = time.monotonic() + run.timeout_s
+    while len(read_maildir(run.maildir)) < before + ISSUE_MAILS:
+        if time.monotonic() > deadline:
+            raise DemoFailed("the issue mails did not all arrive")
+        await asyncio.sleep(0.2)
+    # The same command again (an easy slip) is refused: the issue has gone out.
+    arrived = len(read_maildir(run.maildir))
+    again = await _issue_send(run, env=env)
+    if again.returncode != 2 or "already has 1 send(s)" not in again.stderr:
+        raise DemoFailed(
+            f"a second `issue send` of the same issue was not refused ({again.returncode}): "
+            f"{again.stdout[-1000:]} {again.stderr[-1000:]}"
+        )
+    if len(read_maildir(run.maildir)) != arrived:
+        raise DemoFailed("the refused second send mailed someone")
+    first_line = again.stderr.splitlines()[0].removeprefix("error: ")
+    say(f"   the same `issue send` again is refused, no mail sent: {first_line}")
+
+
+async def _show_archive(*, public_url: str, internal_port: int) -> None:
+    """The archive and each edition's web page, on the public origin (the subscription app
+    forwards the archive's paths to the renderer; deploy/nginx does the same in production)."""
+    async with httpx.AsyncClient(base_url=public_url, timeout=15.0) as client:
+        for lang in ("en", "be", "ru"):
+            archive = await client.get(f"/{lang}/")
+            _expect(archive, f"archive ({lang})")
+            pages = sorted(
+                set(
+                    re.findall(rf'href="({re.escape(public_url)}/{lang}/issues/\d+)"', archive.text)
+                )
+            )
+            if not pages:
+                raise DemoFailed(f"the {lang} archive lists no issue")
+            for url in pages:
+                _expect(await client.get(url), f"issue page {url}")
+            if f":{internal_port}" in archive.text:
+                raise DemoFailed(f"the {lang} archive links the renderer's internal port")
+            say(f"   archive ({lang}): {public_url}/{lang}/  issue page: {', '.join(pages)}")
+        sitemap = await client.get("/sitemap.xml")
+        _expect(sitemap, "sitemap")
+    say(f"   one public origin: {public_url}/ (signup) and {public_url}/sitemap.xml")
+
+
+async def _issue_send(run: DemoRun, *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -204,7 +271,7 @@ async def _send_issue(run: DemoRun, *, env: dict[str, str], sink: SmtpSink) -> N
         "--timeout",
         str(int(run.timeout_s)),
     ]
-    done = await asyncio.to_thread(
+    return await asyncio.to_thread(
         subprocess.run,
         command,
         env={**_os_environ(), **env},
@@ -212,30 +279,34 @@ async def _send_issue(run: DemoRun, *, env: dict[str, str], sink: SmtpSink) -> N
         text=True,
         timeout=run.timeout_s + 30,
     )
-    for line in done.stdout.splitlines():
-        say("   " + line)
-    if done.returncode != 0:
-        raise DemoFailed(f"`newsletter issue send` exited {done.returncode}: {done.stderr[-2000:]}")
-    deadline = time.monotonic() + run.timeout_s
-    while len(read_maildir(run.maildir)) < before + len(READERS):
-        if time.monotonic() > deadline:
-            raise DemoFailed("the issue mails did not all arrive")
-        await asyncio.sleep(0.2)
 
 
 def _report(run: DemoRun) -> None:
     mails = read_maildir(run.maildir)
     say("6/6 what arrived:")
     failures: list[str] = []
-    for lang, address in READERS:
-        own = [mail for mail in mails if address in mail.recipient]
+    editions: Counter[str] = Counter()
+    for reader in READERS:
+        own = [mail for mail in mails if reader.address in mail.recipient]
         kinds = Counter(kind_of(mail) for mail in own)
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        say(f"   [{lang}] 1 subscriber ({address}): {len(own)} mails ({summary})")
+        chosen = "+".join(reader.editions)
+        say(f"   [{chosen}] 1 subscriber ({reader.address}): {len(own)} mails ({summary})")
+        issue_languages = sorted(mail.language for mail in own if kind_of(mail) == "issue")
+        if issue_languages != sorted(reader.editions):
+            failures.append(f"{reader.address}: issue editions {issue_languages}, not {chosen}")
         for mail in own:
             label = f"{kind_of(mail):12} {mail.language or '?':2}"
             say(f"        {label}  {mail.subject!r:60.60}  {mail.path}")
-            failures += [f"{mail.path}: {problem}" for problem in problems_of(mail, lang)]
+            # A confirmation is in the page's language, an issue in its edition's.
+            expected = reader.page if kind_of(mail) != "issue" else mail.language
+            failures += [f"{mail.path}: {problem}" for problem in problems_of(mail, expected)]
+            if kind_of(mail) == "issue":
+                editions[mail.language] += 1
+    say(
+        "   issue mails per edition: "
+        + ", ".join(f"{lang} {editions[lang]}" for lang in ("en", "be", "ru"))
+    )
     say(f"   {len(mails)} mails in {run.maildir}/ (Maildir: new/ holds one file per mail)")
     if failures:
         raise DemoFailed("mails failed their checks:\n" + "\n".join(failures))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from newsletter_cli import db, demo, queues
+from benchmarks import cli as bench_cli
+from benchmarks.faults import cli as faults_cli
+from newsletter_cli import db, demo, queues, settings_doc, sink
 from services.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
@@ -29,11 +31,15 @@ app.add_typer(db.app, name="db")
 app.add_typer(bounces_cli.app, name="bounces")
 app.command(name="demo")(demo.demo)
 app.command(name="queues")(queues.queues)
+app.command(name="sink")(sink.sink)
+app.command(name="settings-doc")(settings_doc.settings_doc)
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
-bench_app.command(name="render")(renderer_cli.bench_render)
-bench_app.command(name="dispatch")(dispatcher_cli.bench_dispatch)
+bench_app.command(name="render")(bench_cli.bench_render)
+bench_app.command(name="dispatch")(bench_cli.bench_dispatch)
+bench_app.command(name="feedback")(bench_cli.bench_feedback)
 bench_app.command(name="signups")(subscription_cli.bench_signups)
+bench_app.command(name="faults")(faults_cli.bench_faults)
 app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Nothing here is read at import time: each composition root calls :func:`load_set
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -19,6 +21,10 @@ Mode = Literal["production", "demo", "test"]
 LANGUAGES: tuple[str, ...] = ("en", "be", "ru")
 _PLACEHOLDER_SECRETS = {"", "changethis", "change-me", "changeme", "secret", "dev"}
 _MIN_SECRET_LENGTH = 32
+_MIN_ADMIN_TOKEN_LENGTH = 32
+# Domains reserved for documentation (RFC 2606): mail "from" them fails SPF/DMARC everywhere.
+_EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
+DEMO_KEY_FILENAME = "secret-key"
 DEFAULT_PITCH: dict[str, str] = {
     "en": (
         "Once a week, in coordination with a group of prominent Belarusian analysts, we "
@@ -70,28 +76,48 @@ class DatabaseSettings(BaseSettings):
         env_prefix="NEWSLETTER_", extra="ignore", populate_by_name=True
     )
 
+    # SQLAlchemy URL of the suite's database: sqlite:///path or postgresql://user:pw@host/db.
     database_url: str = "sqlite:///./var/newsletter.db"
 
 
 class Settings(DatabaseSettings):
     """Settings common to every process of the suite."""
 
+    # production refuses weak secrets; demo and test fill in throw-away ones.
     mode: Mode = "production"
+    # RabbitMQ, with credentials and vhost: amqp://user:password@host:5672/vhost.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Where mail is handed over: smtp://, smtps:// (TLS) or smtp+starttls://, user:pw@ optional.
     smtp_url: str = "smtp://127.0.0.1:1025"
+    # Seconds one SMTP command may take.
     smtp_timeout_s: float = 30.0
+    # Base URL of the signup, confirmation and unsubscribe pages as readers reach them.
     public_url: str = "http://127.0.0.1:8000"
+    # Production only: accept an http:// NEWSLETTER_PUBLIC_URL (a local stack without TLS).
+    allow_http: bool = False
+    # Signs every token in mails and forms; demo mode keeps a generated one in var/secret-key.
     secret_key: SecretStr = SecretStr("")
+    # Bearer token of the admin API and pages (at least 32 characters in production).
     admin_token: SecretStr = SecretStr("")
+    # From address of every mail; the display name is localized per message.
     from_: str = Field(default="Weekly Digest <digest@example.org>", alias="NEWSLETTER_FROM")
+    # Domain of the VERP return path (bounces+token@domain); empty: the sender's domain.
     bounce_domain: str = ""
+    # List-Id header of issue mails.
     list_id: str = "weekly-digest.example.org"
+    # DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    # auto: pretty on a terminal, JSON otherwise.
     log_format: Literal["auto", "json", "console"] = "auto"
+    # Where processes keep local state (demo key, SQLite database, logs).
     var_dir: Path = Path("./var")
+    # Address the HTTP servers and probes listen on.
     http_host: str = "127.0.0.1"
+    # Port of the subscription pages and admin API.
     subscription_port: int = 8000
+    # Port of the renderer's probes, archive and editor pages.
     renderer_probe_port: int = 9101
+    # Port of the dispatcher's probes and metrics.
     dispatcher_probe_port: int = 9102
 
     # --- The publication's public face: name, pitch and logo of the signup pages ---
@@ -122,18 +148,54 @@ class Settings(DatabaseSettings):
                     "`python -c 'import secrets; print(secrets.token_urlsafe(48))'` "
                     "(or set NEWSLETTER_MODE=demo for a throw-away local run)"
                 )
-            if not self.admin_token.get_secret_value():
-                raise SettingsError(
-                    "NEWSLETTER_ADMIN_TOKEN is missing: set it to a random string; the admin "
-                    "API and pages expect it as a bearer token"
-                )
+            self._refuse_unsafe_production_values()
         else:
             if not key:
-                self.secret_key = SecretStr(secrets.token_urlsafe(48))
+                self.secret_key = SecretStr(
+                    self._demo_key() if self.mode == "demo" else secrets.token_urlsafe(48)
+                )
             if not self.admin_token.get_secret_value():
                 self.admin_token = SecretStr("demo-admin-token")
         self.sender  # noqa: B018 - validate the sender address early
         return self
+
+    def _demo_key(self) -> str:
+        try:
+            return demo_secret_key(self.var_dir)
+        except OSError as err:
+            raise SettingsError(
+                f"demo mode keeps its key in {self.var_dir / DEMO_KEY_FILENAME} but cannot "
+                f"({err.strerror}): set NEWSLETTER_VAR_DIR to a writable folder, or set "
+                "NEWSLETTER_SECRET_KEY"
+            ) from err
+
+    def _refuse_unsafe_production_values(self) -> None:
+        token = self.admin_token.get_secret_value()
+        if not token:
+            raise SettingsError(
+                "NEWSLETTER_ADMIN_TOKEN is missing: set it to a random string; the admin "
+                "API and pages expect it as a bearer token"
+            )
+        if len(token) < _MIN_ADMIN_TOKEN_LENGTH:
+            raise SettingsError(
+                f"NEWSLETTER_ADMIN_TOKEN is too short ({len(token)} characters): set it to a "
+                f"random string of at least {_MIN_ADMIN_TOKEN_LENGTH} characters, for example "
+                "the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if urlsplit(self.public_url).scheme == "http" and not self.allow_http:
+            raise SettingsError(
+                f"NEWSLETTER_PUBLIC_URL is {self.public_url!r}: the unsubscribe and preference "
+                "links in every mail would be plain http; set NEWSLETTER_PUBLIC_URL to the "
+                "https:// address readers reach, or set NEWSLETTER_ALLOW_HTTP=true for a local "
+                "stack without TLS"
+            )
+        domain = self.sender.domain.lower().rstrip(".")
+        if any(domain == d or domain.endswith("." + d) for d in _EXAMPLE_DOMAINS):
+            raise SettingsError(
+                f"NEWSLETTER_FROM is on {domain}, a domain reserved for examples that no "
+                "mailbox provider accepts mail from: set NEWSLETTER_FROM to an address on your "
+                "own domain, e.g. 'Weekly Digest <digest@news.your-domain.tld>'"
+            )
 
     @property
     def sender(self) -> Address:
@@ -168,6 +230,36 @@ class Settings(DatabaseSettings):
     def return_path_domain(self) -> str:
         """Domain of the VERP return path (``bounces+token@domain``)."""
         return self.bounce_domain or self.sender.domain
+
+
+def demo_secret_key(var_dir: Path) -> str:
+    """The demo's secret key, generated once into ``var_dir/secret-key`` (mode 0600).
+
+    Every process started by hand in demo mode reads the same key, so the links one process
+    signs (preferences, one-click unsubscribe) verify in another. The file is written under a
+    temporary name and linked into place, so processes starting together agree on one key.
+    """
+    path = var_dir / DEMO_KEY_FILENAME
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    if len(existing) >= _MIN_SECRET_LENGTH:
+        return existing
+    var_dir.mkdir(parents=True, exist_ok=True)
+    temporary = var_dir / f".{DEMO_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+        if existing:  # an unusable (empty or short) file: replace it
+            os.replace(temporary, path)
+        else:
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()
 
 
 def load_settings(**overrides: object) -> Settings:

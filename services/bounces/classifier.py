@@ -453,7 +453,9 @@ def _weak(verdict: Verdict) -> bool:
 
 def _status_in(text: str) -> str:
     enhanced = status_codes.find_failure(text)
-    basic = status_codes.find_basic(text)
+    # A transcript ("250 2.1.5 Recipient OK", then "550 5.7.1 ...") quotes successes before
+    # the failure: the failing reply is the report's status (RFC 5321 4.2.1).
+    basic = status_codes.find_basic_failure(text) or status_codes.find_basic(text)
     if enhanced and (basic is None or str(basic)[0] == enhanced[0]):
         return enhanced
     return status_codes.more_specific(status_codes.from_basic(basic), enhanced)

@@ -19,8 +19,13 @@ def serve() -> None:
     from services.bounces import service
     from services.bounces.settings import load_bounces_settings
     from shared.logging import configure_logging
+    from shared.settings import SettingsError
 
-    settings = load_bounces_settings()
+    try:
+        settings = load_bounces_settings()
+    except SettingsError as err:  # a refusal to start is a message, not a traceback
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     configure_logging(service="bounces", level=settings.log_level, fmt=settings.log_format)
 
     async def main() -> None:
@@ -122,4 +127,5 @@ def accuracy(
 
 
 def run_service() -> None:
-    serve()
+    """``python -m services.bounces``: ``serve`` through typer, so refusals exit cleanly."""
+    app(["serve"], prog_name="python -m services.bounces")

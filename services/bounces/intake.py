@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -122,7 +122,8 @@ def archive_report(directory: Path, data: bytes) -> Path:
 
 def event_id(*parts: object) -> str:
     """A stable 32-hex id for an event: the same report gives the same id."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode())
+    text = "\x1f".join(str(p) for p in parts)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 
@@ -134,9 +135,21 @@ def safe_address(address: str) -> str | None:
     return address
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def same_address(reported: str, ours: str) -> bool:
-    """The suite normalizes addresses to lower case (``address_hash``): compare likewise."""
-    return bool(reported) and reported.strip().strip("<>").lower() == ours.strip().lower()
+    """Equal but for ASCII case (RFC 5321 2.4: domains are case-insensitive, and so are local
+    parts in practice). Only ASCII letters fold: ``str.lower`` would make a KELVIN SIGN (U+212A)
+    an ASCII ``k``, so a look-alike address would stand for a reader's."""
+    given = reported.strip(" \t\r\n").strip("<>").strip(" \t")
+    return bool(given) and given.translate(_ASCII_LOWER) == ours.strip().translate(_ASCII_LOWER)
+
+
+def storable(text: str) -> str:
+    """Text PostgreSQL can store and UTF-8 can encode: no NUL, no lone surrogates (the mail
+    parser keeps undecodable bytes as surrogate escapes)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def prune_archive(directory: Path, *, keep_days: int) -> int:
@@ -243,7 +256,7 @@ class BounceIntake:
             subscriber_id = verp.subscriber_from_unsubscribe_mailto(
                 secret_key=self._secret_key, address=rcpt
             )
-            if subscriber_id is not None:
+            if subscriber_id is not None and subscriber_id > 0:  # 0: a mail to no subscriber
                 return await self._unsubscribe(data, subscriber_id=subscriber_id, rcpt=rcpt)
         mailbox = self._mailbox(envelope_to)
         report_key = hashlib.sha256(data).hexdigest()[:32]
@@ -330,6 +343,7 @@ class BounceIntake:
         )
         event_key = read.message_id or report_key
         published: list[Message] = []
+        done: set[tuple[int, str]] = set()
         kept = 0
         cache: dict[int, DeliveryInfo | None] = {}
         for finding in read.findings[:_MAX_FINDINGS]:
@@ -356,6 +370,9 @@ class BounceIntake:
                         )
                     )
                 continue
+            if (match.delivery_id, finding.bounce_class) in done:
+                continue  # a VERP report naming 300 addresses is one event about its delivery
+            done.add((match.delivery_id, finding.bounce_class))
             event = await self._publish_finding(
                 finding, match, source=source, evidence=evidence, event_key=event_key
             )
@@ -364,21 +381,20 @@ class BounceIntake:
         return published
 
     async def _unsubscribe(self, data: bytes, *, subscriber_id: int, rcpt: str) -> list[Message]:
+        """The signed address names the subscriber; the ``From`` header is the sender's to
+        choose, so it names nobody: the event's recipient is the signed address itself, and a
+        subscriber that no longer exists (erased) cannot fall back to whoever ``From`` names."""
         try:
-            headers = BytesHeaderParser(policy=compat32).parsebytes(data)
-            sender_text, message_id = (
-                str(headers.get("From", "")),
-                str(headers.get("Message-ID", "")),
+            message_id = str(
+                BytesHeaderParser(policy=compat32).parsebytes(data)["Message-ID"] or ""
             )
         except Exception:  # the signed address is what counts, not the headers
-            sender_text, message_id = "", ""
-        senders = _ADDRESS.findall(sender_text)
-        sender = safe_address(senders[0]) if senders else None
+            message_id = ""
         event = UnsubscribeRequested(
             message_id=event_id(
                 "mailto", subscriber_id, message_id or hashlib.sha256(data).hexdigest()
             ),
-            recipient=sender or rcpt,
+            recipient=safe_address(rcpt) or f"unsubscribe+{subscriber_id}@invalid",
             method="mailto",
             subscriber_id=subscriber_id,
         )
@@ -435,9 +451,9 @@ class BounceIntake:
             bounce_class=finding.bounce_class,
             status=finding.status[:16],
             action=finding.action[:16],
-            diagnostic=finding.diagnostic[:2000],
+            diagnostic=storable(finding.diagnostic[:2000]),
             source=source[:32],
-            evidence=f"{evidence[:300]} ({finding.reason})"[:512],
+            evidence=storable(f"{evidence[:300]} ({finding.reason})"[:512]),
             delivery_id=match.delivery_id,
             language=language,
         )
@@ -536,6 +552,15 @@ class BounceIntake:
     # ---- keeping and publishing ------------------------------------------------------------
 
     async def _keep(self, report: KeptReport) -> None:
+        report = replace(
+            report,
+            report_key=storable(report.report_key),
+            reason=storable(report.reason),
+            mailbox=storable(report.mailbox),
+            recipient=storable(report.recipient),
+            reporter=storable(report.reporter),
+            evidence=storable(report.evidence),
+        )
         try:
             await self._keeper(report)
         except Exception as err:  # our database: a transient outage of ours, so retry later

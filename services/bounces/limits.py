@@ -40,12 +40,22 @@ def load_json(body: bytes, *, max_bytes: int) -> Any:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_depth(value: Any, *, limit: int = MAX_JSON_DEPTH) -> None:
-    """Raise :class:`WebhookRejected` if containers nest deeper than ``limit`` (no recursion)."""
+    """Raise :class:`WebhookRejected` if containers nest deeper than ``limit`` (no recursion),
+    or if a string holds a lone surrogate (``"\\ud800"`` is valid JSON but no UTF-8 text: it
+    could be neither hashed, logged nor stored)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise WebhookRejected("JSON string is not Unicode text (lone surrogate)")
+            continue
         if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
             children: Any = item.values()
         elif isinstance(item, list):
             children = item

@@ -203,7 +203,10 @@ def postmark_notices(body: Mapping[str, Any]) -> list[Notice]:
         return []
     kind = str(body.get("Type", "SpamComplaint" if record == "SpamComplaint" else ""))
     email = str(body.get("Email", ""))
-    claimed = claimed_delivery(_mapping(body.get("Metadata")).get("delivery_id"))
+    # Metadata keys come from our ``X-PM-Metadata-delivery_id`` header; header names are
+    # case-insensitive (RFC 5322 1.2.2), so a relay may have re-cased it: match likewise.
+    metadata = {str(k).lower(): v for k, v in _mapping(body.get("Metadata")).items()}
+    claimed = claimed_delivery(metadata.get("delivery_id"))
     evidence = f"postmark:{str(body.get('ID', ''))[:100]}"
     content = body.get("Content")
     message_ids: tuple[str, ...] = ()

@@ -1,9 +1,12 @@
 """Reports per minute per source: a client IP and a provider each get a budget.
 
 A request costs one unit per event it carries (at least one), so a batch of a thousand events
-counts as a thousand reports. Kept in memory per process (one receiver per deployment takes
-webhooks); the clock is injected for tests. Services never import each other, so this is the
-bounce receiver's own small limiter rather than the subscription service's.
+counts as a thousand reports; but never more than a whole minute's budget, so a provider's
+batch bigger than the budget passes when the window is empty (and fills it) instead of being
+refused on every retry until the provider drops it. Kept in memory per process (one receiver
+per deployment takes webhooks); the clock is injected for tests. Services never import each
+other, so this is the bounce receiver's own small limiter rather than the subscription
+service's.
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ class ReportBudget:
         if self._limit <= 0:
             return True
         spent = self._used(key, self._clock())
-        return sum(c for _, c in spent) + max(cost, 1) <= self._limit
+        return sum(c for _, c in spent) + self._cost(cost) <= self._limit
+
+    def _cost(self, cost: int) -> int:
+        return min(max(cost, 1), self._limit)
 
     def spend(self, key: str, cost: int = 1) -> None:
         if self._limit > 0:
             now = self._clock()
-            self._used(key, now).append((now, max(cost, 1)))
+            self._used(key, now).append((now, self._cost(cost)))

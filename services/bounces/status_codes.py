@@ -2,6 +2,7 @@
 
 from shared.reply_rules.status_codes import (
     find_basic,
+    find_basic_failure,
     find_enhanced,
     find_failure,
     from_basic,
@@ -12,6 +13,7 @@ from shared.reply_rules.status_codes import (
 
 __all__ = [
     "find_basic",
+    "find_basic_failure",
     "find_enhanced",
     "find_failure",
     "from_basic",

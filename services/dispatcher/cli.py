@@ -1,7 +1,7 @@
 """Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
 
-``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel ID``,
-``newsletter dlq list|replay`` and ``newsletter bench dispatch``.
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID`` and
+``newsletter dlq list|replay``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from contextlib import suppress
 from typing import Annotated
 
 import typer
@@ -70,40 +71,37 @@ async def _with_sessions(action: object) -> object:
         await engine.dispose()
 
 
-def _print_report(report: object) -> None:
-    from services.dispatcher.sends import SendReport
-
-    assert isinstance(report, SendReport)
-    typer.echo(
-        f"send {report.send_id} issue={report.issue_key} status={report.status} "
-        f"total={report.total} open={report.open}"
-        + (f" test_to={report.test_to}" if report.test_to else "")
-    )
-    for language in sorted(report.by_language):
-        counts = report.by_language[language]
-        detail = " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
-        typer.echo(f"  {language}: {sum(counts.values())} deliveries: {detail}")
-
-
 @send_app.command("status")
 def send_status(
     send_id: str,
     follow: Annotated[bool, typer.Option("--follow", help="Refresh until the send ends.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    window: Annotated[
+        float, typer.Option(help="Seconds of recent sending the current rate is measured over.")
+    ] = 30.0,
 ) -> None:
-    """Progress of a send per language."""
-    from services.dispatcher import sends
+    """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
+    from services.dispatcher import progress_view, sends
     from services.dispatcher.errors import SendNotFound
+    from shared.ops_summary import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
         while True:
-            try:
-                report = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
-            except SendNotFound as err:
-                typer.echo(f"error: {err}", err=True)
-                raise typer.Exit(1) from err
-            _print_report(report)
-            if not follow or report.status in {"done", "cancelled"}:
+            async with sessions() as session:  # type: ignore[operator]
+                progress = await progress_of_send(
+                    session=session, send_id=send_id, rate_window_s=window
+                )
+            if progress is None:
+                typer.echo(f"error: no send {send_id}", err=True)
+                raise typer.Exit(1)
+            typer.echo("\n".join(progress_view.lines(progress)))
+            with suppress(SendNotFound):  # still planning: no send row yet
+                ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
+                typer.echo(
+                    f"ledger: open={ledger_view.open} redriven={ledger_view.redriven} "
+                    f"({ledger_view.redriven_deliveries} deliveries)"
+                )
+            if not follow or progress.status in {"done", "cancelled"}:
                 return
             await asyncio.sleep(interval)
 
@@ -139,6 +137,82 @@ def _control(send_id: str, action_name: str) -> None:
         typer.echo(f"send {send_id} {status}")
 
     asyncio.run(_with_sessions(action))
+
+
+@send_app.command("repair")
+def send_repair(
+    send_id: str,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Take every queued delivery as lost now (the queues were purged), whatever "
+            "its deadline and the queue's depth. Live leases and deferrals still wait.",
+        ),
+    ] = False,
+) -> None:
+    """Re-drive the deliveries of a running send whose jobs are gone, now; print what it did."""
+    from prometheus_client import CollectorRegistry
+
+    from services.dispatcher import sends
+    from services.dispatcher.errors import SendNotFound
+    from services.dispatcher.metrics import DispatcherMetrics
+    from services.dispatcher.planner import Planner
+    from services.dispatcher.reconciler import Reconciler
+    from services.dispatcher.service import work_queue_depth
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.db.engine import create_engine, session_factory
+    from shared.messaging.publisher import Publisher
+    from shared.messaging.topology import connect
+
+    settings = _settings()
+    assert isinstance(settings, DispatcherSettings)
+
+    async def action() -> None:
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        try:
+            before = await sends.report(sessions, send_id=send_id)
+        except SendNotFound as err:
+            await engine.dispose()
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        connection = await connect(settings.amqp_url)
+        try:
+            planner = Planner(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                publisher=await Publisher.open(connection),
+                raw_channel=None,
+                metrics=DispatcherMetrics.create(CollectorRegistry()),
+            )
+            done = await Reconciler(
+                engine=engine,
+                planner=planner,
+                queue_depth=work_queue_depth(connection, prefetch=settings.dispatch_prefetch),
+            ).reconcile(send_id=send_id, force=force)
+        finally:
+            await connection.close()
+            await engine.dispose()
+        typer.echo(
+            f"send {send_id} status={before.status}: due retries {done.due_retries}, "
+            f"lost jobs re-driven {done.lost_queued}, expired leases re-driven "
+            f"{done.expired_leases}, jobs published {done.published}"
+            + (", finished" if done.finished else "")
+        )
+        if done.relay_failed:
+            typer.echo("  the broker did not take the jobs: they wait in the outbox", err=True)
+            raise typer.Exit(1)
+        if done.backlog_kept:
+            typer.echo(
+                f"  queued deliveries past their deadline were left alone: the queue holds "
+                f"{done.queue_depth} jobs, enough for every queued row (--force re-drives them)"
+            )
+        if before.status != "running":
+            typer.echo(f"  only a running send is repaired; this one is {before.status}")
+
+    asyncio.run(action())
 
 
 @send_app.command("pause")
@@ -197,35 +271,3 @@ def dlq_replay(
     assert isinstance(settings, DispatcherSettings)
     count = asyncio.run(dead_letters.replay(settings.amqp_url, limit=limit, message_id=message_id))
     typer.echo(f"{count} dead letter(s) replayed")
-
-
-def bench_dispatch(
-    *,
-    recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
-    connections: Annotated[int, typer.Option(help="SMTP connections of the dispatcher.")] = 16,
-    ceiling_max: Annotated[
-        int, typer.Option(help="Messages pushed to measure the bare-SMTP ceiling (at most).")
-    ] = 20_000,
-    processes: Annotated[int, typer.Option(help="Dispatcher processes on the queues.")] = 1,
-) -> None:
-    """Benchmark a whole send end to end, and the bare-SMTP ceiling on the same sink."""
-    import uvloop
-
-    from services.dispatcher import bench
-
-    figures = uvloop.run(
-        bench.run_benchmark(
-            recipients=recipients,
-            dkim=dkim,
-            connections=connections,
-            ceiling_max=ceiling_max,
-            processes=processes,
-        )
-    )
-    if as_json:
-        typer.echo(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            typer.echo(f"{key}: {value}")

@@ -137,6 +137,9 @@ class Composer:
             mime.TO: recipient.address,
             mime.DATE: self._date.now(),
             mime.MESSAGE_ID: self.message_id(recipient.message_key),
+            mime.DELIVERY_REFERENCE: verp.delivery_reference(
+                secret_key=self._secret, delivery_id=recipient.delivery_id
+            ),
             mime.ONE_CLICK_URL: one_click_url or one_click,
             mime.UNSUBSCRIBE_MAILTO: verp.unsubscribe_mailto(
                 secret_key=self._secret, subscriber_id=sid, domain=self._domain

@@ -1,10 +1,16 @@
 """Flow control: a global rate, per-domain concurrency and rate, slow-down and circuit breaker.
 
-Replies that mean "slow down" (421, 451, 4.7.x) double the pause between two messages to that
-domain; successes shrink it again. Enough throttling or policy replies within a window open the
-domain's circuit breaker: its jobs are held (not attempted, not failed) until the cooldown ends,
-while other domains keep flowing. A ``DomainPolicyAlerted`` event opens it too
-(:meth:`FlowControl.open_for`, fed by :mod:`services.dispatcher.domain_alerts`).
+Replies that mean "slow down" (421, 451, 4.7.x) slow that domain: they halve its concurrency
+(at most once per :data:`BACKOFF_S`; each full round of successes adds one slot again, up to
+the configured ceiling) and double the pause between two of its messages (successes shrink it).
+They open the domain's circuit breaker only when they are most of its replies
+(``throttle_ratio`` of the window, and at least ``breaker_threshold`` of them): a receiver
+that greylists one RCPT in ten is slowed, not stopped. Policy refusals (5.7.x, "blocked") open
+it at ``breaker_threshold`` within the window. While open, the domain's jobs are held (parked
+in the outbox, neither attempted nor failed) until the cooldown ends, while other domains keep
+flowing; it then reopens *half-open*, with one slot that grows with each round of successes.
+A ``DomainPolicyAlerted`` event opens it too (:meth:`FlowControl.open_for`, fed by
+:mod:`services.dispatcher.domain_alerts`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from services.dispatcher.outcomes import Outcome
 
 Clock = Callable[[], float]
 MIN_PACE_S = 0.05
-MAX_PACE_S = 5.0
+MAX_PACE_S = 2.0  # a claimed job may wait prefetch x pace for its slot: well within its lease
+BACKOFF_S = 1.0  # a burst of "slow down" replies halves a domain's concurrency once
+_BUCKET_S = 1.0  # replies are counted per second for the breaker's throttle share
 
 
 class RateLimiter:
@@ -48,13 +56,75 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+class AdaptiveLimit:
+    """A semaphore whose size moves between 1 and ``ceiling``: :meth:`cut` halves it,
+    :meth:`grow` adds one slot after each full round (``limit`` successes)."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = self.ceiling
+        self.in_use = 0
+        self._successes = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        while self.in_use >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass the wake-up on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_use += 1
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def cut(self) -> None:
+        self.limit = max(1, self.limit // 2)
+        self._successes = 0
+
+    def restart(self) -> None:
+        """Half-open: one slot, grown again by successes."""
+        self.limit = 1
+        self._successes = 0
+
+    def grow(self) -> None:
+        if self.limit >= self.ceiling:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self.limit += 1
+            self._successes = 0
+            self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_use
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
 @dataclass
 class DomainState:
-    semaphore: asyncio.Semaphore
+    slots: AdaptiveLimit
     limiter: RateLimiter
     pace_s: float = 0.0  # adaptive pause between messages, raised by throttling replies
     next_at: float = 0.0
-    incidents: deque[float] = field(default_factory=deque)
+    incidents: deque[float] = field(default_factory=deque)  # policy refusals
+    # per second of the window: [start, replies, throttling replies]
+    replies: deque[list[float]] = field(default_factory=deque)
+    throttled: int = 0  # throttling replies within the window
+    answered: int = 0  # replies within the window
+    last_cut: float = float("-inf")
     open_until: float = 0.0
 
 
@@ -70,6 +140,7 @@ class FlowControl:
         breaker_threshold: int = 20,
         breaker_window_s: float = 30.0,
         breaker_cooldown_s: float = 60.0,
+        breaker_throttle_ratio: float = 0.5,
         clock: Clock = time.monotonic,
     ) -> None:
         self._global = RateLimiter(global_rate, clock=clock)
@@ -78,6 +149,7 @@ class FlowControl:
         self._threshold = breaker_threshold
         self._window = breaker_window_s
         self._cooldown = breaker_cooldown_s
+        self._throttle_ratio = breaker_throttle_ratio
         self._clock = clock
         self._domains: dict[str, DomainState] = {}
 
@@ -85,7 +157,7 @@ class FlowControl:
         state = self._domains.get(domain)
         if state is None:
             state = DomainState(
-                semaphore=asyncio.Semaphore(self._domain_concurrency),
+                slots=AdaptiveLimit(self._domain_concurrency),
                 limiter=RateLimiter(self._domain_rate, clock=self._clock),
             )
             self._domains[domain] = state
@@ -110,18 +182,25 @@ class FlowControl:
         if until <= state.open_until:
             return False
         state.open_until = until
+        state.slots.restart()
         return True
 
     def pace(self, domain: str) -> float:
         state = self._domains.get(domain)
         return state.pace_s if state else 0.0
 
+    def concurrency(self, domain: str) -> int:
+        """How many SMTP transactions the domain may have in flight now."""
+        state = self._domains.get(domain)
+        return state.slots.limit if state else self._domain_concurrency
+
     @asynccontextmanager
     async def slot(self, domain: str) -> AsyncIterator[None]:
         """Wait for the global rate, the domain's concurrency, rate and pace; then send."""
         state = self._state(domain)
         await self._global.acquire()
-        async with state.semaphore:
+        await state.slots.acquire()
+        try:
             await state.limiter.acquire()
             if state.pace_s > 0:
                 now = self._clock()
@@ -130,22 +209,54 @@ class FlowControl:
                 if start > now:
                     await asyncio.sleep(start - now)
             yield
+        finally:
+            state.slots.release()
 
     def record(self, domain: str, outcome: Outcome) -> bool:
         """Learn from one outcome; True if this outcome opened the breaker."""
         state = self._state(domain)
+        now = self._clock()
         if outcome.throttle:
             state.pace_s = min(MAX_PACE_S, max(MIN_PACE_S, state.pace_s * 2))
-        elif outcome.status == "sent" and state.pace_s > 0:
-            state.pace_s = 0.0 if state.pace_s <= MIN_PACE_S else state.pace_s * 0.8
-        if not (outcome.throttle or outcome.policy):
-            return False
-        now = self._clock()
-        state.incidents.append(now)
+            if now - state.last_cut >= BACKOFF_S:
+                state.slots.cut()
+                state.last_cut = now
+        elif outcome.status == "sent":
+            state.slots.grow()
+            if state.pace_s > 0:
+                state.pace_s = 0.0 if state.pace_s <= MIN_PACE_S else state.pace_s * 0.8
+        self._count_reply(state, now, throttled=outcome.throttle)
+        if outcome.policy:
+            state.incidents.append(now)
         while state.incidents and state.incidents[0] < now - self._window:
             state.incidents.popleft()
-        if len(state.incidents) >= self._threshold and now >= state.open_until:
-            state.open_until = now + self._cooldown
-            state.incidents.clear()
-            return True
-        return False
+        if now < state.open_until or not (outcome.throttle or outcome.policy):
+            return False
+        storm = len(state.incidents) >= self._threshold
+        swamped = (
+            state.throttled >= self._threshold
+            and state.throttled >= self._throttle_ratio * state.answered
+        )
+        if not (storm or swamped):
+            return False
+        state.open_until = now + self._cooldown
+        state.incidents.clear()
+        state.replies.clear()
+        state.throttled = state.answered = 0
+        state.slots.restart()
+        return True
+
+    def _count_reply(self, state: DomainState, now: float, *, throttled: bool) -> None:
+        replies = state.replies
+        if not replies or now - replies[-1][0] >= _BUCKET_S:
+            replies.append([now, 0, 0])
+        bucket = replies[-1]
+        bucket[1] += 1
+        state.answered += 1
+        if throttled:
+            bucket[2] += 1
+            state.throttled += 1
+        while replies and replies[0][0] < now - self._window:
+            _, answered, throttles = replies.popleft()
+            state.answered -= int(answered)
+            state.throttled -= int(throttles)

@@ -1,10 +1,14 @@
 """The delivery ledger: claims before SMTP, outcomes after it, in batched transactions.
 
 A worker *claims* a delivery (``queued``/``deferred`` -> ``sending``) before its SMTP
-transaction: of two copies of the same job, only one can claim, so a duplicate job is skipped
-instead of mailed. A redelivered job (its first consumer died or lost its channel) may re-claim
-a delivery left in ``sending``: that is the in-flight window, logged as a possible duplicate.
-Outcomes are committed before the queue message is acked.
+transaction and holds it under a *lease* (``lease_until``): of two copies of the same job, only
+one can claim, so a duplicate job is skipped instead of mailed. A redelivered job (its first
+consumer died or lost its channel) may re-claim a delivery left in ``sending`` only once the
+lease has run out; while it runs, the claimer may still be writing its outcome (a database
+hiccup after the 250), and the redelivered copy is skipped: the reconciler re-drives the row if
+the lease ends with no outcome. Outcomes are committed before the queue message is acked; a
+deferral is a ``deferred`` row with its next attempt in ``due_at``, published again by the
+reconciler when due (no delay queue holds it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import bindparam, text
@@ -24,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 _CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 _OPEN = (*_CLAIMABLE, DeliveryStatus.SENDING)
+DEFAULT_LEASE_S = 900.0
+DEFAULT_OWNER_STALE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,9 @@ class ClaimRequest:
     delivery_id: int
     redelivered: bool
     replayed: bool = False  # an operator replayed it from the dead letters: failed may retry
+    # This process claimed it before and no longer works on it (its handler failed and the
+    # job came back): it may take its own claim again, whatever the lease.
+    own_idle: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,16 +58,24 @@ class Result:
     smtp_code: int | None = None
     smtp_reply: str = ""
     message_id: str = ""
+    # deferred: the next attempt; a give-back: not to be published before (an open breaker)
+    due_at: datetime | None = None
+    # False for a give-back by a job that never claimed (held by an open breaker): it may
+    # change only a row nobody is sending, never a claimed one of another copy.
+    claimed: bool = True
 
 
-# Still wanted: the subscriber is active and the address not suppressed, as when the send was
-# planned (a test send has no subscriber). Someone who unsubscribes, bounces, complains or is
-# erased while a send runs, or while their delivery waits in a retry tier, is not mailed.
+# Still wanted: the subscriber is active, still reads this edition and the address is not
+# suppressed, as when the send was planned (a test send has no subscriber). Someone who
+# unsubscribes, unticks the edition, bounces, complains or is erased while a send runs, or
+# while their delivery waits in a retry tier, is not mailed.
 _DROP_UNWANTED = text(
     "UPDATE delivery SET status = :unsubscribed, updated_at = :now "
     "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM subscriber s "
     "WHERE s.id = delivery.subscriber_id AND s.status = 'active' "
+    "AND EXISTS (SELECT 1 FROM subscriber_language sl "
+    "WHERE sl.subscriber_id = s.id AND sl.language = delivery.language) "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
     "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)) RETURNING send_id"
 ).bindparams(
@@ -66,39 +84,71 @@ _DROP_UNWANTED = text(
     bindparam("now", type_=UTCDateTime()),
 )
 _CLAIM = text(
-    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
+    "claimed_by = :owner, due_at = NULL, updated_at = :now "
     "WHERE id IN :ids AND status IN :claimable RETURNING id"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
     bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
 )
+# Only a lease that has run out, or whose process has stopped beating (killed): a live
+# claimer may still record its outcome.
 _RECLAIM = text(
-    "UPDATE delivery SET attempts = attempts + 1, updated_at = :now "
-    "WHERE id IN :ids AND status = :sending RETURNING id"
-).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+    "UPDATE delivery SET attempts = attempts + 1, lease_until = :lease, claimed_by = :owner, "
+    "updated_at = :now WHERE id IN :ids AND status = :sending AND (lease_until IS NULL "
+    "OR lease_until < :now OR (claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+    "dispatcher_process p WHERE p.id = delivery.claimed_by AND p.seen_at >= :alive_after))) "
+    "RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
+    bindparam("alive_after", type_=UTCDateTime()),
+)
+_RECLAIM_OWN = text(
+    "UPDATE delivery SET attempts = attempts + 1, lease_until = :lease, updated_at = :now "
+    "WHERE id IN :ids AND status = :sending AND claimed_by = :owner RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
+)
 _REOPEN = text(
-    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
+    "claimed_by = :owner, due_at = NULL, updated_at = :now "
     "WHERE id IN :ids AND status = :failed RETURNING id"
-).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
+)
 _STATUS_OF = text("SELECT id, status FROM delivery WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
 )
 _RECORD = text(
     "UPDATE delivery SET status = :status, smtp_code = :smtp_code, smtp_reply = :smtp_reply, "
     "message_id = COALESCE(:message_id, message_id), sent_at = COALESCE(:sent_at, sent_at), "
+    "due_at = :due_at, lease_until = NULL, retries = retries + :retry, "
     "updated_at = :now WHERE id = :id AND status <> 'sent'"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
-# A job that gives its delivery back (to the queue, to the outbox while its send is paused)
-# or finds its send cancelled changes only an open row: a duplicate job of a delivery that
-# has bounced or failed must not reopen it.
-_GIVE_BACK = text(
-    "UPDATE delivery SET status = :status, updated_at = :now WHERE id IN :ids AND status IN :open"
 ).bindparams(
     bindparam("now", type_=UTCDateTime()),
-    bindparam("ids", expanding=True),
-    bindparam("open", expanding=True),
+    bindparam("sent_at", type_=UTCDateTime()),
+    bindparam("due_at", type_=UTCDateTime()),
 )
+# A job that gives its delivery back (to the queue, to the outbox while its send is paused or
+# its domain's breaker is open) or finds its send cancelled changes only an open row: a
+# duplicate job of a delivery that has bounced or failed must not reopen it. A job that never
+# claimed changes only a row nobody is sending.
+_GIVE_BACK = text(
+    "UPDATE delivery SET status = :status, due_at = :due_at, lease_until = NULL, "
+    "updated_at = :now WHERE id = :id AND status IN ('pending', 'queued', 'deferred', 'sending')"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
+_GIVE_BACK_UNCLAIMED = text(
+    "UPDATE delivery SET status = :status, due_at = :due_at, updated_at = :now "
+    "WHERE id = :id AND status IN ('pending', 'queued', 'deferred')"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
 _GIVE_BACK_STATUSES = frozenset(
     {DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED}
 )
@@ -124,9 +174,17 @@ def padded(ids: Sequence[int]) -> list[int]:
 
 
 async def claim(
-    engine: AsyncEngine, requests: Sequence[ClaimRequest], *, finisher: SendFinisher | None = None
+    engine: AsyncEngine,
+    requests: Sequence[ClaimRequest],
+    *,
+    finisher: SendFinisher | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+    owner: str | None = None,
+    owner_stale_s: float = DEFAULT_OWNER_STALE_S,
 ) -> list[Claim]:
-    """Claim a batch of deliveries in one transaction; one :class:`Claim` per request.
+    """Claim a batch of deliveries in one transaction for process ``owner``, each leased for
+    ``lease_s``; one :class:`Claim` per request. A redelivered job re-claims a ``sending`` row
+    whose lease has ended or whose claimer has not beaten for ``owner_stale_s``.
 
     Deliveries nobody wants any more are marked ``unsubscribed`` on the way; a send whose last
     open delivery that was gets its completion check, as after :func:`record`.
@@ -134,6 +192,8 @@ async def claim(
     ids = sorted({r.delivery_id for r in requests})
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
+    lease = now + timedelta(seconds=lease_s)
+    claimer = {"lease": lease, "owner": owner}
     async with engine.begin() as session:
         dropped_sends = {
             str(send_id)
@@ -159,6 +219,7 @@ async def claim(
                         "claimable": [str(s) for s in _CLAIMABLE],
                         "sending": str(DeliveryStatus.SENDING),
                         "now": now,
+                        **claimer,
                     },
                 )
             ).scalars()
@@ -170,7 +231,34 @@ async def claim(
                 (
                     await session.execute(
                         _RECLAIM,
-                        {"ids": padded(left), "sending": str(DeliveryStatus.SENDING), "now": now},
+                        {
+                            "ids": padded(left),
+                            "sending": str(DeliveryStatus.SENDING),
+                            "now": now,
+                            "alive_after": now - timedelta(seconds=owner_stale_s),
+                            **claimer,
+                        },
+                    )
+                ).scalars()
+            )
+        own = sorted(
+            {
+                r.delivery_id
+                for r in requests
+                if r.redelivered and r.own_idle and r.delivery_id not in claimed | reclaimed
+            }
+        )
+        if own and owner is not None:
+            reclaimed |= set(
+                (
+                    await session.execute(
+                        _RECLAIM_OWN,
+                        {
+                            "ids": padded(own),
+                            "sending": str(DeliveryStatus.SENDING),
+                            "now": now,
+                            **claimer,
+                        },
                     )
                 ).scalars()
             )
@@ -185,6 +273,7 @@ async def claim(
                             "sending": str(DeliveryStatus.SENDING),
                             "failed": str(DeliveryStatus.FAILED),
                             "now": now,
+                            **claimer,
                         },
                     )
                 ).scalars()
@@ -223,23 +312,30 @@ async def record(
             "smtp_reply": r.smtp_reply[:2000],
             "message_id": r.message_id or None,
             "sent_at": now if r.status == DeliveryStatus.SENT else None,
+            "due_at": (r.due_at or now) if r.status == DeliveryStatus.DEFERRED else None,
+            "retry": 1 if r.status == DeliveryStatus.DEFERRED else 0,
             "now": now,
         }
         for r in results
         if r.status not in _GIVE_BACK_STATUSES
     ]
-    given_back: dict[str, list[int]] = {}
-    for r in results:
-        if r.status in _GIVE_BACK_STATUSES:
-            given_back.setdefault(r.status, []).append(r.delivery_id)
+    given_back = [  # pauses, cancels, open breakers
+        {"id": r.delivery_id, "status": r.status, "due_at": r.due_at or now, "now": now}
+        for r in results
+        if r.status in _GIVE_BACK_STATUSES and r.claimed
+    ]
+    held = [
+        {"id": r.delivery_id, "status": r.status, "due_at": r.due_at or now, "now": now}
+        for r in results
+        if r.status in _GIVE_BACK_STATUSES and not r.claimed
+    ]
     async with engine.begin() as connection:
         if params:
             await connection.execute(_RECORD, params)
-        for status, ids in given_back.items():  # pauses, cancels, open breakers
-            await connection.execute(
-                _GIVE_BACK,
-                {"status": status, "ids": padded(ids), "now": now, "open": [str(s) for s in _OPEN]},
-            )
+        if given_back:
+            await connection.execute(_GIVE_BACK, given_back)
+        if held:
+            await connection.execute(_GIVE_BACK_UNCLAIMED, held)
     await _check_finished(engine, {r.send_id for r in results if r.send_id}, finisher)
     return [None] * len(results)
 

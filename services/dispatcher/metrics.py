@@ -13,13 +13,22 @@ class DispatcherMetrics:
     smtp_seconds: Histogram
     planned: Counter
     confirms: Counter
+    test_deliveries: Counter
+    redriven: Counter
+
+    def delivery(self, outcome: str, language: str, domain: str, *, test: bool) -> None:
+        """Count one delivery outcome; a test send's ("[TEST]" to one address) apart."""
+        if test:
+            self.test_deliveries.labels(outcome, language).inc()
+        else:
+            self.deliveries.labels(outcome, language, domain).inc()
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DispatcherMetrics:
         return cls(
             deliveries=Counter(
                 "newsletter_deliveries_total",
-                "Delivery attempts by outcome, language and recipient domain.",
+                "Delivery attempts by outcome, edition and recipient domain (no test sends).",
                 ["outcome", "language", "domain"],
                 registry=registry,
             ),
@@ -31,13 +40,26 @@ class DispatcherMetrics:
             ),
             planned=Counter(
                 "newsletter_planned_deliveries_total",
-                "Delivery jobs planned and confirmed by the broker, by language.",
+                "Delivery jobs planned and confirmed by the broker, by edition (no test sends).",
                 ["language"],
                 registry=registry,
             ),
             confirms=Counter(
                 "newsletter_publish_confirms_total",
                 "Publisher confirms received for delivery jobs.",
+                registry=registry,
+            ),
+            test_deliveries=Counter(
+                "newsletter_test_deliveries_total",
+                "Outcomes of test sends ('[TEST]' to one address), by outcome and edition.",
+                ["outcome", "language"],
+                registry=registry,
+            ),
+            redriven=Counter(
+                "newsletter_redriven_deliveries_total",
+                "Deliveries the reconciler published again because their job was gone "
+                "(lost_job) or their claimer's lease ended (lease_expired).",
+                ["reason"],
                 registry=registry,
             ),
         )

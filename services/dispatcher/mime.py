@@ -34,6 +34,19 @@ DATE = "@@NL_DATE@@"
 MESSAGE_ID = "@@NL_MESSAGE_ID@@"
 ONE_CLICK_URL = "@@NL_ONE_CLICK_URL@@"
 UNSUBSCRIBE_MAILTO = "@@NL_UNSUBSCRIBE_MAILTO@@"
+DELIVERY_REFERENCE = "@@NL_DELIVERY_REF@@"
+
+# The signed delivery reference (shared.verp.delivery_reference) in the two forms email
+# providers hand back in their webhooks: Postmark turns ``X-PM-Metadata-<key>`` headers into
+# the event's ``Metadata`` (postmarkapp.com, "Custom metadata FAQ": keys up to 20 characters,
+# values up to 80), SendGrid turns the ``X-SMTPAPI`` header's ``unique_args`` into fields of
+# each Event Webhook event ("Unique Arguments", SendGrid docs). Both providers strip these
+# headers before delivery, so they are outside the DKIM-signed list; an MTA of our own passes
+# them on, which shows the reader nothing the VERP return path does not already.
+PROVIDER_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-PM-Metadata-delivery_id", DELIVERY_REFERENCE),
+    ("X-SMTPAPI", '{"unique_args": {"delivery_id": "' + DELIVERY_REFERENCE + '"}}'),
+)
 
 MAX_LINE = 998
 # Room left on a line for each marker it holds: a signed URL is about 150 bytes; 400 is generous.
@@ -238,6 +251,7 @@ def build_template(*, envelope: Envelope, text: str, html_body: str) -> MessageT
     headers += [
         ("Content-Language", envelope.content_language),
         ("Feedback-ID", envelope.feedback_id),
+        *PROVIDER_HEADERS,
         *envelope.extra_headers,
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),

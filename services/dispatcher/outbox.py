@@ -2,7 +2,10 @@
 
 A paused send's jobs are not kept cycling through a delay queue: a worker that meets one puts
 its delivery back to ``pending`` (the outbox state) and acks it, so a send paused for a day
-costs nothing. When the send runs again, :class:`OutboxSweeper` finds its pending rows and the
+costs nothing. Jobs held by an open circuit breaker are parked the same way, with ``due_at``
+at the end of the breaker's pause: the sweep leaves them until then.
+
+When the send runs again, :class:`OutboxSweeper` finds its pending rows and the
 planner's relay publishes them (confirms first, then ``queued``). The sweep runs every
 ``interval_s`` and at once after a resume; it also picks up any pending row of a running send
 that was missed, for whatever reason. A row is only taken once it has been pending for
@@ -24,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.dispatcher.planner import Planner
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.messaging.publisher import PublishError
 from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -31,8 +35,8 @@ log = structlog.get_logger(__name__)
 _SENDS_WITH_PARKED_ROWS = text(
     "SELECT s.id FROM send s WHERE s.status = :running AND EXISTS ("
     "SELECT 1 FROM delivery d WHERE d.send_id = s.id AND d.status = :pending "
-    "AND d.updated_at < :cutoff)"
-).bindparams(bindparam("cutoff", type_=UTCDateTime()))
+    "AND d.updated_at < :cutoff AND (d.due_at IS NULL OR d.due_at <= :now))"
+).bindparams(bindparam("cutoff", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 
 
 class OutboxSweeper:
@@ -55,7 +59,8 @@ class OutboxSweeper:
 
     async def sweep(self) -> int:
         """Relay the pending rows of every running send; returns how many sends had some."""
-        cutoff = utcnow() - timedelta(seconds=self._settle)
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self._settle)
         async with self._engine.connect() as connection:
             rows = await connection.execute(
                 _SENDS_WITH_PARKED_ROWS,
@@ -63,12 +68,17 @@ class OutboxSweeper:
                     "running": str(SendStatus.RUNNING),
                     "pending": str(DeliveryStatus.PENDING),
                     "cutoff": cutoff,
+                    "now": now,
                 },
             )
             send_ids = [str(row[0]) for row in rows]
         for send_id in send_ids:
             with structlog.contextvars.bound_contextvars(send_id=send_id):
-                published = await self._planner.relay(send_id)
+                try:
+                    published = await self._planner.relay(send_id)
+                except PublishError as err:  # the rows stay pending: the next sweep retries
+                    log.warning("outbox_relay_failed", error=str(err)[:300])
+                    continue
                 log.info("outbox_relayed", jobs=published)
         return len(send_ids)
 

@@ -1,34 +1,56 @@
-"""The planner: ``PlanSend`` -> one delivery row per (send, subscriber) -> delivery jobs.
+"""The planner: ``PlanSend`` -> one delivery row per (send, subscriber, segment) -> jobs.
+
+A reader who chose several editions gets one delivery per edition. A segment served by a
+fallback (``be`` gets the ``ru`` edition) leaves out readers who are also in the fallback's own
+segment, so no one gets the same text twice. An ``only_new`` send leaves out readers who have
+the issue's edition from an earlier send (``RECEIVED_STATUSES``).
+
 
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
 (the unique keys make a re-plan harmless) as ``pending`` rows: the outbox. The relay then
-publishes pending rows in batches with publisher confirms and marks them ``queued`` only after
-every confirm of the batch. A planner that dies anywhere in between leaves its ``PlanSend``
-unacked; the broker redelivers it and the planner picks up where the ledger says it was:
-rows already written are skipped, pending rows are published. A crash after the confirms but
-before the ``queued`` commit republishes that one batch; the workers' claim makes those copies
-harmless.
+takes pending rows in batches, marks them ``queued`` with a deadline (by when their job should
+have been consumed) and publishes them with publisher confirms; a batch the broker refuses goes
+back to ``pending``. A planner that dies anywhere in between leaves its ``PlanSend`` unacked;
+the broker redelivers it and the planner picks up where the ledger says it was: rows already
+written are skipped, pending rows are published. A crash after the ``queued`` commit but before
+the confirms leaves that one batch queued without jobs, with the short deadline of an
+unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it then (see
+:mod:`services.dispatcher.reconciler`).
+
+The relay is also how a delivery goes out again: parked while paused or held by an open
+breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
+reconciler. A job carries its retry count (``x-retry``) and its first attempt from the ledger,
+and a queued row gets the deadline by which its job should have been consumed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import ledger
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.retry import dead_letter
+from services.dispatcher.retry import RETRY_HEADER, dead_letter
 from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
-from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus, Send, SendStatus
+from shared.db.tables.deliveries import (
+    RECEIVED_STATUSES,
+    DeliveryKind,
+    DeliveryStatus,
+    Send,
+    SendIntent,
+    SendStatus,
+)
 from shared.db.tables.timestamps import UTCDateTime, utcnow
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
 from shared.messaging.topology import DELIVER_ISSUE
 
@@ -41,32 +63,99 @@ _AUDIENCE_PAGE = text(
     "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after "
     "ORDER BY s.id LIMIT :limit"
 )
-_INSERT_PAGE = text(
+# One row per (send, subscriber, segment): a reader of several editions gets each of them.
+_INSERT_PAGE_SQL = (
     "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
     "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
-    "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)), :kind, :send_id, s.id, "
-    "s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
+    "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)) || ':' || :language, "
+    ":kind, :send_id, s.id, s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
     "FROM subscriber s "
     "JOIN subscriber_language sl ON sl.subscriber_id = s.id AND sl.language = :language "
     "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after AND s.id <= :last "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
     "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) "
-    "ON CONFLICT DO NOTHING"
-).bindparams(bindparam("now", type_=UTCDateTime()))
+)
+# A segment that gets another language's edition (a fallback) leaves out the readers who also
+# chose that language: they get that edition once, as its own segment.
+_NOT_IN_EDITION_SEGMENT = (
+    "AND NOT EXISTS (SELECT 1 FROM subscriber_language other "
+    "WHERE other.subscriber_id = s.id AND other.language = :edition_language) "
+)
+# --only-new: leave out readers who have this segment's edition of the issue from an earlier
+# (non-test) send, or will get it from one still running.
+_NOT_RECEIVED = (
+    "AND NOT EXISTS (SELECT 1 FROM send e JOIN delivery d ON d.send_id = e.id "
+    "WHERE e.issue_key = :issue_key AND e.id <> :send_id AND e.test_to IS NULL "
+    "AND d.subscriber_id = s.id AND d.language = :language AND d.status IN :received) "
+)
+
+
+def _insert_page(*, skip_edition_segment: bool, only_new: bool) -> TextClause:
+    sql = _INSERT_PAGE_SQL
+    sql += _NOT_IN_EDITION_SEGMENT if skip_edition_segment else ""
+    sql += _NOT_RECEIVED if only_new else ""
+    statement = text(sql + "ON CONFLICT DO NOTHING").bindparams(
+        bindparam("now", type_=UTCDateTime())
+    )
+    return statement.bindparams(bindparam("received", expanding=True)) if only_new else statement
+
+
 _INSERT_TEST = text(
     "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
     "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
     "VALUES (:key, :kind, :send_id, NULL, :email, :domain, :language, :pending, 0, '', '', "
     ":now, :now) ON CONFLICT DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
-_PENDING_PAGE = text(
-    "SELECT id, subscriber_id, email, language FROM delivery "
-    "WHERE send_id = :send_id AND status = :pending AND id > :after ORDER BY id LIMIT :limit"
+_PENDING_PAGE_SQL = text(
+    "SELECT id, subscriber_id, email, language, retries, queued_at FROM delivery "
+    "WHERE send_id = :send_id AND status = :pending AND id > :after "
+    "AND (due_at IS NULL OR due_at <= :now) ORDER BY id LIMIT :limit"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+# SQLite hands timestamps of a textual query back as text: say what the column is.
+_PENDING_PAGE = _PENDING_PAGE_SQL.columns(
+    column("id"),
+    column("subscriber_id"),
+    column("email"),
+    column("language"),
+    column("retries"),
+    column("queued_at", UTCDateTime()),
 )
+# Marked before the publish: a job the workers give back at once (an open breaker, a paused
+# send) finds its row queued and parks it, where marking after the confirm would overwrite
+# the parked row with "queued" and leave it without a job. Of two relays, the one whose
+# UPDATE takes a row publishes it.
 _MARK_QUEUED = text(
-    "UPDATE delivery SET status = :queued, queued_at = :now, updated_at = :now "
-    "WHERE id IN :ids AND status = :pending"
-).bindparams(bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+    "UPDATE delivery SET status = :queued, queued_at = COALESCE(queued_at, :now), "
+    "due_at = :deadline, updated_at = :now "
+    "WHERE id IN :ids AND status = :pending AND (due_at IS NULL OR due_at <= :now) RETURNING id"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
+# The broker did not take the batch: back to the outbox, unless a worker got a job already.
+_UNMARK_QUEUED = text(
+    "UPDATE delivery SET status = :pending, due_at = NULL, updated_at = :now "
+    "WHERE id IN :ids AND status = :queued AND due_at = :deadline"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("deadline", type_=UTCDateTime()),
+)
+# Confirmed: the job's deadline runs from now (rows a worker took or gave back meanwhile are
+# no longer "queued until the confirm deadline", and are left alone).
+_CONFIRMED = text(
+    "UPDATE delivery SET due_at = :deadline WHERE id IN :ids AND status = :queued "
+    "AND due_at = :confirm_by"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("deadline", type_=UTCDateTime()),
+    bindparam("confirm_by", type_=UTCDateTime()),
+)
+# Until the confirm, a marked row's deadline is the publish's own (its timeout and a margin):
+# a planner killed between the mark and the confirms leaves rows the reconciler re-drives
+# soon, not after the whole queued deadline.
+CONFIRM_DEADLINE_S = 35.0
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 
 
@@ -123,10 +212,16 @@ class Planner:
                     fallbacks=",".join(f"{k}={v}" for k, v in sorted(job.fallbacks.items())),
                     status=SendStatus.PLANNING,
                     test_to=job.test_to,
+                    intent=SendIntent.TEST if job.test_to else job.intent,
                 )
                 session.add(send)
                 await session.commit()
-                log.info("send_planning", segments=job.segments, test=bool(job.test_to))
+                log.info(
+                    "send_planning",
+                    segments=job.segments,
+                    test=bool(job.test_to),
+                    intent=send.intent,
+                )
             return send.status
 
     async def _cancelled(self, send_id: str) -> bool:
@@ -155,6 +250,16 @@ class Planner:
     async def _write_segment(self, job: PlanSend, language: str) -> None:
         after = 0
         batch = self.settings.dispatch_planner_batch
+        edition_language = job.fallbacks.get(language, language)
+        skip_edition_segment = edition_language != language and edition_language in job.segments
+        only_new = job.intent == "only_new"
+        insert = _insert_page(skip_edition_segment=skip_edition_segment, only_new=only_new)
+        extra: dict[str, object] = {}
+        if skip_edition_segment:
+            extra["edition_language"] = edition_language
+        if only_new:
+            extra["issue_key"] = job.issue_key
+            extra["received"] = sorted(str(s) for s in RECEIVED_STATUSES)
         while True:
             async with self.sessions() as session:
                 ids = list(
@@ -168,7 +273,7 @@ class Planner:
                     return
                 last = int(ids[-1])
                 await session.execute(
-                    _INSERT_PAGE,
+                    insert,
                     {
                         "send_id": job.send_id,
                         "kind": str(DeliveryKind.ISSUE),
@@ -177,6 +282,7 @@ class Planner:
                         "now": utcnow(),
                         "after": after,
                         "last": last,
+                        **extra,
                     },
                 )
                 await session.commit()
@@ -185,12 +291,13 @@ class Planner:
             await self.relay(job.send_id)
 
     async def relay(self, send_id: str) -> int:
-        """Publish every pending row of the send, batch by batch, and mark it queued; returns
-        how many jobs were published."""
+        """Publish every pending row of the send that is due, batch by batch, and mark it
+        queued; returns how many jobs were published."""
         after = 0
         published = 0
         batch = self.settings.dispatch_planner_batch
         while True:
+            now = utcnow()
             async with self.sessions() as session:
                 rows = (
                     await session.execute(
@@ -200,41 +307,84 @@ class Planner:
                             "pending": str(DeliveryStatus.PENDING),
                             "after": after,
                             "limit": batch,
+                            "now": now,
                         },
                     )
                 ).all()
             if not rows:
                 return published
-            now = utcnow()
+            after = int(rows[-1][0])
+            marks = {
+                "ids": ledger.padded([int(row[0]) for row in rows]),
+                "queued": str(DeliveryStatus.QUEUED),
+                "pending": str(DeliveryStatus.PENDING),
+                "now": now,
+                "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
+            }
+            async with self.sessions() as session:
+                taken = set((await session.execute(_MARK_QUEUED, marks)).scalars())
+                await session.commit()
             jobs = [
-                DeliverIssue(
-                    delivery_id=int(row[0]),
-                    send_id=send_id,
-                    subscriber_id=row[1],
-                    to=str(row[2]),
-                    language=row[3],
-                    first_attempt_at=now,
+                (
+                    DeliverIssue(
+                        delivery_id=int(row[0]),
+                        send_id=send_id,
+                        subscriber_id=row[1],
+                        to=str(row[2]),
+                        language=row[3],
+                        first_attempt_at=row[5] or now,  # the retry window runs from the first
+                    ),
+                    int(row[4] or 0),
                 )
                 for row in rows
+                if int(row[0]) in taken
             ]
-            await self.publisher.publish_many(jobs, routing_key=DELIVER_ISSUE)
-            self.metrics.confirms.inc(len(jobs))
+            try:
+                await self._publish(jobs)
+            except PublishError:
+                async with self.sessions() as session:
+                    await session.execute(_UNMARK_QUEUED, marks)
+                    await session.commit()
+                raise
             async with self.sessions() as session:
                 await session.execute(
-                    _MARK_QUEUED,
+                    _CONFIRMED,
                     {
-                        "ids": ledger.padded([j.delivery_id for j in jobs]),
+                        "ids": marks["ids"],
                         "queued": str(DeliveryStatus.QUEUED),
-                        "pending": str(DeliveryStatus.PENDING),
-                        "now": now,
+                        "confirm_by": marks["deadline"],
+                        "deadline": utcnow()
+                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
                     },
                 )
                 await session.commit()
-            for job in jobs:
-                self.metrics.planned.labels(job.language).inc()
-            after = jobs[-1].delivery_id
+            self.metrics.confirms.inc(len(jobs))
+            for job, retries in jobs:
+                # a retry was counted when first planned; a test send's jobs are not planned mail
+                if not retries and job.subscriber_id is not None:
+                    self.metrics.planned.labels(job.language).inc()
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
+        """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""
+        first = [job for job, retries in jobs if not retries]
+        if first:
+            await self.publisher.publish_many(first, routing_key=DELIVER_ISSUE)
+        retried = [(job, retries) for job, retries in jobs if retries]
+        if retried:
+            outcomes = await asyncio.gather(
+                *(
+                    self.publisher.publish(
+                        job, routing_key=DELIVER_ISSUE, headers={RETRY_HEADER: retries}
+                    )
+                    for job, retries in retried
+                ),
+                return_exceptions=True,
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]
 
     async def _finish_planning(self, send_id: str) -> None:
         async with self.sessions() as session:

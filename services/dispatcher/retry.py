@@ -1,8 +1,10 @@
-"""Retries through the delay tiers of the topology, and dead letters with their reason.
+"""Retry schedules (delay tiers, the retry window), and dead letters with their reason.
 
-A deferred job is republished to the tier exchange for its attempt; the tier's queue holds it for
-the tier's TTL and dead-letters it back to ``newsletter.commands`` under its original routing
-key. The attempt number travels in the ``x-retry`` header.
+An issue delivery's retry waits in the ledger (``due_at``, published again by the reconciler).
+A transactional job is republished to the tier exchange for its attempt
+(:func:`schedule_retry`); the tier's queue holds it for the tier's TTL and dead-letters it back
+to ``newsletter.commands`` under its original routing key. Either way the attempt number
+travels in the ``x-retry`` header.
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ class SendReport:
     total: int
     test_to: str | None
     by_language: dict[str, dict[str, int]] = field(default_factory=dict)
+    redriven: int = 0  # jobs the reconciler published again (lost job, expired lease)
+    redriven_deliveries: int = 0  # deliveries re-driven at least once
 
     @property
     def open(self) -> int:
@@ -103,6 +105,15 @@ async def report(sessions: Sessions, *, send_id: str) -> SendReport:
         )
         for language, status, count in rows:
             result.by_language.setdefault(language, {})[status] = int(count)
+        redriven = (
+            await session.exec(
+                select(func.coalesce(func.sum(Delivery.redriven), 0), func.count())
+                .where(Delivery.send_id == send_id)
+                .where(col(Delivery.redriven) > 0)
+            )
+        ).one()
+        result.redriven = int(redriven[0])
+        result.redriven_deliveries = int(redriven[1])
     return result
 
 

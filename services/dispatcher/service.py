@@ -28,9 +28,11 @@ from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.erasures import ErasureHandler
 from services.dispatcher.flow import FlowControl
+from services.dispatcher.heartbeat import ProcessHeartbeat
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
+from services.dispatcher.reconciler import QueueDepth, Reconciler
 from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
@@ -92,7 +94,9 @@ async def run(
 
         finisher = ledger.SendFinisher(engine)
         stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(config, engine, finisher)  # started
+        claims, results = _ledger_batchers(  # started
+            config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
+        )
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
@@ -160,7 +164,7 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
             )
-            consumers.append(_planner_consumer(config, planner, control, stack))
+            consumers.append(_planner_consumer(config, planner, control, stack, connection))
         for consumer in consumers:
             await consumer.start(connection)
 
@@ -188,6 +192,19 @@ def _database_gate(
     return gate
 
 
+async def _heartbeat(
+    config: DispatcherSettings, engine: AsyncEngine, stack: AsyncExitStack
+) -> ProcessHeartbeat:
+    """This process's heartbeat, stopped after everything opened later: its claims are its
+    own until its work is drained."""
+    heartbeat = ProcessHeartbeat(
+        engine=engine, interval_s=config.dispatch_heartbeat_s, stale_s=config.dispatch_owner_stale_s
+    )
+    await heartbeat.start()
+    stack.push_async_callback(heartbeat.close)
+    return heartbeat
+
+
 def _every_process_consumers(engine: AsyncEngine, control: ControlHandler) -> list[QueueConsumer]:
     """Consumers whatever the roles: send control (pause, resume, cancel) and GDPR erasures."""
     return [
@@ -197,17 +214,50 @@ def _every_process_consumers(engine: AsyncEngine, control: ControlHandler) -> li
 
 
 def _planner_consumer(
-    config: DispatcherSettings, planner: Planner, control: ControlHandler, stack: AsyncExitStack
+    config: DispatcherSettings,
+    planner: Planner,
+    control: ControlHandler,
+    stack: AsyncExitStack,
+    connection: AbstractRobustConnection,
 ) -> QueueConsumer:
-    """The planner's queue, and the outbox sweeper beside it (parked deliveries go out again
-    when their send resumes)."""
+    """The planner's queue, with the outbox sweeper beside it (parked deliveries go out again
+    when their send resumes or their domain's breaker closes) and the reconciler (due
+    retries, lost jobs, expired leases)."""
     sweeper = OutboxSweeper(
         engine=planner.engine, planner=planner, interval_s=config.dispatch_outbox_sweep_s
     )
     sweeper.start()
     stack.push_async_callback(sweeper.close)
+    reconciler = Reconciler(
+        engine=planner.engine,
+        planner=planner,
+        metrics=planner.metrics,
+        queue_depth=work_queue_depth(connection, prefetch=config.dispatch_prefetch),
+    )
+    reconciler.start()
+    stack.push_async_callback(reconciler.close)
     control.on_resume = sweeper.wake
     return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
+
+
+def work_queue_depth(connection: AbstractRobustConnection, *, prefetch: int) -> QueueDepth:
+    """Ready jobs in ``dispatcher.deliveries`` and at most how many its consumers hold unacked
+    (None if the broker cannot say), for the reconciler to tell a backlog from lost jobs."""
+
+    async def depth() -> tuple[int, int] | None:
+        try:
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(DISPATCHER_DELIVERIES.name, passive=True)
+                result = declared.declaration_result
+                return int(result.message_count or 0), int(result.consumer_count or 0) * prefetch
+            finally:
+                await channel.close()
+        except Exception as err:
+            log.warning("queue_depth_unknown", error=str(err)[:200])
+            return None
+
+    return depth
 
 
 async def _stop_all(consumers: list[QueueConsumer]) -> None:
@@ -264,12 +314,20 @@ class ControlHandler:
 
 
 def _ledger_batchers(
-    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher
+    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher, *, owner: str
 ) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
-    """Claims and outcomes, each committed in batches (the batchers are started)."""
+    """Claims (leased, in this process's name) and outcomes, each committed in batches (the
+    batchers are started)."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
-        return await ledger.claim(engine, items, finisher=finisher)
+        return await ledger.claim(
+            engine,
+            items,
+            finisher=finisher,
+            lease_s=config.dispatch_lease_s,
+            owner=owner,
+            owner_stale_s=config.dispatch_owner_stale_s,
+        )
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:
         return await ledger.record(engine, items, finisher=finisher)
@@ -300,6 +358,7 @@ async def _flow_control(
         breaker_threshold=config.dispatch_breaker_threshold,
         breaker_window_s=config.dispatch_breaker_window_s,
         breaker_cooldown_s=config.dispatch_breaker_cooldown_s,
+        breaker_throttle_ratio=config.dispatch_breaker_throttle_ratio,
     )
     alerts = DomainAlertListener(flow=flow)
     await alerts.start(connection)

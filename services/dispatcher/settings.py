@@ -41,10 +41,25 @@ class DispatcherSettings(Settings):
     dispatch_retry_tiers: str = "1m,10m,1h,6h"  # delay tiers used in order, the last repeats
     dispatch_retry_window_s: float = 3 * 24 * 3600.0
     dispatch_poison_limit: int = 3  # deliveries of a poison job before it is dead-lettered
-    # Circuit breaker per domain
-    dispatch_breaker_threshold: int = 20  # throttling/policy replies within the window
+    # Circuit breaker per domain: policy refusals within the window open it; throttling
+    # replies ("slow down") halve the domain's concurrency, and open it only when they are
+    # at least dispatch_breaker_throttle_ratio of the domain's replies in the window.
+    dispatch_breaker_threshold: int = 20
     dispatch_breaker_window_s: float = 30.0
     dispatch_breaker_cooldown_s: float = 60.0
+    dispatch_breaker_throttle_ratio: float = 0.5
+    # Deadlines of the ledger (see reconciler.py). A claimed delivery is its worker's until
+    # its lease ends: longer than the longest wait for a flow slot plus SMTP plus the outcome
+    # write. A queued job not consumed by its deadline (plus the grace) is published again.
+    dispatch_lease_s: float = 900.0
+    # ... unless its process stops beating: each process writes a heartbeat this often, and a
+    # claimer not seen for dispatch_owner_stale_s (killed) loses its sending rows at once.
+    dispatch_heartbeat_s: float = 5.0
+    dispatch_owner_stale_s: float = 30.0
+    dispatch_queued_deadline_s: float = 120.0
+    dispatch_reconcile_s: float = 2.0  # how often the reconciler looks (due retries, lost jobs)
+    dispatch_reconcile_grace_s: float = 10.0
+    dispatch_reconcile_batch: int = 1000  # rows taken per statement
     # Planner
     dispatch_planner_batch: int = 1000
     # How often pending rows of running sends (a paused send's jobs, parked) are published again

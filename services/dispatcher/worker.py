@@ -4,15 +4,18 @@ Each job is claimed in the ledger (a duplicate job cannot claim), composed from 
 cached template, sent on a pooled SMTP connection under flow control, recorded, and only then
 acked. An outcome write that meets a database hiccup is retried in place through the
 :class:`~services.dispatcher.database_gate.DatabaseGate` (the job is never requeued into a
-second SMTP transaction). Deferred jobs go to a delay tier; hard bounces raise a
-``BounceReceived`` event; jobs of a paused send wait in the hold tier without being claimed;
-poison jobs are dead-lettered with their reason after a few deliveries.
+second SMTP transaction). A deferral is recorded with its next attempt (``due_at``), and the
+reconciler publishes it when due: no publish can fail here and turn into an immediate retry.
+Hard bounces raise a ``BounceReceived`` event; jobs of a paused send or of a domain whose
+breaker is open are parked in the outbox without being claimed; poison jobs are dead-lettered
+with their reason after a few deliveries.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -31,7 +34,6 @@ from services.dispatcher.retry import (
     REPLAYED_HEADER,
     attempt_of,
     dead_letter,
-    schedule_retry,
     tier_for,
     window_exhausted,
 )
@@ -43,7 +45,7 @@ from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
-from shared.messaging.topology import BOUNCE_RECEIVED, DELIVER_ISSUE, RETRY_TIERS, RetryTier
+from shared.messaging.topology import BOUNCE_RECEIVED
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,7 @@ class DeliveryWorker:
     acks: BatchAcker
     gate: DatabaseGate | None = None  # retries outcome writes; None: a failed write raises
     outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
+    in_flight: set[int] = field(default_factory=set)  # deliveries this process handles now
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -78,12 +81,21 @@ class DeliveryWorker:
         with structlog.contextvars.bound_contextvars(
             delivery_id=job.delivery_id, send_id=job.send_id, language=job.language
         ):
+            # A redelivered job of a delivery this process claimed and no longer works on (its
+            # handler failed, the job was requeued) may take its own claim back at once.
+            own_idle = job.delivery_id not in self.in_flight
+            self.in_flight.add(job.delivery_id)
             try:
-                await self._deliver(job, message)
+                await self._deliver(job, message, own_idle=own_idle)
             except PoisonJob as err:
                 await self._poison(job, message, reason=str(err))
+            finally:
+                if own_idle:
+                    self.in_flight.discard(job.delivery_id)
 
-    async def _deliver(self, job: DeliverIssue, message: AbstractIncomingMessage) -> None:
+    async def _deliver(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, *, own_idle: bool = True
+    ) -> None:
         status = await self.sends.status(job.send_id)
         if status is None:
             raise PoisonJob(f"unknown send {job.send_id}")
@@ -99,6 +111,7 @@ class DeliveryWorker:
                 job.delivery_id,
                 redelivered=bool(message.redelivered),
                 replayed=REPLAYED_HEADER in (message.headers or {}),
+                own_idle=own_idle,
             )
         )
         if not claim.claimed:
@@ -134,9 +147,8 @@ class DeliveryWorker:
                     if self.flow.record(domain, outcome):
                         log.warning("circuit_breaker_opened", domain=domain, reason="replies")
         if outcome.phase == "breaker":
-            # The breaker opened while this job waited: give the claim back and hold the job.
-            await self._record(ledger.Result(job.delivery_id, job.send_id, DeliveryStatus.QUEUED))
-            await self._hold(job, message, domain)
+            # The breaker opened while this job waited: give the claim back, parked.
+            await self._hold(job, message, domain, claimed=True)
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
 
@@ -148,27 +160,31 @@ class DeliveryWorker:
             # Unsubscribed, suppressed or erased since the send was planned (the claim marked
             # the row and had the send checked for completion).
             log.info("delivery_dropped", reason="no longer subscribed")
-            self.metrics.deliveries.labels("unsubscribed", job.language, domain).inc()
+            self.metrics.delivery("unsubscribed", job.language, domain, test=_is_test(job))
         else:
             log.info("duplicate_job_skipped", found_status=status)
         await self.acks.ack(message)
 
-    async def _hold(self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str) -> None:
-        """The domain's breaker is open: park the job in a delay tier without an attempt (its
-        retry count and window are untouched), so it is neither lost nor failed."""
-        tier = hold_tier_for(self.flow.open_remaining(domain))
-        await schedule_retry(
-            publisher=self.publisher,
-            job=job,
-            routing_key=DELIVER_ISSUE,
-            tier=tier,
-            attempt=attempt_of(message),
+    async def _hold(
+        self,
+        job: DeliverIssue,
+        message: AbstractIncomingMessage,
+        domain: str,
+        *,
+        claimed: bool = False,
+    ) -> None:
+        """The domain's breaker is open: park the delivery in the outbox (``pending``) until
+        the breaker's pause ends, without an attempt (its retry count and window are
+        untouched), and ack the job: nothing cycles through the broker meanwhile."""
+        until = utcnow() + timedelta(seconds=self.flow.open_remaining(domain))
+        await self._record(
+            ledger.Result(
+                job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
+            )
         )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels("held", job.language, domain).inc()
-        log.info(
-            "email_held", to=mask_email(job.to), reason="circuit_breaker_open", tier=tier.label
-        )
+        self.metrics.delivery("held", job.language, domain, test=_is_test(job))
+        log.info("email_held", to=mask_email(job.to), reason="circuit_breaker_open")
 
     async def _stand_down(
         self, job: DeliverIssue, message: AbstractIncomingMessage, status: str | None
@@ -223,18 +239,13 @@ class DeliveryWorker:
                 smtp_code=outcome.code,
                 smtp_reply=outcome.reply,
                 message_id=self.composer.message_id(message_key),
+                due_at=utcnow() + timedelta(milliseconds=tier.delay_ms)
+                if status == "deferred"
+                else None,
             )
         )
-        if status == "deferred":
-            await schedule_retry(
-                publisher=self.publisher,
-                job=job,
-                routing_key=DELIVER_ISSUE,
-                tier=tier,
-                attempt=attempt + 1,
-            )
         await self.acks.ack(message)
-        self.metrics.deliveries.labels(status, job.language, domain).inc()
+        self.metrics.delivery(status, job.language, domain, test=_is_test(job))
         # The canonical line of this delivery (cheap: see delivery_log).
         self.outcomes.outcome(
             "email_sent" if status == "sent" else f"email_{status}",
@@ -272,14 +283,12 @@ class DeliveryWorker:
         await self.acks.ack(message)
 
 
-def hold_tier_for(remaining_s: float) -> RetryTier:
-    """The longest delay tier that does not outlast the pause (the shortest if none fits), so
-    a held job comes back at, or a little before, the end of its domain's pause."""
-    fitting = [tier for tier in RETRY_TIERS if tier.delay_ms <= remaining_s * 1000]
-    return fitting[-1] if fitting else min(RETRY_TIERS, key=lambda tier: tier.delay_ms)
-
-
 def _delivery_count(message: AbstractIncomingMessage) -> int:
     """How often the broker delivered this message before (quorum queues count it)."""
     raw = (message.headers or {}).get("x-delivery-count", 0)
     return int(raw) if isinstance(raw, int) else 0
+
+
+def _is_test(job: DeliverIssue) -> bool:
+    """A test send's job has no subscriber (it goes to the editor's address)."""
+    return job.subscriber_id is None

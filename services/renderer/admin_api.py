@@ -3,12 +3,21 @@
 ``GET /admin/api/issues``; ``GET``/``PUT /admin/api/issues/{name}`` (``{"sources": {lang: text}}``;
 optional query ``segments=en,ru`` and ``fallback=be=ru``) answers the readiness verdict (``ready``,
 ``problems`` as ``file:line:column: …``, ``warnings``, ``plan``, the matrix);
-``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``,
-``test_to``, ``confirm``) answers the segments and their sizes until ``"confirm": true`` (or a
-test send) starts the send (202 with ``send_id``), like the editor page's confirmation step.
+``POST /admin/api/issues/{name}/sends`` (``segments``, ``fallbacks``, ``test_to``, ``confirm``,
+``intent``, ``confirm_issue``) answers the segments and their sizes until ``"confirm": true``
+(or a test send) starts the send (202 with ``send_id``), like the editor page's confirmation
+step.
+
+An issue goes out once: a send of an issue that already has one answers 409 with the earlier
+sends and what to do. ``"intent": "only_new"`` mails readers who have not received it,
+``"intent": "resend_all"`` with ``"confirm_issue": <the issue number>`` mails everyone again.
+A body that is not a JSON object of that shape (broken, empty, nested past the parser's limit,
+wrong types, lone surrogates) answers 422.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import structlog
 from starlette.requests import Request
@@ -16,9 +25,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
+from services.renderer.issue_sends import IssueAlreadySent, SendRefused, Surface
 from services.renderer.readiness import verdict
 from services.renderer.sending import parse_fallbacks, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.db.tables import SendIntent
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +56,50 @@ class AdminApi(WebDesk):
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    @staticmethod
+    async def _object(request: Request) -> dict[str, Any] | Response:
+        """The JSON object in the body, or a 422 answer: broken, empty or non-UTF-8 JSON and
+        JSON nested deeper than the parser's recursion limit used to answer 500."""
+        try:
+            payload = await request.json()
+        except (ValueError, RecursionError):
+            return JSONResponse({"detail": "the body must be a JSON object"}, 422)
+        if not isinstance(payload, dict):
+            return JSONResponse({"detail": "body must be a JSON object"}, 422)
+        return payload
+
+    async def _store(self, request: Request, name: str) -> Response | None:
+        """Store the uploaded sources; an answer only when they are refused."""
+        payload = await self._object(request)
+        if isinstance(payload, Response):
+            return payload
+        sources = payload.get("sources")
+        if not isinstance(sources, dict) or not all(_text(v) for v in sources.values()):
+            return JSONResponse(
+                {"detail": 'body must be {"sources": {lang: text}}, text in UTF-8'}, 422
+            )
+        try:
+            self.library.store(name, sources)
+        except IssueFormatError as err:
+            return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
+        return None
+
+    async def _send_request(self, request: Request) -> dict[str, Any] | Response:
+        payload = await self._object(request)
+        if isinstance(payload, Response):
+            return payload
+        if not _segments_shape(payload.get("segments")) or not _fallbacks_shape(
+            payload.get("fallbacks")
+        ):
+            return JSONResponse(
+                {
+                    "detail": 'segments must be a list of languages (or "en,be"), '
+                    "fallbacks an object {segment: language}"
+                },
+                422,
+            )
+        return payload
+
     async def api_list(self, request: Request) -> Response:
         if not self._api_ok(request):
             return self._unauthorized()
@@ -54,17 +109,8 @@ class AdminApi(WebDesk):
         if not self._api_ok(request):
             return self._unauthorized()
         name = request.path_params["name"]
-        if request.method == "PUT":
-            payload = await request.json()
-            sources = payload.get("sources") if isinstance(payload, dict) else None
-            if not isinstance(sources, dict) or not all(
-                isinstance(v, str) for v in sources.values()
-            ):
-                return JSONResponse({"detail": 'body must be {"sources": {lang: text}}'}, 422)
-            try:
-                self.library.store(name, sources)
-            except IssueFormatError as err:
-                return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
+        if request.method == "PUT" and (refused := await self._store(request, name)):
+            return refused
         folder = self.library.folder(name)
         if folder is None:
             return JSONResponse({"detail": "no such issue"}, 404)
@@ -81,18 +127,13 @@ class AdminApi(WebDesk):
     async def api_send(self, request: Request) -> Response:
         if not self._api_ok(request):
             return self._unauthorized()
-        name = request.path_params["name"]
-        payload = await request.json()
-        if not isinstance(payload, dict):
-            return JSONResponse({"detail": "body must be a JSON object"}, 422)
-        test_to = payload.get("test_to")
+        payload = await self._send_request(request)
+        if isinstance(payload, Response):
+            return payload
         try:
-            segments = parse_segments(payload.get("segments"))
-            fallbacks = payload.get("fallbacks") or {}
-            fallbacks = parse_fallbacks([f"{k}={v}" for k, v in dict(fallbacks).items()])
-            prepared = await self._prepare(
-                name, segments=segments, fallbacks=fallbacks, test_to=test_to
-            )
+            return await self._send(request.path_params["name"], payload)
+        except SendRefused as err:
+            return _refused(err)
         except IssueFormatError as err:
             return JSONResponse({"problems": [str(p) for p in err.problems]}, 422)
         except (RendererError, ValueError, TypeError) as err:
@@ -100,6 +141,29 @@ class AdminApi(WebDesk):
             if isinstance(err, IssueNotReady):  # the verdict's errors, as ``GET`` lists them
                 body["problems"] = [str(p) for p in err.problems]
             return JSONResponse(body, 422)
+
+    async def _send(self, name: str, payload: dict[str, object]) -> Response:
+        test_to = payload.get("test_to")
+        confirm_issue = payload.get("confirm_issue")
+        if confirm_issue is not None and not isinstance(confirm_issue, int):
+            raise ValueError("confirm_issue must be the issue number")
+        if test_to is not None and not isinstance(test_to, str):
+            raise ValueError("test_to must be an address")
+        raw_segments = payload.get("segments")
+        if raw_segments is not None and not isinstance(raw_segments, str | list):
+            raise ValueError("segments must be a list of languages")
+        fallbacks = payload.get("fallbacks") or {}
+        if not isinstance(fallbacks, dict):
+            raise ValueError("fallbacks must map a segment to a language")
+        prepared = await self._prepare(
+            name,
+            segments=parse_segments(raw_segments),
+            fallbacks=parse_fallbacks([f"{k}={v}" for k, v in fallbacks.items()]),
+            test_to=test_to,
+            surface=Surface.API,
+            intent=_intent(payload.get("intent", "first")),
+            confirm_number=confirm_issue,
+        )
         rows, total = await self._sizes(prepared)
         summary = [
             {k: r[k] for k in ("segment", "edition", "subscribers", "html_bytes")} for r in rows
@@ -108,8 +172,56 @@ class AdminApi(WebDesk):
             return JSONResponse(
                 {"confirm_required": True, "segments": summary, "total": total}, status_code=200
             )
-        await self._start(prepared)
+        await self._start(prepared, surface=Surface.API, confirm_number=confirm_issue)
         return JSONResponse(
-            {"send_id": prepared.command.send_id, "segments": summary, "total": total},
+            {
+                "send_id": prepared.command.send_id,
+                "intent": str(prepared.intent),
+                "segments": summary,
+                "total": total,
+            },
             status_code=202,
         )
+
+
+def _intent(value: object) -> SendIntent:
+    if value not in {"first", "only_new", "resend_all"}:
+        raise ValueError('intent must be "first", "only_new" or "resend_all"')
+    return SendIntent(str(value))
+
+
+def _refused(err: SendRefused) -> Response:
+    status = 409 if isinstance(err, IssueAlreadySent) else 422
+    return JSONResponse(
+        {
+            "detail": str(err),
+            "earlier_sends": [e.as_dict() for e in err.earlier],
+            "choices": ["only_new", "resend_all"] if err.earlier else ["first"],
+        },
+        status_code=status,
+    )
+
+
+def _text(value: object) -> bool:
+    """A string that can be stored as UTF-8 (JSON may carry lone surrogates: "\\ud800")."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _segments_shape(value: object) -> bool:
+    return (
+        value is None
+        or _text(value)
+        or (isinstance(value, list) and all(_text(item) for item in value))
+    )
+
+
+def _fallbacks_shape(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(_text(k) and _text(v) for k, v in value.items())
+    )

@@ -1,14 +1,14 @@
 """Commands of the renderer (composition root: ``run``) and the editors' ``issue`` commands.
 
-``newsletter renderer run``, ``newsletter issue check|preview|send`` and
-``newsletter bench render``. Imports happen inside the commands to keep start-up fast.
+``newsletter renderer run`` and ``newsletter issue check|preview|send``. Imports happen inside
+the commands to keep start-up fast.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -165,15 +165,60 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
     wait: Annotated[bool, typer.Option(help="Wait until every delivery is final.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 600.0,
     spam: Annotated[bool, typer.Option(help="Run SpamAssassin's local tests first.")] = True,
+    only_new: Annotated[
+        bool,
+        typer.Option(
+            "--only-new",
+            help="The issue was sent: mail only readers who have not received it "
+            "(new subscribers since, deliveries that failed for good).",
+        ),
+    ] = False,
+    resend_all: Annotated[
+        bool,
+        typer.Option(
+            "--resend-all",
+            help="The issue was sent: mail every reader again (asks you to type the number).",
+        ),
+    ] = False,
+    yes_resend: Annotated[
+        int | None,
+        typer.Option(
+            "--yes-resend",
+            metavar="ISSUE",
+            help="--resend-all for scripts: the issue number, typed back without a prompt.",
+        ),
+    ] = None,
 ) -> None:
-    """Check the issue, then ask the renderer to render and the dispatcher to send it."""
+    """Check the issue, then ask the renderer to render and the dispatcher to send it.
+
+    An issue goes to its readers once: a second send of the same issue number is refused
+    unless --only-new or --resend-all says what to do.
+    """
     from services.renderer.editor_tools import send_issue
     from services.renderer.errors import IssueFormatError, IssueNotReady
+    from services.renderer.issue_sends import IssueIdentity, SendRefused, intent_of
     from services.renderer.sending import parse_fallbacks, parse_segments
 
     _quiet_logging()
     settings = _settings()
+
+    def confirm_resend(identity: IssueIdentity) -> int | None:
+        if yes_resend is not None:
+            return yes_resend
+        if not sys.stdin.isatty():
+            return None
+        typed = typer.prompt(
+            f"This mails every reader of {identity.label} again. "
+            f"Type the issue number ({identity.number}) to go on",
+            default="",
+            show_default=False,
+        )
+        return int(typed) if typed.strip().isdigit() else None
+
     try:
+        intent = intent_of(
+            only_new=only_new, resend_all=resend_all or yes_resend is not None, test=bool(test_to)
+        )
         done = send_issue(
             path,
             settings=settings,
@@ -184,33 +229,15 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             timeout=timeout,
             spam=spam,
             echo=typer.echo,
+            intent=intent,
+            confirm_resend=confirm_resend,
         )
     except IssueFormatError as err:
         for problem in err.problems:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2) from err
-    except IssueNotReady as err:
+    except (IssueNotReady, SendRefused) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     if not done:
         raise typer.Exit(1)
-
-
-def bench_render(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the figures as one JSON object.")
-    ] = False,
-    path: Annotated[Path, typer.Option(help="The issue to render.")] = Path("deploy/sample-issue"),
-    recipients: Annotated[int, typer.Option(help="Fills to time.")] = 20000,
-    full_renders: Annotated[int, typer.Option(help="Full per-recipient renders to time.")] = 30,
-) -> None:
-    """Time rendering the three editions, and per-recipient filling against a full render."""
-    from services.renderer.bench import run_bench
-
-    _quiet_logging()
-    figures = run_bench(path, recipients=recipients, full_renders=full_renders)
-    if as_json:
-        typer.echo(json.dumps(figures, ensure_ascii=False))
-        return
-    for key, value in figures.items():
-        typer.echo(f"{key}: {value}")

@@ -3,20 +3,22 @@
 - ``renderer.transactional``: ``RenderTransactional`` -> render in the command's language ->
   publish ``DeliverTransactional`` (same ``message_id``, so a redelivered command yields a
   delivery the dispatcher deduplicates).
-- ``renderer.issues``: ``RenderIssue`` -> parse the sources, choose each segment's edition
+- ``renderer.issues``: ``RenderIssue`` -> parse the sources, check the send request against the
+  issue's earlier sends (``issue_sends``), choose each segment's edition
   (fallbacks), render each once, preflight (static checks), store ``Edition`` rows, publish
   ``PlanSend``.
 
-Poison messages (undecodable bodies) and invalid commands (a broken issue, a refused plan, a
-template error, a failed preflight) are rejected without requeue: the queue dead-letters them to
-``newsletter.dead-letters``, and the reason is logged. A publish that the broker does not confirm
-is requeued (the quorum queue's delivery limit bounds the retries). Acks come after the commit.
+Poison messages (undecodable bodies) and invalid commands (a broken issue, a second first send
+of an issue, a refused plan, a template error, a failed preflight) are rejected without
+requeue: the queue dead-letters them to ``newsletter.dead-letters``, and the reason is logged.
+A publish that the broker does not confirm is requeued (the quorum queue's delivery limit
+bounds the retries). Acks come after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from aio_pika.abc import (
@@ -31,6 +33,7 @@ from services.renderer.catalogs import Templates
 from services.renderer.editions import render_plan_async
 from services.renderer.errors import RendererError
 from services.renderer.issue import parse_sources
+from services.renderer.issue_sends import IssueIdentity, intent_of_command, record_command
 from services.renderer.metrics import RendererMetrics
 from services.renderer.preflight import check_static
 from services.renderer.readiness import verdict
@@ -110,6 +113,15 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
     # by other means is refused for the same reasons.
     verdict(command.sources, segments=command.segments, fallbacks=command.fallbacks).refuse()
     editions = parse_sources(command.sources)
+    # The request is normally on record already; one that is not (a command published by
+    # hand) is checked against the issue's earlier sends like any other (SendRefused).
+    await record_command(
+        deps.sessions,
+        identity=replace(IssueIdentity.of(editions), issue_key=command.issue_key),
+        send_id=command.send_id,
+        intent=intent_of_command(command.intent, test=command.test_to is not None),
+        segments=command.segments,
+    )
     plan, rendered = await render_plan_async(
         deps.templates,
         editions,
@@ -150,6 +162,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
             segments=command.segments,
             fallbacks=plan.fallbacks,
             test_to=command.test_to,
+            intent=command.intent,
         ),
         routing_key=PLAN_SEND,
     )

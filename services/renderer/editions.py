@@ -21,12 +21,13 @@ class TimedMail:
 
 
 def view_url(pages_url: str, *, segment: str, send_id: str) -> str:
-    """The view-in-browser page of one sent edition."""
+    """The view-in-browser link of one sent edition (the archive redirects it to the issue's
+    page, or shows a test send's own edition)."""
     return f"{pages_url}/archive/{segment}/{send_id}"
 
 
 def archive_url(pages_url: str, *, segment: str) -> str:
-    return f"{pages_url}/archive/{segment}"
+    return f"{pages_url}/{segment}/"
 
 
 def render_plan(

@@ -24,8 +24,17 @@ from services.renderer.editor_tools import check_issue
 from services.renderer.errors import IssueFormatError, RendererError
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, parse_sources
+from services.renderer.issue_sends import (
+    EarlierSend,
+    IssueAlreadySent,
+    IssueIdentity,
+    SendRefused,
+    Surface,
+    earlier_sends,
+)
 from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.db.tables import SendIntent
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +211,12 @@ class EditorPages(WebDesk):
             problems = [str(p) for p in err.problems]
         except RendererError as err:
             problems = [str(err)]
+        earlier: list[EarlierSend] = []
+        number = None
+        if matrix is not None:
+            identity = IssueIdentity.of(parse_sources(folder.sources))
+            earlier = await earlier_sends(self.sessions, issue_key=identity.issue_key)
+            number = identity.number
         return self._page(
             "pages/issue.html",
             "en",
@@ -216,6 +231,8 @@ class EditorPages(WebDesk):
             csrf=self._csrf,
             message=message,
             error=error,
+            earlier=[e.describe() for e in earlier],
+            number=number,
         )
 
     async def preview(self, request: Request) -> Response:
@@ -258,9 +275,13 @@ class EditorPages(WebDesk):
         try:
             segments = sorted(folder.sources) if folder else []
             prepared = await self._prepare(
-                name, segments=segments, fallbacks={}, test_to=str(form.get("test_to", "")).strip()
+                name,
+                segments=segments,
+                fallbacks={},
+                test_to=str(form.get("test_to", "")).strip(),
+                surface=Surface.EDITOR,
             )
-            await self._start(prepared)
+            await self._start(prepared, surface=Surface.EDITOR)
         except (RendererError, ValueError) as err:
             return await self.issue_page(request, message=str(err), error=True, status=422)
         return await self.issue_page(
@@ -273,11 +294,26 @@ class EditorPages(WebDesk):
             return form
         name = request.path_params["name"]
         raw_fallbacks = str(form.get("fallbacks", ""))
+        raw_intent = str(form.get("intent", "first"))
+        typed = str(form.get("confirm_issue", "")).strip()
+        confirm_number = int(typed) if typed.isdigit() else None
         try:
+            if raw_intent not in {"first", "only_new", "resend_all"}:
+                raise ValueError(f"unknown choice {raw_intent!r}")
+            intent = SendIntent(raw_intent)
             segments = parse_segments([str(s) for s in form.getlist("segments")])
             prepared = await self._prepare(
-                name, segments=segments, fallbacks=parse_fallbacks([raw_fallbacks]), test_to=None
+                name,
+                segments=segments,
+                fallbacks=parse_fallbacks([raw_fallbacks]),
+                test_to=None,
+                surface=Surface.EDITOR,
+                intent=intent,
+                confirm_number=confirm_number,
             )
+        except SendRefused as err:
+            status = 409 if isinstance(err, IssueAlreadySent) else 422
+            return await self.issue_page(request, message=str(err), error=True, status=status)
         except (RendererError, ValueError) as err:
             return await self.issue_page(request, message=str(err), error=True, status=422)
         if form.get("confirm") != "yes":
@@ -292,6 +328,11 @@ class EditorPages(WebDesk):
                 segments=segments,
                 fallbacks=raw_fallbacks,
                 csrf=self._csrf,
+                intent=str(intent),
+                confirm_issue=typed,
             )
-        await self._start(prepared)
+        try:
+            await self._start(prepared, surface=Surface.EDITOR, confirm_number=confirm_number)
+        except SendRefused as err:
+            return await self.issue_page(request, message=str(err), error=True, status=409)
         return await self.issue_page(request, message=f"Send {prepared.command.send_id} requested.")

@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiormq.exceptions import AMQPError
 from sqlalchemy import func
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
+from services.renderer import issue_sends
 from services.renderer.catalogs import Templates
 from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, IssueEdition, IssueFolder, parse_sources
+from services.renderer.issue_sends import IssueIdentity, Surface
 from services.renderer.link_checks import LinkReport, LinkTarget, check_links, link_client
 from services.renderer.mime import build_message
 from services.renderer.preflight import PreflightReport, preflight
@@ -26,8 +29,9 @@ from services.renderer.readiness import Matrix, Verdict, verdict
 from services.renderer.render import EditionContext, render_edition
 from services.renderer.sending import PreparedSend, prepare_send, sample_for
 from services.renderer.settings import RendererSettings
+from services.renderer.store import Sessions
 from shared.db.engine import create_engine, session_factory
-from shared.db.tables import Delivery, Send, SendStatus
+from shared.db.tables import Delivery, Send, SendIntent, SendStatus
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.topology import RENDER_ISSUE, connect
 
@@ -193,6 +197,50 @@ async def publish_send(prepared: PreparedSend, *, settings: RendererSettings) ->
         await connection.close()
 
 
+def _run_on_database(
+    settings: RendererSettings, action: Callable[[Sessions], Coroutine[object, object, None]]
+) -> None:
+    """Run ``action`` with sessions on the suite's database; a database that cannot be used
+    refuses the send (IssueNotReady) instead of failing with a traceback."""
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await action(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(main())
+    except (SQLAlchemyError, OSError) as err:
+        raise IssueNotReady(f"the database did not answer: {str(err).splitlines()[0]}") from err
+
+
+async def claim_and_publish(
+    prepared: PreparedSend,
+    *,
+    sessions: Sessions,
+    settings: RendererSettings,
+    confirm_number: int | None,
+) -> None:
+    """Record the send request (refused if the issue's earlier sends rule it out), then
+    publish it; a request the broker did not take is forgotten again."""
+    await issue_sends.claim(
+        sessions,
+        identity=prepared.identity,
+        send_id=prepared.command.send_id,
+        intent=prepared.intent,
+        segments=prepared.command.segments,
+        surface=Surface.CLI,
+        confirm_number=confirm_number,
+    )
+    try:
+        await publish_send(prepared, settings=settings)
+    except (OSError, AMQPError, PublishError) as err:
+        await issue_sends.release(sessions, send_id=prepared.command.send_id)
+        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
+
+
 async def wait_for_send(
     send_id: str, *, settings: RendererSettings, timeout: float, echo: Echo
 ) -> bool:
@@ -241,8 +289,12 @@ def send_issue(
     timeout: float,
     spam: bool,
     echo: Echo,
+    intent: SendIntent = SendIntent.FIRST,
+    confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
 ) -> bool:
-    """Check, publish ``RenderIssue``, optionally wait. Raise on a refused send."""
+    """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
+    send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
+    intent = SendIntent.TEST if test_to is not None else intent
     prepared = prepare_send(
         IssueFolder.read(path),
         settings=settings,
@@ -251,20 +303,41 @@ def send_issue(
         fallbacks=fallbacks,
         test_to=test_to,
         spam=spam,
+        intent=intent,
     )
+    identity = prepared.identity
+    confirm_number = None
+    if intent == SendIntent.RESEND_ALL:
+        # Ask for the typed confirmation only when a resend is possible at all.
+        _run_on_database(
+            settings,
+            lambda sessions: issue_sends.check(
+                sessions,
+                identity=identity,
+                intent=intent,
+                surface=Surface.CLI,
+                confirm_number=identity.number,
+            ),
+        )
+        confirm_number = confirm_resend(identity) if confirm_resend else None
     for warning in prepared.warnings:
         echo(str(warning))
     for finding in (f for r in prepared.reports.values() for f in r.findings):
         echo(f"warning: {finding}")
-    try:
-        asyncio.run(publish_send(prepared, settings=settings))
-    except (OSError, AMQPError, PublishError) as err:
-        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
+    _run_on_database(
+        settings,
+        lambda sessions: claim_and_publish(
+            prepared, sessions=sessions, settings=settings, confirm_number=confirm_number
+        ),
+    )
     plan = ", ".join(f"{seg}<-{lang}" for seg, lang in prepared.plan.editions.items())
-    echo(f"send {prepared.command.send_id} requested")
     echo(
-        f"  issue {prepared.command.issue_key}, editions {plan}"
-        + (f", test to {test_to}" if test_to else "")
+        f"send {prepared.command.send_id} requested"
+        + ("" if intent == SendIntent.FIRST else f" ({intent.value.replace('_', '-')})")
+    )
+    echo(
+        f"  {identity.label}, editions {plan}"
+        + (f", TEST to {test_to} (not counted as a send of the issue)" if test_to else "")
     )
     if not wait:
         return True

@@ -16,9 +16,11 @@ from services.renderer.catalogs import Templates
 from services.renderer.editions import TimedMail, render_plan
 from services.renderer.errors import IssueNotReady, Problem
 from services.renderer.issue import LANGUAGES, IssueFolder
+from services.renderer.issue_sends import IssueIdentity, command_intent
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
 from services.renderer.readiness import Matrix, SendPlan, verdict
 from services.renderer.settings import RendererSettings
+from shared.db.tables import SendIntent
 from shared.messaging.schemas import RenderIssue
 
 
@@ -29,7 +31,9 @@ class PreparedSend:
     matrix: Matrix
     rendered: dict[str, TimedMail]
     reports: dict[str, PreflightReport]
+    identity: IssueIdentity
     warnings: list[Problem] = field(default_factory=list)  # the verdict's, not blocking
+    intent: SendIntent = SendIntent.FIRST
 
 
 def parse_fallbacks(values: Sequence[str]) -> dict[str, str]:
@@ -74,6 +78,7 @@ def prepare_send(
     fallbacks: Mapping[str, str],
     test_to: str | None = None,
     spam: bool = True,
+    intent: SendIntent = SendIntent.FIRST,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
     found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
@@ -112,8 +117,13 @@ def prepare_send(
         segments=list(segments),
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
+        intent=command_intent(intent),
     )
-    return PreparedSend(command, plan, matrix, rendered, reports, found.warnings)
+    identity = IssueIdentity.of(editions)
+    intent = SendIntent.TEST if test_to is not None else intent
+    return PreparedSend(
+        command, plan, matrix, rendered, reports, identity, found.warnings, intent=intent
+    )
 
 
 async def prepare_send_async(folder: IssueFolder, **kwargs: object) -> PreparedSend:

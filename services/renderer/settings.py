@@ -12,7 +12,8 @@ from shared.settings import Settings, SettingsError
 
 class RendererSettings(Settings):
     """``NEWSLETTER_ARCHIVE_URL``: public base URL of the view-in-browser, archive and feed pages
-    (served by the renderer on ``renderer_probe_port``); empty means ``http://host:port``.
+    (served by the renderer on ``renderer_probe_port``, reached by readers through the public
+    origin); empty means ``NEWSLETTER_PUBLIC_URL``, so no mail or page links an internal port.
     ``NEWSLETTER_ISSUES_DIR``: where the editor page finds issue folders and stores uploads.
     ``NEWSLETTER_PREFLIGHT_SPAM``: whether sends started from the editor page and the admin API
     run SpamAssassin first (about a second per edition; the CLI has ``--spam/--no-spam``).
@@ -33,7 +34,7 @@ class RendererSettings(Settings):
 
     @property
     def pages_url(self) -> str:
-        return self.archive_url or f"http://{self.http_host}:{self.renderer_probe_port}"
+        return self.archive_url or self.public_url.rstrip("/")
 
 
 def load_renderer_settings(**overrides: object) -> RendererSettings:

@@ -48,18 +48,6 @@ async def edition(sessions: Sessions, *, send_id: str, language: str) -> Edition
         return rows.first()
 
 
-async def archive(sessions: Sessions, *, language: str, limit: int = 50) -> list[Edition]:
-    """The sent (non-test) editions of one segment, newest first."""
-    async with sessions() as session:
-        rows = await session.exec(
-            select(Edition)
-            .where(Edition.language == language, col(Edition.is_test).is_(False))
-            .order_by(col(Edition.rendered_at).desc())
-            .limit(limit)
-        )
-        return list(rows.all())
-
-
 async def segment_sizes(sessions: Sessions, *, languages: Sequence[str]) -> dict[str, int]:
     """Active, unsuppressed subscribers per segment: what a send would reach (an estimate the
     dispatcher's planner makes exact when it plans)."""

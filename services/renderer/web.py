@@ -1,7 +1,8 @@
 """The renderer's HTTP pages, served with its probes on ``renderer_probe_port``.
 
-Public: ``/archive/{lang}`` (archive page), ``/archive/{lang}/feed.atom`` (Atom feed) and
-``/archive/{lang}/{send_id}`` (view in browser, with ``hreflang`` links to the other languages).
+Public (reached through ``NEWSLETTER_PUBLIC_URL``, see :mod:`services.renderer.public_pages`):
+``/{lang}/``, ``/{lang}/issues/{number}``, ``/{lang}/feed.atom``, ``/sitemap.xml``, and 301s
+from the old ``/archive/...`` links.
 Editors (admin token; a signed cookie after ``/editor/login``, CSRF-checked forms):
 ``/editor`` (pick or upload an issue), ``/editor/issue/{name}`` (readiness matrix, previews, test
 send, send with a confirmation step naming segments and their sizes). The admin API offers the

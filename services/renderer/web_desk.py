@@ -11,12 +11,16 @@ import structlog
 from itsdangerous import TimestampSigner
 from starlette.responses import HTMLResponse
 
+from services.renderer import issue_sends
 from services.renderer.catalogs import Templates
 from services.renderer.errors import IssueNotReady
+from services.renderer.issue import parse_sources
+from services.renderer.issue_sends import IssueIdentity, Surface
 from services.renderer.library import IssueLibrary
 from services.renderer.sending import PreparedSend, prepare_send_async
 from services.renderer.settings import RendererSettings
 from services.renderer.store import Sessions, segment_sizes
+from shared.db.tables import SendIntent
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import RENDER_ISSUE
 
@@ -57,11 +61,30 @@ class WebDesk:
         return HTMLResponse(html, status_code=status)
 
     async def _prepare(
-        self, name: str, *, segments: list[str], fallbacks: Mapping[str, str], test_to: str | None
+        self,
+        name: str,
+        *,
+        segments: list[str],
+        fallbacks: Mapping[str, str],
+        test_to: str | None,
+        surface: Surface,
+        intent: SendIntent = SendIntent.FIRST,
+        confirm_number: int | None = None,
     ) -> PreparedSend:
+        """Check the send against the issue's earlier sends (quick), then render and preflight.
+
+        Raise :class:`~services.renderer.issue_sends.SendRefused` or the renderer's errors."""
         folder = self.library.folder(name)
         if folder is None:
             raise IssueNotReady(f"no issue named {name!r}")
+        intent = SendIntent.TEST if test_to is not None else intent
+        await issue_sends.check(
+            self.sessions,
+            identity=IssueIdentity.of(parse_sources(folder.sources)),
+            intent=intent,
+            surface=surface,
+            confirm_number=confirm_number,
+        )
         return await prepare_send_async(
             folder,
             settings=self.settings,
@@ -70,15 +93,33 @@ class WebDesk:
             fallbacks=fallbacks,
             test_to=test_to,
             spam=self.settings.preflight_spam,
+            intent=intent,
         )
 
-    async def _start(self, prepared: PreparedSend) -> None:
-        await self.publisher.publish(prepared.command, routing_key=RENDER_ISSUE)
+    async def _start(
+        self, prepared: PreparedSend, *, surface: Surface, confirm_number: int | None = None
+    ) -> None:
+        """Record the request (the database refuses a second first send), then publish it."""
+        await issue_sends.claim(
+            self.sessions,
+            identity=prepared.identity,
+            send_id=prepared.command.send_id,
+            intent=prepared.intent,
+            segments=prepared.command.segments,
+            surface=surface,
+            confirm_number=confirm_number,
+        )
+        try:
+            await self.publisher.publish(prepared.command, routing_key=RENDER_ISSUE)
+        except Exception:
+            await issue_sends.release(self.sessions, send_id=prepared.command.send_id)
+            raise
         log.info(
             "send_requested",
             send_id=prepared.command.send_id,
             issue_key=prepared.command.issue_key,
             test=prepared.command.test_to is not None,
+            intent=str(prepared.intent),
         )
 
     async def _sizes(self, prepared: PreparedSend) -> tuple[list[dict[str, object]], int]:

@@ -1,8 +1,9 @@
 """``create_app(settings)``: the subscription service's FastAPI app and its lifespan.
 
 The lifespan opens, in an ``AsyncExitStack``, the database engine, a robust AMQP connection,
-a confirming :class:`Publisher` and the bounce feedback consumer, declares the topology, and
-closes everything in reverse order on the way out.
+a confirming :class:`Publisher`, the HTTP client that forwards the archive's paths to the
+renderer (:mod:`services.subscription.archive_proxy`) and the bounce feedback consumer,
+declares the topology, and closes everything in reverse order on the way out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from services.subscription.archive_proxy import ArchiveForwarder
+from services.subscription.archive_proxy import router as archive_router
 from services.subscription.body_limit import BodyLimitMiddleware
 from services.subscription.components import Components
 from services.subscription.feedback.consumer import FeedbackConsumer
@@ -136,6 +139,9 @@ def create_app(
             app.state.mail = TransactionalMail(
                 links=components.links, publisher=publisher, public_url=settings.public_url
             )
+            # The archive's paths go on to the renderer: readers see one origin.
+            archive_client = await stack.enter_async_context(ArchiveForwarder.client_for(settings))
+            app.state.archive = ArchiveForwarder(archive_client)
             feedback = await FeedbackConsumer.start(
                 connection=connection, sessions=sessions, publisher=publisher
             )
@@ -168,6 +174,7 @@ def create_app(
     app.include_router(admin_api.router)
     app.include_router(ops.router)
     app.include_router(bounces.router)
+    app.include_router(archive_router)  # last: the archive's paths, forwarded to the renderer
     _install_error_pages(app)
     return app
 

@@ -20,6 +20,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription.admin_sessions import COOKIE, admin_sessions
 from services.subscription.components import Components
 from services.subscription.mail_commands import TransactionalMail
 from shared.messaging.publisher import Publisher
@@ -71,7 +72,8 @@ def require_admin(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)] = None,
 ) -> None:
-    """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or the ``admin_token`` cookie for pages.
+    """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or an ops-page session cookie
+    (:mod:`services.subscription.admin_sessions`; it never holds the token).
 
     Also callable directly (the ops page does): without ``credentials`` it reads the header.
     """
@@ -79,7 +81,8 @@ def require_admin(
     header = request.headers.get("authorization", "")
     given = credentials.credentials if credentials is not None else ""
     given = given or (header[7:] if header.lower().startswith("bearer ") else "")
-    given = given or request.cookies.get("admin_token", "")
+    if not given and admin_sessions(request, settings).valid(request.cookies.get(COOKIE, "")):
+        return
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,

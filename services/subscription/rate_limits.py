@@ -52,6 +52,14 @@ class SlidingWindowLimiter:
         hits.append(now)
         return True
 
+    def blocked(self, key: str) -> bool:
+        """Whether ``key`` is at the limit now (nothing is recorded)."""
+        hits = self._hits.get(key)
+        if hits is None or self._limit <= 0:
+            return False
+        cutoff = self._clock() - self._window
+        return sum(1 for hit in hits if hit > cutoff) >= self._limit
+
     def retry_after_s(self, key: str) -> int:
         hits = self._hits.get(key)
         if not hits:

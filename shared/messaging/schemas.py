@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Language = Literal["en", "be", "ru"]
 TransactionalKind = Literal["confirmation", "welcome", "goodbye"]
+# Why a send of an issue exists (shared.db.tables.deliveries.SendIntent, without "test": a
+# test send is one with ``test_to``).
+SendIntentName = Literal["first", "only_new", "resend_all"]
 BounceClass = Literal["hard", "soft", "policy", "complaint", "delayed", "auto-reply", "unknown"]
 # Addresses in messages have already been validated and normalized by their producer; this
 # rejects anything that could smuggle a header or a second recipient.
@@ -85,6 +88,7 @@ class RenderIssue(Message):
     segments: list[Language]
     fallbacks: dict[str, Language] = Field(default_factory=dict)  # segment -> edition language
     test_to: SafeAddress | None = None  # send every edition to this address only, "[TEST]"
+    intent: SendIntentName = "first"
 
 
 class PlanSend(Message):
@@ -97,6 +101,8 @@ class PlanSend(Message):
     segments: list[Language]
     fallbacks: dict[str, Language] = Field(default_factory=dict)
     test_to: SafeAddress | None = None
+    # only_new: leave out readers who have (or will get) this issue from an earlier send.
+    intent: SendIntentName = "first"
 
 
 class DeliverIssue(Message):

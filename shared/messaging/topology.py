@@ -7,9 +7,11 @@ Work queues are durable quorum queues with a delivery limit and a dead-letter ex
 (``newsletter.dead``), so a handler that rejects, or a message that keeps killing its consumer,
 ends in ``newsletter.dead-letters`` with its ``x-death`` history instead of vanishing.
 
-Retries wait in delay tiers: one fanout exchange and one classic queue per delay, with a
-queue-level TTL that dead-letters back to ``newsletter.commands`` under the message's original
-routing key (per-message TTLs only expire at the head of a queue, so one queue per delay).
+Transactional retries wait in delay tiers: one fanout exchange and one classic queue per delay,
+with a queue-level TTL that dead-letters back to ``newsletter.commands`` under the message's
+original routing key (per-message TTLs only expire at the head of a queue, so one queue per
+delay). Issue deliveries wait for their retry in the ledger instead (``delivery.due_at``, see
+the dispatcher's reconciler): nothing of a send lives only in a queue.
 """
 
 from __future__ import annotations

@@ -50,6 +50,17 @@ def find_basic(text: str) -> int | None:
     return None
 
 
+def find_basic_failure(text: str) -> int | None:
+    """The first 4yz or 5yz reply code in ``text``. In a session transcript quoted by a
+    failure report, 2yz replies are the commands that succeeded before the one that failed
+    (RFC 5321 4.2.1: 2yz is Positive Completion), so they are not the report's status."""
+    for match in BASIC.finditer(text):
+        code = int(match.group(1))
+        if code >= 400:
+            return code
+    return None
+
+
 def more_specific(status: str, candidate: str) -> str:
     """Prefer ``candidate`` when ``status`` is empty or a generic ``X.0.0`` of the same class."""
     if not status:

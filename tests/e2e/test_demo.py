@@ -1,7 +1,8 @@
 """End to end: `newsletter demo` runs the whole path through separate service processes.
 
 Signup form -> RabbitMQ -> renderer -> dispatcher -> SMTP (the built-in Maildir sink), then a
-weekly send of the sample issue; every mail is checked as a reader's client would see it.
+weekly send of the sample issue (a reader of two editions gets both) and the same send again,
+refused; every mail is checked as a reader's client would see it.
 """
 
 from __future__ import annotations
@@ -61,4 +62,15 @@ def test_demo_delivers_a_confirmation_and_an_issue_to_each_reader_in_their_langu
         assert len(own) == 2, f"{language}: {[kind_of(m) for m in own]} (the demo sends no welcome)"
         for mail in own:
             assert problems_of(mail, language) == [], f"{mail.path}: {problems_of(mail, language)}"
+    # The reader who ticked two editions gets each of them, one mail per edition.
+    both = [m for m in mails if "reader.en-ru@example.org" in m.recipient]
+    assert sorted(m.language for m in both if kind_of(m) == "issue") == ["en", "ru"]
+    assert [kind_of(m) for m in both].count("confirmation") == 1
+    for mail in (m for m in both if kind_of(m) == "issue"):
+        assert problems_of(mail, mail.language) == [], (
+            f"{mail.path}: {problems_of(mail, mail.language)}"
+        )
+    assert len(mails) == 4 + 5, "4 confirmations, 5 issue mails: the refused resend sent none"
+    assert "the same `issue send` again is refused, no mail sent" in done.stdout
+    assert "issue mails per edition: en 2, be 1, ru 2" in done.stdout
     assert "every mail parses without defects" in done.stdout

@@ -166,9 +166,8 @@ def test_environment_names_are_settings_the_code_reads(compose: dict[str, Any]) 
         assert not unknown, f"{name}: settings no code reads: {unknown}"
         Settings.model_validate(
             {
-                k.removeprefix("NEWSLETTER_").lower(): v
+                k if k == "NEWSLETTER_FROM" else k.removeprefix("NEWSLETTER_").lower(): v
                 for k, v in environment.items()
-                if k != "NEWSLETTER_FROM"
             }
         )
 

@@ -192,9 +192,14 @@ def test_the_cli_shows_a_send_per_language_and_lists_dead_letters(
     runner = CliRunner()
     status = runner.invoke(cli, ["send", "status", send_id])
     assert status.exit_code == 0, status.output
-    assert "status=running total=0 open=1" in status.output
-    assert "en: 2 deliveries: sent=2" in status.output
-    assert "be: 2 deliveries: bounced=1 deferred=1" in status.output
+    lines = status.output.splitlines()
+    assert lines[0].startswith(f"w48 send {send_id}: running, started ")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:5]}
+    # planned, sent, deferred, failed, bounced, other, percent done, rate, time left
+    assert rows["en"][:7] == ["2", "2", "0", "0", "0", "0", "100"]
+    assert rows["be"][:7] == ["2", "0", "1", "0", "1", "0", "50"]
+    assert rows["be"][-1] == "stalled", "nothing sent lately: no time left to promise"
+    assert rows["all"][:7] == ["4", "2", "1", "0", "1", "0", "75"]
     paused = runner.invoke(cli, ["send", "pause", send_id])
     assert paused.exit_code == 0, paused.output
     assert f"send {send_id} paused" in paused.output

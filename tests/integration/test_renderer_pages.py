@@ -1,4 +1,4 @@
-"""The renderer's pages over HTTP: view in browser with hreflang, archive, Atom feed, the editor
+"""The renderer's pages over HTTP: the archive on its internal port, the editor
 page behind the admin token, and the admin API that starts sends with a confirmation step."""
 
 from __future__ import annotations
@@ -47,35 +47,34 @@ async def sent_issue(renderer: RunningRenderer, *, test_to: str | None = None) -
     return command.send_id
 
 
-async def test_view_archive_and_feed_show_sent_editions_and_hide_test_sends(
+async def test_the_renderer_serves_the_archive_with_links_on_the_public_origin(
     settings: Settings, tmp_path: Path
 ) -> None:
+    """On its internal port; readers reach it through the public origin
+    (tests/integration/test_public_archive.py covers the archive as they see it)."""
     async with running_renderer(settings, tmp_path) as renderer:
         send_id = await sent_issue(renderer)
         test_id = await sent_issue(renderer, test_to="editor@example.org")
         async with renderer.client() as client:
             view = await client.get(f"/archive/be/{send_id}")
-            archive = await client.get("/archive/be")
-            feed = await client.get("/archive/be/feed.atom")
+            archive = await client.get("/be/")
+            feed = await client.get("/be/feed.atom")
+            test_view = await client.get(f"/archive/be/{test_id}")
             missing = await client.get(f"/archive/be/{uuid.uuid4()}")
-    assert view.status_code == 200
-    page = " ".join(view.text.split())
-    assert '<html lang="be"' in page
-    assert "@@NL_" not in page
-    base = renderer.base_url
-    assert f'<link rel="alternate" hreflang="en" href="{base}/archive/en/{send_id}">' in page
-    assert 'hreflang="ru" lang="ru">русский</a>' in page
+    public = settings.public_url.rstrip("/")
+    assert (view.status_code, view.headers["location"]) == (301, f"{public}/be/issues/50")
     assert archive.status_code == 200
     assert "Архіў Штотыднёвага дайджэста" in archive.text
-    assert f"/archive/be/{send_id}" in archive.text
-    assert test_id not in archive.text
-    assert feed.headers["content-type"].startswith("application/atom+xml")
+    assert f'href="{public}/be/issues/50"' in archive.text
+    assert renderer.base_url not in archive.text + feed.text, "no link to the internal port"
     root = ElementTree.fromstring(feed.content)
     ns = {"a": "http://www.w3.org/2005/Atom"}
     ids = [e.findtext("a:id", namespaces=ns) for e in root.findall("a:entry", ns)]
-    assert f"urn:uuid:{send_id}" in ids
-    assert f"urn:uuid:{test_id}" not in ids
+    assert ids == [f"{public}/be/issues/50"], "the test send is not in the feed"
+    assert test_view.status_code == 200, "a test mail's view-in-browser link still works"
+    assert 'content="noindex"' in test_view.text
     assert missing.status_code == 404
+    assert "Старонка не знойдзена" in missing.text
 
 
 async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
@@ -114,7 +113,7 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
             "be.md:1:1: segment be: no be.md (missing articles: minsk-escalation) "
             "(--fallback be=ru would make it ready; or leave be out of --segments)"
         ) in issue.text
-        checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"})
+        checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"}, timeout=90)
         assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
             checked.text
         )

@@ -238,6 +238,25 @@ async def expected_audience(
         return {str(r[0]) for r in rows}
 
 
+async def expected_copies(
+    sessions: async_sessionmaker[AsyncSession], segments: Iterable[str]
+) -> dict[str, int]:
+    """How many mails each address must get from a send to ``segments``: one per segment it
+    is in (a reader of en and ru gets both editions)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT s.email, COUNT(*) FROM subscriber s "
+                "JOIN subscriber_language sl ON sl.subscriber_id = s.id "
+                "WHERE s.status = 'active' AND s.email IS NOT NULL AND sl.language IN "
+                "(" + ",".join(f"'{lang}'" for lang in segments) + ") "
+                "AND NOT EXISTS (SELECT 1 FROM suppression p "
+                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) GROUP BY s.email"
+            )
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
 def spawn_dispatcher(
     *, settings: object, log_path: object, **env_overrides: str
 ) -> subprocess.Popen[bytes]:

@@ -104,6 +104,24 @@ def test_the_budget_counts_events_per_source_over_a_sliding_minute() -> None:
     assert budget.allows("ip:a", 10)
 
 
+def test_a_batch_bigger_than_the_budget_costs_the_whole_budget_not_more() -> None:
+    """Else a provider's 1,000-event batch under a 600 budget is refused on every retry."""
+    now = [0.0]
+    budget = ReportBudget(per_minute=10, clock=lambda: now[0])
+    assert budget.allows("sendgrid", 1000)
+    budget.spend("sendgrid", 1000)
+    assert not budget.allows("sendgrid", 1)
+    now[0] = 61.0
+    assert budget.allows("sendgrid", 1000)
+
+
+def test_json_strings_with_lone_surrogates_are_4xx() -> None:
+    for body in (b'{"Email": "a\\ud800@example.com"}', b'[{"\\udfff": 1}]'):
+        with pytest.raises(WebhookRejected):
+            load_json(body, max_bytes=1000)
+    assert load_json(b'{"a": "\\u00e9\\u0000"}', max_bytes=1000) == {"a": "\u00e9\u0000"}
+
+
 def test_json_limits_answer_4xx_for_depth_size_and_numbers() -> None:
     assert load_json(b'{"a": [1, {"b": 2}]}', max_bytes=100) == {"a": [1, {"b": 2}]}
     with pytest.raises(BodyTooLarge):
@@ -128,7 +146,13 @@ def test_mime_limits_count_content_types_before_parsing() -> None:
 
 
 def test_production_refuses_to_start_a_provider_without_its_credential() -> None:
-    base = {"mode": "production", "secret_key": "s" * 40, "admin_token": "a" * 20}
+    base = {
+        "mode": "production",
+        "secret_key": "s" * 40,
+        "admin_token": "a" * 32,
+        "public_url": "https://news.digest.tld",
+        "NEWSLETTER_FROM": "Digest <digest@news.digest.tld>",
+    }
     with pytest.raises(SettingsError) as caught:
         load_bounces_settings(**base)
     message = str(caught.value)

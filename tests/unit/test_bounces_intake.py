@@ -202,11 +202,8 @@ async def test_mail_to_the_unsubscribe_address_becomes_an_unsubscribe_request() 
     data = f"From: Reader <reader@example.com>\r\nTo: {mailto}\r\nSubject: stop\r\n\r\n".encode()
     [event] = await intake(publisher).handle_mail(data, envelope_to=[mailto])
     assert isinstance(event, UnsubscribeRequested)
-    assert (event.subscriber_id, event.recipient, event.method) == (
-        99,
-        "reader@example.com",
-        "mailto",
-    )
+    # the signed address names the subscriber; From is the sender's to choose and names nobody
+    assert (event.subscriber_id, event.recipient, event.method) == (99, mailto, "mailto")
     assert publisher.events[0][0] == "unsubscribe.requested"
 
 
@@ -423,3 +420,13 @@ async def test_the_receiver_answers_451_only_for_our_own_outage() -> None:
         )
         reply = await handler.handle_DATA(None, None, envelope)  # type: ignore[arg-type]
         assert reply.startswith("451 ")
+
+
+def test_postmark_metadata_keys_are_read_whatever_their_case() -> None:
+    """``X-PM-Metadata-delivery_id`` is a header name: a relay may re-case it."""
+    reference = verp.delivery_reference(secret_key=SECRET, delivery_id=12)
+    for key in ("delivery_id", "Delivery_Id", "DELIVERY_ID"):
+        event = {"RecordType": "Bounce", "Type": "HardBounce", "ID": 1,
+                 "Email": "reader@example.com", "Metadata": {key: reference}}  # fmt: skip
+        [notice] = postmark_notices(event)
+        assert notice.claimed == reference

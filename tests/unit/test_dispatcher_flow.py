@@ -88,10 +88,75 @@ def test_an_alert_opens_a_domain_for_its_pause_and_never_shortens_a_longer_one()
     assert not flow.is_open("blocked.example")
 
 
-def test_held_jobs_wait_in_the_longest_tier_that_does_not_outlast_the_pause() -> None:
-    from services.dispatcher.worker import hold_tier_for
+GREYLISTED = Outcome("deferred", 451, "4.7.1 greylisted, try again", "rcpt", throttle=True)
 
-    assert hold_tier_for(60.0).label == "1m"
-    assert hold_tier_for(59.0).label == "10s"
-    assert hold_tier_for(0.2).label == "1s"
-    assert hold_tier_for(10 * 3600.0).label == "6h"
+
+def test_one_rcpt_in_ten_answered_451_slows_the_domain_but_never_opens_its_breaker() -> None:
+    clock = Clock()
+    flow = FlowControl(domain_concurrency=16, clock=clock)
+    limits: list[int] = []
+    for n in range(3000):  # 300 replies a second for 10 s
+        clock.now += 1 / 300
+        outcome = GREYLISTED if n % 10 == 9 else Outcome("sent", 250)
+        assert not flow.record("grey.example", outcome), f"breaker opened at reply {n}"
+        limits.append(flow.concurrency("grey.example"))
+    assert not flow.is_open("grey.example")
+    assert min(limits) >= 8, "halved at most once a second, regrown by the successes between"
+    assert min(limits) < 16, "the 451s did slow the domain"
+    assert flow.concurrency("other.example") == 16
+
+
+def test_a_domain_answering_mostly_slow_down_opens_its_breaker_and_reopens_half_open() -> None:
+    clock = Clock()
+    flow = FlowControl(
+        domain_concurrency=16, breaker_threshold=20, breaker_cooldown_s=30, clock=clock
+    )
+    replies = 0
+    while not flow.record("swamped.example", GREYLISTED if replies % 3 else Outcome("sent", 250)):
+        replies += 1
+        clock.now += 0.01
+        assert replies < 100, "two thirds of the replies said slow down: the breaker must open"
+    assert replies >= 20, "not before the threshold"
+    assert flow.is_open("swamped.example")
+    clock.now += 31
+    assert not flow.is_open("swamped.example")
+    assert flow.concurrency("swamped.example") == 1, "half-open: one slot first"
+    for _ in range(3):
+        flow.record("swamped.example", Outcome("sent", 250))
+    assert flow.concurrency("swamped.example") == 3, "each round of successes adds a slot"
+
+
+def test_slow_down_halves_concurrency_at_most_once_a_second() -> None:
+    clock = Clock()
+    flow = FlowControl(domain_concurrency=16, clock=clock)
+    for _ in range(5):
+        flow.record("d.example", GREYLISTED)
+    assert flow.concurrency("d.example") == 8
+    clock.now += 1.0
+    flow.record("d.example", GREYLISTED)
+    assert flow.concurrency("d.example") == 4
+
+
+async def test_the_adaptive_limit_admits_no_more_than_its_current_size() -> None:
+    import asyncio
+
+    from services.dispatcher.flow import AdaptiveLimit
+
+    slots = AdaptiveLimit(4)
+    slots.cut()  # 2
+    peak = 0
+    inside = 0
+
+    async def use() -> None:
+        nonlocal inside, peak
+        await slots.acquire()
+        inside += 1
+        peak = max(peak, inside)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        inside -= 1
+        slots.release()
+
+    await asyncio.gather(*(use() for _ in range(20)))
+    assert peak == 2
+    assert slots.in_use == 0

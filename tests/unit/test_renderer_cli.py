@@ -242,10 +242,24 @@ def test_bench_render_prints_its_figures_as_json(runner: CliRunner) -> None:
     assert set(figures["html_bytes"]) == {"en", "be", "ru"}
 
 
-def test_send_says_so_when_the_broker_cannot_be_reached(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["issue", "send", str(SAMPLE), "--no-spam"], env=ENV)
+def test_send_says_so_when_the_broker_cannot_be_reached_and_forgets_the_request(
+    runner: CliRunner, sqlite_url: str
+) -> None:
+    env = {**ENV, "NEWSLETTER_DATABASE_URL": sqlite_url}
+    result = runner.invoke(app, ["issue", "send", str(SAMPLE), "--no-spam"], env=env)
     assert result.exit_code == 2
     assert "the broker did not take the send request" in result.output
+    # Nothing went out, so the issue is not "already sent": the next try is a first send again.
+    import sqlite3
+
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        assert db.execute("SELECT COUNT(*) FROM issue_send").fetchone() == (0,)
+
+
+def test_send_without_a_database_refuses_without_a_traceback(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["issue", "send", str(SAMPLE), "--no-spam"], env=ENV)
+    assert result.exit_code == 2
+    assert "error: the database did not answer" in result.output
 
 
 def test_check_as_json_carries_the_verdict(runner: CliRunner, tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from services.renderer.settings import from_settings, load_renderer_settings
 from shared.settings import SettingsError, load_settings
 
 
-def test_pages_default_to_the_renderer_port_and_follow_the_archive_url() -> None:
-    settings = load_renderer_settings(mode="test", renderer_probe_port=9200)
-    assert settings.pages_url == "http://127.0.0.1:9200"
+def test_pages_default_to_the_public_origin_and_follow_the_archive_url() -> None:
+    settings = load_renderer_settings(
+        mode="test", renderer_probe_port=9200, public_url="https://news.example.org/"
+    )
+    assert settings.pages_url == "https://news.example.org", "never the internal port"
     widened = from_settings(load_settings(mode="test"), archive_url="https://news.example.org/")
     assert widened.pages_url == "https://news.example.org"
 

@@ -6,8 +6,6 @@ JSON, and erase (GDPR). Documented in the app's OpenAPI schema (``/docs``, ``/op
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
@@ -18,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import select
 
 from services.subscription.address_rules import normalize_address
+from services.subscription.csv_export import csv_lines
 from services.subscription.csv_import import MAX_IMPORT_BYTES, ImportReport, import_csv
 from services.subscription.dependencies import AdminDep, PublisherDep, SessionDep
 from services.subscription.directory import (
@@ -31,6 +30,7 @@ from services.subscription.directory import (
 )
 from services.subscription.erasure import erase_address, erase_subscriber
 from services.subscription.errors import ImportRejected, InvalidAddress
+from services.subscription.routes.params import NO_NUL, Offset, RowId
 from shared.db.tables import Subscriber, SubscriberStatus
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import SubscriberErased
@@ -66,9 +66,11 @@ async def subscribers(
     session: SessionDep,
     status: StatusFilter | None = None,
     language: LanguageFilter | None = None,
-    q: Annotated[str | None, Query(max_length=320, description="Part of the address")] = None,
+    q: Annotated[
+        str | None, Query(max_length=320, pattern=NO_NUL, description="Part of the address")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> SubscriberPage:
     return await list_subscribers(
         session=session, status=status, language=language, search=q, limit=limit, offset=offset
@@ -101,34 +103,10 @@ async def export(
             headers={"Content-Disposition": 'attachment; filename="subscribers.json"'},
         )
     return StreamingResponse(
-        _csv_lines(rows),
+        csv_lines(rows),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'},
     )
-
-
-async def _csv_lines(rows: AsyncIterator[SubscriberPublic]) -> AsyncIterator[str]:
-    columns = ["id", "email", "status", "locale", "languages", "created_at", "confirmed_at"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    async for row in rows:
-        writer.writerow(
-            [
-                row.id,
-                row.email,
-                row.status,
-                row.locale,
-                " ".join(row.languages),
-                row.created_at.isoformat(),
-                row.confirmed_at.isoformat() if row.confirmed_at else "",
-            ]
-        )
-        if buffer.tell() > 64_000:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
 
 
 async def _json_lines(rows: AsyncIterator[SubscriberPublic]) -> AsyncIterator[str]:
@@ -145,7 +123,7 @@ async def _json_lines(rows: AsyncIterator[SubscriberPublic]) -> AsyncIterator[st
     summary="One subscriber",
     responses={404: {"description": "No such subscriber"}},
 )
-async def subscriber(_: AdminDep, session: SessionDep, subscriber_id: int) -> SubscriberPublic:
+async def subscriber(_: AdminDep, session: SessionDep, subscriber_id: RowId) -> SubscriberPublic:
     found = await get_subscriber(session=session, subscriber_id=subscriber_id)
     if found is None:
         raise HTTPException(status_code=404, detail="no such subscriber")
@@ -167,9 +145,11 @@ async def import_subscribers(
     _: AdminDep,
     session: SessionDep,
     file: Annotated[UploadFile, File(description="UTF-8 CSV file")],
-    source: Annotated[str, Query(min_length=1, max_length=255, description="Consent source")],
+    source: Annotated[
+        str, Query(min_length=1, max_length=255, pattern=NO_NUL, description="Consent source")
+    ],
     prior_consent: bool = False,
-    consent_text_version: Annotated[str, Query(max_length=32)] = "import",
+    consent_text_version: Annotated[str, Query(max_length=32, pattern=NO_NUL)] = "import",
 ) -> ImportReport:
     data = await file.read(MAX_IMPORT_BYTES + 1)
     try:
@@ -196,7 +176,7 @@ async def import_subscribers(
     },
 )
 async def erase(
-    _: AdminDep, session: SessionDep, publisher: PublisherDep, subscriber_id: int
+    _: AdminDep, session: SessionDep, publisher: PublisherDep, subscriber_id: RowId
 ) -> ErasureAnswer:
     subscriber = await session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.status == SubscriberStatus.ERASED:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, delete, func, select
 
 from services.subscription.dependencies import AdminDep, SessionDep
+from services.subscription.routes.params import NO_NUL, RowId
 from shared.addresses import address_hash
 from shared.db.tables import (
     BounceDecision,
@@ -25,9 +26,6 @@ from shared.db.tables import (
     Subscriber,
     Suppression,
 )
-
-# subscriber.id is an INTEGER column: a larger id is simply not found (never a 500).
-SubscriberId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 router = APIRouter(
     prefix="/api",
@@ -69,7 +67,9 @@ class SubscriberBounces(BaseModel):
 
 
 class LiftRequest(BaseModel):
-    note: str = Field(default="", max_length=200, description="Why the suppression is lifted")
+    note: str = Field(
+        default="", max_length=200, pattern=NO_NUL, description="Why the suppression is lifted"
+    )
 
 
 class LiftByAddress(LiftRequest):
@@ -141,7 +141,7 @@ async def _subscriber(session: SessionDep, subscriber_id: int) -> Subscriber:
     summary="A subscriber's bounce and complaint decisions, with evidence",
 )
 async def subscriber_bounces(
-    subscriber_id: SubscriberId,
+    subscriber_id: RowId,
     *,
     _: AdminDep,
     session: SessionDep,
@@ -195,7 +195,7 @@ async def _lift(session: SessionDep, *, email_hash: str, note: str) -> LiftAnswe
     summary="Lift the suppression of a subscriber's address",
 )
 async def lift_subscriber_suppression(
-    subscriber_id: SubscriberId, body: LiftRequest, *, _: AdminDep, session: SessionDep
+    subscriber_id: RowId, body: LiftRequest, *, _: AdminDep, session: SessionDep
 ) -> LiftAnswer:
     subscriber = await _subscriber(session, subscriber_id)
     return await _lift(session, email_hash=subscriber.email_hash, note=body.note)

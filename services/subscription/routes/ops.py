@@ -1,8 +1,10 @@
 """The operators' page, ``/admin``: sends in progress, queues, errors, dead letters, reputation.
 
-Behind the admin token: a bearer header, or the ``admin_token`` cookie that the small login
-form on ``/admin`` sets (HttpOnly, SameSite=Strict). The page refreshes itself: a small script
-(``/admin/ops.js``) fetches the rendered sections (``/admin/sections``) every few seconds; the
+Behind the admin token: a bearer header, or the session cookie that the small login form on
+``/admin`` sets (HttpOnly, SameSite=Strict; a signed, expiring session id, never the token,
+revoked by logout; wrong tokens throttled per client: ``admin_sessions.py``). The page
+refreshes itself: a small script (``/admin/ops.js``) fetches the rendered sections
+(``/admin/sections``) every few seconds; the
 same data is served as JSON at ``/admin/summary.json``.
 
 Queue figures come from :mod:`shared.queue_stats` (management API, else passive declares);
@@ -29,6 +31,12 @@ from fastapi import APIRouter, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from services.subscription.admin_sessions import (
+    COOKIE,
+    LOGIN_WINDOW_S,
+    SESSION_MAX_AGE_S,
+    admin_sessions,
+)
 from services.subscription.dependencies import AdminDep, SessionDep, SettingsDep, require_admin
 from services.subscription.routes.bounces import ReportCounts, kept_report_counts
 from shared.messaging.topology import DEAD_LETTER_QUEUE
@@ -53,8 +61,6 @@ from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-COOKIE = "admin_token"
-COOKIE_MAX_AGE_S = 8 * 3600
 QUEUE_CACHE_S = 2.0
 DEAD_LETTER_PEEK_EVERY_S = 30.0
 DEAD_LETTER_PEEK_LIMIT = 10
@@ -304,9 +310,21 @@ async def admin_summary(
 
 
 @router.post("/admin/login", include_in_schema=False)
-async def admin_login(settings: SettingsDep, token: Annotated[str, Form()] = "") -> Response:
+async def admin_login(
+    request: Request, settings: SettingsDep, token: Annotated[str, Form()] = ""
+) -> Response:
+    sessions = admin_sessions(request, settings)
+    client = request.client.host if request.client else "unknown"
+    if sessions.login_failures.blocked(client):
+        log.warning("admin_login_throttled")
+        return HTMLResponse(
+            _login_page(error="Too many wrong tokens; try again later."),
+            status_code=429,
+            headers={**SECURITY_HEADERS, "Retry-After": str(int(LOGIN_WINDOW_S))},
+        )
     expected = settings.admin_token.get_secret_value()
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        sessions.login_failures.allow(client)  # counts this wrong token
         log.info("admin_login_refused")
         return HTMLResponse(
             _login_page(error="That token is not right."),
@@ -316,8 +334,8 @@ async def admin_login(settings: SettingsDep, token: Annotated[str, Form()] = "")
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         COOKIE,
-        token,
-        max_age=COOKIE_MAX_AGE_S,
+        sessions.open(),
+        max_age=SESSION_MAX_AGE_S,
         httponly=True,
         samesite="strict",
         secure=settings.public_url.startswith("https://"),
@@ -328,7 +346,8 @@ async def admin_login(settings: SettingsDep, token: Annotated[str, Form()] = "")
 
 
 @router.post("/admin/logout", include_in_schema=False)
-async def admin_logout() -> Response:
+async def admin_logout(request: Request, settings: SettingsDep) -> Response:
+    admin_sessions(request, settings).revoke(request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/admin", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -449,9 +468,18 @@ def _sends_section(sends: list[SendProgress]) -> str:
     parts = ['<section id="sends"><h2>Sends</h2>']
     for send in sends:
         state = "ok" if send.status == "done" else "warn" if send.in_progress else "muted"
+        status = "planning…" if send.planning else send.status
+        # A test send is marked in every view and never counted with real sends.
+        if send.is_test:
+            kind = f'<span class="test-send warn">TEST to {escape(send.test_to or "?")}</span> '
+        elif send.intent != "first":
+            kind = f'<span class="muted">{escape(send.intent.replace("_", "-"))}</span> '
+        else:
+            kind = ""
         parts.append(
-            f'<h3 data-send-id="{escape(send.send_id)}">{escape(send.issue_key)} '
-            f'<span class="{state}">{escape(send.status)}</span> '
+            f'<h3 data-send-id="{escape(send.send_id)}" data-test="{str(send.is_test).lower()}">'
+            f"{escape(send.issue_key)} {kind}"
+            f'<span class="{state}">{escape(status)}</span> '
             f'<span class="muted">{escape(send.send_id)} · started '
             f"{escape(send.created_at.strftime('%Y-%m-%d %H:%M'))} UTC</span></h3>"
         )
@@ -477,7 +505,31 @@ def _sends_section(sends: list[SendProgress]) -> str:
                 f'<td class="n eta">{_duration(lang.eta_s) if send.in_progress else "-"}</td></tr>'
             )
         parts.append("</table>")
+        parts.append(_reasons(send))
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _reasons(send: SendProgress) -> str:
+    """The top deferral and failure reasons of a send: grouped SMTP replies with counts."""
+    parts = []
+    for label, statuses in (
+        ("deferred", ("deferred",)),
+        ("failed", ("failed", "bounced", "unknown")),
+    ):
+        top = send.top(*statuses)
+        if not top:
+            continue
+        items = "".join(
+            f'<li><span class="n">{r.count}×</span> {escape(r.status)}: '
+            f"<code>{escape(r.reply)}</code> "
+            f'<span class="muted">{escape(", ".join(f"{d} {n}" for d, n in r.domains))}</span>'
+            "</li>"
+            for r in top
+        )
+        parts.append(
+            f'<p class="reasons-title">top {label} reasons</p><ul class="reasons">{items}</ul>'
+        )
     return "".join(parts)
 
 

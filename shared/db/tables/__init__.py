@@ -4,15 +4,23 @@ A table has exactly one writing service:
 
 - ``subscribers``: subscription service (subscribers, segments, consent ledger, suppressions,
   bounce decisions);
-- ``editions``: renderer (one rendered edition per send and language);
+- ``editions``: renderer (one rendered edition per send and language; the send requests of
+  each issue);
 - ``deliveries``: dispatcher (sends and their per-recipient delivery ledger);
 - ``reports``: bounce receiver (reports that matched no delivery of ours, kept for ops).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.deliveries import Delivery, DeliveryKind, DeliveryStatus, Send, SendStatus
-from shared.db.tables.editions import Edition
+from shared.db.tables.deliveries import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Send,
+    SendIntent,
+    SendStatus,
+)
+from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
@@ -32,8 +40,10 @@ __all__ = [
     "DeliveryKind",
     "DeliveryStatus",
     "Edition",
+    "IssueSend",
     "ReportStatus",
     "Send",
+    "SendIntent",
     "SendStatus",
     "SoftBounceScore",
     "Subscriber",

@@ -2,7 +2,7 @@
 
 aiosmtpd saturates near 1,800 messages/s on this machine, below what the dispatcher can push;
 this sink parses just enough SMTP (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) to measure the
-client side. Run as ``python -m services.dispatcher.bench_sink PORT``. A message to a
+client side. Run as ``python -m benchmarks.smtp_sink PORT``. A message to a
 ``probe-N@`` address prints ``probe N <arrival time>`` at once (the benchmark times
 transactional mail during a campaign with it); on SIGTERM the sink prints the number of
 messages received and exits.

@@ -1,4 +1,4 @@
-"""Policy-storm benchmark: ``python -m services.subscription.feedback.bench [--count N]``.
+"""Policy-storm benchmark: ``newsletter bench feedback [--count N] [--json]``.
 
 Creates its own RabbitMQ vhost and PostgreSQL database (both removed at the end), starts a
 :class:`FeedbackConsumer`, publishes ``N`` policy bounces from one receiving domain and prints
@@ -8,22 +8,16 @@ how long they took to apply, how many addresses were suppressed (must be 0) and 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 import uuid
-from urllib.parse import quote, urlsplit, urlunsplit
 
-import asyncpg
 from sqlmodel import func, select
 
+from benchmarks import scratch
 from services.subscription.feedback.consumer import FeedbackConsumer
 from services.subscription.feedback.settings import load_feedback_policy
 from shared.db.engine import create_engine, session_factory
-from shared.db.migrate import upgrade
 from shared.db.tables import BounceDecision, Suppression
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import BounceReceived
@@ -34,16 +28,6 @@ from shared.messaging.topology import (
     connect,
     declare_topology,
 )
-
-AMQP = os.environ.get("NEWSLETTER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-POSTGRES = os.environ.get(
-    "NEWSLETTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    binary = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([binary, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
 
 
 async def _measure(amqp_url: str, database_url: str, count: int) -> dict[str, float]:
@@ -105,43 +89,12 @@ async def _measure(amqp_url: str, database_url: str, count: int) -> dict[str, fl
         await engine.dispose()
 
 
-async def _database(name: str, *, drop: bool) -> None:
-    admin = await asyncpg.connect(POSTGRES)
-    try:
-        statement = (
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-            if drop
-            else (f'CREATE DATABASE "{name}"')
-        )
-        await admin.execute(statement)
-    finally:
-        await admin.close()
+async def _in_database(amqp_url: str, count: int) -> dict[str, float]:
+    async with scratch.database() as database_url:
+        return await _measure(amqp_url, database_url, count)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=5000)
-    count = parser.parse_args().count
-    name = f"nlbench_{uuid.uuid4().hex[:10]}"
-    user = urlsplit(AMQP).username or "guest"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        parts = urlsplit(AMQP)
-        amqp_url = urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
-        asyncio.run(_database(name, drop=False))
-        try:
-            pg = urlsplit(POSTGRES)
-            database_url = urlunsplit((pg.scheme, pg.netloc, "/" + name, "", ""))
-            upgrade(database_url)
-            figures = asyncio.run(_measure(amqp_url, database_url, count))
-        finally:
-            asyncio.run(_database(name, drop=True))
-    finally:
-        _rabbitmqctl("delete_vhost", name)
-    for key, value in figures.items():
-        print(f"{key}: {value}")
-
-
-if __name__ == "__main__":
-    main()
+def run(count: int) -> dict[str, float]:
+    """Measure ``count`` policy bounces on a vhost and a database of the run's own."""
+    with scratch.vhost() as amqp_url:
+        return asyncio.run(_in_database(amqp_url, count))

@@ -1,42 +1,43 @@
-"""``newsletter bench dispatch``: a whole send end to end, and the bare-SMTP ceiling.
+"""``newsletter bench dispatch``: a whole send end to end against two baselines, in one run.
 
 The run creates its own PostgreSQL database and RabbitMQ vhost (both removed at the end), seeds
-N active subscribers across en/be/ru and one edition per language, starts a fast SMTP sink and
-a real dispatcher process (``python -m services.dispatcher``), publishes ``PlanSend`` and waits
-for the send to be done. Then, on the same sink, a bare aiosmtplib client with the same number
-of connections pushes the same number of messages with no queue and no database: the ceiling.
-Figures: e2e_msgs_per_s, ceiling_msgs_per_s, ratio, plan_seconds, peak_rss_mb (dispatcher).
-While the send runs, a confirmation mail (``DeliverTransactional``) is published every
-``PROBE_EVERY_S`` seconds: transactional_p50_s and transactional_max_s are the times from its
-publish to its arrival at the sink, the figure for "a confirmation is never stuck behind a
-campaign".
+N active subscribers across en/be/ru and one edition per language, starts a fast SMTP sink
+(:mod:`benchmarks.smtp_sink`) and a real dispatcher process (``python -m services.dispatcher``),
+publishes ``PlanSend`` and waits for the send to be done: (c) the end-to-end path. On the same
+sink, with the same N and the same messages (one per language, built and signed once), it also
+measures (a) stdlib smtplib on one connection and (b) the dispatcher's own SMTP code
+(:class:`~services.dispatcher.smtp.SmtpPool`) with the dispatcher's number of connections, no
+queue and no database (:mod:`benchmarks.baselines`). The order is a, b, c, b, a: each baseline
+runs once before and once after the send, and its figure is both runs taken together (all
+their messages over all their time), so a load that drifts during the run favours none of
+them. Figures: e2e_msgs_per_s, smtplib_msgs_per_s, wire_msgs_per_s, e2e_vs_smtplib (c/a),
+e2e_vs_wire (c/b), the 1-minute load average before each phase, plan_seconds, peak_rss_mb
+(dispatcher). While the send runs, a confirmation mail
+(``DeliverTransactional``) is published every ``PROBE_EVERY_S`` seconds: transactional_p50_s
+and transactional_max_s are the times from its publish to its arrival at the sink, the figure
+for "a confirmation is never stuck behind a campaign".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any, BinaryIO
 
-import aiosmtplib
 import asyncpg
 import psutil
 
-from services.dispatcher import mime
-from services.dispatcher.composer import Composer, Recipient
-from services.dispatcher.settings import DispatcherSettings
-from shared.db.migrate import upgrade_async
+from benchmarks import baselines, scratch
 from shared.messaging import placeholders
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import DeliverTransactional, PlanSend
@@ -47,10 +48,6 @@ from shared.messaging.topology import (
     declare_topology,
 )
 
-ADMIN_URL = os.environ.get(
-    "NEWSLETTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-AMQP_BASE = os.environ.get("NEWSLETTER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LANGUAGES = ("en", "be", "ru")
 SECRET = "bench-secret-key-" + "x" * 40
 PROBE_EVERY_S = 2.0
@@ -81,45 +78,6 @@ def _edition(language: str) -> tuple[str, str, str]:
     )
     text = "\n\n".join(paragraph for _ in range(20)) + f"\n\n{placeholders.UNSUBSCRIBE_URL}\n"
     return f"Digest {language} — №48", html, text
-
-
-def _rabbitmqctl(*args: str) -> None:
-    binary = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([binary, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
-
-
-@contextlib.contextmanager
-def _vhost() -> Iterator[str]:
-    name = f"nlbench_{uuid.uuid4().hex[:10]}"
-    user = urlsplit(AMQP_BASE).username or "guest"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        parts = urlsplit(AMQP_BASE)
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
-    finally:
-        _rabbitmqctl("delete_vhost", name)
-
-
-@contextlib.asynccontextmanager
-async def _database() -> AsyncIterator[str]:
-    name = f"nlbench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(ADMIN_URL)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
-    try:
-        await upgrade_async(url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _seed(url: str, *, recipients: int, send_id: str) -> None:
@@ -162,7 +120,7 @@ async def _seed(url: str, *, recipients: int, send_id: str) -> None:
 def _sink() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "services.dispatcher.bench_sink", str(port)],
+        [sys.executable, "-m", "benchmarks.smtp_sink", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -223,39 +181,6 @@ async def _wait_done(
         await conn.close()
 
 
-async def _ceiling(
-    smtp_url: str, *, messages: int, connections: int, dkim_key: Path | None
-) -> float:
-    """Bare aiosmtplib: the same messages, the same sink, the same number of connections."""
-    settings = DispatcherSettings(
-        mode="test", secret_key=SECRET, dkim_private_key_path=dkim_key, dkim_domain="example.org"
-    )
-    composer = Composer(settings=settings)
-    templates = []
-    for language in LANGUAGES:
-        subject, html, text = _edition(language)
-        envelope = composer.envelope(subject=subject, language=language, campaign="bench")
-        templates.append(mime.build_template(envelope=envelope, text=text, html_body=html))
-    target = urlsplit(smtp_url)
-    counter = iter(range(messages))
-
-    async def pusher() -> None:
-        client = aiosmtplib.SMTP(hostname=target.hostname, port=target.port, timeout=30)
-        await client.connect()
-        try:
-            for n in counter:
-                address = f"reader{n}@example.org"
-                recipient = Recipient(n, n, address, f"c{n}")
-                data = composer.render(templates[n % 3], composer.values(recipient))
-                await client.sendmail(composer.return_path(n), [address], data)
-        finally:
-            await client.quit()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(pusher() for _ in range(connections)))
-    return messages / (time.perf_counter() - started)
-
-
 async def _probe_transactional(publisher: Publisher, sent: dict[int, float]) -> None:
     """Publish one confirmation every PROBE_EVERY_S seconds, noting when each was published."""
     n = 0
@@ -309,110 +234,191 @@ def _dkim_key(folder: Path) -> Path:
     return path
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+async def _baselines(
+    smtp_url: str,
+    messages: list[tuple[bytes, bool]],
+    *,
+    count: int,
+    connections: int,
+    order: tuple[str, ...],
+    rates: dict[str, list[float]],
+    loads: dict[str, float],
+) -> None:
+    """Run the named baselines in ``order``, appending each rate and noting the load before."""
+    for name in order:
+        loads[f"{name}_{len(rates[name]) + 1}"] = _load()
+        if name == "smtplib":
+            rate = await baselines.stdlib_smtplib(smtp_url, [m for m, _ in messages], count=count)
+        else:
+            rate = await baselines.dispatcher_wire(
+                smtp_url, messages, count=count, connections=connections
+            )
+        rates[name].append(rate)
+
+
+def _rate(runs: list[float]) -> float:
+    """The rate of runs of the same size taken together: all messages over all their time."""
+    return len(runs) / sum(1 / rate for rate in runs)
+
+
+class _Send:
+    """What the end-to-end phase measured."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.plan_seconds = 0.0
+        self.peak = [0.0, 0.0]  # peak RSS MB, CPU seconds of the dispatchers
+        self.probes_sent: dict[int, float] = {}
+
+
+async def _end_to_end(
+    *,
+    amqp_url: str,
+    database_url: str,
+    env: dict[str, str],
+    log_file: BinaryIO,
+    send_id: str,
+    processes: int,
+) -> _Send:
+    """(c) Start the dispatchers, publish the send, wait until it is done, stop them."""
+    measured = _Send()
+    connection = await connect(amqp_url)
+    try:
+        await declare_topology(await connection.channel())
+        profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
+        command = ["-m", "cProfile", "-o", profile] if profile else []
+        dispatchers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                *command,
+                "-m",
+                "services.dispatcher",
+                env={**env, "NEWSLETTER_DISPATCHER_PROBE_PORT": str(_free_port())},
+                stderr=log_file,
+            )
+            for _ in range(processes)
+        ]
+        try:
+            await asyncio.sleep(2.0)  # start-up: imports, connections, consumers
+            publisher = await Publisher.open(connection)
+            started = time.perf_counter()
+            await publisher.publish(
+                PlanSend(send_id=send_id, issue_key="bench", segments=list(LANGUAGES)),
+                routing_key=PLAN_SEND,
+            )
+            prober = asyncio.create_task(_probe_transactional(publisher, measured.probes_sent))
+            try:
+                finished, row = await _wait_done(
+                    database_url, send_id, peak=measured.peak, pids=[d.pid for d in dispatchers]
+                )
+            finally:
+                prober.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prober
+            measured.seconds = finished - started
+            measured.plan_seconds = (row["planned_at"] - row["created_at"]).total_seconds()
+            await asyncio.sleep(1.0)  # the last probe's arrival
+        finally:
+            for dispatcher in dispatchers:
+                with contextlib.suppress(ProcessLookupError):
+                    dispatcher.terminate()
+            for dispatcher in dispatchers:
+                await asyncio.wait_for(dispatcher.wait(), 30)
+    finally:
+        await connection.close()
+    return measured
+
+
 async def run_benchmark(
     *,
     recipients: int,
     dkim: bool,
     connections: int,
-    ceiling_max: int = 20_000,
     processes: int = 1,
 ) -> dict[str, Any]:
     send_id = str(uuid.uuid4())
+    rates: dict[str, list[float]] = {"smtplib": [], "wire": []}
+    loads: dict[str, float] = {"start": _load()}
     with (
-        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory() as tmp,
-        _vhost() as amqp_url,
+        scratch.vhost() as amqp_url,
         _sink() as (smtp_url, sink),
     ):
         dkim_key = _dkim_key(Path(tmp)) if dkim else None
-        async with _database() as database_url:
+        messages = baselines.prebuilt_messages(
+            [(language, *_edition(language)) for language in LANGUAGES],
+            secret=SECRET,
+            dkim_key=dkim_key,
+        )
+        log_path = _log_path(Path(tmp))
+        async with scratch.database() as database_url:
             seed_started = time.perf_counter()
             await _seed(database_url, recipients=recipients, send_id=send_id)
             seed_seconds = time.perf_counter() - seed_started
-            connection = await connect(amqp_url)
-            try:
-                await declare_topology(await connection.channel())
-                env = _settings_env(
-                    database_url=database_url,
+            baselines_in = functools.partial(
+                _baselines,
+                smtp_url,
+                messages,
+                count=recipients,
+                connections=connections,
+                rates=rates,
+                loads=loads,
+            )
+            await baselines_in(order=("smtplib", "wire"))
+            env = _settings_env(
+                database_url=database_url,
+                amqp_url=amqp_url,
+                smtp_url=smtp_url,
+                connections=connections,
+                dkim_key=dkim_key,
+            )
+            loads["e2e"] = _load()
+            with log_path.open("wb") as log_file:
+                send = await _end_to_end(
                     amqp_url=amqp_url,
-                    smtp_url=smtp_url,
-                    connections=connections,
-                    dkim_key=dkim_key,
+                    database_url=database_url,
+                    env=env,
+                    log_file=log_file,
+                    send_id=send_id,
+                    processes=processes,
                 )
-                log_path = _log_path(Path(tmp))
-                log_file = stack.enter_context(log_path.open("wb"))
-                profile = os.environ.get("NEWSLETTER_BENCH_PROFILE")
-                command = ["-m", "cProfile", "-o", profile] if profile else []
-                dispatchers = [
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        *command,
-                        "-m",
-                        "services.dispatcher",
-                        env={**env, "NEWSLETTER_DISPATCHER_PROBE_PORT": str(_free_port())},
-                        stderr=log_file,
-                    )
-                    for _ in range(processes)
-                ]
-                try:
-                    await asyncio.sleep(2.0)  # start-up: imports, connections, consumers
-                    publisher = await Publisher.open(connection)
-                    started = time.perf_counter()
-                    await publisher.publish(
-                        PlanSend(send_id=send_id, issue_key="bench", segments=list(LANGUAGES)),
-                        routing_key=PLAN_SEND,
-                    )
-                    peak = [0.0, 0.0]
-                    probes_sent: dict[int, float] = {}
-                    prober = asyncio.create_task(_probe_transactional(publisher, probes_sent))
-                    try:
-                        finished, row = await _wait_done(
-                            database_url, send_id, peak=peak, pids=[d.pid for d in dispatchers]
-                        )
-                    finally:
-                        prober.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await prober
-                    await asyncio.sleep(1.0)  # the last probe's arrival
-                finally:
-                    for dispatcher in dispatchers:
-                        with contextlib.suppress(ProcessLookupError):
-                            dispatcher.terminate()
-                    for dispatcher in dispatchers:
-                        await asyncio.wait_for(dispatcher.wait(), 30)
-            finally:
-                await connection.close()
-        e2e = recipients / (finished - started)
-        # A rate needs no more than a few tens of seconds of pushing.
-        ceiling = await _ceiling(
-            smtp_url,
-            messages=min(recipients, ceiling_max),
-            connections=connections,
-            dkim_key=dkim_key,
-        )
-        plan_seconds = (row["planned_at"] - row["created_at"]).total_seconds()
-        log_file.close()
+        await baselines_in(order=("wire", "smtplib"))
+        loads["end"] = _load()
         with log_path.open("rb") as lines:
             sent_lines = sum(1 for line in lines if b'"email_sent"' in line)
         sink.terminate()
         assert sink.stdout is not None
-        received, latencies = _sink_report(sink.stdout.read().splitlines(), probes_sent)
+        received, latencies = _sink_report(sink.stdout.read().splitlines(), send.probes_sent)
+    e2e = recipients / send.seconds
+    smtplib_rate, wire_rate = _rate(rates["smtplib"]), _rate(rates["wire"])
     return {
         "recipients": recipients,
         "dkim": dkim,
         "connections": connections,
         "processes": processes,
+        "message_bytes": round(sum(len(m) for m, _ in messages) / len(messages)),
+        "order": "smtplib, wire, e2e, wire, smtplib",
         "e2e_msgs_per_s": round(e2e, 1),
-        "ceiling_msgs_per_s": round(ceiling, 1),
-        "ratio": round(e2e / ceiling, 3),
-        "plan_seconds": round(plan_seconds, 2),
-        "peak_rss_mb": round(peak[0], 1),
+        "smtplib_msgs_per_s": round(smtplib_rate, 1),
+        "smtplib_runs": [round(r, 1) for r in rates["smtplib"]],
+        "wire_msgs_per_s": round(wire_rate, 1),
+        "wire_runs": [round(r, 1) for r in rates["wire"]],
+        "e2e_vs_smtplib": round(e2e / smtplib_rate, 3),
+        "e2e_vs_wire": round(e2e / wire_rate, 3),
+        "plan_seconds": round(send.plan_seconds, 2),
+        "peak_rss_mb": round(send.peak[0], 1),
         "seed_seconds": round(seed_seconds, 2),
-        "dispatcher_cpu_ms_per_msg": round(peak[1] * 1000 / recipients, 3),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "transactional_probes": f"{len(latencies)} of {len(probes_sent)} arrived",
+        "dispatcher_cpu_ms_per_msg": round(send.peak[1] * 1000 / recipients, 3),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": loads,
+        "transactional_probes": f"{len(latencies)} of {len(send.probes_sent)} arrived",
         "transactional_p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
         "transactional_max_s": round(latencies[-1], 3) if latencies else None,
         "sink_received": received,
+        "sink_expected": 5 * recipients + len(send.probes_sent),
         "email_sent_log_lines": sent_lines,
     }

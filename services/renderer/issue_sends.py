@@ -1,0 +1,367 @@
+"""An issue is an identity, not a file run: which sends an issue has, and whether another may start.
+
+The issue number (with its dates) identifies an issue. Every send request is an
+``issue_send`` row (the renderer's table); an issue has at most one ``first`` send, which a
+partial unique index enforces, so the second of two ``issue send`` started at once fails its
+insert instead of mailing every reader again. Anything after the first send is a deliberate
+choice: ``only_new`` (readers who have not received the issue) or ``resend_all`` (everyone,
+confirmed by typing the issue number). Test sends (``test``) never count.
+
+The CLI, the editor page, the admin API and the renderer's consumer all go through
+:func:`claim` (the consumer through :func:`record_command`), so they refuse for the same
+reasons; each surface words "what to do" in its own terms (:class:`Surface`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+import structlog
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.renderer.errors import RendererError
+from services.renderer.issue import IssueEdition
+from services.renderer.store import Sessions
+from shared.db.tables import Delivery, IssueSend, Send, SendIntent
+from shared.messaging.schemas import SendIntentName
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class IssueIdentity:
+    issue_key: str
+    number: int
+    date_from: date
+    date_to: date
+
+    @classmethod
+    def of(cls, editions: Mapping[str, IssueEdition]) -> IssueIdentity:
+        """The identity of parsed editions (``parse_sources`` already checked they agree)."""
+        first = next(iter(editions.values()))
+        return cls(first.issue_key, first.number, first.date_from, first.date_to)
+
+    @property
+    def label(self) -> str:
+        return f"issue {self.number} ({self.date_from.isoformat()} .. {self.date_to.isoformat()})"
+
+
+@dataclass(frozen=True)
+class EarlierSend:
+    """A send request of the issue, with what the dispatcher has made of it so far."""
+
+    send_id: str
+    intent: str
+    requested_at: datetime
+    status: str  # the send's status, or "requested" while the dispatcher has not planned it
+    date_from: date
+    date_to: date
+    counts: dict[str, int] = field(default_factory=dict)  # deliveries by status
+
+    @property
+    def deliveries(self) -> int:
+        return sum(self.counts.values())
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+        detail = f"{self.deliveries} deliveries ({counts})" if counts else "no deliveries yet"
+        return (
+            f"send {self.send_id} ({self.intent.replace('_', '-')}), requested "
+            f"{self.requested_at.strftime('%Y-%m-%d %H:%M')} UTC, status {self.status}: {detail}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "send_id": self.send_id,
+            "intent": self.intent,
+            "requested_at": self.requested_at.isoformat(),
+            "status": self.status,
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+class Surface(StrEnum):
+    """Where a send is started: each words the choices in its own terms."""
+
+    CLI = "cli"
+    EDITOR = "editor"
+    API = "api"
+    COMMAND = "command"  # a RenderIssue that arrived without a request (the consumer)
+
+
+_HOW = {
+    Surface.CLI: {
+        SendIntent.ONLY_NEW: "add --only-new",
+        SendIntent.RESEND_ALL: "add --resend-all (you type the issue number to confirm; "
+        "scripts pass --yes-resend {number})",
+        SendIntent.FIRST: "leave out --only-new and --resend-all",
+    },
+    Surface.EDITOR: {
+        SendIntent.ONLY_NEW: 'choose "Only readers who have not received it"',
+        SendIntent.RESEND_ALL: 'choose "Everyone again" and type {number}',
+        SendIntent.FIRST: 'choose "Send"',
+    },
+    Surface.API: {
+        SendIntent.ONLY_NEW: 'send "intent": "only_new"',
+        SendIntent.RESEND_ALL: 'send "intent": "resend_all" with "confirm_issue": {number}',
+        SendIntent.FIRST: 'send "intent": "first"',
+    },
+    Surface.COMMAND: {
+        SendIntent.ONLY_NEW: 'publish "intent": "only_new"',
+        SendIntent.RESEND_ALL: 'publish "intent": "resend_all"',
+        SendIntent.FIRST: 'publish "intent": "first"',
+    },
+}
+
+
+def how_to(surface: Surface, intent: SendIntent, *, number: int) -> str:
+    return _HOW[surface][intent].format(number=number)
+
+
+class SendRefused(RendererError):
+    """A send of an issue that its earlier sends rule out, or an unconfirmed choice."""
+
+    def __init__(self, message: str, *, earlier: Sequence[EarlierSend] = ()) -> None:
+        super().__init__(message)
+        self.earlier = list(earlier)
+
+
+class IssueAlreadySent(SendRefused):
+    """The issue has a send (running, waiting or finished): a plain send would mail again."""
+
+
+class NotSentYet(SendRefused):
+    """``only_new`` or ``resend_all`` of an issue that was never sent."""
+
+
+class ResendNotConfirmed(SendRefused):
+    """``resend_all`` without the issue number typed back."""
+
+
+def refusal(
+    identity: IssueIdentity,
+    intent: SendIntent,
+    earlier: Sequence[EarlierSend],
+    *,
+    surface: Surface,
+    confirm_number: int | None = None,
+) -> SendRefused | None:
+    """Why this send may not start, or None when it may."""
+    if intent == SendIntent.TEST:
+        return None
+    number = identity.number
+    if intent == SendIntent.FIRST and earlier:
+        first = earlier[0]
+        lines = [f"{identity.label} already has {len(earlier)} send(s); the first is "]
+        lines[0] += first.describe()
+        lines += [f"  also {e.describe()}" for e in earlier[1:]]
+        if (first.date_from, first.date_to) != (identity.date_from, identity.date_to):
+            lines.append(
+                f"  that send had the dates {first.date_from} .. {first.date_to}: if this is a "
+                "new issue, give it a new number"
+            )
+        lines.append(
+            "  to mail only readers who have not received it (new subscribers since, failed "
+            f"deliveries): {how_to(surface, SendIntent.ONLY_NEW, number=number)}"
+        )
+        lines.append(
+            f"  to mail every reader again: {how_to(surface, SendIntent.RESEND_ALL, number=number)}"
+        )
+        return IssueAlreadySent("\n".join(lines), earlier=earlier)
+    if intent in {SendIntent.ONLY_NEW, SendIntent.RESEND_ALL} and not earlier:
+        return NotSentYet(
+            f"{identity.label} has not been sent yet, so there is no one to leave out or mail "
+            f"again: {how_to(surface, SendIntent.FIRST, number=number)}"
+        )
+    if intent == SendIntent.RESEND_ALL and confirm_number != number:
+        typed = "nothing" if confirm_number is None else str(confirm_number)
+        return ResendNotConfirmed(
+            f"mailing every reader of {identity.label} again needs the issue number typed "
+            f"back: {number} expected, {typed} given "
+            f"({how_to(surface, SendIntent.RESEND_ALL, number=number)})",
+            earlier=earlier,
+        )
+    return None
+
+
+async def earlier_sends(sessions: Sessions, *, issue_key: str) -> list[EarlierSend]:
+    """The issue's non-test send requests, oldest first, with their delivery counts."""
+    async with sessions() as session:
+        requests = list(
+            (
+                await session.exec(
+                    select(IssueSend)
+                    .where(
+                        IssueSend.issue_key == issue_key,
+                        col(IssueSend.intent) != SendIntent.TEST,
+                    )
+                    .order_by(col(IssueSend.requested_at), col(IssueSend.send_id))
+                )
+            ).all()
+        )
+        if not requests:
+            return []
+        ids = [r.send_id for r in requests]
+        statuses = dict(
+            (await session.exec(select(Send.id, Send.status).where(col(Send.id).in_(ids)))).all()
+        )
+        counts: dict[str, Counter[str]] = {send_id: Counter() for send_id in ids}
+        rows = await session.exec(
+            select(Delivery.send_id, Delivery.status, func.count())
+            .where(col(Delivery.send_id).in_(ids))
+            .group_by(col(Delivery.send_id), col(Delivery.status))
+        )
+        for send_id, status, count in rows.all():
+            counts[str(send_id)][str(status)] += int(count)
+    return [
+        EarlierSend(
+            send_id=r.send_id,
+            intent=r.intent,
+            requested_at=r.requested_at,
+            status=statuses.get(r.send_id, "requested"),
+            date_from=r.date_from,
+            date_to=r.date_to,
+            counts=dict(counts[r.send_id]),
+        )
+        for r in requests
+    ]
+
+
+async def check(
+    sessions: Sessions,
+    *,
+    identity: IssueIdentity,
+    intent: SendIntent,
+    surface: Surface,
+    confirm_number: int | None = None,
+) -> None:
+    """Refuse early (before rendering and preflight) what :func:`claim` would refuse."""
+    if intent == SendIntent.TEST:
+        return
+    earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+    refused = refusal(identity, intent, earlier, surface=surface, confirm_number=confirm_number)
+    if refused is not None:
+        raise refused
+
+
+async def claim(
+    sessions: Sessions,
+    *,
+    identity: IssueIdentity,
+    send_id: str,
+    intent: SendIntent,
+    segments: Sequence[str],
+    surface: Surface,
+    confirm_number: int | None = None,
+) -> None:
+    """Record the send request, or raise :class:`SendRefused` saying why it may not start.
+
+    The check and the insert are not one atomic step, but the partial unique index is: of two
+    first sends of one issue started at once, one insert fails, and that one is refused.
+    """
+    await check(
+        sessions,
+        identity=identity,
+        intent=intent,
+        surface=surface,
+        confirm_number=confirm_number,
+    )
+    row = IssueSend(
+        send_id=send_id,
+        issue_key=identity.issue_key,
+        issue_number=identity.number,
+        date_from=identity.date_from,
+        date_to=identity.date_to,
+        intent=intent,
+        segments=",".join(segments),
+        origin=surface,
+    )
+    async with sessions() as session:
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError as err:
+            await session.rollback()
+            earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+            refused = refusal(
+                identity, intent, earlier, surface=surface, confirm_number=confirm_number
+            )
+            if refused is None:  # the same send id twice: a retried request
+                raise IssueAlreadySent(f"send {send_id} was already requested") from err
+            log.warning("issue_send_refused_concurrent", issue_key=identity.issue_key)
+            raise refused from err
+    log.info(
+        "issue_send_claimed",
+        issue_key=identity.issue_key,
+        send_id=send_id,
+        intent=str(intent),
+        origin=str(surface),
+    )
+
+
+async def release(sessions: Sessions, *, send_id: str) -> None:
+    """Forget a request whose command never reached the broker (nothing was sent)."""
+    async with sessions() as session:
+        row = await session.get(IssueSend, send_id)
+        if row is not None:
+            await session.delete(row)
+            await session.commit()
+
+
+async def record_command(
+    sessions: Sessions,
+    *,
+    identity: IssueIdentity,
+    send_id: str,
+    intent: SendIntent,
+    segments: Sequence[str],
+) -> None:
+    """The consumer's side: a command's request is normally recorded already (by the surface
+    that published it); one that arrives without it is recorded now, under the same rules."""
+    async with sessions() as session:
+        if await session.get(IssueSend, send_id) is not None:
+            return
+    await claim(
+        sessions,
+        identity=identity,
+        send_id=send_id,
+        intent=intent,
+        segments=segments,
+        surface=Surface.COMMAND,
+        confirm_number=identity.number,  # a command cannot be asked to confirm
+    )
+
+
+_COMMAND_INTENTS: dict[SendIntent, SendIntentName] = {
+    SendIntent.FIRST: "first",
+    SendIntent.ONLY_NEW: "only_new",
+    SendIntent.RESEND_ALL: "resend_all",
+    SendIntent.TEST: "first",  # a test send is one with test_to
+}
+
+
+def command_intent(intent: SendIntent) -> SendIntentName:
+    return _COMMAND_INTENTS[intent]
+
+
+def intent_of_command(intent: SendIntentName, *, test: bool) -> SendIntent:
+    return SendIntent.TEST if test else SendIntent(intent)
+
+
+def intent_of(*, only_new: bool, resend_all: bool, test: bool) -> SendIntent:
+    """The send's intent from the surface's choices; raise :class:`SendRefused` for both."""
+    if test:
+        if only_new or resend_all:
+            raise SendRefused("a test send goes to one address: leave out only-new and resend-all")
+        return SendIntent.TEST
+    if only_new and resend_all:
+        raise SendRefused("choose one of only-new (readers without it) and resend-all (everyone)")
+    if only_new:
+        return SendIntent.ONLY_NEW
+    return SendIntent.RESEND_ALL if resend_all else SendIntent.FIRST

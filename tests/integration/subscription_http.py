@@ -1,0 +1,76 @@
+"""The real subscription app served by uvicorn on a free loopback port (real HTTP, real
+lifespan: database and RabbitMQ), for tests that must see what a client on the wire sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+
+from newsletter_cli.processes import free_port
+from services.subscription.app import create_app
+from shared.settings import Settings
+from tests.integration.subscription_support import QUICK
+
+START_DEADLINE_S = 20.0
+
+
+@contextlib.asynccontextmanager
+async def served_subscription(settings: Settings) -> AsyncIterator[str]:
+    """Yield the base URL (``http://127.0.0.1:<port>``) while the app is being served."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, policy=QUICK),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + START_DEADLINE_S
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise AssertionError("uvicorn stopped before it started serving")
+            if time.monotonic() > deadline:
+                raise AssertionError("the subscription app did not start serving in time")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def subscription_in_thread(settings: Settings) -> Iterator[str]:
+    """The same, served from a thread with its own event loop, for synchronous callers
+    (Hypothesis drives plain functions, not coroutines)."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, policy=QUICK),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="subscription-app", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_DEADLINE_S
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise AssertionError("uvicorn stopped before it started serving")
+            if time.monotonic() > deadline:
+                raise AssertionError("the subscription app did not start serving in time")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(START_DEADLINE_S)
