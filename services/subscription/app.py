@@ -54,8 +54,32 @@ OPENAPI_TAGS = [
 ]
 
 
+# Connections per worker process: a rush of 200 concurrent signups queued for 20 connections
+# (10 + 10 overflow) before; each signup holds one for a few milliseconds (the response floor
+# is slept after the session is closed), so 20 + 20 keeps the queue short without starving
+# the other services on a shared PostgreSQL (default max_connections 100).
+DB_POOL_SIZE = 20
+
+
+def per_worker_ip_limit(limit: int, workers: int) -> int:
+    """Each worker's share of the per-IP limit, so that N workers together never allow more.
+
+    The limiter lives in each process's memory; rounding down means a client spread over all
+    workers gets at most ``limit`` posts per window (it may be refused a little earlier).
+    """
+    if limit <= 0 or workers <= 1:
+        return limit
+    share = limit // workers
+    if share == 0:
+        raise ValueError(
+            f"NEWSLETTER_IP_LIMIT={limit} cannot be split over {workers} workers "
+            "(raise the limit or run fewer workers)"
+        )
+    return share
+
+
 def build_components(
-    settings: Settings, *, policy: SignupPolicy, registry: CollectorRegistry
+    settings: Settings, *, policy: SignupPolicy, registry: CollectorRegistry, workers: int = 1
 ) -> Components:
     secret = settings.secret_key.get_secret_value()
     return Components(
@@ -64,7 +88,9 @@ def build_components(
         reader=LinkTokenReader(secret),
         csrf=CsrfGuard(secret),
         time_trap=TimeTrap(secret),
-        ip_limiter=SlidingWindowLimiter(limit=policy.ip_limit, window_s=policy.ip_window_s),
+        ip_limiter=SlidingWindowLimiter(
+            limit=per_worker_ip_limit(policy.ip_limit, workers), window_s=policy.ip_window_s
+        ),
         floor=ResponseFloor(policy.response_floor_s),
         pages=Pages(
             csrf=CsrfGuard(secret),
@@ -81,18 +107,26 @@ def create_app(
     *,
     policy: SignupPolicy | None = None,
     registry: CollectorRegistry | None = None,
+    workers: int = 1,
 ) -> FastAPI:
-    """The app; ``registry`` defaults to a private one (the CLI passes the process default)."""
+    """The app; ``registry`` defaults to a private one (the CLI passes the process default).
+
+    ``workers`` is how many processes serve the same socket (``serve --workers``): the
+    per-process IP limiter gets its share of the limit.
+    """
     metrics_registry = registry if registry is not None else CollectorRegistry()
     components = build_components(
-        settings, policy=policy or SignupPolicy(), registry=metrics_registry
+        settings, policy=policy or SignupPolicy(), registry=metrics_registry, workers=workers
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             resources = await open_resources(
-                stack, database_url=settings.database_url, amqp_url=settings.amqp_url
+                stack,
+                database_url=settings.database_url,
+                amqp_url=settings.amqp_url,
+                pool_size=DB_POOL_SIZE,
             )
             sessions = resources.sessions
             connection, publisher = resources.connection, resources.publisher

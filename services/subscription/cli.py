@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from services.subscription.policy import SignupPolicy
+    from shared.settings import Settings
+
+WORKERS_ENV = "NEWSLETTER_SUBSCRIPTION_WORKERS"
 app = typer.Typer(help="The public signup pages and the admin API.", no_args_is_help=True)
 
 
@@ -13,39 +21,50 @@ app = typer.Typer(help="The public signup pages and the admin API.", no_args_is_
 def serve(
     host: Annotated[str | None, typer.Option(help="Default: NEWSLETTER_HTTP_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: NEWSLETTER_SUBSCRIPTION_PORT")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the listening socket (uvicorn's supervisor). The "
+            "per-address and per-IP limits live in the database, so they hold across workers.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the signup form, confirmation, unsubscribe, preferences and the admin API.
 
     Stops cleanly on SIGTERM and SIGINT: open requests finish, then the lifespan closes the
     feedback consumer, the publisher, the AMQP connection and the database engine.
     """
+    import os
     import signal
 
     import uvicorn
-    from prometheus_client import REGISTRY
 
-    from services.subscription.app import create_app
-    from services.subscription.policy import load_policy
-    from shared.logging import configure_logging
-    from shared.settings import SettingsError, load_settings
+    from services.subscription.app import per_worker_ip_limit
+    from shared.settings import SettingsError
 
+    os.environ[WORKERS_ENV] = str(workers)  # read by every worker_app(), inherited by workers
     try:
-        settings = load_settings()
-        policy = load_policy()
-    except SettingsError as err:
+        settings, policy = _load_configuration()
+        per_worker_ip_limit(policy.ip_limit, workers)
+    except (SettingsError, ValueError) as err:
         typer.echo(f"subscription: {err}", err=True)
         raise typer.Exit(2) from err
-    configure_logging(service="subscription", level=settings.log_level, fmt=settings.log_format)
-    config = uvicorn.Config(
-        create_app(settings, policy=policy, registry=REGISTRY),
-        host=host or settings.http_host,
-        port=port or settings.subscription_port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    options = {
+        "host": host or settings.http_host,
+        "port": port or settings.subscription_port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        # Each worker process builds its own app (engine, AMQP connection, publisher) from
+        # the environment; the supervisor binds the socket once and restarts dead workers.
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        return
+    config = uvicorn.Config(worker_app(), **options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT (graceful shutdown, lifespan closed), then hands the
     # signal on to the handler that was installed before it: a no-op, so a requested stop
@@ -55,6 +74,28 @@ def serve(
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _load_configuration() -> tuple[Settings, SignupPolicy]:
+    from services.subscription.policy import load_policy
+    from shared.settings import load_settings
+
+    return load_settings(), load_policy()
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, configured from the environment (a uvicorn factory)."""
+    import os
+
+    from prometheus_client import REGISTRY
+
+    from services.subscription.app import create_app
+    from shared.logging import configure_logging
+
+    settings, policy = _load_configuration()
+    configure_logging(service="subscription", level=settings.log_level, fmt=settings.log_format)
+    workers = int(os.environ.get(WORKERS_ENV, "1"))
+    return create_app(settings, policy=policy, registry=REGISTRY, workers=workers)
 
 
 def run_service() -> None:
@@ -69,7 +110,7 @@ def run_service() -> None:
     command.main(args=[*args, *sys.argv[1:]], prog_name="python -m services.subscription")
 
 
-def bench_signups(
+def bench_signups(  # noqa: PLR0917 (one parameter per command-line option)
     count: Annotated[int, typer.Option(help="How many signups to fire")] = 10_000,
     database_url: Annotated[
         str | None,
@@ -82,6 +123,14 @@ def bench_signups(
     response_floor: Annotated[
         float, typer.Option(help="NEWSLETTER_RESPONSE_FLOOR_S for the service under test")
     ] = 0.2,
+    workers: Annotated[int, typer.Option(help="Worker processes of the service under test")] = 1,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run the service (one worker) under cProfile, save the dump here and print "
+            "its top functions"
+        ),
+    ] = None,
 ) -> None:
     """Load test: start the service in its own process, fire concurrent signups from this one,
     check that none is lost and none duplicated, and print signups/s and p50/p99 latency."""
@@ -97,9 +146,16 @@ def bench_signups(
                 concurrency=concurrency,
                 repeats=repeats,
                 response_floor_s=response_floor,
+                workers=workers,
+                profile=profile,
             )
         )
     except BenchFailed as err:
         typer.echo(f"bench signups FAILED: {err}", err=True)
         raise typer.Exit(1) from err
+    finally:
+        if profile is not None and profile.exists():
+            from services.subscription.signup_bench import top_functions
+
+            typer.echo(top_functions(profile))
     typer.echo(report)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import Table, delete, literal, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,6 +20,29 @@ async def is_suppressed(session: AsyncSession, email_hash: str) -> bool:
         )
     )
     return found.first() is not None
+
+
+async def signup_lookup(
+    session: AsyncSession, *, email: str, email_hash: str
+) -> tuple[bool, int | None, str | None]:
+    """One Core round trip for a signup: is the address suppressed, and its subscriber's id
+    and status (None, None if there is none yet)."""
+    suppression: Table = Suppression.__table__  # type: ignore[attr-defined]
+    subscriber: Table = Subscriber.__table__  # type: ignore[attr-defined]
+    suppressed = (
+        core_select(literal(1))
+        .where(suppression.c.email_hash == email_hash, suppression.c.lifted_at.is_(None))
+        .exists()
+    )
+    anchor = core_select(literal(1).label("one")).subquery()
+    row = (
+        await session.execute(
+            core_select(
+                suppressed.label("suppressed"), subscriber.c.id, subscriber.c.status
+            ).select_from(anchor.outerjoin(subscriber, subscriber.c.email == email))
+        )
+    ).one()
+    return bool(row[0]), row[1], row[2]
 
 
 async def languages_of(session: AsyncSession, subscriber_id: int) -> list[str]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
+import pstats
 import random
 import secrets
 import shutil
@@ -21,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,8 +61,11 @@ class BenchReport:
     commands: int
     healthz_max_s: float
     healthz_probes: int
+    workers: int = 1
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     transport_errors: list[str] = field(default_factory=list)
     service_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     def percentile(self, share: float) -> float:
@@ -71,7 +77,9 @@ class BenchReport:
         return "\n".join(
             [
                 f"signups: {self.count} addresses + {self.repeats} repeats = {total} posts, "
-                f"concurrency {self.concurrency}, database {self.database}",
+                f"concurrency {self.concurrency}, database {self.database}, "
+                f"{self.workers} service worker(s), load average "
+                + " ".join(f"{v:.2f}" for v in self.load_average),
                 f"throughput: {total / self.elapsed_s:.0f} signups/s "
                 f"({total} in {self.elapsed_s:.1f} s)",
                 f"latency: p50 {self.percentile(0.50) * 1000:.0f} ms, "
@@ -87,6 +95,8 @@ class BenchReport:
                 f"{self.service_cpu_s / total * 1000:.1f} ms per signup "
                 f"(the ceiling of one process is about {total / max(self.service_cpu_s, 1e-9):.0f}"
                 f" signups/s on a free core)",
+                f"load generator (this process) CPU: {self.client_cpu_s / total * 1000:.1f} ms "
+                "per signup",
                 f"responsiveness: /healthz max {self.healthz_max_s * 1000:.0f} ms over "
                 f"{self.healthz_probes} probes during the load",
                 "result: " + ("OK, none lost, no duplicates" if not self.problems else "FAILED"),
@@ -105,24 +115,69 @@ class _FormFields(HTMLParser):
             self.fields[str(values["name"])] = values.get("value") or ""
 
 
-async def _probe(base_url: str, *, done: asyncio.Event, timings: list[float]) -> None:
-    """Time ``/healthz`` every 250 ms until ``done``: is the service still responsive?"""
-    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as prober:
+def _probe(base_url: str, *, done: threading.Event, timings: list[float]) -> None:
+    """Time ``/healthz`` every 250 ms until ``done``: is the service still responsive?
+
+    It runs in a thread of its own with a blocking client, not on the event loop that fires
+    the signups: there a probe would wait behind 200 requests of our own client and time the
+    load generator instead of the service.
+    """
+    with httpx.Client(base_url=base_url, timeout=30.0) as prober:
         while not done.is_set():
             started = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError):
-                await prober.get("/healthz")
+                prober.get("/healthz")
             timings.append(time.perf_counter() - started)
-            await asyncio.sleep(0.25)
+            done.wait(0.25)
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
-    """User + system CPU time of the service process so far (0 if it is gone)."""
+    """User + system CPU time of the service process and its live workers so far."""
     try:
-        times = psutil.Process(process.pid).cpu_times()
+        parent = psutil.Process(process.pid)
+        members = [parent, *parent.children(recursive=True)]
     except psutil.Error:
         return 0.0
-    return float(times.user + times.system)
+    total = 0.0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _package_of(filename: str) -> str:
+    """``sqlalchemy``, ``services/subscription``, ``stdlib`` ...: who owns a profiled function."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    for ours in ("services/", "shared/"):
+        if f"/{ours}" in filename:
+            tail = filename.rsplit(f"/{ours}", 1)[1]
+            return ours + tail.split("/", 1)[0]
+    return "builtins" if filename.startswith("~") else "stdlib"
+
+
+def top_functions(profile: Path, *, limit: int = 25) -> str:
+    """Own CPU time of a cProfile dump per package, then its functions with the most own time.
+
+    Cumulative times are left out: for coroutines cProfile counts every resumption as a call,
+    which makes them meaningless.
+    """
+    stream = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=stream)
+    shares: dict[str, float] = {}
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    raw = stats.stats  # type: ignore[attr-defined]
+    for (filename, _, _), (_, _, own, _, _) in raw.items():
+        shares[_package_of(filename)] = shares.get(_package_of(filename), 0.0) + own
+    total = sum(shares.values()) or 1.0
+    lines = ["own CPU time per package:"]
+    lines += [
+        f"  {seconds:7.2f} s {seconds / total:6.1%}  {package}"
+        for package, seconds in sorted(shares.items(), key=lambda kv: -kv[1])[:20]
+    ]
+    stats.sort_stats("tottime").print_stats(limit)
+    return "\n".join(lines) + "\n" + stream.getvalue()
 
 
 async def _form_fields(client: httpx.AsyncClient) -> dict[str, str]:
@@ -156,13 +211,36 @@ def _private_vhost(base_url: str) -> tuple[str, str]:
     return name, urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
 
 
-def _start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The service under test, in its own process, as in production."""
+# The service under cProfile with a CPU clock: on a loaded machine a wall clock would charge
+# every function with the time the process spent waiting for a core.
+_PROFILED = """
+import cProfile, sys, time
+from services.subscription.cli import run_service
+profiler = cProfile.Profile(time.process_time)
+sys.argv = ["services.subscription"]
+try:
+    profiler.runcall(run_service)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats({path!r})
+"""
+
+
+def _start_service(
+    env: dict[str, str], log_path: Path, *, workers: int = 1, profile: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The service under test, in its own process(es), as in production.
+
+    With ``profile`` the (single) service process runs under cProfile, which writes its
+    statistics there when the process stops.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "services.subscription", "--workers", str(workers)]
+    if profile is not None:
+        command = [sys.executable, "-c", _PROFILED.format(path=str(profile))]
     with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.subscription"], env=env, stdout=log, stderr=log
-        )
+        return subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
 
 
 async def _wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
@@ -186,6 +264,8 @@ async def run_bench(
     concurrency: int = 200,
     repeats: float = 0.02,
     response_floor_s: float = 0.2,
+    workers: int = 1,
+    profile: Path | None = None,
     var_dir: Path = Path("./var/bench"),
 ) -> BenchReport:
     database_url = database_url or DatabaseSettings().database_url
@@ -212,7 +292,9 @@ async def run_bench(
         "NEWSLETTER_LOG_LEVEL": "WARNING",
         "NEWSLETTER_LOG_FORMAT": "json",
     }
-    process = _start_service(env, var_dir / f"subscription-{vhost}.log")
+    process = _start_service(
+        env, var_dir / f"subscription-{vhost}.log", workers=workers, profile=profile
+    )
     try:
         return await _fire(
             base_url=f"http://127.0.0.1:{port}",
@@ -222,6 +304,7 @@ async def run_bench(
             count=count,
             concurrency=concurrency,
             repeats=repeats,
+            workers=workers,
         )
     finally:
         process.send_signal(signal.SIGTERM)
@@ -242,6 +325,7 @@ async def _fire(
     count: int,
     concurrency: int,
     repeats: float,
+    workers: int = 1,
 ) -> BenchReport:
     run = uuid.uuid4().hex[:10]
     addresses = [f"bench-{run}-{i}@example.org" for i in range(count)]
@@ -260,7 +344,7 @@ async def _fire(
         gate = asyncio.Semaphore(concurrency)
         latencies: list[float] = []
         statuses: dict[int, int] = {}
-        done = asyncio.Event()
+        done = threading.Event()
         health: list[float] = []
         errors: list[str] = []
 
@@ -286,12 +370,15 @@ async def _fire(
                 latencies.append(time.perf_counter() - started)
                 statuses[code] = statuses.get(code, 0) + 1
 
-        prober = asyncio.create_task(_probe(base_url, done=done, timings=health))
+        prober = asyncio.create_task(asyncio.to_thread(_probe, base_url, done=done, timings=health))
         cpu_before = _cpu_seconds(process)
+        client_cpu_before = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(one(a) for a in posts))
         elapsed = time.perf_counter() - started
         service_cpu = _cpu_seconds(process) - cpu_before
+        client_cpu = time.process_time() - client_cpu_before
+        load_average = os.getloadavg()
         done.set()
         await prober
     stored, distinct = await _count_stored(database_url, f"bench-{run}-%")
@@ -309,8 +396,11 @@ async def _fire(
         commands=commands,
         healthz_max_s=max(health, default=0.0),
         healthz_probes=len(health),
+        workers=workers,
+        load_average=load_average,
         transport_errors=errors,
         service_cpu_s=service_cpu,
+        client_cpu_s=client_cpu,
     )
     _judge(report, posts=len(posts), process=process)
     return report

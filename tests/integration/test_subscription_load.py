@@ -29,3 +29,25 @@ async def test_concurrent_signups_lose_none_and_duplicate_none(
     assert report.distinct == 300
     assert report.commands == 300
     assert report.statuses == {200: 330}
+
+
+async def test_two_workers_lose_none_and_mail_each_address_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two worker processes on one socket: repeats of an address land on either worker, and
+    the database still stores it once and queues one confirmation command for it."""
+    report = await run_bench(
+        count=200,
+        database_url=postgres_url,
+        concurrency=60,
+        repeats=0.2,
+        response_floor_s=0.0,
+        workers=2,
+        var_dir=tmp_path,
+    )
+    assert report.workers == 2
+    assert report.problems == []
+    assert report.stored == 200
+    assert report.distinct == 200
+    assert report.commands == 200
+    assert report.statuses == {200: 240}

@@ -1,0 +1,72 @@
+"""``serve --workers N``: the per-IP limit holds for the service as a whole, not per worker.
+
+Real processes: the service runs with two workers on one socket (uvicorn's supervisor), and
+a client posts from 127.0.0.1 on fresh connections (so the kernel spreads them over both
+workers). With ``NEWSLETTER_IP_LIMIT=4`` at most 4 posts in the window may pass, whichever
+worker answers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.subscription.signup_bench import (
+    _form_fields,
+    _free_port,
+    _start_service,
+    _wait_ready,
+)
+from shared.db.migrate import upgrade
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+async def test_ip_limit_is_not_multiplied_by_the_workers(
+    postgres_url: str, vhost_url: str, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(upgrade, postgres_url)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NEWSLETTER_MODE": "demo",
+        "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(48),
+        "NEWSLETTER_DATABASE_URL": postgres_url,
+        "NEWSLETTER_AMQP_URL": vhost_url,
+        "NEWSLETTER_SUBSCRIPTION_PORT": str(port),
+        "NEWSLETTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "NEWSLETTER_IP_LIMIT": "4",
+        "NEWSLETTER_RESPONSE_FLOOR_S": "0",
+        "NEWSLETTER_LOG_LEVEL": "WARNING",
+    }
+    process = _start_service(env, tmp_path / "service.log", workers=2)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await _wait_ready(client, process)
+            fields = await _form_fields(client)
+            codes: list[int] = []
+            for i in range(12):
+                # A new connection per post, so both workers get some of them.
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", timeout=30, cookies=client.cookies
+                ) as fresh:
+                    answer = await fresh.post(
+                        "/subscribe",
+                        data={**fields, "email": f"ip-{i}@example.org", "languages": "en"},
+                    )
+                    codes.append(answer.status_code)
+        assert codes.count(429) >= 8, codes
+        assert set(codes) <= {200, 429}, codes
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
