@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test files run on three workers (pytest-xdist, one file per worker at a time): most tests wait
+# on processes, brokers and sockets, not on the CPU. `make test PYTEST_WORKERS=` runs them in one.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 
 .PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 
@@ -29,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/newsletter demo
 
 test: $(STAMP) system-deps
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

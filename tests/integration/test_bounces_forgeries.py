@@ -459,6 +459,9 @@ def test_production_refusals_are_one_message_not_a_traceback(
         "NEWSLETTER_MODE": "production",
         "NEWSLETTER_SECRET_KEY": "s" * 48,
         "NEWSLETTER_ADMIN_TOKEN": "a" * 40,
+        # settings production accepts, so that the webhook credentials are what it refuses
+        "NEWSLETTER_PUBLIC_URL": "https://news.digest.test",
+        "NEWSLETTER_FROM": "Weekly Digest <digest@news.digest.test>",
     }
     args = [sys.executable, *entry] + (["bounces", "serve"] if "newsletter_cli" in entry[1] else [])
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)

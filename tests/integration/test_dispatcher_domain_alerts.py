@@ -21,12 +21,23 @@ from shared.messaging.topology import (
     EVENTS,
     connect,
 )
-from tests.support import dispatch_seed
+from tests.support import dispatch_seed, infra
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PAUSED, OPEN = "paused.example", "open.example"
 PAUSE_S = 8
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A database of this test's own: readers other tests left in the session's shared
+    database would otherwise join its ``en`` send."""
+    name, url = await dispatch_seed.fresh_postgres()
+    try:
+        yield url
+    finally:
+        await infra.drop_database(name)
 
 
 @pytest.fixture
