@@ -18,7 +18,6 @@ from playwright.async_api import Page, async_playwright, expect
 from sqlalchemy import update
 from sqlmodel import col
 
-from newsletter_cli.processes import free_port
 from services.subscription.app import create_app
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, Send
@@ -26,6 +25,7 @@ from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
 from tests.support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from shared.probes import ProbeServer
 from shared.settings import Settings, load_settings
 from tests.integration.subscription_support import private_amqp_url, unique_address
 from tests.support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.ports import free_port as _free_port
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]
@@ -62,12 +62,6 @@ TEXTS = {
         "unsubscribed": "Вы отписались",
     },
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _status(database_url: str, email: str) -> str | None:

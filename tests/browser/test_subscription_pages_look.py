@@ -24,7 +24,6 @@ from playwright.async_api import Page, async_playwright
 from sqlmodel import select
 
 from newsletter_cli.mailbox_reader import StoredMail, read_maildir
-from newsletter_cli.processes import free_port
 from newsletter_cli.smtp_sink import SmtpSink
 from services.dispatcher import service as dispatcher_service
 from services.renderer import service as renderer_service
@@ -39,6 +38,7 @@ from shared.tokens import Purpose, TokenSigner
 from tests.browser.axe_checks import check_and_shoot
 from tests.integration.subscription_support import private_amqp_url, unique_address
 from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]

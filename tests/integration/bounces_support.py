@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +44,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.tables import BounceDecision, BounceReport, Delivery, Subscriber
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import BOUNCE_RECEIVED, EVENTS, UNSUBSCRIBE_REQUESTED, connect
+from tests.support.ports import free_port
 
 SECRET = "test-secret-key-" + "x" * 32
 DOMAIN = "bounces.example.org"
@@ -53,12 +53,6 @@ CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.p
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "pm-" + "p" * 30
 POSTMARK_TOKEN = "pm-token-" + "t" * 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def self_signed() -> tuple[rsa.RSAPrivateKey, bytes]:

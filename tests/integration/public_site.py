@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 
-from newsletter_cli.processes import free_port
 from services.subscription.app import create_app
 from services.subscription.policy import SignupPolicy
 from shared.messaging.publisher import Publisher
@@ -27,6 +26,7 @@ from tests.integration.renderer_harness import (
     sample_sources,
     take,
 )
+from tests.support.ports import free_port
 
 SECRET = "public-site-secret-" + "s" * 32
 SAMPLE_DATES = "dates: 2021-12-13 .. 2021-12-19"

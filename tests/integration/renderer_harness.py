@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,10 @@ from services.renderer import service
 from services.renderer.settings import RendererSettings, from_settings
 from shared.messaging.topology import connect
 from shared.settings import Settings
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "deploy" / "sample-issue"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sample_sources(*languages: str) -> dict[str, str]:

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
-from newsletter_cli.processes import free_port
 from services.subscription.app import create_app
 from shared.settings import Settings
 from tests.integration.subscription_support import QUICK
+from tests.support.ports import free_port
 
 START_DEADLINE_S = 20.0
 

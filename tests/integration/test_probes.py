@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from newsletter_cli.processes import free_port
 from shared.probes import ProbeServer, probe_app
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -202,9 +202,9 @@ async def test_mails_link_the_public_origin_never_the_renderers_port(
 async def test_a_renderer_that_does_not_answer_gives_a_502_not_a_hang(
     vhost_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    from newsletter_cli.processes import free_port
     from services.subscription.app import create_app
     from shared.probes import ProbeServer
+    from tests.support.ports import free_port
 
     port = free_port()
     settings = load_settings(

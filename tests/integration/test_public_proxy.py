@@ -18,12 +18,12 @@ from string import Template
 import httpx
 import pytest
 
-from newsletter_cli.processes import free_port
 from services.subscription.app import create_app
 from services.subscription.archive_proxy import ARCHIVE_PATHS
 from shared.probes import ProbeServer
 from shared.settings import LANGUAGES, load_settings
 from tests.integration.renderer_harness import running_renderer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 

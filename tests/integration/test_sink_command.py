@@ -12,14 +12,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from newsletter_cli.mailbox_reader import read_maildir
+from tests.support.ports import free_port as _free_port
 
 SINK = (sys.executable, "-m", "newsletter_cli.main", "sink")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_greeting(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

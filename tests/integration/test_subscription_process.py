@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ import httpx
 import pytest
 
 from tests.integration.subscription_support import private_amqp_url
+from tests.support.ports import free_port as _free_port
 
 pytestmark = pytest.mark.integration
 __all__ = ["private_amqp_url"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _env(amqp_url: str, database_url: str, port: int) -> dict[str, str]:
