@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Test files run on three workers (pytest-xdist, one file per worker at a time): most tests wait
-# on processes, brokers and sockets, not on the CPU. `make test PYTEST_WORKERS=` runs them in one.
-PYTEST_WORKERS ?= -n 3 --dist loadfile
+# One process by default: a few timing-sensitive tests (bot time trap, cancel mid-send) failed
+# beside other files. `make test PYTEST_WORKERS="-n 3 --dist loadfile"` runs files on three
+# pytest-xdist workers (about 6-7 min instead of 20-30 here).
+PYTEST_WORKERS ?=
 
 .PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 
