@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
 from services.renderer import issue_sends
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
 from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
@@ -298,7 +298,7 @@ def send_issue(
     prepared = prepare_send(
         IssueFolder.read(path),
         settings=settings,
-        templates=Templates(),
+        templates=Templates(publication=Publication.from_settings(settings)),
         segments=segments,
         fallbacks=fallbacks,
         test_to=test_to,

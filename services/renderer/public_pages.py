@@ -36,21 +36,12 @@ from services.renderer.dates import format_date_range
 from services.renderer.issue import LANGUAGES
 from services.renderer.issue_web import WebSection, sections_of
 from services.renderer.store import edition
-from services.renderer.web_desk import WebDesk
+from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
 
 log = structlog.get_logger(__name__)
 
-ARCHIVE_TITLE = N_("Archive of the Weekly Digest")
+ARCHIVE_TITLE = (N_("Archive of the Weekly Digest"), N_("Archive of %(name)s"))
 NOT_FOUND = N_("Page not found")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
 
 
 def language_name(code: str) -> str:
@@ -143,8 +134,6 @@ class PublicPages(WebDesk):
             template,
             lang,
             status,
-            publication_name=self.settings.publication_name.strip() or None,
-            logo_url=self.settings.logo_url,
             home_url=self.home_url(lang),
             signup_url=self.signup_url(lang),
             pitch=self.settings.publication_pitch(lang),
@@ -185,7 +174,7 @@ class PublicPages(WebDesk):
         return self._public(
             "pages/public_archive.html",
             lang,
-            title=self.templates.gettext(lang, ARCHIVE_TITLE),
+            title=self.templates.named(lang, *ARCHIVE_TITLE),
             canonical=self.home_url(lang),
             feed_url=self.feed_url(lang),
             switch=self._switch(lang, self.home_url),
@@ -240,7 +229,7 @@ class PublicPages(WebDesk):
     async def feed(self, request: Request) -> Response:
         lang = self._lang(request)
         issues = await published_issues(self.sessions, language=lang)
-        home, title = self.home_url(lang), self.templates.gettext(lang, ARCHIVE_TITLE)
+        home, title = self.home_url(lang), self.templates.named(lang, *ARCHIVE_TITLE)
         updated = (
             max(i.latest.rendered_at for i in issues).isoformat()
             if issues
@@ -259,9 +248,7 @@ class PublicPages(WebDesk):
             "</entry>"
             for i in issues
         )
-        author = self.settings.publication_name.strip() or self.templates.gettext(
-            lang, "Weekly Digest"
-        )
+        author = self.templates.publication_name(lang)
         body = (
             '<?xml version="1.0" encoding="utf-8"?>'
             f'<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="{lang}">'

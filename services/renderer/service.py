@@ -10,7 +10,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
 from services.renderer.consumer import RenderConsumers, RenderServices
 from services.renderer.metrics import RendererMetrics
 from services.renderer.settings import RendererSettings, from_settings
@@ -35,7 +35,7 @@ async def run(
         engine, sessions = resources.engine, resources.sessions
         connection, publisher = resources.connection, resources.publisher
 
-        templates = Templates()
+        templates = Templates(publication=Publication.from_settings(config))
         metrics = RendererMetrics(registry)
         deps = RenderServices(
             templates=templates,
