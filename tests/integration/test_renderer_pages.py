@@ -115,9 +115,11 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
             "(--fallback be=ru would make it ready; or leave be out of --segments)"
         ) in issue.text
         checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"}, timeout=90)
-        assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
-            checked.text
-        )
+        assert re.search(
+            r'<td>ru</td><td data-label="HTML">[\d.]+ KB</td>'
+            r'<td data-label="SpamAssassin">-?0\.\d</td>',
+            checked.text,
+        ), checked.text
         preview = await client.get("/editor/issue/sample-issue/preview/ru.html")
         assert preview.status_code == 200
         assert "@@NL_" not in preview.text
