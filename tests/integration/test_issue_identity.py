@@ -442,7 +442,8 @@ async def test_the_admin_api_and_the_editor_page_refuse_a_second_send_and_offer_
         page = await client.get("/editor/issue/sample-issue")
         assert "Issue 50 has already been sent" in page.text
         assert re.search(
-            rf'<td class="mono">{first_id}</td><td>first send</td><td>[\d-]+ [\d:]+</td>',
+            rf'<td class="mono">{first_id}</td><td data-label="Kind">first send</td>'
+            r'<td class="nowrap" data-label="Requested \(UTC\)">[\d-]+ [\d:]+</td>',
             page.text,
         ), "the earlier sends table shows the first send"
         assert 'name="intent" value="only_new" checked' in page.text

@@ -294,3 +294,5 @@ async def test_editor_sessions_expire_and_wrong_tokens_are_throttled(
         throttled = await client.post("/editor/login", data={"token": "test-admin-token"})
         assert throttled.status_code == 429
         assert throttled.headers["retry-after"] == str(int(editor_pages.LOGIN_WINDOW_S))
+        assert "Too many wrong tokens" in throttled.text
+        assert_public_headers(throttled)
