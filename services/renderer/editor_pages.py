@@ -141,7 +141,6 @@ class EditorPages(WebDesk):
             lang,
             status,
             switch=language_switch(path, lang),
-            signed_in=self._editor(request),
             **context,
         )
         response.headers.update(SECURITY_HEADERS)
