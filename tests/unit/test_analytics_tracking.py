@@ -1,0 +1,168 @@
+"""Tracked links: compact tokens, the rewrite of an edition's article links, the counter's
+machine filters and burst rule (issue 18)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from services.renderer.catalogs import Templates
+from services.renderer.click_counter import ClickCounter, classify
+from services.renderer.editions import render_plan
+from services.renderer.issue import parse_sources
+from services.renderer.tracking import EditionTracker, LinkRef, LinkTokens
+from shared.db.tables import ClickVerdict
+from shared.messaging import placeholders
+from shared.tokens import Purpose, TokenInvalid, TokenSigner
+from tests.integration.renderer_harness import sample_sources
+
+PAGES = "https://news.example.org"
+SIGNER = TokenSigner("unit-secret-" + "k" * 40)
+EXTRA_LINKS = (
+    "\n\nSee also [the first](https://example.net/one), [the second](https://example.net/two) "
+    "and [a mail](mailto:editor@example.net).\n"
+)
+
+
+def test_a_compact_token_is_short_and_verifies_only_unchanged_and_for_its_purpose() -> None:
+    ref = LinkRef(issue=50, edition="be", article=2, link=3, links=7)
+    token = LinkTokens(SIGNER).mint(ref)
+    assert len(token) == 20, token
+    assert LinkTokens(SIGNER).check(token) == (ref, True)
+    flipped = token[:3] + ("A" if token[3] != "A" else "B") + token[4:]
+    checked, good = LinkTokens(SIGNER).check(flipped)
+    assert not good, "a changed payload must not verify"
+    assert not LinkTokens(TokenSigner("another-secret-" + "k" * 40)).check(token)[1]
+    with pytest.raises(TokenInvalid):
+        SIGNER.verify_compact(Purpose.VERP, token)
+    assert LinkTokens(SIGNER).check("!!not base64!!") == (None, False)
+    assert LinkTokens(SIGNER).check("") == (None, False)
+
+
+def _rendered(*, tracker: EditionTracker | None) -> dict[str, str]:
+    sources = {
+        lang: text.rstrip("\n") + EXTRA_LINKS for lang, text in sample_sources("en", "be").items()
+    }
+    _plan, rendered = render_plan(
+        Templates(),
+        parse_sources(sources),
+        segments=["en", "be", "ru"],
+        fallbacks={"ru": "en"},
+        pages_url=PAGES,
+        send_id="send-1",
+        rewrite=tracker,
+    )
+    return {seg: t.mail.html + "\n" + t.mail.text for seg, t in rendered.items()}
+
+
+def test_article_links_go_through_tokens_in_both_parts_and_layout_links_do_not() -> None:
+    tracker = EditionTracker(tokens=LinkTokens(SIGNER), pages_url=PAGES)
+    mails = _rendered(tracker=tracker)
+    for segment in ("en", "be", "ru"):
+        mail = mails[segment]
+        assert f"{PAGES}/{segment}/r/" in mail, f"no tracked link in the {segment} edition"
+        assert "https://example.net/one" not in mail, "an article link went out untracked"
+        assert "https://www.osce.org/forum-for-security-cooperation" not in mail
+        assert "mailto:editor@example.net" in mail, "mailto links are not tracked"
+        assert "border-map.png" in mail, "images are not links"
+        assert f"{PAGES}/{segment}/" in mail, "the archive link stays as it is"
+        assert placeholders.UNSUBSCRIBE_URL in mail, "the unsubscribe link stays a marker"
+        assert placeholders.PREFERENCES_URL in mail
+    rows = {(r.edition, r.article, r.link): r.url for r in tracker.links}
+    assert rows[("ru", 0, 0)] == "https://www.osce.org/forum-for-security-cooperation"
+    assert rows[("be", 0, 1)] == "https://example.net/one"
+    assert rows[("en", 0, 2)] == "https://example.net/two"
+    assert {r.issue_number for r in tracker.links} == {50}
+    assert {r.article_key for r in tracker.links} == {"minsk-escalation"}
+    # The ru segment reads the English edition (fallback): its links are the ru segment's.
+    assert len([r for r in tracker.links if r.edition == "ru"]) == 3
+
+
+def test_without_tracking_links_go_straight_to_their_targets() -> None:
+    mails = _rendered(tracker=None)
+    assert all("/r/" not in mail.replace("/ru/", "") for mail in mails.values())
+    assert all("https://example.net/one" in mail for mail in mails.values())
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "verdict"),
+    [
+        ("HEAD", {}, ClickVerdict.HEAD),
+        ("GET", {"sec-purpose": "prefetch;prerender"}, ClickVerdict.PREFETCH),
+        ("GET", {"purpose": "prefetch"}, ClickVerdict.PREFETCH),
+        ("GET", {"x-moz": "prefetch"}, ClickVerdict.PREFETCH),
+        ("GET", {"user-agent": "Microsoft Office/16.0 (Windows NT 10.0; ms-office)"}, "scanner"),
+        ("GET", {"user-agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"}, "scanner"),
+        ("GET", {"user-agent": "Proofpoint URL Defense"}, "scanner"),
+        ("GET", {"user-agent": "Mimecast URL Protect"}, "scanner"),
+        ("GET", {"user-agent": "python-requests/2.31"}, "scanner"),
+        ("GET", {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"}, None),
+    ],
+)
+def test_machines_are_told_from_readers(
+    method: str, headers: dict[str, str], verdict: ClickVerdict | str | None
+) -> None:
+    assert classify(method, headers) == verdict
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+DAY = date(2026, 12, 2)
+
+
+def _counter(clock: FakeClock) -> ClickCounter:
+    return ClickCounter(burst_window_s=10.0, clock=clock, today=lambda: DAY)
+
+
+def _by_verdict(counter: ClickCounter) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for (*_ids, verdict), n in counter.drain().items():
+        found[verdict] = found.get(verdict, 0) + n
+    return found
+
+
+def test_a_client_following_every_link_within_the_window_is_a_burst() -> None:
+    clock = FakeClock()
+    counter = _counter(clock)
+    for link in range(3):
+        counter.click(LinkRef(50, "en", 0, link, links=3), client=1)
+        clock.now += 0.5
+    counter.click(LinkRef(50, "en", 0, 0, links=3), client=1)  # still in the window
+    clock.now += 60
+    counter.release_due()
+    assert _by_verdict(counter) == {"burst": 4}
+
+
+def test_a_reader_clicking_some_links_is_counted_once_the_window_ends() -> None:
+    clock = FakeClock()
+    counter = _counter(clock)
+    counter.click(LinkRef(50, "ru", 0, 0, links=3), client=1)
+    counter.click(LinkRef(50, "ru", 0, 1, links=3), client=1)
+    counter.click(LinkRef(50, "ru", 0, 0, links=3), client=2)
+    counter.release_due()
+    assert _by_verdict(counter) == {}, "held until the window ends"
+    clock.now += 11
+    counter.click(LinkRef(50, "ru", 0, 2, links=3), client=1)  # a later click: a new window
+    counter.release_due()
+    assert _by_verdict(counter) == {"counted": 3}
+    counter.release_due(everything=True)
+    assert _by_verdict(counter) == {"counted": 1}
+
+
+def test_a_one_link_mail_counts_at_once_and_failed_flushes_are_restored() -> None:
+    counter = _counter(FakeClock())
+    ref = LinkRef(50, "be", 0, 0, links=1)
+    counter.click(ref, client=1)
+    counter.filtered(ref, ClickVerdict.HEAD)
+    counts = counter.drain()
+    assert counts == {(50, "be", 0, 0, DAY, "counted"): 1, (50, "be", 0, 0, DAY, "head"): 1}
+    counter.restore(counts)
+    counter.click(ref, client=1)
+    assert counter.drain()[(50, "be", 0, 0, DAY, "counted")] == 2
