@@ -16,9 +16,11 @@ and archive links of the layout never are (they are not article links), nor imag
 from __future__ import annotations
 
 import copy
+import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from html import escape as html_escape
 from urllib.parse import urlsplit
 
 from markdown_it.token import Token
@@ -150,3 +152,21 @@ class EditionTracker:
         )
         self.links.extend(rows)
         return tracked
+
+
+_TRACKED_HREF = re.compile(r'href="[^"]*?/(?:en|be|ru)/' + CLICK_PATH + r'/([A-Za-z0-9_-]{8,64})"')
+
+
+def untracked_html(html: str, *, tokens: LinkTokens, links: Sequence[TrackedLink]) -> str:
+    """``html`` with each tracked link pointing at its target again (the archive's web page
+    of an issue: a visitor of the site is not a reader of the mail, and is not counted)."""
+    targets = {(r.issue_number, r.edition, r.article, r.link): r.url for r in links}
+
+    def target(match: re.Match[str]) -> str:
+        ref, good = tokens.check(match.group(1))
+        url = targets.get((ref.issue, ref.edition, ref.article, ref.link)) if ref else None
+        if not good or url is None:
+            return match.group(0)
+        return f'href="{html_escape(url, quote=True)}"'
+
+    return _TRACKED_HREF.sub(target, html)

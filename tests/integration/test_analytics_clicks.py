@@ -174,6 +174,10 @@ async def test_a_reader_in_each_language_is_counted_and_machines_are_not(
                 assert "location" not in damaged.headers, "a tampered token never redirects"
                 assert f"<code>{OSCE}</code>" in damaged.text, "our own target, as text"
                 assert f'href="{OSCE}"' not in damaged.text
+                page = await client.get(f"/ru/issues/{number}")
+                assert page.status_code == 200
+                assert "/ru/r/" not in page.text, "the archive's web page is not counted"
+                assert f'href="{LINKS["two"]}"' in page.text
                 garbage = await client.get("/be/r/not-a-token")
                 assert garbage.status_code == 400
                 assert "location" not in garbage.headers
