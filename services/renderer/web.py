@@ -23,6 +23,7 @@ from services.renderer.click_pages import ClickPages
 from services.renderer.clicks import ClickService
 from services.renderer.editor_pages import EditorPages
 from services.renderer.public_pages import PublicPages
+from services.renderer.report_pages import ReportPages
 from services.renderer.settings import RendererSettings
 from services.renderer.store import Sessions
 from shared.messaging.publisher import Publisher
@@ -51,7 +52,7 @@ def build_app(
             templates=templates,
         )
         app.router.routes.extend(redirects.routes())
-    for pages in (PublicPages, EditorPages, AdminApi):
+    for pages in (PublicPages, EditorPages, ReportPages, AdminApi):
         desk = pages(settings=settings, sessions=sessions, publisher=publisher, templates=templates)
         app.router.routes.extend(desk.routes())
     return app
