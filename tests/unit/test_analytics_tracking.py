@@ -166,3 +166,23 @@ def test_a_one_link_mail_counts_at_once_and_failed_flushes_are_restored() -> Non
     counter.restore(counts)
     counter.click(ref, client=1)
     assert counter.drain()[(50, "be", 0, 0, DAY, "counted")] == 2
+
+
+def test_prometheus_counts_readers_clicks_per_edition_and_issue_and_filtered_apart() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.renderer.clicks import ClickMetrics
+
+    registry = CollectorRegistry()
+    metrics = ClickMetrics(registry)
+    counter = ClickCounter(burst_window_s=10.0, clock=FakeClock(), on_count=metrics.observe)
+    counter.click(LinkRef(50, "be", 0, 0, links=1), client=1)
+    counter.filtered(LinkRef(50, "be", 0, 0, links=1), ClickVerdict.SCANNER)
+    labels = {"edition": "be", "issue": "50"}
+    assert registry.get_sample_value("newsletter_clicks_total", labels) == 1
+    assert (
+        registry.get_sample_value(
+            "newsletter_clicks_filtered_total", {**labels, "reason": "scanner"}
+        )
+        == 1
+    )
