@@ -130,6 +130,7 @@ class Settings(DatabaseSettings):
     logo_url: str = ""  # empty: the built-in inline SVG mark; else an http(s) image URL
 
     # --- Editorial analytics (issue 18): aggregate counts only, no reader identified ---
+
     # Seconds between two writes of the click counts (kept in memory until then).
     click_flush_s: float = Field(default=2.0, gt=0)
     # Seconds in which one client following every tracked link of a mail is a scanner burst.
