@@ -196,6 +196,12 @@ async def _load(
     return latencies, errors
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -218,11 +224,14 @@ async def run_bench(
             await _wait_listening(port)
             await _load(port, paths, rate=rate, seconds=1.0, connections=connections)  # warm-up
             load_before = os.getloadavg()
+            assert server.pid is not None
+            cpu_before = _cpu_seconds(server.pid)
             started = time.perf_counter()
             latencies, errors = await _load(
                 port, paths, rate=rate, seconds=seconds, connections=connections
             )
             elapsed = time.perf_counter() - started
+            cpu = _cpu_seconds(server.pid) - cpu_before
             load_after = os.getloadavg()
         finally:
             if server.pid is not None:
@@ -239,6 +248,9 @@ async def run_bench(
         "p99_ms": round(_quantile(ms, 0.99), 2),
         "max_ms": round(max(ms), 2),
         "target_p99_ms": 5.0,
+        # The server's own CPU per redirect: what the machine's load does not change much.
+        "server_cpu_us_per_click": round(cpu / max(1, len(ms)) * 1e6, 1),
+        "server_cpu_share_of_one_core": round(cpu / elapsed, 3),
         "written_by_verdict": counted,  # includes the 1 s warm-up
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
