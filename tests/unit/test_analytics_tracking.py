@@ -186,3 +186,28 @@ def test_prometheus_counts_readers_clicks_per_edition_and_issue_and_filtered_apa
         )
         == 1
     )
+
+
+def test_issue_send_has_a_no_tracking_switch_that_reaches_the_command() -> None:
+    from typer.testing import CliRunner
+
+    from newsletter_cli.main import app
+    from services.renderer.issue import IssueFolder
+    from services.renderer.sending import prepare_send
+    from services.renderer.settings import load_renderer_settings
+    from tests.integration.renderer_harness import SAMPLE
+
+    shown = CliRunner().invoke(app, ["issue", "send", "--help"], terminal_width=200)
+    assert "--no-tracking" in shown.output
+    settings = load_renderer_settings(mode="test", secret_key="k" * 40)
+    for tracking in (True, False):
+        prepared = prepare_send(
+            IssueFolder.read(SAMPLE),
+            settings=settings,
+            templates=Templates(),
+            segments=["en"],
+            fallbacks={},
+            spam=False,
+            tracking=tracking,
+        )
+        assert prepared.command.tracking is tracking
