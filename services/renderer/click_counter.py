@@ -12,7 +12,7 @@ Machines are not readers (issue 18). Filtered, and counted under their reason:
   rewriting or are documented to follow every link: Microsoft Safe Links / Defender ("ms-office",
   "Microsoft Office"), Barracuda Link Protection, Proofpoint URL Defense, Mimecast URL Protect,
   Cisco Secure Email (IronPort), and generic crawlers (the IAB list's approach: "bot",
-  "crawler", "spider"), plus HTTP libraries that no reader's browser sends;
+  "crawler", "spider"), HTTP libraries that no reader's browser sends, and no User-Agent;
 - ``burst``: one client (address and User-Agent, kept in memory only, for the window, never
   written) following every tracked link of a mail within ``burst_window_s``: the pattern of
   sandboxes that "click every link in the email within 10 seconds" of delivery (Defender's
@@ -52,6 +52,8 @@ SCANNER_AGENTS: tuple[str, ...] = (
     "headlesschrome",
     "python-requests",
     "python-urllib",
+    "python-httpx",
+    "aiohttp",
     "go-http-client",
     "curl/",
     "wget/",
@@ -72,8 +74,8 @@ def classify(method: str, headers: Mapping[str, str]) -> ClickVerdict | None:
         return ClickVerdict.PREFETCH
     if headers.get("x-moz", "").lower() == "prefetch":
         return ClickVerdict.PREFETCH
-    agent = headers.get("user-agent", "").lower()
-    if any(signature in agent for signature in SCANNER_AGENTS):
+    agent = headers.get("user-agent", "").strip().lower()
+    if not agent or any(signature in agent for signature in SCANNER_AGENTS):
         return ClickVerdict.SCANNER
     return None
 

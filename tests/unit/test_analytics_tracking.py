@@ -97,6 +97,7 @@ def test_without_tracking_links_go_straight_to_their_targets() -> None:
         ("GET", {"user-agent": "Proofpoint URL Defense"}, "scanner"),
         ("GET", {"user-agent": "Mimecast URL Protect"}, "scanner"),
         ("GET", {"user-agent": "python-requests/2.31"}, "scanner"),
+        ("GET", {}, "scanner"),
         ("GET", {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"}, None),
     ],
 )
