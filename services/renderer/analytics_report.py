@@ -117,7 +117,8 @@ class IssueReport:
     def text(self) -> str:
         lines = [f"Issue {self.issue}: {self.clicks} clicks by readers, "]
         lines[0] += f"{sum(self.filtered.values())} requests by machines filtered out"
-        head = f"{'article':<32}" + "".join(f"{e:>16}" for e in self.editions) + f"{'total':>8}"
+        head = f"{'article':<32}" + "".join(f"{e:>16}" for e in self.editions)
+        head += f"{'total':>8}{'filtered':>10}"
         lines += ["", head]
         for a in self.articles:
             cells = ""
@@ -125,7 +126,7 @@ class IssueReport:
                 share = a.share.get(e)
                 shown = f"{a.clicks.get(e, 0)}" + (f" ({share:.1%})" if share is not None else "")
                 cells += f"{shown:>16}"
-            lines.append(f"{a.key[:31]:<32}{cells}{a.total:>8}")
+            lines.append(f"{a.key[:31]:<32}{cells}{a.total:>8}{a.total_filtered:>10}")
         lines += [
             "",
             f"{'edition':<10}{'delivered':>10}{'bounced':>9}{'complaints':>11}"
