@@ -212,3 +212,45 @@ def test_issue_send_has_a_no_tracking_switch_that_reaches_the_command() -> None:
             tracking=tracking,
         )
         assert prepared.command.tracking is tracking
+
+
+def test_deliveries_are_attributed_to_the_issue_per_edition() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.renderer.analytics_report import _tally
+    from shared.db.tables import Delivery
+
+    sent = datetime(2021, 12, 20, 8, tzinfo=UTC)
+    next_issue = sent + timedelta(days=7)
+
+    def delivery(n: int, language: str, status: str) -> Delivery:
+        return Delivery(
+            id=n,
+            dedupe_key=str(n),
+            subscriber_id=n,
+            email=f"r{n}@example.org",
+            email_domain="example.org",
+            language=language,
+            status=status,
+            sent_at=sent if status in {"sent", "complained"} else None,
+        )
+
+    deliveries = [
+        delivery(1, "en", "sent"),
+        delivery(2, "en", "sent"),  # bounced later (a DSN about this delivery)
+        delivery(3, "en", "bounced"),
+        delivery(4, "ru", "complained"),
+        delivery(5, "ru", "sent"),  # unsubscribed two days after: this issue's
+        delivery(6, "ru", "sent"),  # unsubscribed after the next issue went out: not this one's
+        delivery(7, "be", "sent"),  # mailto List-Unsubscribe naming this delivery
+    ]
+    figures = _tally(
+        deliveries,
+        {2: {"hard"}, 4: {"complaint"}, 7: {"unsubscribe"}},
+        {5: sent + timedelta(days=2), 6: next_issue + timedelta(hours=1)},
+        next_issue,
+    )
+    en, ru, be = figures["en"], figures["ru"], figures["be"]
+    assert (en.delivered, en.bounced, en.complaints, en.unsubscribes) == (2, 2, 0, 0)
+    assert (ru.delivered, ru.bounced, ru.complaints, ru.unsubscribes) == (3, 0, 1, 1)
+    assert (be.delivered, be.unsubscribes) == (1, 1)
