@@ -191,6 +191,13 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             help="--resend-all for scripts: the issue number, typed back without a prompt.",
         ),
     ] = None,
+    tracking: Annotated[
+        bool,
+        typer.Option(
+            help="Article links through counted redirects (aggregate, no reader identified); "
+            "--no-tracking links straight to their targets.",
+        ),
+    ] = True,
 ) -> None:
     """Check the issue, then ask the renderer to render and the dispatcher to send it.
 
@@ -234,6 +241,7 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             echo=typer.echo,
             intent=intent,
             confirm_resend=confirm_resend,
+            tracking=tracking,
         )
     except IssueFormatError as err:
         for problem in err.problems:

@@ -291,6 +291,7 @@ def send_issue(
     echo: Echo,
     intent: SendIntent = SendIntent.FIRST,
     confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
+    tracking: bool = True,
 ) -> bool:
     """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
     send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
@@ -304,6 +305,7 @@ def send_issue(
         test_to=test_to,
         spam=spam,
         intent=intent,
+        tracking=tracking,
     )
     identity = prepared.identity
     confirm_number = None

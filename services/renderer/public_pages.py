@@ -32,11 +32,14 @@ from starlette.routing import Route
 
 from services.renderer.archive_store import PublishedIssue, issue_of_send, published_issues
 from services.renderer.catalogs import N_
+from services.renderer.click_store import links_of_issue
 from services.renderer.dates import format_date_range
 from services.renderer.issue import LANGUAGES
 from services.renderer.issue_web import WebSection, sections_of
 from services.renderer.store import edition
+from services.renderer.tracking import LinkTokens, untracked_html
 from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
+from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
 
@@ -192,13 +195,26 @@ class PublicPages(WebDesk):
         issue = issues.get(lang)
         if issue is None:
             return await self.not_found(request)
-        return self._issue(issue, canonical=self.issue_url(lang, number), languages=sorted(issues))
+        # The edition keeps the mail's tracked links: on the web they go straight to targets.
+        html = untracked_html(
+            issue.latest.html,
+            tokens=LinkTokens(TokenSigner(self.settings.secret_key.get_secret_value())),
+            links=await links_of_issue(self.sessions, issue=number),
+        )
+        return self._issue(
+            issue, canonical=self.issue_url(lang, number), languages=sorted(issues), html=html
+        )
 
     def _issue(
-        self, issue: PublishedIssue, *, canonical: str | None, languages: Sequence[str]
+        self,
+        issue: PublishedIssue,
+        *,
+        canonical: str | None,
+        languages: Sequence[str],
+        html: str | None = None,
     ) -> Response:
         lang = issue.language
-        sections = sections_of(issue.latest.html)
+        sections = sections_of(issue.latest.html if html is None else html)
         return self._public(
             "pages/public_issue.html",
             lang,
