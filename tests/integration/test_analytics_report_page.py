@@ -66,7 +66,9 @@ async def test_the_report_page_draws_the_issue_s_clicks_for_a_signed_in_editor(
         assert login.status_code == 303
         page = await client.get("/editor/report/50")
         assert page.status_code == 200, page.text
-        assert page.text.count("<svg") == 2, "per-article bars and the issue-by-issue line"
+        assert page.text.count('<svg xmlns="http://www.w3.org/2000/svg" role="img"') == 2, (
+            "per-article bars and the issue-by-issue line"
+        )
         assert "en 6" in page.text
         assert "be 7" in page.text
         assert "&lt;economy&gt; &amp; co" in page.text, "titles are escaped in the SVG"
