@@ -32,7 +32,7 @@ from services.subscription.metrics import SubscriptionMetrics
 from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
 from services.subscription.publication import Publication
-from services.subscription.rate_limits import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter
 from services.subscription.request_log import RequestLogMiddleware
 from services.subscription.routes import admin_api, bounces, health, links, ops, signup
 from services.subscription.timing import ResponseFloor

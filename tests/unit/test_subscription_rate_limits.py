@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.subscription.rate_limits import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter
 from services.subscription.timing import ResponseFloor
 
 

@@ -324,7 +324,7 @@ async def admin_login(
         )
     expected = settings.admin_token.get_secret_value()
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-        sessions.login_failures.allow(client)  # counts this wrong token
+        sessions.login_failures.record(client)  # counts this wrong token
         log.info("admin_login_refused")
         return HTMLResponse(
             _login_page(error="That token is not right."),
