@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from services.subscription.app import create_app
+from services.subscription.ops.passive_declares import read_by_declares
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import BounceDecision, Delivery, Send
 from shared.messaging import topology
-from shared.queue_stats import read_by_declares
 from shared.settings import Settings, load_settings
 from tests.support import infra
 

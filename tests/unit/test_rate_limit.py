@@ -65,7 +65,8 @@ def test_costs_count_units_and_a_cost_above_the_limit_costs_the_whole_limit() ->
     assert limiter.allow("batch", cost=1000), "a batch passes on an empty window"
     assert limiter.used("batch") == 10
     assert not limiter.would_allow("batch")
-    assert limiter.allow("zero", cost=0) and limiter.used("zero") == 1, "at least one unit"
+    assert limiter.allow("zero", cost=0)
+    assert limiter.used("zero") == 1, "an attempt costs at least one unit"
 
 
 def test_memory_keeps_the_most_recently_seen_keys() -> None:
