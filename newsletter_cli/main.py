@@ -38,7 +38,7 @@ bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=T
 bench_app.command(name="render")(bench_cli.bench_render)
 bench_app.command(name="dispatch")(bench_cli.bench_dispatch)
 bench_app.command(name="feedback")(bench_cli.bench_feedback)
-bench_app.command(name="signups")(subscription_cli.bench_signups)
+bench_app.command(name="signups")(bench_cli.bench_signups)
 bench_app.command(name="faults")(faults_cli.bench_faults)
 app.add_typer(bench_app, name="bench")
 

@@ -46,6 +46,7 @@ class QueueStatsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", extra="ignore")
 
     rabbitmq_management_url: str = ""
+    # Seconds between two refreshes of the queue gauges on /metrics.
     queue_stats_interval_s: float = 15.0
 
 

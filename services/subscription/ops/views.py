@@ -6,8 +6,8 @@ the page load its own refresh script and fetch its sections."""
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
