@@ -1,4 +1,5 @@
-"""``newsletter bench render|dispatch|feedback``: the benchmarks' commands (imports inside)."""
+"""``newsletter bench render|dispatch|feedback|signups``: the benchmarks' commands (imports
+inside)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,54 @@ def bench_clicks(
     configure_logging(service="bench-clicks", level="WARNING")
     figures = asyncio.run(run_bench(rate=rate, seconds=seconds, connections=connections))
     _print(figures, as_json=as_json)
+
+
+def bench_signups(  # noqa: PLR0917 (one parameter per command-line option)
+    count: Annotated[int, typer.Option(help="How many signups to fire")] = 10_000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Database to use (migrated first); default NEWSLETTER_DATABASE_URL"),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 200,
+    repeats: Annotated[
+        float, typer.Option(help="Share of extra signups repeating an address (duplicates test)")
+    ] = 0.02,
+    response_floor: Annotated[
+        float, typer.Option(help="NEWSLETTER_RESPONSE_FLOOR_S for the service under test")
+    ] = 0.2,
+    workers: Annotated[int, typer.Option(help="Worker processes of the service under test")] = 1,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run the service (one worker) under cProfile, save the dump here and print "
+            "its top functions"
+        ),
+    ] = None,
+) -> None:
+    """Load test: start the service in its own process, fire concurrent signups from this one,
+    check that none is lost and none duplicated, and print signups/s and p50/p99 latency."""
+    import asyncio
+
+    from benchmarks.signups import BenchFailed, run_bench
+
+    try:
+        report = asyncio.run(
+            run_bench(
+                count=count,
+                database_url=database_url,
+                concurrency=concurrency,
+                repeats=repeats,
+                response_floor_s=response_floor,
+                workers=workers,
+                profile=profile,
+            )
+        )
+    except BenchFailed as err:
+        typer.echo(f"bench signups FAILED: {err}", err=True)
+        raise typer.Exit(1) from err
+    finally:
+        if profile is not None and profile.exists():
+            from benchmarks.signups import top_functions
+
+            typer.echo(top_functions(profile))
+    typer.echo(report)

@@ -40,7 +40,7 @@ bench_app.command(name="render")(bench_cli.bench_render)
 bench_app.command(name="dispatch")(bench_cli.bench_dispatch)
 bench_app.command(name="feedback")(bench_cli.bench_feedback)
 bench_app.command(name="clicks")(bench_cli.bench_clicks)
-bench_app.command(name="signups")(subscription_cli.bench_signups)
+bench_app.command(name="signups")(bench_cli.bench_signups)
 bench_app.command(name="faults")(faults_cli.bench_faults)
 app.add_typer(bench_app, name="bench")
 

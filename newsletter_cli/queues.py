@@ -1,8 +1,8 @@
 """``newsletter queues``: every queue of the suite with its depth, consumers and rates.
 
 Reads RabbitMQ's management API where it is enabled and passive declares where it is not
-(see :mod:`shared.queue_stats`); ``--watch`` redraws the table every few seconds until
-interrupted.
+(see :mod:`services.subscription.ops.queue_reader`); ``--watch`` redraws the table every few
+seconds until interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import asdict
 
 import typer
 
-from shared.queue_stats import QueueSnapshot, QueueStat, QueueStatsError, QueueStatsReader
+from services.subscription.ops.queue_reader import QueueStatsReader
+from services.subscription.ops.queue_snapshots import QueueSnapshot, QueueStat, QueueStatsError
 
 SOURCE_NOTES: dict[str, str] = {
     "management": "source: RabbitMQ management API",
@@ -87,7 +88,8 @@ def to_json(snapshot: QueueSnapshot, *, one_line: bool = False) -> str:
 async def _show(
     *, watch: bool, interval: float, as_json: bool, management_url: str, use_rabbitmqctl: bool
 ) -> None:
-    from shared.queue_stats import QueueStatsSettings, local_rabbitmqctl
+    from services.subscription.ops.queue_reader import QueueStatsSettings
+    from services.subscription.ops.rabbitmqctl import local_rabbitmqctl
     from shared.settings import load_settings
 
     settings = load_settings()

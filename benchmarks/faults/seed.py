@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.db.migrate import upgrade_async
+from benchmarks import scratch
 from shared.messaging import placeholders
 
 ADMIN_URL = os.environ.get(
@@ -37,23 +35,10 @@ async def admin_connection(url: str = ADMIN_URL) -> asyncpg.Connection:
 @contextlib.asynccontextmanager
 async def own_database() -> AsyncIterator[tuple[str, str]]:
     """A fresh migrated database; yields (name, url) and drops it at the end."""
-    name = f"nlfaults_{uuid.uuid4().hex[:10]}"
-    admin = await admin_connection()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(ADMIN_URL)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
-    try:
-        await upgrade_async(url)
+    async with scratch.named_database(
+        ADMIN_URL, prefix="nlfaults", application_name=APPLICATION_NAME
+    ) as (name, url):
         yield name, url
-    finally:
-        admin = await admin_connection()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def _edition(language: str) -> tuple[str, str, str]:

@@ -10,6 +10,8 @@ optionally polls an IMAP mailbox. Everything is closed in ``finally``.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +36,6 @@ from services.bounces.intake import (
     prune_archive,
 )
 from services.bounces.metrics import BounceMetrics
-from services.bounces.rate_limit import ReportBudget
 from services.bounces.settings import BouncesSettings
 from services.bounces.smtp_receiver import ReturnPathHandler, start_smtp_server
 from services.bounces.sns import CertificateFetcher, SnsVerifier, fetch_certificate
@@ -42,12 +43,24 @@ from services.bounces.webhooks import WebhookHandlers, webhook_app
 from shared.addresses import address_domain, address_hash
 from shared.db.tables import BounceReport, Delivery, DeliveryStatus
 from shared.probes import ProbeServer, probe_app
+from shared.rate_limit import SlidingWindowLimiter
 from shared.resources import open_resources
 from shared.settings import SettingsError
 
 log = structlog.get_logger(__name__)
 
 _MAX_DELIVERY_ID = 2**31 - 1  # delivery.id is an INTEGER column
+REPORT_WINDOW_S = 60.0
+
+
+def report_budget(
+    per_minute: int, *, clock: Callable[[], float] = time.monotonic
+) -> SlidingWindowLimiter:
+    """Reports per minute per source (a client IP, a provider): a request costs one unit per
+    event it carries, and a batch bigger than the budget costs the whole budget."""
+    return SlidingWindowLimiter(
+        limit=per_minute, window_s=REPORT_WINDOW_S, max_keys=50_000, clock=clock
+    )
 
 
 def delivery_lookup(sessions: async_sessionmaker[AsyncSession]) -> DeliveryLookup:
@@ -136,8 +149,8 @@ def webhook_handlers(
             public_key=sendgrid_key, max_age_s=settings.bounces_sendgrid_max_age_s
         ),
         topic_arns=settings.sns_topic_arns,
-        per_ip=ReportBudget(per_minute=settings.bounces_rate_per_ip),
-        per_provider=ReportBudget(per_minute=settings.bounces_rate_per_provider),
+        per_ip=report_budget(settings.bounces_rate_per_ip),
+        per_provider=report_budget(settings.bounces_rate_per_provider),
         max_bytes=settings.bounces_webhook_max_bytes,
         opener=cert_fetcher,
     )
@@ -189,7 +202,7 @@ async def run(
             secret_key=secret,
             domain=settings.return_path_domain,
             accept_locals=settings.accept_locals,
-            budget=ReportBudget(per_minute=settings.bounces_rate_per_ip),
+            budget=report_budget(settings.bounces_rate_per_ip),
         )
         smtp = await start_smtp_server(
             handler,

@@ -21,8 +21,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from services.bounces.errors import IntakeUnavailable
 from services.bounces.intake import BounceIntake
-from services.bounces.rate_limit import ReportBudget
 from shared import verp
+from shared.rate_limit import SlidingWindowLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class ReturnPathHandler:
         secret_key: str,
         domain: str,
         accept_locals: frozenset[str],
-        budget: ReportBudget | None = None,
+        budget: SlidingWindowLimiter | None = None,
     ) -> None:
         self._intake = intake
         self._budget = budget
@@ -80,10 +80,10 @@ class ReturnPathHandler:
             data = envelope.content
         peer = session.peer[0] if session is not None and isinstance(session.peer, tuple) else ""
         if self._budget is not None:
-            if not self._budget.allows(f"smtp:{peer}"):
+            if not self._budget.would_allow(f"smtp:{peer}"):
                 log.warning("bounce_smtp_rate_limited")
                 return "450 4.7.1 Too many reports from your address, try again later"
-            self._budget.spend(f"smtp:{peer}")
+            self._budget.record(f"smtp:{peer}")
         try:
             events = await self._intake.handle_mail(data, envelope_to=list(envelope.rcpt_tos))
         except IntakeUnavailable as err:

@@ -43,8 +43,8 @@ from services.bounces.providers import (
     sendgrid_notices,
     ses_notices,
 )
-from services.bounces.rate_limit import ReportBudget
 from services.bounces.sns import SnsVerifier
+from shared.rate_limit import SlidingWindowLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +61,8 @@ class WebhookHandlers:
         postmark: PostmarkAuth,
         sendgrid: SendGridVerifier,
         topic_arns: frozenset[str],
-        per_ip: ReportBudget,
-        per_provider: ReportBudget,
+        per_ip: SlidingWindowLimiter,
+        per_provider: SlidingWindowLimiter,
         max_bytes: int = 1024 * 1024,
         opener: UrlOpener | None = None,
     ) -> None:
@@ -97,12 +97,12 @@ class WebhookHandlers:
         """Charge the source's budgets, then publish (all or nothing as far as limits go)."""
         cost = max(len(notices), 1)
         client = request.client.host if request.client else "unknown"
-        if not self._per_ip.allows(f"ip:{client}", cost) or not self._per_provider.allows(
+        if not self._per_ip.would_allow(f"ip:{client}", cost) or not self._per_provider.would_allow(
             source, cost
         ):
             raise RateLimited(f"{source} over its reports per minute")
-        self._per_ip.spend(f"ip:{client}", cost)
-        self._per_provider.spend(source, cost)
+        self._per_ip.record(f"ip:{client}", cost)
+        self._per_provider.record(source, cost)
         return JSONResponse({"events": await self._intake.publish_notices(notices, source=source)})
 
     async def ses(self, request: Request) -> Response:

@@ -83,7 +83,7 @@ def send_status(
     """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
     from services.dispatcher import progress_view, sends
     from services.dispatcher.errors import SendNotFound
-    from shared.ops_summary import progress_of_send
+    from shared.send_progress import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
         while True:

@@ -8,7 +8,7 @@ grouped, with counts and the domains that gave them). A send still being planned
 
 from __future__ import annotations
 
-from shared.ops_summary import FAILURE_STATUSES, LanguageProgress, SendProgress
+from shared.send_progress import FAILURE_STATUSES, LanguageProgress, SendProgress
 
 COLUMNS = ("planned", "sent", "deferred", "failed", "bounced", "other", "done", "rate", "left")
 _OPEN = ("pending", "queued", "sending")

@@ -1,5 +1,5 @@
 """Rendering the editions of one send (each language once), shared by the consumer, the CLI
-preflight, the editor page and the benchmark."""
+preflight, the editor page and the render timing."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,6 +43,7 @@ from services.renderer.issue_sends import (
 from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
 from services.renderer.web_desk import SECURITY_HEADERS, WebDesk, same_secret
 from shared.db.tables import SendIntent
+from shared.rate_limit import SlidingWindowLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -63,28 +64,9 @@ SEND_REQUESTED = N_("Send %(send_id)s requested.")
 CONFIRM_TITLE = N_("Send %(name)s?")
 
 
-class LoginFailures:
+def login_throttle(*, clock: Callable[[], float] = time.monotonic) -> SlidingWindowLimiter:
     """Wrong tokens per client within a sliding window (in memory, per process)."""
-
-    def __init__(self, *, allowed: int, window_s: float, clock: Any = time.monotonic) -> None:
-        self._allowed = allowed
-        self._window = window_s
-        self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str) -> deque[float]:
-        times = self._seen.setdefault(client, deque())
-        while times and self._clock() - times[0] > self._window:
-            times.popleft()
-        return times
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self._allowed
-
-    def add(self, client: str) -> None:
-        self._recent(client).append(self._clock())
-        if len(self._seen) > 10_000:  # a flood of addresses: forget the oldest
-            self._seen.pop(next(iter(self._seen)))
+    return SlidingWindowLimiter(limit=LOGIN_FAILURES_ALLOWED, window_s=LOGIN_WINDOW_S, clock=clock)
 
 
 class EditorPages(WebDesk):
@@ -95,9 +77,7 @@ class EditorPages(WebDesk):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._login_failures = LoginFailures(
-            allowed=LOGIN_FAILURES_ALLOWED, window_s=LOGIN_WINDOW_S
-        )
+        self._login_failures = login_throttle()
 
     def routes(self) -> list[Route]:
         return [
@@ -206,7 +186,7 @@ class EditorPages(WebDesk):
         form = await request.form()
         token = str(form.get("token", ""))
         if not same_secret(token, self.settings.admin_token.get_secret_value()):
-            self._login_failures.add(client)
+            self._login_failures.record(client)
             log.warning("editor_login_refused")
             return self._login_page(request, error=self._text(request, WRONG_TOKEN), status=403)
         response = RedirectResponse("/editor", status_code=303)

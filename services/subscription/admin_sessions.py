@@ -20,7 +20,7 @@ from collections.abc import Callable
 from fastapi import Request
 from itsdangerous import BadSignature, TimestampSigner
 
-from services.subscription.rate_limits import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter
 from shared.settings import Settings
 
 COOKIE = "admin_token"  # the name the page has always used; the value is now a session

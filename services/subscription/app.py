@@ -29,14 +29,15 @@ from services.subscription.form_guard import CsrfGuard, TimeTrap
 from services.subscription.link_tokens import LinkTokenReader
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.metrics import SubscriptionMetrics
+from services.subscription.ops import login_routes, page_routes
 from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
 from services.subscription.publication import Publication
-from services.subscription.rate_limits import SlidingWindowLimiter
 from services.subscription.request_log import RequestLogMiddleware
-from services.subscription.routes import admin_api, bounces, health, links, ops, signup
+from services.subscription.routes import admin_api, bounces, health, links, signup
 from services.subscription.timing import ResponseFloor
 from shared.links import Links
+from shared.rate_limit import SlidingWindowLimiter
 from shared.resources import open_resources
 from shared.settings import Settings
 from shared.tokens import TokenSigner
@@ -172,7 +173,8 @@ def create_app(
     app.include_router(signup.router)
     app.include_router(links.router)
     app.include_router(admin_api.router)
-    app.include_router(ops.router)
+    app.include_router(page_routes.router)
+    app.include_router(login_routes.router)
     app.include_router(bounces.router)
     app.include_router(archive_router)  # last: the archive's paths, forwarded to the renderer
     _install_error_pages(app)

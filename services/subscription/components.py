@@ -14,9 +14,9 @@ from services.subscription.link_tokens import LinkTokenReader
 from services.subscription.metrics import SubscriptionMetrics
 from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
-from services.subscription.rate_limits import SlidingWindowLimiter
 from services.subscription.timing import ResponseFloor
 from shared.links import Links
+from shared.rate_limit import SlidingWindowLimiter
 
 
 @dataclass

@@ -7,7 +7,7 @@ reaching for globals.
 
 The getters are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread
 pool, and two thread hand-offs per signup cost more CPU than the rest of the request's
-plumbing under a rush (measured with ``newsletter bench signups --profile``).
+plumbing under a rush (measured by profiling the signup load test).
 """
 
 from __future__ import annotations

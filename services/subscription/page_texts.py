@@ -56,3 +56,5 @@ UNSUBSCRIBED_TEXT = N_("You will receive no more editions. You can sign up again
 SIGN_UP_AGAIN = N_("Sign up again")
 PREFERENCES_SAVED = N_("Your preferences are saved.")
 NOT_SUBSCRIBED_TEXT = N_("This address is not subscribed. To receive the digest again, sign up.")
+OPS_WRONG_TOKEN = N_("That token is not right.")
+OPS_TOO_MANY_TOKENS = N_("Too many wrong tokens; try again later.")

@@ -51,6 +51,11 @@ class Pages:
             "Content-Security-Policy": CSP_TEMPLATE.format(logo=f" {origin}" if origin else ""),
         }
 
+    @property
+    def content_security_policy(self) -> str:
+        """The pages' CSP (with the logo's origin): pages that need more extend it."""
+        return self._headers["Content-Security-Policy"]
+
     def publication_name(self, lang: str) -> str:
         """The sample name is translated; a publication's own name is shown as it is set."""
         name = self._publication.name

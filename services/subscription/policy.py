@@ -18,7 +18,7 @@ class SignupPolicy(BaseSettings):
     signup_min_seconds: float = 3.0
     # A form older than this is stale: the person is asked to submit it again.
     signup_form_max_age_s: int = 24 * 3600
-    # Per client IP, in this process (see rate_limits.py for why memory is enough here).
+    # Per client IP, in this process (see shared/rate_limit.py for why memory is enough here).
     ip_limit: int = 30
     ip_window_s: float = 600.0
     # Per target address, across every replica (a conditional UPDATE in the database).

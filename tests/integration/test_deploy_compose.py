@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from newsletter_cli.main import app as newsletter_app
 from services.bounces.settings import BouncesSettings
 from services.dispatcher.settings import DispatcherSettings
+from services.subscription.ops.queue_reader import QueueStatsSettings
 from services.subscription.policy import SignupPolicy
-from shared.queue_stats import QueueStatsSettings
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

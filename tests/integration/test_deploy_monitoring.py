@@ -148,7 +148,9 @@ def test_the_checker_catches_mistakes() -> None:
 
 def test_code_defines_metrics_to_chart() -> None:
     metrics = defined_metrics()
-    assert "newsletter_queue_messages" in metrics, "shared/queue_stats.py defines the queue gauge"
+    assert "newsletter_queue_messages" in metrics, (
+        "services/subscription/ops/queue_metrics.py defines the queue gauge"
+    )
     assert metrics["newsletter_queue_messages"].labels == ("queue", "state")
 
 

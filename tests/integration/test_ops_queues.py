@@ -18,8 +18,9 @@ import aio_pika
 import httpx
 import pytest
 
+from services.subscription.ops.queue_reader import QueueStatsReader
+from services.subscription.ops.rabbitmqctl import local_rabbitmqctl
 from shared.messaging import topology
-from shared.queue_stats import QueueStatsReader, local_rabbitmqctl
 from tests.support import infra
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ async def test_after_a_management_failure_the_reader_waits_before_asking_again(
     ) as reader:
         sources = [(await reader.read()).source for _ in range(3)]
     assert sources == ["amqp", "amqp", "amqp"]
-    assert len(asked) == 1, "the API is asked again only after MANAGEMENT_RETRY_S"
+    assert len(asked) == 1, "the API is asked again only after RETRY_FAILED_SOURCE_S"
 
 
 def run_cli(*args: str, amqp_url: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.subscription.signup_bench import run_bench
+from benchmarks.signups import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

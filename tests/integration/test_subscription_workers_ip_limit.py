@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.subscription.signup_bench import (
+from benchmarks.signups import (
     _form_fields,
     _free_port,
     _start_service,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from shared.rate_limit import SlidingWindowLimiter
+
 from services.subscription.admin_sessions import AdminSessions
-from services.subscription.rate_limits import SlidingWindowLimiter
 
 
 class Clock:

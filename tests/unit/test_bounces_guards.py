@@ -17,7 +17,7 @@ from services.bounces.auth import (
 )
 from services.bounces.errors import BodyTooLarge, Unauthenticated, WebhookRejected
 from services.bounces.limits import bounded_id, load_json, mime_problem
-from services.bounces.rate_limit import ReportBudget
+from services.bounces.service import report_budget
 from services.bounces.settings import load_bounces_settings
 from shared.settings import SettingsError
 
@@ -95,24 +95,24 @@ def test_postmark_takes_basic_auth_or_the_token_and_nothing_else() -> None:
 
 def test_the_budget_counts_events_per_source_over_a_sliding_minute() -> None:
     now = [0.0]
-    budget = ReportBudget(per_minute=10, clock=lambda: now[0])
-    assert budget.allows("ip:a", 8)
-    budget.spend("ip:a", 8)
-    assert not budget.allows("ip:a", 3)
-    assert budget.allows("ip:b", 10)
+    budget = report_budget(10, clock=lambda: now[0])
+    assert budget.would_allow("ip:a", 8)
+    budget.record("ip:a", 8)
+    assert not budget.would_allow("ip:a", 3)
+    assert budget.would_allow("ip:b", 10)
     now[0] = 61.0
-    assert budget.allows("ip:a", 10)
+    assert budget.would_allow("ip:a", 10)
 
 
 def test_a_batch_bigger_than_the_budget_costs_the_whole_budget_not_more() -> None:
     """Else a provider's 1,000-event batch under a 600 budget is refused on every retry."""
     now = [0.0]
-    budget = ReportBudget(per_minute=10, clock=lambda: now[0])
-    assert budget.allows("sendgrid", 1000)
-    budget.spend("sendgrid", 1000)
-    assert not budget.allows("sendgrid", 1)
+    budget = report_budget(10, clock=lambda: now[0])
+    assert budget.would_allow("sendgrid", 1000)
+    budget.record("sendgrid", 1000)
+    assert not budget.would_allow("sendgrid", 1)
     now[0] = 61.0
-    assert budget.allows("sendgrid", 1000)
+    assert budget.would_allow("sendgrid", 1000)
 
 
 def test_json_strings_with_lone_surrogates_are_4xx() -> None:

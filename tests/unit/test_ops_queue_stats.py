@@ -10,17 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from newsletter_cli.queues import format_table, to_json
-from shared.queue_stats import (
+from services.subscription.ops.management_api import (
     ManagementApi,
     ManagementUnavailable,
-    QueueMetrics,
-    QueueSnapshot,
-    QueueStat,
-    QueueStatsReader,
     management_url_for,
-    vhost_of,
-    with_rates,
 )
+from services.subscription.ops.queue_metrics import QueueMetrics
+from services.subscription.ops.queue_reader import QueueStatsReader
+from services.subscription.ops.queue_snapshots import QueueSnapshot, QueueStat, vhost_of, with_rates
 
 ROWS = [
     {

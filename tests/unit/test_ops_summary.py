@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.ops_summary import LanguageProgress, Reputation, mask_addresses
+from services.subscription.ops.read_models import Reputation, mask_addresses
+from shared.send_progress import LanguageProgress
 
 
 def test_addresses_in_smtp_replies_are_masked() -> None:

@@ -20,7 +20,7 @@ from services.renderer.issue_sends import (
     refusal,
 )
 from shared.db.tables import SendIntent
-from shared.ops_summary import LanguageProgress, Reason, SendProgress, reply_key
+from shared.send_progress import LanguageProgress, Reason, SendProgress, reply_key
 
 ISSUE = IssueIdentity("issue-51", 51, date(2021, 12, 20), date(2021, 12, 26))
 EARLIER = EarlierSend(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.subscription.rate_limits import SlidingWindowLimiter
 from services.subscription.timing import ResponseFloor
+from shared.rate_limit import SlidingWindowLimiter
 
 
 class FakeClock:

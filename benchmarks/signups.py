@@ -1,4 +1,5 @@
-"""``newsletter bench signups``: a load test of the signup form from a second process.
+"""``newsletter bench signups``: a load test of the subscription service's signup form, fired
+from a second process.
 
 It migrates the database, gives the run a RabbitMQ vhost of its own (so thousands of
 confirmation commands never reach a real renderer), starts ``python -m services.subscription``
@@ -17,7 +18,6 @@ import os
 import pstats
 import random
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -29,21 +29,21 @@ import uuid
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import text
 
-from services.subscription.errors import SubscriptionError
+from benchmarks import scratch
 from shared.db.engine import create_engine
 from shared.db.migrate import upgrade
 from shared.messaging.topology import RENDERER_TRANSACTIONAL, connect, declare_topology
 from shared.settings import DatabaseSettings
 
 
-class BenchFailed(SubscriptionError):
+class BenchFailed(RuntimeError):
     """The load test found lost or duplicated signups, or could not run."""
 
 
@@ -193,22 +193,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _rabbitmqctl(*args: str) -> None:
-    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([tool, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
-
-
 def _private_vhost(base_url: str) -> tuple[str, str]:
-    parts = urlsplit(base_url)
-    name = f"newsletter-bench-{uuid.uuid4().hex[:8]}"
     try:
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+        return scratch.create_vhost(base_url, prefix="newsletter-bench")
     except (OSError, subprocess.SubprocessError) as err:
         raise BenchFailed(
             "the load test needs a local RabbitMQ and rabbitmqctl for a vhost of its own"
         ) from err
-    return name, urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
 
 
 # The service under cProfile with a CPU clock: on a loaded machine a wall clock would charge
@@ -313,7 +304,7 @@ async def run_bench(
         except subprocess.TimeoutExpired:
             process.kill()
         await connection.close()
-        await asyncio.to_thread(_rabbitmqctl, "delete_vhost", vhost)
+        await asyncio.to_thread(scratch.delete_vhost, vhost)
 
 
 async def _fire(

@@ -1,0 +1,108 @@
+"""The suite's one rate limiter: attempts per key within a sliding window, in process memory.
+
+Every limit of the suite is this class: the signup and resend forms per client IP
+(subscription), wrong tokens at the ops page and editor logins per client (subscription and
+renderer), and bounce reports per source (bounce receiver).
+
+- :meth:`SlidingWindowLimiter.allow` records an attempt if it fits and says whether it did
+  (the form limits); :meth:`~SlidingWindowLimiter.would_allow` and
+  :meth:`~SlidingWindowLimiter.record` are the two halves, for limits that are checked
+  before the work and charged after it (a login charges only a wrong token; the bounce
+  receiver charges two budgets only when both allow).
+- An attempt may cost more than one unit (a webhook batch of many events). A cost above the
+  limit is charged as the whole limit: a batch bigger than the budget passes when the window
+  is empty (and fills it) instead of being refused on every retry for ever.
+- A hit leaves the window ``window_s`` seconds after it was made.
+- Memory is bounded: at most ``max_keys`` keys are tracked; the least recently seen are
+  forgotten first. ``limit <= 0`` disables the limiter.
+- Time comes from the injected ``clock`` (``time.monotonic`` by default), so tests step it.
+
+Why memory and not the database: these limits are coarse brakes on one noisy client; with N
+replicas a client gets at most N times the limit, which still stops a flood, and a write per
+request would cost more than the requests it refuses. Limits that must hold exactly across
+replicas (one confirmation mail per address per hour) live in the database instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` units per key within any ``window_s`` seconds."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window_s: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, not {window_s}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, not {max_keys}")
+        self.limit = limit
+        self.window_s = window_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._hits: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
+
+    def _cost(self, cost: int) -> int:
+        return min(max(cost, 1), self.limit)
+
+    def _current(self, key: str, now: float) -> deque[tuple[float, int]] | None:
+        """The key's hits still in the window (expired ones dropped); marks the key as seen."""
+        hits = self._hits.get(key)
+        if hits is None:
+            return None
+        self._hits.move_to_end(key)
+        cutoff = now - self.window_s
+        while hits and hits[0][0] <= cutoff:
+            hits.popleft()
+        return hits
+
+    def used(self, key: str) -> int:
+        """Units ``key`` has spent within the window now."""
+        hits = self._current(key, self._clock())
+        return sum(cost for _, cost in hits) if hits else 0
+
+    def would_allow(self, key: str, cost: int = 1) -> bool:
+        """Whether ``cost`` more units from ``key`` fit now (records nothing)."""
+        if self.limit <= 0:
+            return True
+        return self.used(key) + self._cost(cost) <= self.limit
+
+    def blocked(self, key: str) -> bool:
+        """Whether ``key`` has used its whole budget (one more attempt would be refused)."""
+        return not self.would_allow(key)
+
+    def record(self, key: str, cost: int = 1) -> None:
+        """Charge ``cost`` units to ``key``, whether or not they fit (e.g. a wrong token)."""
+        if self.limit <= 0:
+            return
+        now = self._clock()
+        hits = self._current(key, now)
+        if hits is None:
+            hits = self._hits[key] = deque()
+            while len(self._hits) > self._max_keys:
+                self._hits.popitem(last=False)
+        hits.append((now, self._cost(cost)))
+
+    def allow(self, key: str, cost: int = 1) -> bool:
+        """Record the attempt if it fits; False (and nothing recorded) if it does not."""
+        if not self.would_allow(key, cost):
+            return False
+        self.record(key, cost)
+        return True
+
+    def retry_after_s(self, key: str) -> int:
+        """Whole seconds until the oldest hit of ``key`` leaves the window (0: nothing held)."""
+        hits = self._current(key, self._clock())
+        if not hits:
+            return 0
+        return max(1, math.floor(hits[0][0] + self.window_s - self._clock()) + 1)
