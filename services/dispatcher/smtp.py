@@ -252,6 +252,11 @@ class SmtpPool:
         self._all: set[_Connection] = set()
         self.size = size
 
+    @property
+    def pipelining(self) -> bool:
+        """Whether every open connection pipelines (its server offered PIPELINING)."""
+        return bool(self._all) and all(c.pipelining for c in self._all)
+
     def _client(self) -> aiosmtplib.SMTP:
         target = self._target
         return aiosmtplib.SMTP(
