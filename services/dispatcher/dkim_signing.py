@@ -140,14 +140,16 @@ class DkimSigner:
 
         ``canonical`` is the body's relaxed canonical form when the caller has it already.
         """
-        head, _, body = message.partition(b"\r\n\r\n")
-        fields = _fields(head + b"\r\n")
+        # Only the header block is copied; the body only when it must be canonicalized here.
+        end = message.find(b"\r\n\r\n")
+        head = message[: end + 2] if end >= 0 else message + b"\r\n"
+        fields = _fields(head)
         by_name: dict[bytes, bytes] = {}
         for name, value in fields:
             by_name[name.strip().lower()] = value  # the last one wins, as verifiers pick it
         signed = [h for h in self._headers if h in by_name]
         if canonical is None:
-            canonical = canonical_body(body)
+            canonical = canonical_body(message[end + 4 :] if end >= 0 else b"")
         body_hash = base64.b64encode(hashlib.sha256(canonical).digest())
         value = (
             f" v=1; a={self.algorithm}; c=relaxed/relaxed; d={self._domain}; s={self._selector};"
