@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -275,9 +278,14 @@ class _Handler:
 class _LoggingController(Controller):
     """aiosmtpd whose sessions log every read outside the message data."""
 
-    def __init__(self, handler: _Handler) -> None:
+    def __init__(self, handler: _Handler, **smtp: object) -> None:
         super().__init__(
-            handler, hostname="127.0.0.1", port=free_port(), decode_data=False, ready_timeout=10
+            handler,
+            hostname="127.0.0.1",
+            port=free_port(),
+            decode_data=False,
+            ready_timeout=10,
+            **smtp,
         )
         self.reads: list[bytes] = []
 
@@ -514,3 +522,85 @@ async def test_no_reply_after_the_complete_end_of_data_is_unknown(
         assert len(mta.bodies_for("s@example.org")) == 1, "the server read the final dot"
         assert (outcome.status, outcome.phase) == ("unknown", "data"), outcome
         assert "Timed out" in outcome.reply
+
+
+# -- over STARTTLS ------------------------------------------------------------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class _TrustingPool(SmtpPool):
+    """The pool, trusting the test's own certificate (the one seam: how the client is built)."""
+
+    def __init__(self, *, url: str, cert: Path) -> None:
+        super().__init__(target=SmtpTarget(url), size=1, timeout=5.0)
+        self._cert = cert
+
+    def _client(self) -> aiosmtplib.SMTP:
+        client = super()._client()
+        client.cert_bundle = str(self._cert)
+        return client
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+async def test_over_starttls_the_transaction_runs_on_the_upgraded_connection(
+    pipelining: bool, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = _Handler(pipelining=pipelining)
+    handler.rcpt_replies["gone@example.org"] = "550 5.1.1 user unknown"
+    controller = _LoggingController(handler, tls_context=context, require_starttls=True)
+    controller.start()
+    pool = _TrustingPool(url=f"smtp+starttls://127.0.0.1:{controller.port}", cert=cert)
+    try:
+        assert (await _send(pool, "a@example.org")).status == "sent"
+        assert (await _send(pool, "gone@example.org")).status == "bounced"
+        assert (await _send(pool, "b@example.org")).status == "sent"
+        assert pool.pipelining is pipelining
+    finally:
+        await pool.close()
+        controller.stop()
+    assert handler.accepted == ["a@example.org", "b@example.org"]
+    groups = _group_reads(controller.reads)
+    assert len(groups) == 3, controller.reads
+    assert all(b"DATA\r\n" in g for g in groups) is pipelining, controller.reads
