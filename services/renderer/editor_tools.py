@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
 from services.renderer import issue_sends
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
 from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
@@ -291,6 +291,7 @@ def send_issue(
     echo: Echo,
     intent: SendIntent = SendIntent.FIRST,
     confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
+    tracking: bool = True,
 ) -> bool:
     """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
     send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
@@ -298,12 +299,13 @@ def send_issue(
     prepared = prepare_send(
         IssueFolder.read(path),
         settings=settings,
-        templates=Templates(),
+        templates=Templates(publication=Publication.from_settings(settings)),
         segments=segments,
         fallbacks=fallbacks,
         test_to=test_to,
         spam=spam,
         intent=intent,
+        tracking=tracking,
     )
     identity = prepared.identity
     confirm_number = None

@@ -79,6 +79,7 @@ def prepare_send(
     test_to: str | None = None,
     spam: bool = True,
     intent: SendIntent = SendIntent.FIRST,
+    tracking: bool = True,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
     found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
@@ -118,6 +119,7 @@ def prepare_send(
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
         intent=command_intent(intent),
+        tracking=tracking,
     )
     identity = IssueIdentity.of(editions)
     intent = SendIntent.TEST if test_to is not None else intent

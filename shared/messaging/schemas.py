@@ -89,6 +89,8 @@ class RenderIssue(Message):
     fallbacks: dict[str, Language] = Field(default_factory=dict)  # segment -> edition language
     test_to: SafeAddress | None = None  # send every edition to this address only, "[TEST]"
     intent: SendIntentName = "first"
+    # Article links through signed click redirects (issue 18); never for a test send.
+    tracking: bool = True
 
 
 class PlanSend(Message):
