@@ -65,8 +65,9 @@ async def stdlib_smtplib(smtp_url: str, messages: Sequence[bytes], *, count: int
 
 async def dispatcher_wire(
     smtp_url: str, messages: Sequence[tuple[bytes, bool]], *, count: int, connections: int
-) -> float:
-    """(b) Messages per second of :class:`SmtpPool` with ``connections`` connections.
+) -> tuple[float, bool]:
+    """(b) Messages per second of :class:`SmtpPool` with ``connections`` connections, and
+    whether its connections pipelined (the sink offers PIPELINING, as the dispatcher sees it).
 
     ``connections`` senders share the pool as the dispatcher's workers do; connecting is
     inside the timing, as it is for the dispatcher. Raises ``RuntimeError`` if any message is
@@ -89,8 +90,9 @@ async def dispatcher_wire(
     try:
         await asyncio.gather(*(sender() for _ in range(connections)))
         elapsed = time.perf_counter() - started
+        pipelined = pool.pipelining
     finally:
         await pool.close()
     if refused:
         raise RuntimeError(f"{len(refused)} of {count} not sent, first: {refused[0]}")
-    return count / elapsed
+    return count / elapsed, pipelined

@@ -39,6 +39,15 @@ def bench_dispatch(
     recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     dkim: Annotated[bool, typer.Option("--dkim", help="Sign every message with DKIM.")] = False,
+    compare_dkim: Annotated[
+        bool,
+        typer.Option(
+            "--compare-dkim", help="Run unsigned, then signed, and print signed/unsigned."
+        ),
+    ] = False,
+    dkim_algorithm: Annotated[
+        str, typer.Option(help="The DKIM key: rsa (RSA-2048) or ed25519 (RFC 8463).")
+    ] = "rsa",
     connections: Annotated[int, typer.Option(help="SMTP connections of the dispatcher.")] = 16,
     processes: Annotated[int, typer.Option(help="Dispatcher processes on the queues.")] = 1,
 ) -> None:
@@ -47,11 +56,27 @@ def bench_dispatch(
 
     from benchmarks import dispatch
 
-    figures = uvloop.run(
-        dispatch.run_benchmark(
-            recipients=recipients, dkim=dkim, connections=connections, processes=processes
+    if dkim_algorithm not in {"rsa", "ed25519"}:
+        raise typer.BadParameter("choose rsa or ed25519", param_hint="--dkim-algorithm")
+    if compare_dkim:
+        figures = uvloop.run(
+            dispatch.run_dkim_comparison(
+                recipients=recipients,
+                connections=connections,
+                processes=processes,
+                dkim_algorithm=dkim_algorithm,
+            )
         )
-    )
+    else:
+        figures = uvloop.run(
+            dispatch.run_benchmark(
+                recipients=recipients,
+                dkim=dkim,
+                connections=connections,
+                processes=processes,
+                dkim_algorithm=dkim_algorithm,
+            )
+        )
     _print(figures, as_json=as_json)
 
 

@@ -20,7 +20,13 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import mime
-from services.dispatcher.dkim_signing import CanonicalBodyTemplate, DkimpySigner, DkimSigner
+from services.dispatcher.dkim_signing import (
+    CanonicalBodyTemplate,
+    DkimError,
+    DkimpySigner,
+    DkimSigner,
+    is_ed25519,
+)
 from services.dispatcher.errors import PoisonJob
 from services.dispatcher.settings import DispatcherSettings
 from shared import message_ids, verp
@@ -83,18 +89,20 @@ class Composer:
         # Canonical bodies for DKIM, per template (kept alive here so an id is never reused).
         self._bodies: dict[int, tuple[mime.MessageTemplate, CanonicalBodyTemplate]] = {}
         self._domain = settings.return_path_domain
-        key = settings.dkim_key
         signer = DkimpySigner if settings.dkim_signer == "dkimpy" else DkimSigner
-        self._dkim = (
-            None
-            if key is None
-            else signer(
-                private_key=key,
-                selector=settings.dkim_selector,
-                domain=settings.dkim_domain or self._sender.domain,
-                headers=DKIM_HEADERS,
-            )
-        )
+        domain = settings.dkim_domain or self._sender.domain
+        keys = [
+            (settings.dkim_key, settings.dkim_selector),
+            (settings.dkim_ed25519_key, settings.dkim_ed25519_selector),
+        ]
+        self._dkim = [
+            signer(private_key=key, selector=selector, domain=domain, headers=DKIM_HEADERS)
+            for key, selector in keys
+            if key is not None
+        ]
+        extra = settings.dkim_ed25519_key
+        if extra is not None and not is_ed25519(extra):
+            raise DkimError("NEWSLETTER_DKIM_ED25519_PRIVATE_KEY_PATH must hold an Ed25519 key")
 
     def from_header(self, language: str) -> str:
         name = self._sender.display_name
@@ -152,10 +160,10 @@ class Composer:
 
     def render(self, template: mime.MessageTemplate, values: dict[str, str]) -> bytes:
         data = template.render(values)
-        if self._dkim is None:
+        if not self._dkim:
             return data
         canonical = self._canonical_body(template).canonical(values)
-        return self._dkim.sign(data, canonical=canonical) + data
+        return b"".join([*(s.sign(data, canonical=canonical) for s in self._dkim), data])
 
     def _canonical_body(self, template: mime.MessageTemplate) -> CanonicalBodyTemplate:
         found = self._bodies.get(id(template))

@@ -1,4 +1,14 @@
-"""DKIM signing (RFC 6376, rsa-sha256, relaxed/relaxed) with the ``cryptography`` library.
+"""DKIM signing (RFC 6376, relaxed/relaxed) with the ``cryptography`` library.
+
+The key decides the algorithm: an RSA key signs ``rsa-sha256``, an Ed25519 key
+``ed25519-sha256`` (RFC 8463). A second, Ed25519 key (``NEWSLETTER_DKIM_ED25519_*``) adds an
+Ed25519 signature alongside the RSA one, as RFC 8463 suggests while verifiers catch up: a
+verifier that does not know ed25519-sha256 ignores that signature and checks the RSA one.
+
+Cost per message here (37 KB, 2 cores): RSA-2048 0.3 ms, Ed25519 0.03 ms, the rest (headers,
+body hash) about 0.1 ms. cryptography 50's RSA signature holds the GIL for the whole call
+(measured: a sign never waits for the GIL while another thread runs Python), so a thread pool
+would not take it off the event loop; only another process would.
 
 dkimpy signs a 30 KB message in about 9 ms here, mostly in pure-Python RSA and parsing; the
 same signature with ``cryptography`` costs about 0.5 ms. dkimpy stays the reference: the tests
@@ -19,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from services.dispatcher import mime
 
@@ -29,7 +39,7 @@ _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 class DkimError(ValueError):
-    """The key cannot sign (not an RSA private key)."""
+    """The key cannot sign (neither an RSA nor an Ed25519 private key)."""
 
 
 def canonical_body(body: bytes) -> bytes:
@@ -82,9 +92,11 @@ def _collapse(chunk: bytes) -> bytes:
 
 def canonical_header(name: bytes, value: bytes) -> bytes:
     """Relaxed header canonicalization of one field (without its CRLF)."""
-    value = _FOLD.sub(b"", value)
-    value = _WSP_RUN.sub(b" ", value).strip(b" \t")
-    return name.strip().lower() + b":" + value
+    if b"\n" in value or b"\t" in value or b"  " in value:
+        value = _FOLD.sub(b"", value)
+        value = _WSP_RUN.sub(b" ", value)
+    # A field with no fold, no tab and no double space only loses its outer blanks.
+    return name.strip().lower() + b":" + value.strip(b" \t")
 
 
 def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -97,14 +109,28 @@ def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+def load_key(private_key: bytes) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """A PEM private key that can sign DKIM, or :class:`DkimError`."""
+    try:
+        key = serialization.load_pem_private_key(private_key, password=None)
+    except (ValueError, TypeError) as err:
+        raise DkimError(f"the DKIM key does not load: {err}") from err
+    if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise DkimError("the DKIM key must be an RSA or an Ed25519 private key")
+    return key
+
+
+def is_ed25519(private_key: bytes) -> bool:
+    return isinstance(load_key(private_key), ed25519.Ed25519PrivateKey)
+
+
 class DkimSigner:
     def __init__(
         self, *, private_key: bytes, selector: str, domain: str, headers: Sequence[bytes]
     ) -> None:
-        key = serialization.load_pem_private_key(private_key, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise DkimError("the DKIM key must be an RSA private key")
+        key = load_key(private_key)
         self._key = key
+        self.algorithm = "rsa-sha256" if isinstance(key, rsa.RSAPrivateKey) else "ed25519-sha256"
         self._selector = selector
         self._domain = domain
         self._headers = [h.lower() for h in headers]
@@ -114,23 +140,29 @@ class DkimSigner:
 
         ``canonical`` is the body's relaxed canonical form when the caller has it already.
         """
-        head, _, body = message.partition(b"\r\n\r\n")
-        fields = _fields(head + b"\r\n")
+        # Only the header block is copied; the body only when it must be canonicalized here.
+        end = message.find(b"\r\n\r\n")
+        head = message[: end + 2] if end >= 0 else message + b"\r\n"
+        fields = _fields(head)
         by_name: dict[bytes, bytes] = {}
         for name, value in fields:
             by_name[name.strip().lower()] = value  # the last one wins, as verifiers pick it
         signed = [h for h in self._headers if h in by_name]
         if canonical is None:
-            canonical = canonical_body(body)
+            canonical = canonical_body(message[end + 4 :] if end >= 0 else b"")
         body_hash = base64.b64encode(hashlib.sha256(canonical).digest())
         value = (
-            f" v=1; a=rsa-sha256; c=relaxed/relaxed; d={self._domain}; s={self._selector};"
+            f" v=1; a={self.algorithm}; c=relaxed/relaxed; d={self._domain}; s={self._selector};"
             f" t={int(time.time())}; h={':'.join(h.decode() for h in signed)};"
             f" bh={body_hash.decode()}; b="
         ).encode()
         data = b"".join(canonical_header(h, by_name[h]) + b"\r\n" for h in signed)
         data += canonical_header(b"DKIM-Signature", value)
-        signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            # RFC 8463 §3: PureEdDSA over the SHA-256 hash of the header data.
+            signature = self._key.sign(hashlib.sha256(data).digest())
         encoded = base64.b64encode(signature)
         folded = b"\r\n\t".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
         return b"DKIM-Signature:" + value + folded + b"\r\n"
@@ -146,9 +178,18 @@ class DkimpySigner:
     def __init__(
         self, *, private_key: bytes, selector: str, domain: str, headers: Sequence[bytes]
     ) -> None:
-        # The same check as DkimSigner's: an RSA private key, refused at start if not.
-        DkimSigner(private_key=private_key, selector=selector, domain=domain, headers=headers)
-        self._key = private_key
+        # The same check as DkimSigner's, refused at start if the key cannot sign.
+        key = load_key(private_key)
+        if isinstance(key, rsa.RSAPrivateKey):
+            self._algorithm, self._key = b"rsa-sha256", private_key
+        else:
+            # dkimpy takes an Ed25519 key as the base64 of its raw 32 bytes.
+            raw = key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            self._algorithm, self._key = b"ed25519-sha256", base64.b64encode(raw)
         self._selector = selector.encode()
         self._domain = domain.encode()
         self._headers = [h.lower() for h in headers]
@@ -167,6 +208,7 @@ class DkimpySigner:
                 self._key,
                 canonicalize=(b"relaxed", b"relaxed"),
                 include_headers=present,
+                signature_algorithm=self._algorithm,
                 linesep=b"\r\n",
             )
         )

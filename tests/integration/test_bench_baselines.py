@@ -34,7 +34,10 @@ async def test_each_baseline_delivers_every_prebuilt_message_once(
     if baseline == "smtplib":
         rate = await baselines.stdlib_smtplib(smtp_sink.url, [m for m, _ in messages], count=COUNT)
     else:
-        rate = await baselines.dispatcher_wire(smtp_sink.url, messages, count=COUNT, connections=4)
+        rate, pipelined = await baselines.dispatcher_wire(
+            smtp_sink.url, messages, count=COUNT, connections=4
+        )
+        assert not pipelined, "aiosmtpd does not offer PIPELINING"
     assert rate > 0
     received = smtp_sink.handler.received
     assert sorted(r.rcpt_tos[0] for r in received) == sorted(
@@ -49,11 +52,14 @@ async def test_the_fast_sink_counts_what_both_baselines_pushed() -> None:
     messages = _messages()
     with dispatch._sink() as (smtp_url, sink):
         await baselines.stdlib_smtplib(smtp_url, [m for m, _ in messages], count=COUNT)
-        await baselines.dispatcher_wire(smtp_url, messages, count=COUNT, connections=3)
+        _, pipelined = await baselines.dispatcher_wire(
+            smtp_url, messages, count=COUNT, connections=3
+        )
         sink.terminate()
         assert sink.stdout is not None
         received, _ = dispatch._sink_report(sink.stdout.read().splitlines(), {})
     assert received == 2 * COUNT
+    assert pipelined, "the benchmark's sink offers PIPELINING and the wire baseline used it"
 
 
 class _RefusesOne(MaildirHandler):

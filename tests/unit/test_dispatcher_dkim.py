@@ -7,11 +7,16 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
-from services.dispatcher.dkim_signing import CanonicalBodyTemplate, canonical_body
+from services.dispatcher.dkim_signing import (
+    CanonicalBodyTemplate,
+    DkimError,
+    canonical_body,
+    canonical_header,
+)
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging import placeholders
 
@@ -106,3 +111,127 @@ def test_a_value_with_whitespace_or_an_empty_one_falls_back_to_the_whole_body() 
     assert canonical.canonical(base) is not None
     assert canonical.canonical({**base, placeholders.RECIPIENT: "two  words"}) is None
     assert canonical.canonical({**base, placeholders.UNSUBSCRIBE_URL: ""}) is None
+
+
+def _pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def _records(
+    rsa_key: rsa.RSAPrivateKey | None, ed_key: ed25519.Ed25519PrivateKey | None
+) -> dict[bytes, bytes]:
+    import base64
+
+    records = {}
+    if rsa_key is not None:
+        public = rsa_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        records[b"rsa1._domainkey.example.org."] = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    if ed_key is not None:
+        raw = ed_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        records[b"ed1._domainkey.example.org."] = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)
+    return records
+
+
+def _signed(composer: Composer) -> bytes:
+    template = mime.build_template(
+        envelope=composer.envelope(subject="Дайджэст  тыдня", language="be", campaign="c"),
+        text=f"Прывітанне\n{placeholders.UNSUBSCRIBE_URL}\n",
+        html_body=f'<p>Прывітанне</p><a href="{placeholders.UNSUBSCRIBE_URL}">x</a>',
+    )
+    return composer.render(
+        template, composer.values(Recipient(5, 9, "reader@example.net", "d5.abc"))
+    )
+
+
+def _verify(data: bytes, records: dict[bytes, bytes], idx: int) -> bool:
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return records[name]
+
+    return bool(dkim.DKIM(data).verify(idx=idx, dnsfunc=dns))
+
+
+@pytest.mark.parametrize("signer", ["fast", "dkimpy"])
+def test_an_ed25519_key_signs_ed25519_sha256_that_dkimpy_verifies(
+    tmp_path: Path, signer: str
+) -> None:
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    settings = load_dispatcher_settings(
+        mode="test",
+        secret_key="k" * 40,
+        dkim_private_key_path=_pem(ed_key, tmp_path / "ed.pem"),
+        dkim_selector="ed1",
+        dkim_domain="example.org",
+        dkim_signer=signer,
+    )
+    data = _signed(Composer(settings=settings))
+    assert data.count(b"DKIM-Signature:") == 1
+    assert b"a=ed25519-sha256" in data.partition(b"\r\n\r\n")[0]
+    assert _verify(data, _records(None, ed_key), 0), "dkimpy rejects the ed25519 signature"
+    tampered = data.replace(b"reader@example.net", b"reader@example.com")
+    assert not _verify(tampered, _records(None, ed_key), 0), "a changed To still verified"
+
+
+def test_an_ed25519_signature_goes_alongside_the_rsa_one_and_both_verify(tmp_path: Path) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    settings = load_dispatcher_settings(
+        mode="test",
+        secret_key="k" * 40,
+        dkim_private_key_path=_pem(rsa_key, tmp_path / "rsa.pem"),
+        dkim_selector="rsa1",
+        dkim_ed25519_private_key_path=_pem(ed_key, tmp_path / "ed.pem"),
+        dkim_ed25519_selector="ed1",
+        dkim_domain="example.org",
+    )
+    data = _signed(Composer(settings=settings))
+    head = data.partition(b"\r\n\r\n")[0]
+    assert head.count(b"DKIM-Signature:") == 2
+    assert b"a=rsa-sha256" in head
+    assert b"a=ed25519-sha256" in head
+    records = _records(rsa_key, ed_key)
+    assert _verify(data, records, 0), "the first signature does not verify"
+    assert _verify(data, records, 1), "the second signature does not verify"
+
+
+def test_an_extra_key_that_is_not_ed25519_is_refused_at_start(tmp_path: Path) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = _pem(rsa_key, tmp_path / "rsa.pem")
+    settings = load_dispatcher_settings(
+        mode="test",
+        secret_key="k" * 40,
+        dkim_private_key_path=path,
+        dkim_ed25519_private_key_path=path,
+    )
+    with pytest.raises(DkimError, match="Ed25519"):
+        Composer(settings=settings)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b" plain value",
+        b" two  spaces",
+        b" a\ttab",
+        b"\tleading tab ",
+        b" folded\r\n line\r\n\tand more  ",
+        b" trailing   ",
+        b"",
+    ],
+)
+def test_the_quick_path_of_header_canonicalization_agrees_with_the_rules(value: bytes) -> None:
+    import re
+
+    unfolded = re.sub(rb"\r\n(?=[ \t])", b"", value)
+    expected = b"subject:" + re.sub(rb"[ \t]+", b" ", unfolded).strip(b" \t")
+    assert canonical_header(b"Subject ", value) == expected
