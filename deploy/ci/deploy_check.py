@@ -149,13 +149,16 @@ def run_check(stack: Stack, args: argparse.Namespace) -> int:
         if args.keep:
             say(f"stack left running (--keep); env file {WORK / 'compose.env'}")
         else:
-            # A second Ctrl-C must not leave half a stack: teardown runs to its end.
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # A second Ctrl-C or TERM (make passes one on) must not leave half a stack: the
+            # teardown runs to its end (`.ci/run`'s timeout kills it 120 s later if it hangs).
+            stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stops}
             try:
                 with steps.step("tear the stack down (podman-compose down -v)"):
                     stack.down()
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
     total = time.monotonic() - steps.started
     say(f"deploy-check {'passed' if ok else 'FAILED'} in {total:.0f}s")
     return 0 if ok else 1
@@ -221,7 +224,7 @@ def build(steps: Steps) -> None:
         ensure_base_image(work=WORK, say=say)
     with steps.step("wheelhouse on the host (pip in a container cannot verify the index)"):
         wheelhouse = ensure_wheelhouse(say=say)
-    with steps.step("Python, RabbitMQ and PostgreSQL images from Debian packages"):
+    with steps.step("Python, RabbitMQ, PostgreSQL and nginx images from Debian packages"):
         build_support_images(say=say)
     with steps.step("project image from deploy/Dockerfile"):
         build_project_image(wheelhouse=wheelhouse, say=say)
