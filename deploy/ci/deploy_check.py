@@ -313,13 +313,22 @@ def follow_mail_links(
     origin = urlsplit(public_url)
     for lang, mail in mails.items():
         own = own_links(mail, public_url=public_url)
-        pages = [u for u in own if "/issues/" in u or "/preferences" in u]
-        if not any("/issues/" in u for u in pages) or not any("/preferences" in u for u in pages):
-            raise CheckFailed(f"the {lang} issue mail lacks its issue or preferences link: {own}")
-        for url in pages:
-            page = client.get(url)
+        web = [u for u in own if "/issues/" in u or "/archive/" in u]
+        preferences = [u for u in own if "/preferences" in u]
+        if not web or not preferences:
+            raise CheckFailed(f"the {lang} issue mail lacks its web view or preferences: {own}")
+        ends: list[str] = []
+        for url in (web[0], preferences[0]):
+            page = client.get(url, follow_redirects=True)
             expect(page, f"{url} ({lang}) from the issue mail")
-            say(f"   [{lang}] {urlsplit(url).path[:40]:40} {page.status_code}")
+            hops = " -> ".join(urlsplit(str(r.url)).path[:24] for r in page.history)
+            final = urlsplit(str(page.url))
+            if f"{final.scheme}://{final.netloc}" != public_url:
+                raise CheckFailed(f"{url} led off the public origin to {page.url}")
+            say(f"   [{lang}] {hops + ' -> ' if hops else ''}{final.path[:40]} {page.status_code}")
+            ends.append(final.path)
+        if ends[0] != f"/{lang}/issues/{SAMPLE_NUMBER}":
+            raise CheckFailed(f"the {lang} web view {web[0]} ends at {ends[0]}, not the issue")
         for url in (*_URL_IN_TEXT.findall(mail.text()), *unsubscribe_urls(mail)):
             parts = urlsplit(url)
             if parts.hostname in {"127.0.0.1", "localhost"} and parts.port != origin.port:
