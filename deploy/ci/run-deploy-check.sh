@@ -18,7 +18,7 @@ check_started=""
 # another run's check holds the machine-wide lock (that stack is not ours).
 stop_check() {
   if [ -n "$check_pid" ] && kill -0 "$check_pid" 2>/dev/null; then
-    echo ".ci/run: stopping make deploy-check (it tears its stack down first)" >&2
+    echo "run-deploy-check: stopping make deploy-check (it tears its stack down first)" >&2
     kill -TERM -- "-$check_pid" 2>/dev/null || kill -TERM "$check_pid" 2>/dev/null || true
     wait "$check_pid" 2>/dev/null || true
   fi
@@ -29,7 +29,7 @@ clean_up() {
   trap '' INT TERM HUP  # the cleanup runs to its end
   stop_check
   if [ -n "$check_started" ]; then
-    .venv/bin/python deploy/ci/deploy_check.py --down || echo ".ci/run: deploy-check cleanup failed; see 'podman ps -a --filter label=com.docker.compose.project=newsletter-ci'" >&2
+    .venv/bin/python deploy/ci/deploy_check.py --down || echo "run-deploy-check: deploy-check cleanup failed; see 'podman ps -a --filter label=com.docker.compose.project=newsletter-ci'" >&2
   fi
   exit "$status"
 }
@@ -38,7 +38,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-echo ".ci/run: make deploy-check (at most ${DEPLOY_CHECK_TIMEOUT}s)"
+echo "run-deploy-check: make deploy-check (at most ${DEPLOY_CHECK_TIMEOUT}s)"
 # In the background so that a Ctrl-C or a TERM reaches this script's traps while it waits;
 # timeout sends TERM to the whole group at the limit and KILL 120 s later.
 check_started=1
@@ -50,9 +50,9 @@ rc=$?
 set -e
 check_pid=""
 case "$rc" in
-  0) echo ".ci/run: deploy-check passed" ;;
-  124) echo ".ci/run: deploy-check FAILED: still running after ${DEPLOY_CHECK_TIMEOUT}s (DEPLOY_CHECK_TIMEOUT), stopped" >&2 ;;
-  137) echo ".ci/run: deploy-check FAILED: killed after not stopping within 120s of the timeout" >&2 ;;
-  *) echo ".ci/run: deploy-check FAILED (exit $rc); its output above says at which step" >&2 ;;
+  0) echo "run-deploy-check: deploy-check passed" ;;
+  124) echo "run-deploy-check: deploy-check FAILED: still running after ${DEPLOY_CHECK_TIMEOUT}s (DEPLOY_CHECK_TIMEOUT), stopped" >&2 ;;
+  137) echo "run-deploy-check: deploy-check FAILED: killed after not stopping within 120s of the timeout" >&2 ;;
+  *) echo "run-deploy-check: deploy-check FAILED (exit $rc); its output above says at which step" >&2 ;;
 esac
 exit "$rc"
