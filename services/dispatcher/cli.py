@@ -1,6 +1,7 @@
 """Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
 
-``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID`` and
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID``,
+``newsletter send list``, ``newsletter send reschedule ID --at ...`` and
 ``newsletter dlq list|replay``.
 """
 
@@ -231,6 +232,77 @@ def send_resume(send_id: str) -> None:
 def send_cancel(send_id: str) -> None:
     """Cancel the deliveries of a send that have not gone out yet."""
     _control(send_id, "cancel")
+
+
+@send_app.command("list")
+def send_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="Only sends in this status (scheduled, running, done, ...); repeatable."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many sends.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sends, newest first: scheduled ones (with their start), running and finished ones."""
+    from services.dispatcher import sends
+
+    async def action(sessions: object, _settings: object) -> None:
+        found = await sends.listing(
+            sessions,  # type: ignore[arg-type]
+            statuses=status or (),
+            limit=limit,
+        )
+        if as_json:
+            typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
+            return
+        if not found:
+            typer.echo("no sends")
+        for s in found:
+            when = ""
+            if s.scheduled_at is not None:
+                when = f" at {s.scheduled_at:%Y-%m-%d %H:%M} UTC"
+                if s.schedule_tz:
+                    when += f" ({s.schedule_tz})"
+            local = f" local {s.local_time}" if s.local_time else ""
+            typer.echo(
+                f"{s.send_id}  {s.status:<9} {s.issue_key} {s.intent}{when}{local} "
+                f"deliveries={s.total}"
+            )
+
+    asyncio.run(_with_sessions(action))
+
+
+@send_app.command("reschedule")
+def send_reschedule(
+    send_id: str,
+    at: Annotated[str, typer.Option("--at", help="New start, e.g. '2026-12-07 09:00'.")],
+    tz: Annotated[str, typer.Option("--tz", help="Zone of --at (IANA name).")] = "UTC",
+) -> None:
+    """Move a scheduled send that has not started yet."""
+    from services.dispatcher import scheduler
+    from services.dispatcher.errors import SendNotFound
+    from shared.clock import BadMoment, local_moment
+
+    try:
+        moment = local_moment(at, tz=tz)
+    except BadMoment as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+    async def action(sessions: object, _settings: object) -> None:
+        try:
+            await scheduler.reschedule(
+                sessions,  # type: ignore[arg-type]
+                send_id=send_id,
+                at=moment,
+                tz=tz,
+            )
+        except (SendNotFound, scheduler.NotScheduled) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        typer.echo(f"send {send_id} scheduled at {moment:%Y-%m-%d %H:%M} UTC ({tz})")
+
+    asyncio.run(_with_sessions(action))
 
 
 @dlq_app.command("list")

@@ -33,11 +33,13 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
 from services.dispatcher.reconciler import QueueDepth, Reconciler
+from services.dispatcher.scheduler import Scheduler, passes_counter
 from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from services.dispatcher.transactional import TransactionalWorker
 from services.dispatcher.worker import DeliveryWorker
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.engine import create_engine, session_factory
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import SendControlled, UndecodableMessage, decode
@@ -68,6 +70,7 @@ async def run(
     stop: asyncio.Event,
     registry: CollectorRegistry | None = None,
     serve_probes: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     """Run the dispatcher until ``stop`` is set, then close everything."""
     config = as_dispatcher_settings(settings)
@@ -163,8 +166,10 @@ async def run(
                 publisher=publisher,
                 raw_channel=raw_channel,
                 metrics=metrics,
+                clock=clock,
             )
             consumers.append(_planner_consumer(config, planner, control, stack, connection))
+            _scheduler(config, planner, stack, registry)
         for consumer in consumers:
             await consumer.start(connection)
 
@@ -224,7 +229,10 @@ def _planner_consumer(
     when their send resumes or their domain's breaker closes) and the reconciler (due
     retries, lost jobs, expired leases)."""
     sweeper = OutboxSweeper(
-        engine=planner.engine, planner=planner, interval_s=config.dispatch_outbox_sweep_s
+        engine=planner.engine,
+        planner=planner,
+        interval_s=config.dispatch_outbox_sweep_s,
+        clock=planner.clock,
     )
     sweeper.start()
     stack.push_async_callback(sweeper.close)
@@ -238,6 +246,25 @@ def _planner_consumer(
     stack.push_async_callback(reconciler.close)
     control.on_resume = sweeper.wake
     return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
+
+
+def _scheduler(
+    config: DispatcherSettings,
+    planner: Planner,
+    stack: AsyncExitStack,
+    registry: CollectorRegistry,
+) -> Scheduler:
+    """Starts scheduled sends when due, beside the planner (services/dispatcher/scheduler.py)."""
+    found = Scheduler(
+        sessions=planner.sessions,
+        publisher=planner.publisher,
+        clock=planner.clock,
+        interval_s=config.schedule_poll_s,
+        passes=passes_counter(registry),
+    )
+    found.start()
+    stack.push_async_callback(found.close)
+    return found
 
 
 def work_queue_depth(connection: AbstractRobustConnection, *, prefetch: int) -> QueueDepth:

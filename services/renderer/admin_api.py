@@ -27,9 +27,11 @@ from starlette.routing import Route
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
 from services.renderer.issue_sends import IssueAlreadySent, SendRefused, Surface
 from services.renderer.readiness import verdict
-from services.renderer.sending import parse_fallbacks, parse_segments
+from services.renderer.sending import parse_fallbacks, parse_schedule, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
+from shared.messaging.schemas import SendSchedule
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +165,7 @@ class AdminApi(WebDesk):
             surface=Surface.API,
             intent=_intent(payload.get("intent", "first")),
             confirm_number=confirm_issue,
+            schedule=_schedule(payload),
         )
         rows, total = await self._sizes(prepared)
         summary = [
@@ -177,11 +180,29 @@ class AdminApi(WebDesk):
             {
                 "send_id": prepared.command.send_id,
                 "intent": str(prepared.intent),
+                "schedule": (
+                    prepared.command.schedule.model_dump(mode="json")
+                    if prepared.command.schedule
+                    else None
+                ),
                 "segments": summary,
                 "total": total,
             },
             status_code=202,
         )
+
+
+def _schedule(payload: dict[str, object]) -> SendSchedule | None:
+    """``"at": "2026-12-07 09:00", "tz": "Europe/Minsk", "local_time": "09:00"`` (each optional)."""
+    values = {k: payload.get(k) for k in ("at", "tz", "local_time")}
+    if any(v is not None and not isinstance(v, str) for v in values.values()):
+        raise ValueError("at, tz and local_time must be strings")
+    return parse_schedule(
+        at=values["at"],  # type: ignore[arg-type]
+        tz=values["tz"],  # type: ignore[arg-type]
+        local_time=values["local_time"],  # type: ignore[arg-type]
+        clock=SYSTEM_CLOCK,
+    )
 
 
 def _intent(value: object) -> SendIntent:

@@ -19,11 +19,13 @@ from shared.db.tables.deliveries import (
     Send,
     SendIntent,
     SendStatus,
+    WarmupDomain,
 )
 from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
+    Cadence,
     ConsentRecord,
     SoftBounceScore,
     Subscriber,
@@ -35,6 +37,7 @@ from shared.db.tables.subscribers import (
 __all__ = [
     "BounceDecision",
     "BounceReport",
+    "Cadence",
     "ConsentRecord",
     "Delivery",
     "DeliveryKind",
@@ -50,4 +53,5 @@ __all__ = [
     "SubscriberLanguage",
     "SubscriberStatus",
     "Suppression",
+    "WarmupDomain",
 ]
