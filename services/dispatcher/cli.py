@@ -82,8 +82,9 @@ def send_status(
     ] = 30.0,
 ) -> None:
     """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
-    from services.dispatcher import progress_view, sends
+    from services.dispatcher import progress_view, sends, warmup
     from services.dispatcher.errors import SendNotFound
+    from shared.clock import SYSTEM_CLOCK
     from shared.ops_summary import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
@@ -96,6 +97,12 @@ def send_status(
                 typer.echo(f"error: no send {send_id}", err=True)
                 raise typer.Exit(1)
             typer.echo("\n".join(progress_view.lines(progress)))
+            for line in await warmup.describe(
+                sessions,  # type: ignore[arg-type]
+                settings=_settings,  # type: ignore[arg-type]
+                now=SYSTEM_CLOCK.now(),
+            ):
+                typer.echo(line)
             with suppress(SendNotFound):  # still planning: no send row yet
                 ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
                 typer.echo(
@@ -301,6 +308,48 @@ def send_reschedule(
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from err
         typer.echo(f"send {send_id} scheduled at {moment:%Y-%m-%d %H:%M} UTC ({tz})")
+
+    asyncio.run(_with_sessions(action))
+
+
+@send_app.command("warmup")
+def send_warmup(
+    domain: str,
+    caps: Annotated[
+        str,
+        typer.Option(help="Daily caps per receiving domain, e.g. 50,100,200 (default: setting)."),
+    ] = "",
+    start: Annotated[
+        str | None, typer.Option(help="First day of the ramp, YYYY-MM-DD (default: today, UTC).")
+    ] = None,
+    done: Annotated[
+        bool, typer.Option("--done", help="The domain is warm: lift the caps.")
+    ] = False,
+) -> None:
+    """Mark a sending domain new: cap what it sends per receiving domain per day on a ramp."""
+    from datetime import date
+
+    from services.dispatcher import warmup
+    from shared.clock import SYSTEM_CLOCK
+    from shared.settings import SettingsError
+
+    async def action(sessions: object, _settings: object) -> None:
+        if done:
+            lifted = await warmup.mark_warm(sessions, domain=domain)  # type: ignore[arg-type]
+            typer.echo(f"{domain}: {'caps lifted' if lifted else 'was not warming up'}")
+            return
+        try:
+            first = date.fromisoformat(start) if start else SYSTEM_CLOCK.now().date()
+            row = await warmup.mark_new(
+                sessions,  # type: ignore[arg-type]
+                domain=domain,
+                started_on=first,
+                caps=caps,
+            )
+        except (ValueError, SettingsError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(f"{row.domain} warms up from {row.started_on} (caps {row.caps or 'setting'})")
 
     asyncio.run(_with_sessions(action))
 

@@ -37,7 +37,7 @@ from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import cadence, ledger, local_hours, scheduler
+from services.dispatcher import cadence, ledger, local_hours, scheduler, warmup
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.retry import RETRY_HEADER, dead_letter
 from services.dispatcher.settings import DispatcherSettings
@@ -345,6 +345,9 @@ class Planner:
             if not rows:
                 return published
             after = int(rows[-1][0])
+            rows = await self._warmup().admit(rows)  # a new sending domain's daily caps
+            if not rows:
+                continue
             marks = {
                 "ids": ledger.padded([int(row[0]) for row in rows]),
                 "queued": str(DeliveryStatus.QUEUED),
@@ -396,6 +399,9 @@ class Planner:
                     self.metrics.planned.labels(job.language).inc()
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    def _warmup(self) -> warmup.WarmupGate:
+        return warmup.WarmupGate(sessions=self.sessions, settings=self.settings, clock=self.clock)
 
     async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
         """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""

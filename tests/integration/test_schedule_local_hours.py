@@ -156,7 +156,7 @@ async def test_ten_thousand_readers_get_the_issue_at_nine_in_their_own_time_zone
                     send = await session.get(Send, send_id)
                 return send is not None and send.status == "running"
 
-            await wait_until(planned, "the send planned", timeout=120)
+            await wait_until(planned, "the send planned", timeout=600)
             now = START
             while now <= START + timedelta(hours=26):
                 # Readers whose 09:00 is the start itself went out with the planning.
@@ -172,13 +172,13 @@ async def test_ten_thousand_readers_get_the_issue_at_nine_in_their_own_time_zone
                             or await count(sessions, _IN_FLIGHT, s=send_id)
                         )
 
-                    await wait_until(settled, f"the deliveries due by {now} sent", timeout=120)
+                    await wait_until(settled, f"the deliveries due by {now} sent", timeout=600)
                     # Whatever went out since the last step went out at this fake minute.
                     async with sessions() as session:
                         for delivery_id, zone in await session.execute(_SENT, {"s": send_id}):
                             sent_at.setdefault(int(delivery_id), (now, str(zone)))
                 now = clock.advance(STEP)
-            send = await dispatch_seed.wait_for_send(sessions, send_id, timeout=120)
+            send = await dispatch_seed.wait_for_send(sessions, send_id, timeout=600)
         copies = mta.handler.copies()
     assert send.total == READERS
     assert len(sent_at) == READERS, f"{READERS - len(sent_at)} deliveries never went out"

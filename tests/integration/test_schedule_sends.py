@@ -133,9 +133,8 @@ async def test_a_send_scheduled_two_minutes_ahead_starts_on_time_once_after_a_re
                     await first.passes_after(2)
                     await second.passes_after(2)
                     row = await send_row(sessions, send_id)
-                    assert row is not None and row.status == "scheduled", (
-                        f"started early, at {moment} for {due}: {row and row.status}"
-                    )
+                    assert row is not None
+                    assert row.status == "scheduled", f"started early, at {moment} for {due}"
                     assert await dispatch_seed.status_counts(sessions, send_id) == {}
                 listed = await sends.listing(sessions, statuses=["scheduled"])
                 assert [s.send_id for s in listed] == [send_id]
