@@ -132,6 +132,7 @@ class Settings(DatabaseSettings):
     logo_url: str = ""  # empty: the built-in inline SVG mark; else an http(s) image URL
 
     # --- Schedules (issue 17): local delivery hours, quiet hours, warm-up ---
+
     # A reader's zone when they gave none: LANGUAGE=IANA zone, comma-separated.
     default_time_zones: str = "en=Europe/London,be=Europe/Minsk,ru=Europe/Minsk"
     # No issue mail between these local hours ("22:00-07:00"); empty: no quiet hours.
