@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from services.renderer.editions import render_plan
-from services.renderer.editor_tools import check_issue
+from services.renderer.editor_tools import check_issue, describe_schedule
 from services.renderer.errors import IssueFormatError, RendererError
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, parse_sources
@@ -32,8 +32,14 @@ from services.renderer.issue_sends import (
     Surface,
     earlier_sends,
 )
-from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
+from services.renderer.sending import (
+    parse_fallbacks,
+    parse_schedule,
+    parse_segments,
+    sample_for,
+)
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 
 log = structlog.get_logger(__name__)
@@ -297,6 +303,7 @@ class EditorPages(WebDesk):
         raw_intent = str(form.get("intent", "first"))
         typed = str(form.get("confirm_issue", "")).strip()
         confirm_number = int(typed) if typed.isdigit() else None
+        when = {k: str(form.get(k, "")).strip() or None for k in ("at", "tz", "local_time")}
         try:
             if raw_intent not in {"first", "only_new", "resend_all"}:
                 raise ValueError(f"unknown choice {raw_intent!r}")
@@ -310,6 +317,9 @@ class EditorPages(WebDesk):
                 surface=Surface.EDITOR,
                 intent=intent,
                 confirm_number=confirm_number,
+                schedule=parse_schedule(
+                    at=when["at"], tz=when["tz"], local_time=when["local_time"], clock=SYSTEM_CLOCK
+                ),
             )
         except SendRefused as err:
             status = 409 if isinstance(err, IssueAlreadySent) else 422
@@ -330,6 +340,14 @@ class EditorPages(WebDesk):
                 csrf=self._csrf,
                 intent=str(intent),
                 confirm_issue=typed,
+                at=when["at"] or "",
+                tz=when["tz"] or "",
+                local_time=when["local_time"] or "",
+                schedule=(
+                    describe_schedule(prepared.command.schedule)
+                    if prepared.command.schedule
+                    else ""
+                ),
             )
         try:
             await self._start(prepared, surface=Surface.EDITOR, confirm_number=confirm_number)
