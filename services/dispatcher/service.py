@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import ledger
+from services.dispatcher import ledger, scheduler
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
@@ -27,6 +27,7 @@ from services.dispatcher.consumers import QueueConsumer
 from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.erasures import ErasureHandler
+from services.dispatcher.errors import DispatcherError
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.heartbeat import ProcessHeartbeat
 from services.dispatcher.metrics import DispatcherMetrics
@@ -34,7 +35,7 @@ from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
 from services.dispatcher.reconciler import QueueDepth, Reconciler
 from services.dispatcher.scheduler import Scheduler, passes_counter
-from services.dispatcher.sends import SendDirectory
+from services.dispatcher.sends import SendDirectory, set_status
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from services.dispatcher.transactional import TransactionalWorker
@@ -332,12 +333,29 @@ class ControlHandler:
         except UndecodableMessage:
             await message.reject(requeue=False)
             return
+        if event.apply:
+            await apply_control(self._engine, event)
         self._sends.forget(event.send_id)
         if event.action == "resume":
             await ledger.finish_if_complete(self._engine, send_id=event.send_id)
             if self.on_resume is not None:
                 self.on_resume()
         await message.ack()
+
+
+async def apply_control(engine: AsyncEngine, event: SendControlled) -> None:
+    """Cancel or reschedule a send for another service (the renderer's admin API): the send
+    row is the dispatcher's to write."""
+    sessions = session_factory(engine)
+    try:
+        if event.action == "reschedule" and event.start_at is not None:
+            await scheduler.reschedule(
+                sessions, send_id=event.send_id, at=event.start_at, tz=event.time_zone
+            )
+        elif event.action in {"cancel", "pause", "resume"}:
+            await set_status(sessions, send_id=event.send_id, action=event.action)
+    except DispatcherError as err:  # started meanwhile, or no such send: nothing to apply
+        log.warning("send_control_not_applied", action=event.action, reason=str(err)[:200])
 
 
 def _ledger_batchers(

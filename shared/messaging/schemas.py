@@ -139,7 +139,13 @@ class SendControlled(Message):
     type_name: ClassVar[str] = "send_controlled"
     type: Literal["send_controlled"] = "send_controlled"
     send_id: str = Field(max_length=36)
-    action: Literal["pause", "resume", "cancel"]
+    action: Literal["pause", "resume", "cancel", "reschedule"]
+    # reschedule (a scheduled send that has not started): the new start and its zone
+    start_at: datetime | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+    # The admin API asks the dispatcher to apply cancel/reschedule (it owns the send row);
+    # the dispatcher's CLI applies them itself and only tells the others.
+    apply: bool = False
 
 
 class BounceReceived(Message):
