@@ -65,3 +65,21 @@ def bench_feedback(
 
     configure_logging(service="bench-feedback", level="WARNING")
     _print(feedback.run(count), as_json=as_json)
+
+
+def bench_clicks(
+    *,
+    rate: Annotated[float, typer.Option(help="Clicks per second, steady (open loop).")] = 500.0,
+    seconds: Annotated[float, typer.Option(help="How long to keep the rate.")] = 20.0,
+    connections: Annotated[int, typer.Option(help="Keep-alive connections.")] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Latency of the tracked-link redirect (token check, counter) at a steady click rate."""
+    import asyncio
+
+    from benchmarks.clicks import run_bench
+    from shared.logging import configure_logging
+
+    configure_logging(service="bench-clicks", level="WARNING")
+    figures = asyncio.run(run_bench(rate=rate, seconds=seconds, connections=connections))
+    _print(figures, as_json=as_json)

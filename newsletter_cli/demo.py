@@ -5,9 +5,11 @@ separate processes on embedded defaults (SQLite under ``./var/``), signs up one 
 language and one who ticks two editions (English and Russian) through the real HTTP form,
 confirms each through the link in its confirmation mail, sends the sample issue (one mail per
 chosen edition), waits for every delivery, shows that the same ``issue send`` again is refused
-and mails no one, prints what arrived where, and stops what it started. RabbitMQ is the one
-outside part: a reachable one is used, a locally installed ``rabbitmq-server`` is started, or
-the demo stops and says how to get one.
+and mails no one, lets each reader follow the article link of each issue mail (a link scanner
+and a HEAD request follow it too, and are not counted), prints what arrived where, stops what
+it started and prints the issue's click report (``newsletter report issue 50``, aggregates
+only). RabbitMQ is the one outside part: a reachable one is used, a locally installed
+``rabbitmq-server`` is started, or the demo stops and says how to get one.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ async def _demo(run: DemoRun) -> None:
         await _sign_up_and_confirm(run, public_url=public_url, sink=sink)
         await _send_issue(run, env=env, sink=sink)
         await _show_archive(public_url=public_url, internal_port=ports["renderer"])
+        await _readers_click(run, public_url=public_url)
         _report(run)
     finally:
         for service in reversed(services):
@@ -156,6 +159,7 @@ async def _demo(run: DemoRun) -> None:
         sink.stop()
         drop_vhost(amqp_url)
         say(f"services and SMTP sink stopped; logs in {run.var_dir / 'logs'}/")
+    await _click_report(run)
 
 
 class DemoSettings(DatabaseSettings):
@@ -257,6 +261,47 @@ async def _show_archive(*, public_url: str, internal_port: int) -> None:
         sitemap = await client.get("/sitemap.xml")
         _expect(sitemap, "sitemap")
     say(f"   one public origin: {public_url}/ (signup) and {public_url}/sitemap.xml")
+
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
+
+
+async def _readers_click(run: DemoRun, *, public_url: str) -> None:
+    """Each reader follows the first article link of each issue mail; a link scanner (by its
+    User-Agent) and a HEAD request follow them too and are filtered, not counted."""
+    followed = 0
+    async with httpx.AsyncClient(timeout=15.0) as client:
+        for mail in read_maildir(run.maildir):
+            if kind_of(mail) != "issue":
+                continue
+            links = mail.links(f"{public_url}/{mail.language}/r/")
+            if not links:
+                raise DemoFailed(f"{mail.path}: no tracked article link")
+            agent = f"{BROWSER} {mail.recipient}"  # one browser per reader
+            answer = await client.get(links[0], headers={"user-agent": agent})
+            if answer.status_code != 302 or not answer.headers.get("location"):
+                raise DemoFailed(f"tracked link {links[0]} answered {answer.status_code}")
+            await client.get(links[0], headers={"user-agent": SCANNER})
+            await client.head(links[0], headers={"user-agent": agent})
+            followed += 1
+    say(
+        f"   {followed} readers followed an article link (redirects to the article's target); "
+        "a link scanner and a HEAD request did too (filtered, not counted)"
+    )
+
+
+async def _click_report(run: DemoRun) -> None:
+    from newsletter_cli.report import load_report
+
+    report = await load_report(run.database_url, 50)
+    say("clicks of issue 50, aggregate (no reader identified):")
+    for line in report.text().splitlines():
+        say("   " + line)
+    say(
+        f"   the same as JSON: NEWSLETTER_DATABASE_URL={run.database_url} "
+        "newsletter report issue 50 --json"
+    )
 
 
 async def _issue_send(run: DemoRun, *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import typer
 
 from benchmarks import cli as bench_cli
 from benchmarks.faults import cli as faults_cli
-from newsletter_cli import db, demo, queues, settings_doc, sink
+from newsletter_cli import db, demo, queues, report, settings_doc, sink
 from services.bounces import cli as bounces_cli
 from services.dispatcher import cli as dispatcher_cli
 from services.renderer import cli as renderer_cli
@@ -29,6 +29,7 @@ app.add_typer(dispatcher_cli.send_app, name="send")
 app.add_typer(dispatcher_cli.dlq_app, name="dlq")
 app.add_typer(db.app, name="db")
 app.add_typer(bounces_cli.app, name="bounces")
+app.add_typer(report.app, name="report")
 app.command(name="demo")(demo.demo)
 app.command(name="queues")(queues.queues)
 app.command(name="sink")(sink.sink)
@@ -38,6 +39,7 @@ bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=T
 bench_app.command(name="render")(bench_cli.bench_render)
 bench_app.command(name="dispatch")(bench_cli.bench_dispatch)
 bench_app.command(name="feedback")(bench_cli.bench_feedback)
+bench_app.command(name="clicks")(bench_cli.bench_clicks)
 bench_app.command(name="signups")(subscription_cli.bench_signups)
 bench_app.command(name="faults")(faults_cli.bench_faults)
 app.add_typer(bench_app, name="bench")

@@ -142,6 +142,17 @@ class Settings(DatabaseSettings):
     # Daily caps per receiving domain while a sending domain warms up (day 1, day 2, ...).
     warmup_caps: str = "50,100,200,400,800,1600,3200"
 
+    # --- Editorial analytics (issue 18): aggregate counts only, no reader identified ---
+
+    # Seconds between two writes of the click counts (kept in memory until then).
+    click_flush_s: float = Field(default=2.0, gt=0)
+    # Seconds in which one client following every tracked link of a mail is a scanner burst.
+    click_burst_window_s: float = Field(default=10.0, ge=0)
+    # Open pixel in issue mails: not built, so it must stay false (true refuses to start).
+    open_tracking: bool = False
+    # Per-reader click records (consent text, ledger, GDPR export): not built; must stay false.
+    per_reader_analytics: bool = False
+
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
@@ -149,6 +160,21 @@ class Settings(DatabaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise SettingsError(f"NEWSLETTER_PUBLIC_URL must be an http(s) URL, not {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_unbuilt_tracking(self) -> Settings:
+        if self.open_tracking:
+            raise SettingsError(
+                "NEWSLETTER_OPEN_TRACKING=true asks for an open pixel, which this version does "
+                "not have (clicks are counted in aggregate only): unset it"
+            )
+        if self.per_reader_analytics:
+            raise SettingsError(
+                "NEWSLETTER_PER_READER_ANALYTICS=true asks for per-reader click records, which "
+                "this version does not keep (no consent text, ledger or GDPR export for them): "
+                "unset it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _require_real_secrets(self) -> Settings:

@@ -3,8 +3,10 @@
 A reader who chose several editions gets one delivery per edition. A segment served by a
 fallback (``be`` gets the ``ru`` edition) leaves out readers who are also in the fallback's own
 segment, so no one gets the same text twice. An ``only_new`` send leaves out readers who have
-the issue's edition from an earlier send (``RECEIVED_STATUSES``).
-
+the issue's edition from an earlier send (``RECEIVED_STATUSES``). Two sends of one issue planned
+at the same instant would each miss the other's uncommitted rows, so every page of a non-test
+send is written under a transaction-level advisory lock on the issue (PostgreSQL; SQLite has one
+writer anyway): the second page waits for the first to commit, and its ``NOT EXISTS`` sees it.
 
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
@@ -93,7 +95,28 @@ _NOT_RECEIVED = (
 )
 
 
-def _insert_page(*, skip_edition_segment: bool, only_new: bool, due: str = "NULL") -> TextClause:
+# Taken before each page's insert, in the page's own transaction (released by its commit).
+_ISSUE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:lock_key))")
+
+
+async def write_audience_page(
+    session: AsyncSession, insert: TextClause, params: dict[str, object], *, issue_key: str
+) -> None:
+    """Insert one page of a send's audience, serialized with other sends of the same issue.
+
+    Under READ COMMITTED each statement sees what was committed when it began, so the insert
+    runs after the lock is held and its ``NOT EXISTS`` sees the pages other sends of the issue
+    committed meanwhile.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        await session.execute(_ISSUE_LOCK, {"lock_key": f"plan-issue:{issue_key}"})
+    # The cadence filter's month: the page's own unless the planner gives the send's.
+    params = {"month_start": cadence.month_start(params["now"]), **params}  # type: ignore[arg-type]
+    await session.execute(insert, params)
+
+
+def audience_insert(*, skip_edition_segment: bool, only_new: bool, due: str = "NULL") -> TextClause:
     # ``due``: each reader's not-before time (a CASE over time zones, see local_hours.py)
     sql = _INSERT_PAGE_SQL.format(due=due)
     sql += _NOT_IN_EDITION_SEGMENT if skip_edition_segment else ""
@@ -284,7 +307,9 @@ class Planner:
             language=language,
             dialect=self.engine.dialect.name,
         )
-        insert = _insert_page(skip_edition_segment=skip_edition_segment, only_new=only_new, due=due)
+        insert = audience_insert(
+            skip_edition_segment=skip_edition_segment, only_new=only_new, due=due
+        )
         extra["month_start"] = cadence.month_start(send.started_at or self.clock.now())
         if skip_edition_segment:
             extra["edition_language"] = edition_language
@@ -303,7 +328,8 @@ class Planner:
                 if not ids:
                     return
                 last = int(ids[-1])
-                await session.execute(
+                await write_audience_page(
+                    session,
                     insert,
                     {
                         "send_id": job.send_id,
@@ -315,6 +341,7 @@ class Planner:
                         "last": last,
                         **extra,
                     },
+                    issue_key=job.issue_key,
                 )
                 await session.commit()
             after = last

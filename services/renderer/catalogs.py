@@ -13,6 +13,7 @@ Regenerate the template after changing strings::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import jinja2
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
+
+from shared.settings import Settings
 
 LOCALES_DIR = Path(__file__).with_name("locales")
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -29,6 +32,31 @@ TRANSLATED: tuple[str, ...] = ("be", "ru")
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark for extraction"
     """Mark a string for extraction without translating it here."""
     return message
+
+
+# The seed publication's name. As long as the settings keep it, it is a catalog string (and the
+# mails keep the seed's wording, which declines it: "у Штотыднёвым дайджэсце"); any other
+# name is shown as set, in every language.
+SAMPLE_NAME = N_("Weekly Digest")
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Who signs the mails and pages: ``NEWSLETTER_PUBLICATION_NAME`` and ``NEWSLETTER_LOGO_URL``
+    (empty: the seed's name, and no logo image in mails)."""
+
+    name: str = SAMPLE_NAME
+    logo_url: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Publication:
+        return cls(
+            name=settings.publication_name.strip() or SAMPLE_NAME, logo_url=settings.logo_url
+        )
+
+    @property
+    def is_sample(self) -> bool:
+        return self.name == SAMPLE_NAME
 
 
 def load_translations(language: str) -> NullTranslations:
@@ -47,8 +75,11 @@ def load_translations(language: str) -> NullTranslations:
 class Templates:
     """One Jinja2 environment per language: autoescape on, undefined variables are errors."""
 
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
+    def __init__(
+        self, templates_dir: Path = TEMPLATES_DIR, *, publication: Publication | None = None
+    ) -> None:
         self._dir = templates_dir
+        self.publication = publication or Publication()
         self._envs: dict[str, jinja2.Environment] = {}
         self._translations: dict[str, NullTranslations] = {}
 
@@ -60,6 +91,18 @@ class Templates:
     def gettext(self, language: str, message: str, /, **values: object) -> str:
         text = self.translations(language).gettext(message)
         return text % values if values else text
+
+    def publication_name(self, language: str) -> str:
+        """The publication's name as readers of ``language`` see it."""
+        name = self.publication.name
+        return self.gettext(language, name) if self.publication.is_sample else name
+
+    def named(self, language: str, sample: str, other: str, /, **values: object) -> str:
+        """``sample`` (the seed's wording, which names the seed publication) while the name is
+        the seed's, else ``other`` with the name as ``%(name)s``."""
+        if self.publication.is_sample:
+            return self.gettext(language, sample, **values)
+        return self.gettext(language, other, name=self.publication.name, **values)
 
     def env(self, language: str) -> jinja2.Environment:
         if language not in self._envs:
@@ -74,6 +117,11 @@ class Templates:
             )
             env.install_gettext_translations(  # type: ignore[attr-defined]
                 self.translations(language), newstyle=True
+            )
+            env.globals.update(
+                publication_name=self.publication_name(language),
+                sample_name=self.publication.is_sample,
+                logo_url=self.publication.logo_url,
             )
             self._envs[language] = env
         return self._envs[language]

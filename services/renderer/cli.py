@@ -91,7 +91,7 @@ def check(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
     Each problem is printed as ``file:line:column: what is wrong (what to do)`` on stderr; exits
     1 when the issue is not ready for these segments and fallbacks, 2 on bad options.
     """
-    from services.renderer.catalogs import Templates
+    from services.renderer.catalogs import Publication, Templates
     from services.renderer.editor_tools import (
         check_as_json,
         check_issue,
@@ -103,10 +103,11 @@ def check(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
 
     _quiet_logging()
     try:
+        settings = _settings(offline=True)
         result = check_issue(
             path,
-            settings=_settings(offline=True),
-            templates=Templates(),
+            settings=settings,
+            templates=Templates(publication=Publication.from_settings(settings)),
             spam=spam,
             segments=parse_segments(segments),
             fallbacks=parse_fallbacks(fallback or []),
@@ -134,13 +135,15 @@ def preview(
     out: Annotated[Path, typer.Option("--out", help="Folder for the .html, .txt and .eml files.")],
 ) -> None:
     """Write each language's .html, .txt and complete .eml, as sent to a sample recipient."""
-    from services.renderer.catalogs import Templates
+    from services.renderer.catalogs import Publication, Templates
     from services.renderer.editor_tools import write_previews
     from services.renderer.errors import IssueFormatError
 
     _quiet_logging()
     try:
-        written = write_previews(path, out, settings=_settings(offline=True), templates=Templates())
+        settings = _settings(offline=True)
+        templates = Templates(publication=Publication.from_settings(settings))
+        written = write_previews(path, out, settings=settings, templates=templates)
     except IssueFormatError as err:
         for problem in err.problems:
             typer.echo(f"error: {problem}", err=True)
@@ -207,6 +210,13 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             help="Each reader gets it at this hour in their own time zone.",
         ),
     ] = None,
+    tracking: Annotated[
+        bool,
+        typer.Option(
+            help="Article links through counted redirects (aggregate, no reader identified); "
+            "--no-tracking links straight to their targets.",
+        ),
+    ] = True,
 ) -> None:
     """Check the issue, then ask the renderer to render and the dispatcher to send it.
 
@@ -252,6 +262,7 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             intent=intent,
             confirm_resend=confirm_resend,
             schedule=parse_schedule(at=at, tz=tz, local_time=local_time, clock=SYSTEM_CLOCK),
+            tracking=tracking,
         )
     except IssueFormatError as err:
         for problem in err.problems:

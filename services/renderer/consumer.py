@@ -30,6 +30,7 @@ from aio_pika.abc import (
 )
 
 from services.renderer.catalogs import Templates
+from services.renderer.click_store import save_tracked_links
 from services.renderer.editions import render_plan_async
 from services.renderer.errors import RendererError
 from services.renderer.issue import parse_sources
@@ -39,6 +40,7 @@ from services.renderer.preflight import check_static
 from services.renderer.readiness import verdict
 from services.renderer.render import render_transactional
 from services.renderer.store import Sessions, save_editions
+from services.renderer.tracking import EditionTracker, LinkTokens
 from shared.db.tables import Edition
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import (
@@ -75,6 +77,7 @@ class RenderServices:
     sessions: Sessions
     metrics: RendererMetrics
     pages_url: str
+    link_tokens: LinkTokens | None = None  # None: no tracked links (tests of other concerns)
 
 
 async def handle_transactional(command: RenderTransactional, *, deps: RenderServices) -> None:
@@ -122,6 +125,9 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         intent=intent_of_command(command.intent, test=command.test_to is not None),
         segments=command.segments,
     )
+    tracker = None
+    if command.tracking and command.test_to is None and deps.link_tokens is not None:
+        tracker = EditionTracker(tokens=deps.link_tokens, pages_url=deps.pages_url)
     plan, rendered = await render_plan_async(
         deps.templates,
         editions,
@@ -129,6 +135,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         fallbacks=command.fallbacks,
         pages_url=deps.pages_url,
         send_id=command.send_id,
+        rewrite=tracker,
     )
     rows: list[Edition] = []
     for segment, timed in rendered.items():
@@ -153,6 +160,9 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
                 is_test=command.test_to is not None,
             )
         )
+    if tracker is not None:
+        # Before the editions, so no mail can go out whose links have no target yet.
+        await save_tracked_links(deps.sessions, links=tracker.links)
     written = await save_editions(deps.sessions, editions=rows)
     await deps.publisher.publish(
         PlanSend(
@@ -173,6 +183,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         sizes={seg: len(t.mail.html.encode()) for seg, t in rendered.items()},
         already_stored=not written,
         test=command.test_to is not None,
+        tracked_links=len(tracker.links) if tracker is not None else 0,
     )
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.renderer.catalogs import Templates
 from services.renderer.issue import IssueEdition
 from services.renderer.readiness import SendPlan, plan_send
 from services.renderer.render import EditionContext, RenderedMail, render_edition
+
+#: Rewrites an edition before it is rendered for a segment (tracked links, issue 18).
+EditionRewrite = Callable[[IssueEdition, str], IssueEdition]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ def render_plan(
     fallbacks: Mapping[str, str],
     pages_url: str,
     send_id: str,
+    rewrite: EditionRewrite | None = None,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
     """Plan the send (refusing missing editions) and render each segment's edition once.
 
@@ -54,7 +58,10 @@ def render_plan(
             view_url=view_url(pages_url, segment=segment, send_id=send_id),
             archive_url=archive_url(pages_url, segment=segment),
         )
-        mail = render_edition(templates, editions[language], context=context)
+        source = editions[language]
+        if rewrite is not None:
+            source = rewrite(source, segment)
+        mail = render_edition(templates, source, context=context)
         rendered[segment] = TimedMail(mail, time.perf_counter() - started)
     return plan, rendered
 
@@ -67,6 +74,7 @@ async def render_plan_async(
     fallbacks: Mapping[str, str],
     pages_url: str,
     send_id: str,
+    rewrite: EditionRewrite | None = None,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
     """:func:`render_plan` off the event loop (Jinja2 and premailer are CPU-bound)."""
     return await asyncio.to_thread(
@@ -77,4 +85,5 @@ async def render_plan_async(
         fallbacks=fallbacks,
         pages_url=pages_url,
         send_id=send_id,
+        rewrite=rewrite,
     )

@@ -19,8 +19,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from services.renderer.catalogs import N_
 from services.renderer.editions import render_plan
 from services.renderer.editor_tools import check_issue, describe_schedule
+from services.renderer.editor_views import (
+    editor_language,
+    keep_choice,
+    language_switch,
+    matrix_view,
+    send_views,
+)
 from services.renderer.errors import IssueFormatError, RendererError
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import LANGUAGES, parse_sources
@@ -38,7 +46,7 @@ from services.renderer.sending import (
     parse_segments,
     sample_for,
 )
-from services.renderer.web_desk import WebDesk, same_secret
+from services.renderer.web_desk import SECURITY_HEADERS, WebDesk, same_secret
 from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 
@@ -48,6 +56,17 @@ COOKIE = "nl_editor"
 SESSION_MAX_AGE_S = 8 * 3600
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_WINDOW_S = 300.0
+
+EDITOR = N_("Editor")
+WRONG_TOKEN = N_("Wrong token.")
+THROTTLED = N_("Too many wrong tokens. Try again in a few minutes.")
+BAD_CSRF = N_(
+    "This form has expired or did not come from the editor page. Reload the page and try again."
+)
+NO_ISSUE = N_("There is no issue named %(name)s.")
+TEST_REQUESTED = N_("Test send %(send_id)s requested.")
+SEND_REQUESTED = N_("Send %(send_id)s requested.")
+CONFIRM_TITLE = N_("Send %(name)s?")
 
 
 class LoginFailures:
@@ -75,7 +94,10 @@ class LoginFailures:
 
 
 class EditorPages(WebDesk):
-    """Pick or upload an issue, see its readiness and previews, send a test, start a send."""
+    """Pick or upload an issue, see its readiness and previews, send a test, start a send.
+
+    Every page speaks the editor's language (:mod:`services.renderer.editor_views`) and sends
+    the public pages' security headers."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,6 +126,44 @@ class EditorPages(WebDesk):
             return False
         return True
 
+    def _text(self, request: Request, message: str, /, **values: object) -> str:
+        return self.templates.gettext(editor_language(request), message, **values)
+
+    def _desk(
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        *,
+        here: str = "/editor",
+        **context: Any,
+    ) -> HTMLResponse:
+        """An editor page in the editor's language. ``here`` is the page the language links
+        lead to when this one answers a form (a POST cannot be reloaded in another language)."""
+        lang = editor_language(request)
+        path = request.url.path if request.method == "GET" else here
+        response = self._page(
+            template,
+            lang,
+            status,
+            switch=language_switch(path, lang),
+            **context,
+        )
+        response.headers.update(SECURITY_HEADERS)
+        keep_choice(request, response)
+        return response
+
+    def _refusal(self, request: Request, message: str, status: int, **headers: str) -> Response:
+        response = self._desk(
+            request,
+            "pages/desk_message.html",
+            status,
+            title=self._text(request, EDITOR),
+            message=message,
+        )
+        response.headers.update(headers)
+        return response
+
     async def _form(self, request: Request) -> Any:
         """The posted form of a signed-in editor with the right CSRF token, or the Response
         that refuses it (back to the login page, or 403)."""
@@ -111,40 +171,50 @@ class EditorPages(WebDesk):
             return self._denied()
         form = await request.form()
         if not same_secret(str(form.get("csrf", "")), self._csrf):
-            return PlainTextResponse("bad CSRF token", status_code=403)
+            return self._refusal(request, self._text(request, BAD_CSRF), 403)
         return form
 
     def _denied(self) -> Response:
         return RedirectResponse("/editor", status_code=303)
 
-    async def editor(self, request: Request) -> Response:
-        if not self._editor(request):
-            return self._page("pages/login.html", "en", title="Editor", error="")
-        return self._page(
+    def _login_page(self, request: Request, *, error: str = "", status: int = 200) -> Response:
+        return self._desk(
+            request, "pages/login.html", status, title=self._text(request, EDITOR), error=error
+        )
+
+    def _editor_page(
+        self, request: Request, *, message: str = "", error: bool = False, status: int = 200
+    ) -> Response:
+        return self._desk(
+            request,
             "pages/editor.html",
-            "en",
-            title="Editor",
+            status,
+            title=self._text(request, EDITOR),
             issues=self.library.names(),
             csrf=self._csrf,
-            message=request.query_params.get("message", ""),
-            error=False,
+            message=message,
+            error=error,
+            languages=LANGUAGES,
         )
+
+    async def editor(self, request: Request) -> Response:
+        if not self._editor(request):
+            return self._login_page(request)
+        return self._editor_page(request, message=request.query_params.get("message", ""))
 
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
         if self._login_failures.blocked(client):
             log.warning("editor_login_throttled")
-            return PlainTextResponse(
-                "too many wrong tokens; try again later",
-                status_code=429,
-                headers={"retry-after": str(int(LOGIN_WINDOW_S))},
-            )
+            response = self._login_page(request, error=self._text(request, THROTTLED), status=429)
+            response.headers["retry-after"] = str(int(LOGIN_WINDOW_S))
+            return response
         form = await request.form()
         token = str(form.get("token", ""))
         if not same_secret(token, self.settings.admin_token.get_secret_value()):
             self._login_failures.add(client)
             log.warning("editor_login_refused")
-            return self._page("pages/login.html", "en", 403, title="Editor", error="Wrong token.")
+            return self._login_page(request, error=self._text(request, WRONG_TOKEN), status=403)
         response = RedirectResponse("/editor", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -170,16 +240,7 @@ class EditorPages(WebDesk):
         try:
             self.library.store(name, sources)
         except IssueFormatError as err:
-            return self._page(
-                "pages/editor.html",
-                "en",
-                422,
-                title="Editor",
-                issues=self.library.names(),
-                csrf=self._csrf,
-                message=str(err),
-                error=True,
-            )
+            return self._editor_page(request, message=str(err), error=True, status=422)
         return RedirectResponse(f"/editor/issue/{name}", status_code=303)
 
     async def issue_page(
@@ -190,7 +251,8 @@ class EditorPages(WebDesk):
         name = request.path_params["name"]
         folder = self.library.folder(name)
         if folder is None:
-            return PlainTextResponse("no such issue", status_code=404)
+            return self._refusal(request, self._text(request, NO_ISSUE, name=name), 404)
+        lang = editor_language(request)
         matrix, problems = None, []
         preflight: list[dict[str, object]] = []
         spam = request.query_params.get("spam") == "1"
@@ -206,12 +268,12 @@ class EditorPages(WebDesk):
             problems = [str(p) for p in result.verdict.problems]
             preflight = [
                 {
-                    "lang": lang,
+                    "lang": code,
                     "kb": round(report.html_bytes / 1024, 1),
-                    "spam": "not run" if report.spam_score is None else f"{report.spam_score:.1f}",
+                    "spam": None if report.spam_score is None else f"{report.spam_score:.1f}",
                     "findings": [str(f) for f in report.findings],
                 }
-                for lang, report in result.reports.items()
+                for code, report in result.reports.items()
             ]
         except IssueFormatError as err:
             problems = [str(p) for p in err.problems]
@@ -223,13 +285,16 @@ class EditorPages(WebDesk):
             identity = IssueIdentity.of(parse_sources(folder.sources))
             earlier = await earlier_sends(self.sessions, issue_key=identity.issue_key)
             number = identity.number
-        return self._page(
+        return self._desk(
+            request,
             "pages/issue.html",
-            "en",
             status,
+            here=f"/editor/issue/{name}",
             title=name,
             name=name,
-            matrix=matrix,
+            matrix=None
+            if matrix is None
+            else matrix_view(matrix, templates=self.templates, lang=lang),
             problems=problems,
             preflight=preflight,
             languages=sorted(folder.sources),
@@ -237,7 +302,7 @@ class EditorPages(WebDesk):
             csrf=self._csrf,
             message=message,
             error=error,
-            earlier=[e.describe() for e in earlier],
+            earlier=send_views(earlier, templates=self.templates, lang=lang),
             number=number,
         )
 
@@ -269,8 +334,11 @@ class EditorPages(WebDesk):
         )
         mail = rendered[lang].mail
         if kind == "html":
-            return HTMLResponse(FillPlan(mail.html, escape_html=True).fill(values))
-        return PlainTextResponse(FillPlan(mail.text, escape_html=False).fill(values))
+            response: Response = HTMLResponse(FillPlan(mail.html, escape_html=True).fill(values))
+        else:
+            response = PlainTextResponse(FillPlan(mail.text, escape_html=False).fill(values))
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     async def test_send(self, request: Request) -> Response:
         form = await self._form(request)
@@ -291,7 +359,8 @@ class EditorPages(WebDesk):
         except (RendererError, ValueError) as err:
             return await self.issue_page(request, message=str(err), error=True, status=422)
         return await self.issue_page(
-            request, message=f"Test send {prepared.command.send_id} requested."
+            request,
+            message=self._text(request, TEST_REQUESTED, send_id=prepared.command.send_id),
         )
 
     async def send(self, request: Request) -> Response:
@@ -328,10 +397,11 @@ class EditorPages(WebDesk):
             return await self.issue_page(request, message=str(err), error=True, status=422)
         if form.get("confirm") != "yes":
             rows, total = await self._sizes(prepared)
-            return self._page(
+            return self._desk(
+                request,
                 "pages/confirm.html",
-                "en",
-                title=f"Send {name}?",
+                here=f"/editor/issue/{name}",
+                title=self._text(request, CONFIRM_TITLE, name=name),
                 name=name,
                 rows=rows,
                 total=total,
@@ -353,4 +423,6 @@ class EditorPages(WebDesk):
             await self._start(prepared, surface=Surface.EDITOR, confirm_number=confirm_number)
         except SendRefused as err:
             return await self.issue_page(request, message=str(err), error=True, status=409)
-        return await self.issue_page(request, message=f"Send {prepared.command.send_id} requested.")
+        return await self.issue_page(
+            request, message=self._text(request, SEND_REQUESTED, send_id=prepared.command.send_id)
+        )

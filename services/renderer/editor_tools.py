@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
 from services.renderer import issue_sends
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
 from services.renderer.editions import archive_url, render_plan, view_url
 from services.renderer.errors import IssueNotReady
 from services.renderer.fill import FillPlan, recipient_values
@@ -294,6 +294,7 @@ def send_issue(
     intent: SendIntent = SendIntent.FIRST,
     confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
     schedule: SendSchedule | None = None,
+    tracking: bool = True,
 ) -> bool:
     """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
     send (:class:`IssueNotReady`, :class:`~services.renderer.issue_sends.SendRefused`)."""
@@ -301,13 +302,14 @@ def send_issue(
     prepared = prepare_send(
         IssueFolder.read(path),
         settings=settings,
-        templates=Templates(),
+        templates=Templates(publication=Publication.from_settings(settings)),
         segments=segments,
         fallbacks=fallbacks,
         test_to=test_to,
         spam=spam,
         intent=intent,
         schedule=schedule,
+        tracking=tracking,
     )
     identity = prepared.identity
     confirm_number = None

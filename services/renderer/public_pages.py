@@ -32,25 +32,19 @@ from starlette.routing import Route
 
 from services.renderer.archive_store import PublishedIssue, issue_of_send, published_issues
 from services.renderer.catalogs import N_
+from services.renderer.click_store import links_of_issue
 from services.renderer.dates import format_date_range
 from services.renderer.issue import LANGUAGES
 from services.renderer.issue_web import WebSection, sections_of
 from services.renderer.store import edition
-from services.renderer.web_desk import WebDesk
+from services.renderer.tracking import LinkTokens, untracked_html
+from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
+from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
 
-ARCHIVE_TITLE = N_("Archive of the Weekly Digest")
+ARCHIVE_TITLE = (N_("Archive of the Weekly Digest"), N_("Archive of %(name)s"))
 NOT_FOUND = N_("Page not found")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
 
 
 def language_name(code: str) -> str:
@@ -143,8 +137,6 @@ class PublicPages(WebDesk):
             template,
             lang,
             status,
-            publication_name=self.settings.publication_name.strip() or None,
-            logo_url=self.settings.logo_url,
             home_url=self.home_url(lang),
             signup_url=self.signup_url(lang),
             pitch=self.settings.publication_pitch(lang),
@@ -185,7 +177,7 @@ class PublicPages(WebDesk):
         return self._public(
             "pages/public_archive.html",
             lang,
-            title=self.templates.gettext(lang, ARCHIVE_TITLE),
+            title=self.templates.named(lang, *ARCHIVE_TITLE),
             canonical=self.home_url(lang),
             feed_url=self.feed_url(lang),
             switch=self._switch(lang, self.home_url),
@@ -203,13 +195,26 @@ class PublicPages(WebDesk):
         issue = issues.get(lang)
         if issue is None:
             return await self.not_found(request)
-        return self._issue(issue, canonical=self.issue_url(lang, number), languages=sorted(issues))
+        # The edition keeps the mail's tracked links: on the web they go straight to targets.
+        html = untracked_html(
+            issue.latest.html,
+            tokens=LinkTokens(TokenSigner(self.settings.secret_key.get_secret_value())),
+            links=await links_of_issue(self.sessions, issue=number),
+        )
+        return self._issue(
+            issue, canonical=self.issue_url(lang, number), languages=sorted(issues), html=html
+        )
 
     def _issue(
-        self, issue: PublishedIssue, *, canonical: str | None, languages: Sequence[str]
+        self,
+        issue: PublishedIssue,
+        *,
+        canonical: str | None,
+        languages: Sequence[str],
+        html: str | None = None,
     ) -> Response:
         lang = issue.language
-        sections = sections_of(issue.latest.html)
+        sections = sections_of(issue.latest.html if html is None else html)
         return self._public(
             "pages/public_issue.html",
             lang,
@@ -240,7 +245,7 @@ class PublicPages(WebDesk):
     async def feed(self, request: Request) -> Response:
         lang = self._lang(request)
         issues = await published_issues(self.sessions, language=lang)
-        home, title = self.home_url(lang), self.templates.gettext(lang, ARCHIVE_TITLE)
+        home, title = self.home_url(lang), self.templates.named(lang, *ARCHIVE_TITLE)
         updated = (
             max(i.latest.rendered_at for i in issues).isoformat()
             if issues
@@ -259,9 +264,7 @@ class PublicPages(WebDesk):
             "</entry>"
             for i in issues
         )
-        author = self.settings.publication_name.strip() or self.templates.gettext(
-            lang, "Weekly Digest"
-        )
+        author = self.templates.publication_name(lang)
         body = (
             '<?xml version="1.0" encoding="utf-8"?>'
             f'<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="{lang}">'

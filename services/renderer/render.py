@@ -30,10 +30,17 @@ from shared.messaging import placeholders
 
 IMAGE_WIDTH = 552  # the 600 px container less its padding
 
-SUBJECTS: dict[str, str] = {
-    "confirmation": N_("Confirm your subscription to the Weekly Digest"),
-    "welcome": N_("Welcome to the Weekly Digest"),
-    "goodbye": N_("You have unsubscribed from the Weekly Digest"),
+# Each subject in the seed's wording (naming the seed publication) and for any other name.
+SUBJECTS: dict[str, tuple[str, str]] = {
+    "confirmation": (
+        N_("Confirm your subscription to the Weekly Digest"),
+        N_("Confirm your subscription to %(name)s"),
+    ),
+    "welcome": (N_("Welcome to the Weekly Digest"), N_("Welcome to %(name)s")),
+    "goodbye": (
+        N_("You have unsubscribed from the Weekly Digest"),
+        N_("You have unsubscribed from %(name)s"),
+    ),
 }
 PREHEADERS: dict[str, str] = {
     "confirmation": N_("One click and the first issue is on its way."),
@@ -75,7 +82,7 @@ def render_transactional(
     """A confirmation, welcome or goodbye mail in ``language`` with these absolute links."""
     if kind not in SUBJECTS:
         raise RenderFailed(f"unknown transactional kind {kind!r}")
-    subject = templates.gettext(language, SUBJECTS[kind])
+    subject = templates.named(language, *SUBJECTS[kind])
     preheader = templates.gettext(language, PREHEADERS[kind])
     context = {
         "lang": language,

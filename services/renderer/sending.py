@@ -110,6 +110,7 @@ def prepare_send(
     spam: bool = True,
     intent: SendIntent = SendIntent.FIRST,
     schedule: SendSchedule | None = None,
+    tracking: bool = True,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
     found = verdict(folder.sources, segments=segments, fallbacks=fallbacks)
@@ -150,6 +151,7 @@ def prepare_send(
         test_to=test_to,
         intent=command_intent(intent),
         schedule=schedule,
+        tracking=tracking,
     )
     identity = IssueIdentity.of(editions)
     intent = SendIntent.TEST if test_to is not None else intent

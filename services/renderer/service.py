@@ -10,14 +10,17 @@ import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
+from services.renderer.clicks import ClickMetrics, ClickService
 from services.renderer.consumer import RenderConsumers, RenderServices
 from services.renderer.metrics import RendererMetrics
 from services.renderer.settings import RendererSettings, from_settings
+from services.renderer.tracking import LinkTokens
 from services.renderer.web import build_app
 from shared.probes import ProbeServer
 from shared.resources import open_resources
 from shared.settings import Settings
+from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +38,31 @@ async def run(
         engine, sessions = resources.engine, resources.sessions
         connection, publisher = resources.connection, resources.publisher
 
-        templates = Templates()
+        templates = Templates(publication=Publication.from_settings(config))
         metrics = RendererMetrics(registry)
+        signer = TokenSigner(config.secret_key.get_secret_value())
+        clicks = ClickService(
+            sessions=sessions,
+            signer=signer,
+            flush_s=config.click_flush_s,
+            burst_window_s=config.click_burst_window_s,
+            metrics=ClickMetrics(registry),
+        )
+        stop_flusher = asyncio.Event()
+        flusher = asyncio.create_task(clicks.run_flusher(stop_flusher))
+
+        async def stop_clicks() -> None:  # after the HTTP server: the last clicks are written
+            stop_flusher.set()
+            await flusher
+
+        stack.push_async_callback(stop_clicks)
         deps = RenderServices(
             templates=templates,
             publisher=publisher,
             sessions=sessions,
             metrics=metrics,
             pages_url=config.pages_url,
+            link_tokens=LinkTokens(signer),
         )
         consumers = RenderConsumers(deps)
         await consumers.start(connection)
@@ -63,6 +83,7 @@ async def run(
             templates=templates,
             checks={"database": database_ready, "broker": broker_ready},
             registry=registry,
+            clicks=clicks,
         )
         server = ProbeServer(app, host=config.http_host, port=config.renderer_probe_port)
         await server.start()

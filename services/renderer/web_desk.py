@@ -27,6 +27,17 @@ from shared.messaging.topology import RENDER_ISSUE
 
 log = structlog.get_logger(__name__)
 
+# Every HTML page of the renderer (public or the editor's) sends these.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
 
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison that also takes non-ASCII input (``compare_digest`` on str

@@ -33,6 +33,9 @@ PASSED_HEADERS = (
     "x-content-type-options",
     "referrer-policy",
 )
+#: Request headers passed on: what the click counter of ``/{lang}/r/...`` needs to tell a
+#: reader from a link scanner or a prefetch (issue 18).
+FORWARDED_REQUEST_HEADERS = ("accept", "user-agent", "purpose", "sec-purpose", "x-moz")
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 
 
@@ -62,6 +65,17 @@ class ArchiveForwarder:
             follow_redirects=False,
         )
 
+    @staticmethod
+    def _headers(request: Request) -> dict[str, str]:
+        headers = {"accept": request.headers.get("accept", "*/*")}
+        for name in FORWARDED_REQUEST_HEADERS[1:]:
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        if request.client is not None:
+            headers["x-forwarded-for"] = request.client.host
+        return headers
+
     async def forward(self, request: Request) -> Response:
         path = request.url.path
         try:
@@ -69,7 +83,7 @@ class ArchiveForwarder:
                 request.method,
                 path,
                 params=list(request.query_params.multi_items()),
-                headers={"accept": request.headers.get("accept", "*/*")},
+                headers=self._headers(request),
             )
         except httpx.HTTPError as err:
             log.warning("archive_unreachable", path=path, error=type(err).__name__)

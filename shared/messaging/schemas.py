@@ -103,6 +103,8 @@ class RenderIssue(Message):
     test_to: SafeAddress | None = None  # send every edition to this address only, "[TEST]"
     intent: SendIntentName = "first"
     schedule: SendSchedule | None = None  # start later, or at each reader's local hour
+    # Article links through signed click redirects (issue 18); never for a test send.
+    tracking: bool = True
 
 
 class PlanSend(Message):

@@ -7,6 +7,7 @@ refused; every mail is checked as a reader's client would see it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,24 @@ def test_demo_delivers_a_confirmation_and_an_issue_to_each_reader_in_their_langu
     assert "the same `issue send` again is refused, no mail sent" in done.stdout
     assert "issue mails per edition: en 2, be 1, ru 2" in done.stdout
     assert "every mail parses without defects" in done.stdout
+    # Each reader followed the tracked article link of each issue mail (issue 18).
+    report = subprocess.run(
+        [sys.executable, "-m", "newsletter_cli.main", "report", "issue", "50", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        },
+        check=True,
+    )
+    figures = json.loads(report.stdout)
+    [article] = figures["articles"]
+    assert article["key"] == "minsk-escalation"
+    assert article["clicks"] == {"en": 2, "be": 1, "ru": 2}, figures
+    assert article["filtered"]["en"] == {"scanner": 2, "head": 2}, "machines are not readers"
+    editions = {e["edition"]: e for e in figures["per_edition"]}
+    assert {e: editions[e]["delivered"] for e in ("en", "be", "ru")} == {"en": 2, "be": 1, "ru": 2}
+    assert article["share"] == {"en": 1.0, "be": 1.0, "ru": 1.0}
+    assert "clicks of issue 50, aggregate" in done.stdout

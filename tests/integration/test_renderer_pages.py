@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from xml.etree import ElementTree
 
+import httpx
 import pytest
 
 from shared.messaging.publisher import Publisher
@@ -106,7 +107,7 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
         assert upload.status_code == 303
         assert upload.headers["location"] == "/editor/issue/uploaded"
         issue = await client.get("/editor/issue/uploaded")
-        assert "article minsk-escalation" in issue.text
+        assert "Article minsk-escalation" in issue.text
         assert "missing" in issue.text
         # the same verdict as ``issue check`` and ``issue send``: be.md and en.md need a fallback
         assert (
@@ -114,9 +115,11 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
             "(--fallback be=ru would make it ready; or leave be out of --segments)"
         ) in issue.text
         checked = await client.get("/editor/issue/sample-issue", params={"spam": "1"}, timeout=90)
-        assert re.search(r"<td>ru</td><td>[\d.]+ KB</td><td>-?0\.\d</td>", checked.text), (
-            checked.text
-        )
+        assert re.search(
+            r'<td>ru</td><td data-label="HTML">[\d.]+ KB</td>'
+            r'<td data-label="SpamAssassin">-?0\.\d</td>',
+            checked.text,
+        ), checked.text
         preview = await client.get("/editor/issue/sample-issue/preview/ru.html")
         assert preview.status_code == 200
         assert "@@NL_" not in preview.text
@@ -132,6 +135,72 @@ async def test_the_editor_page_needs_the_admin_token_and_checks_csrf(
         )
         assert refused_send.status_code == 422
         assert "segment en: no en.md" in refused_send.text
+
+
+EDITOR_HEADERS = {
+    "content-security-policy": "frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "x-content-type-options": "nosniff",
+}
+
+
+def assert_public_headers(response: httpx.Response) -> None:
+    for header, expected in EDITOR_HEADERS.items():
+        assert expected in response.headers.get(header, ""), (
+            f"{response.request.method} {response.request.url.path} "
+            f"({response.status_code}) lacks {header}: {expected}"
+        )
+
+
+async def test_the_editor_pages_speak_the_editors_language_and_send_the_public_headers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        # Accept-Language chooses, as on the public pages; ?lang= wins and is remembered.
+        login = await client.get("/editor", headers={"accept-language": "be-BY,ru;q=0.8"})
+        assert login.status_code == 200
+        assert '<html lang="be">' in login.text
+        assert "Уваход у рэдактар" in login.text
+        assert_public_headers(login)
+        ru = await client.get("/editor", params={"lang": "ru"})
+        assert "Вход в редактор" in ru.text
+        assert ru.cookies.get("nl_editor_lang") == "ru"
+        wrong = await client.post("/editor/login", data={"token": "wrong"})
+        assert wrong.status_code == 403
+        assert "Неверный токен." in wrong.text, "the choice holds on the next page"
+        assert_public_headers(wrong)
+        await client.post("/editor/login", data={"token": "test-admin-token"})
+        listing = await client.get("/editor")
+        assert "Загрузить выпуск" in listing.text
+        assert 'href="/editor?lang=be"' in listing.text, "the switch leads to the same page"
+        assert_public_headers(listing)
+        issue = await client.get("/editor/issue/sample-issue", params={"lang": "be"})
+        assert '<html lang="be">' in issue.text
+        for words in ("Гатоўнасць", "Артыкул minsk-escalation", "Тэставая рассылка"):
+            assert words in issue.text, f"{words!r} missing from the Belarusian issue page"
+        assert "Weekly Digest" not in issue.text, "the sample name is translated"
+        assert "Штотыднёвы дайджэст" in issue.text
+        assert_public_headers(issue)
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', issue.text)
+        assert csrf is not None
+        review = await client.post(
+            "/editor/issue/sample-issue/send",
+            data={"csrf": csrf.group(1), "segments": ["en"], "fallbacks": ""},
+        )
+        assert review.status_code == 200
+        assert "Пачаць рассылку sample-issue?" in review.text
+        assert 'href="/editor/issue/sample-issue?lang=ru"' in review.text
+        assert_public_headers(review)
+        forged = await client.post("/editor/upload", data={"name": "x", "csrf": "forged"})
+        assert forged.status_code == 403
+        assert "Гэтая форма састарэла" in forged.text, "the last choice (be) holds"
+        assert_public_headers(forged)
+        missing = await client.get("/editor/issue/no-such-issue")
+        assert missing.status_code == 404
+        assert_public_headers(missing)
+        preview = await client.get("/editor/issue/sample-issue/preview/be.html")
+        assert_public_headers(preview)
 
 
 def renderer_sample(language: str) -> str:
@@ -225,3 +294,5 @@ async def test_editor_sessions_expire_and_wrong_tokens_are_throttled(
         throttled = await client.post("/editor/login", data={"token": "test-admin-token"})
         assert throttled.status_code == 429
         assert throttled.headers["retry-after"] == str(int(editor_pages.LOGIN_WINDOW_S))
+        assert "Too many wrong tokens" in throttled.text
+        assert_public_headers(throttled)

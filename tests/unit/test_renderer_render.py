@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.renderer.catalogs import Templates
+from services.renderer.catalogs import Publication, Templates
 from services.renderer.errors import RenderFailed
 from services.renderer.issue import IssueFolder, parse_edition, parse_sources
 from services.renderer.lines import longest_line
@@ -153,6 +153,62 @@ def test_transactional_mails_share_the_layout_and_are_translated(
     assert mail.subject == subject
     assert f'<html lang="{language}"' in mail.html
     assert 'class="container"' in mail.html
+
+
+OTHER = Publication(name="Belarus Weekly", logo_url="https://cdn.example.org/logo.png")
+
+
+@pytest.mark.parametrize(
+    ("kind", "language", "subject", "sentence"),
+    [
+        (
+            "confirmation",
+            "en",
+            "Confirm your subscription to Belarus Weekly",
+            "Thank you for signing up for Belarus Weekly.",
+        ),
+        (
+            "welcome",
+            "be",
+            "Вас вітае «Belarus Weekly»",
+            "Вас вітае «Belarus Weekly»",
+        ),
+        (
+            "goodbye",
+            "ru",
+            "Вы отписались от рассылки «Belarus Weekly»",
+            "Мы больше не будем присылать вам рассылку «Belarus Weekly».",
+        ),
+    ],
+)
+def test_transactional_mails_take_the_publication_name_and_logo_from_the_settings(
+    kind: str, language: str, subject: str, sentence: str
+) -> None:
+    mail = render_transactional(
+        Templates(publication=OTHER), kind=kind, language=language, links=LINKS
+    )
+    assert mail.subject == subject
+    text = " ".join(mail.text.split())
+    assert mail.text.splitlines()[0] == "Belarus Weekly", "the plain part opens with the name"
+    assert sentence in text or sentence in " ".join(mail.html.split())
+    assert ">Belarus Weekly</span>" in mail.html, "the masthead names the publication"
+    assert 'src="https://cdn.example.org/logo.png"' in mail.html
+    for sample in ("Weekly Digest", "Штотыднёв", "Еженедельн", "дайджэст", "дайджест"):
+        assert sample not in mail.html + mail.text + mail.subject, f"{sample!r} left in {kind}"
+
+
+def test_an_issue_mail_names_the_publication_of_the_settings(
+    editions: dict[str, object],
+) -> None:
+    mail = render_edition(
+        Templates(publication=OTHER),
+        editions["ru"],  # type: ignore[arg-type]
+        context=EditionContext(segment="ru"),
+    )
+    text = " ".join(mail.text.split())
+    assert "подписан на рассылку «Belarus Weekly»" in text
+    assert ">Belarus Weekly</span>" in mail.html
+    assert "Еженедельн" not in mail.html + mail.text
 
 
 def test_the_confirmation_text_shows_the_link_on_its_own_line(templates: Templates) -> None:

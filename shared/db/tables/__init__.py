@@ -7,11 +7,13 @@ A table has exactly one writing service:
 - ``editions``: renderer (one rendered edition per send and language; the send requests of
   each issue);
 - ``deliveries``: dispatcher (sends and their per-recipient delivery ledger);
+- ``analytics``: renderer (tracked article links and aggregate click counters, issue 18);
 - ``reports``: bounce receiver (reports that matched no delivery of ours, kept for ops).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
+from shared.db.tables.analytics import ClickVerdict, LinkClick, TrackedLink
 from shared.db.tables.deliveries import (
     Delivery,
     DeliveryKind,
@@ -38,12 +40,14 @@ __all__ = [
     "BounceDecision",
     "BounceReport",
     "Cadence",
+    "ClickVerdict",
     "ConsentRecord",
     "Delivery",
     "DeliveryKind",
     "DeliveryStatus",
     "Edition",
     "IssueSend",
+    "LinkClick",
     "ReportStatus",
     "Send",
     "SendIntent",
@@ -53,5 +57,6 @@ __all__ = [
     "SubscriberLanguage",
     "SubscriberStatus",
     "Suppression",
+    "TrackedLink",
     "WarmupDomain",
 ]

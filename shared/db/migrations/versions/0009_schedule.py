@@ -10,7 +10,7 @@
   per day on a ramp.
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 import shared.db.tables.timestamps
 
 revision: str = "0009"
-down_revision: str | None = "0008"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,112 @@
+"""The renderer's click service: token check, target lookup, counting, the batch flusher.
+
+One instance per renderer process, built by its composition root: the counter lives in
+memory and :meth:`ClickService.run_flusher` writes it every ``click_flush_s`` seconds (and
+once more when the process stops), so a click never waits for the database. Targets are
+read from ``tracked_link`` once per link and kept (a row changes only when an issue is sent
+again with a corrected link, and then the old target is still one the issue linked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from services.renderer.click_counter import ClickCounter
+from services.renderer.click_store import flush_counts, tracked_link
+from services.renderer.store import Sessions
+from services.renderer.tracking import LinkRef, LinkTokens
+from shared.db.tables import ClickVerdict
+from shared.tokens import TokenSigner
+
+log = structlog.get_logger(__name__)
+
+MAX_TARGETS = 100_000
+
+
+class ClickMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.clicks = Counter(
+            "newsletter_clicks",
+            "Readers' clicks on tracked article links (machines filtered out).",
+            ["edition", "issue"],
+            registry=registry,
+        )
+        self.filtered = Counter(
+            "newsletter_clicks_filtered",
+            "Requests of tracked links not counted as readers' clicks, by reason.",
+            ["edition", "issue", "reason"],
+            registry=registry,
+        )
+
+    def observe(self, ref: LinkRef, verdict: ClickVerdict) -> None:
+        if verdict is ClickVerdict.COUNTED:
+            self.clicks.labels(edition=ref.edition, issue=str(ref.issue)).inc()
+        else:
+            self.filtered.labels(
+                edition=ref.edition, issue=str(ref.issue), reason=verdict.value
+            ).inc()
+
+
+class ClickService:
+    def __init__(
+        self,
+        *,
+        sessions: Sessions,
+        signer: TokenSigner,
+        flush_s: float = 2.0,
+        burst_window_s: float = 10.0,
+        metrics: ClickMetrics | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = LinkTokens(signer)
+        self.counter = ClickCounter(
+            burst_window_s=burst_window_s, on_count=metrics.observe if metrics else None
+        )
+        self._flush_s = flush_s
+        self._targets: dict[tuple[int, str, int, int], str] = {}
+        self._flush_lock = asyncio.Lock()
+
+    async def target(self, ref: LinkRef) -> str | None:
+        key = (ref.issue, ref.edition, ref.article, ref.link)
+        found = self._targets.get(key)
+        if found is None:
+            row = await tracked_link(
+                self.sessions,
+                issue=ref.issue,
+                edition=ref.edition,
+                article=ref.article,
+                link=ref.link,
+            )
+            if row is None:
+                return None
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            found = self._targets[key] = row.url
+        return found
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write what was counted; on a database error keep it for the next flush."""
+        async with self._flush_lock:
+            self.counter.release_due(everything=everything)
+            counts = self.counter.drain()
+            if not counts:
+                return 0
+            try:
+                await flush_counts(self.sessions, counts)
+            except Exception as err:  # any database error: the counts wait for the next flush
+                self.counter.restore(counts)
+                log.warning("clicks_flush_failed", error=type(err).__name__, rows=len(counts))
+                return 0
+            log.debug("clicks_flushed", rows=len(counts), clicks=sum(counts.values()))
+            return len(counts)
+
+    async def run_flusher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._flush_s)
+            await self.flush()
+        await self.flush(everything=True)

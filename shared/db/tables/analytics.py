@@ -1,0 +1,55 @@
+"""Tables owned (written) by the renderer's click counter (issue 18, editorial analytics).
+
+Aggregate only: no column names a subscriber, an address, a delivery or a client. A row of
+``link_click`` is a count per issue, edition, article, link, day and verdict (``counted`` for a
+reader's click, or why it was filtered: ``head``, ``prefetch``, ``scanner``, ``burst``).
+``tracked_link`` holds the target of every link the renderer rewrote, so a token of a few
+bytes names its target and a redirect never goes anywhere the issue did not link.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import Text
+from sqlmodel import Column, Field, SQLModel
+
+from shared.db.tables.timestamps import created_at_field
+
+
+class ClickVerdict(StrEnum):
+    COUNTED = "counted"  # a reader's click
+    HEAD = "head"  # a HEAD request (link checkers, scanners)
+    PREFETCH = "prefetch"  # Purpose / Sec-Purpose: prefetch, X-Moz: prefetch
+    SCANNER = "scanner"  # a known link scanner's User-Agent
+    BURST = "burst"  # one client followed every link of the mail within seconds
+
+
+class TrackedLink(SQLModel, table=True):
+    """One article link of one issue edition; the redirect target of its token."""
+
+    __tablename__ = "tracked_link"
+
+    issue_number: int = Field(primary_key=True)
+    edition: str = Field(primary_key=True, max_length=8)  # the segment the mail went to
+    article: int = Field(primary_key=True)  # index of the article in the issue (from 0)
+    link: int = Field(primary_key=True)  # index of the link in the article (from 0)
+    article_key: str = Field(max_length=128)  # the ``{#key}`` of the article
+    article_title: str = Field(default="", max_length=998)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = created_at_field()
+
+
+class LinkClick(SQLModel, table=True):
+    """Clicks of one link per UTC day and verdict (counts only)."""
+
+    __tablename__ = "link_click"
+
+    issue_number: int = Field(primary_key=True)
+    edition: str = Field(primary_key=True, max_length=8)
+    article: int = Field(primary_key=True)
+    link: int = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    verdict: str = Field(primary_key=True, max_length=16)
+    count: int = 0
