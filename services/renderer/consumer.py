@@ -173,6 +173,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
             fallbacks=plan.fallbacks,
             test_to=command.test_to,
             intent=command.intent,
+            schedule=command.schedule,
         ),
         routing_key=PLAN_SEND,
     )

@@ -21,11 +21,13 @@ from shared.db.tables.deliveries import (
     Send,
     SendIntent,
     SendStatus,
+    WarmupDomain,
 )
 from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
+    Cadence,
     ConsentRecord,
     SoftBounceScore,
     Subscriber,
@@ -37,6 +39,7 @@ from shared.db.tables.subscribers import (
 __all__ = [
     "BounceDecision",
     "BounceReport",
+    "Cadence",
     "ClickVerdict",
     "ConsentRecord",
     "Delivery",
@@ -55,4 +58,5 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "TrackedLink",
+    "WarmupDomain",
 ]
