@@ -94,9 +94,8 @@ async def run(
 
         finisher = ledger.SendFinisher(engine)
         stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(  # started
-            config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
-        )
+        owner = (await _heartbeat(config, engine, stack)).process_id
+        claims, results = _ledger_batchers(config, engine, finisher, owner=owner)  # started
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
@@ -116,6 +115,7 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
                 gate=gate,
+                owner=owner,
             )
             consumers.append(
                 QueueConsumer(
@@ -354,6 +354,7 @@ async def _flow_control(
     flow = FlowControl(
         global_rate=config.dispatch_rate_limit,
         domain_concurrency=config.dispatch_domain_concurrency,
+        domain_concurrency_floor=config.dispatch_domain_concurrency_floor,
         domain_rate=config.dispatch_domain_rate,
         breaker_threshold=config.dispatch_breaker_threshold,
         breaker_window_s=config.dispatch_breaker_window_s,

@@ -25,6 +25,8 @@ class DispatcherSettings(Settings):
     transactional_smtp_connections: int = 2  # a separate pool: never behind a campaign
     dispatch_rate_limit: float = 0.0  # messages/s for the whole process; 0 = unlimited
     dispatch_domain_concurrency: int = 16  # SMTP transactions in flight per recipient domain
+    # ... and the least that "slow down" replies cut it to (the breaker's half-open probe aside)
+    dispatch_domain_concurrency_floor: int = 2
     dispatch_domain_rate: float = 0.0  # messages/s per recipient domain; 0 = unlimited
     dispatch_ledger_batch: int = 500  # delivery updates committed together
     # How long an outcome waits for its batch; the wait adds to each message's time in flight,
@@ -42,8 +44,9 @@ class DispatcherSettings(Settings):
     dispatch_retry_window_s: float = 3 * 24 * 3600.0
     dispatch_poison_limit: int = 3  # deliveries of a poison job before it is dead-lettered
     # Circuit breaker per domain: policy refusals within the window open it; throttling
-    # replies ("slow down") halve the domain's concurrency, and open it only when they are
-    # at least dispatch_breaker_throttle_ratio of the domain's replies in the window.
+    # replies ("slow down") shrink the domain's concurrency (see flow.py), and open it only
+    # when they are at least dispatch_breaker_throttle_ratio of the domain's replies in the
+    # window.
     dispatch_breaker_threshold: int = 20
     dispatch_breaker_window_s: float = 30.0
     dispatch_breaker_cooldown_s: float = 60.0
