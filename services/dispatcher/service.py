@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import ledger
+from services.dispatcher import broker_connection, ledger
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
@@ -47,7 +47,6 @@ from shared.messaging.topology import (
     DISPATCHER_ERASURES,
     DISPATCHER_PLANNER,
     DISPATCHER_TRANSACTIONAL,
-    connect,
     declare_topology,
 )
 from shared.probes import ProbeServer, probe_app
@@ -78,7 +77,7 @@ async def run(
         engine = create_engine(config.database_url, pool_size=10, custom_plans=True)
         stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
-        connection = await connect(config.amqp_url)
+        connection = await broker_connection.connect(config.broker_urls)
         stack.push_async_callback(connection.close)
         await _declare_topology(connection)
         publisher = await Publisher.open(connection)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
+from services.dispatcher.broker_connection import broker_urls
 from shared.messaging.topology import RETRY_TIERS, RetryTier
 from shared.settings import Settings, SettingsError
 
@@ -19,6 +20,10 @@ _TIERS = {tier.label: tier for tier in RETRY_TIERS}
 class DispatcherSettings(Settings):
     """Every knob of the planner and the workers, with production defaults."""
 
+    # The nodes of a RabbitMQ cluster, comma-separated AMQP URLs: the dispatcher connects to the
+    # first that answers and, when its node dies, reconnects to the next (broker_connection.py).
+    # Empty: NEWSLETTER_AMQP_URL alone.
+    dispatch_amqp_urls: str = ""
     # Workers
     dispatch_prefetch: int = 200  # unacked issue jobs per process (the duplicate window)
     dispatch_smtp_connections: int = 16  # persistent SMTP connections for issues
@@ -85,6 +90,11 @@ class DispatcherSettings(Settings):
     @property
     def retry_tiers(self) -> tuple[RetryTier, ...]:
         return _parse_tiers(self.dispatch_retry_tiers)
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The brokers to connect to, in order of preference."""
+        return broker_urls(self.dispatch_amqp_urls) or (self.amqp_url,)
 
     @property
     def roles(self) -> frozenset[str]:

@@ -57,9 +57,12 @@ async def send_while_a_node_dies(
     tmp_path: Path,
     *,
     victim: int,
+    all_nodes: bool = False,
 ) -> tuple[str, dict[str, int], int, Path, str]:
     """Send to 300 readers, kill node ``victim`` once 60 were accepted, boot it again.
 
+    With ``all_nodes`` the dispatcher is given every node's URL (node 0 first) and the victim
+    stays down until the send is done: the send can only finish through another node.
     Returns (send id, copies per address, accepted when killed, log, leader before the kill).
     """
     await dispatch_seed.add_subscribers(sessions, PER_SEGMENT)
@@ -77,6 +80,9 @@ async def send_while_a_node_dies(
             tmp_path=tmp_path,
             dispatch_prefetch=PREFETCH,
             dispatch_rate_limit=40.0,  # 300 readers in 7.5 s: the kill falls mid-send
+            dispatch_amqp_urls=",".join(n.amqp_url(vhost) for n in cluster.nodes)
+            if all_nodes
+            else "",
         )
         process = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log)
         try:
@@ -91,11 +97,14 @@ async def send_while_a_node_dies(
             if dead.name == leader:
                 # The survivors elect a new leader for the queue while the send goes on.
                 await wait_for_leader(cluster, vhost, DISPATCHER_DELIVERIES.name, not_on=leader)
-            await asyncio.to_thread(dead.restart)
+            if not all_nodes:
+                await asyncio.to_thread(dead.restart)
             await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+            if all_nodes:
+                await asyncio.to_thread(cluster[victim].restart)  # for the module's other tests
         copies = dict(mta.handler.copies())
     return send_id, copies, killed_at, log, leader
 
@@ -145,6 +154,24 @@ async def test_a_follower_killed_mid_send_loses_nobody_and_mails_nobody_twice(
     assert killed_at < PER_SEGMENT * len(SEGMENTS) - PREFETCH, "the node died mid-send"
     duplicates = await check_everyone_mailed_once(sessions, send_id, copies, log)
     assert duplicates == 0, "no node holding a job in flight died, so nobody is mailed twice"
+
+
+async def test_the_dispatchers_own_node_killed_mid_send_it_fails_over_and_loses_nobody(
+    cluster: RabbitNodes,
+    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    tmp_path: Path,
+) -> None:
+    """Given every node's URL, the dispatcher reconnects to another node when its own dies
+    (``NEWSLETTER_DISPATCH_AMQP_URLS``); node 0 stays down until the send is done."""
+    url, sessions = own_database
+    send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
+        cluster, sessions, url, tmp_path, victim=0, all_nodes=True
+    )
+    assert leader != cluster[0].name, "node 0 only follows: the queues survive it"
+    assert killed_at < PER_SEGMENT * len(SEGMENTS) - PREFETCH, "the node died mid-send"
+    assert dispatch_seed.log_events(log, "broker_failover") >= 1, "it moved to another node"
+    assert dispatch_seed.log_events(log, "broker_reconnected") >= 1
+    await check_everyone_mailed_once(sessions, send_id, copies, log)
 
 
 def test_the_work_queues_are_replicated_on_every_node(cluster: RabbitNodes) -> None:
