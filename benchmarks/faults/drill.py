@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks import audience
 from benchmarks.faults import seed
 from benchmarks.faults.recording_smtp import SmtpRecord
 from benchmarks.rabbit_nodes import RabbitNodes, own_nodes
@@ -308,7 +309,7 @@ async def _publish_plan(amqp_url: str, send_id: str) -> None:
     connection = await connect(amqp_url)
     try:
         publisher = await Publisher.open(connection)
-        plan = PlanSend(send_id=send_id, issue_key="faults", segments=list(seed.LANGUAGES))
+        plan = PlanSend(send_id=send_id, issue_key="faults", segments=list(audience.LANGUAGES))
         await publisher.publish(plan, routing_key=PLAN_SEND)
     finally:
         await connection.close()

@@ -13,41 +13,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
 from shared.messaging.topology import DISPATCHER_DELIVERIES, DISPATCHER_PLANNER
-from tests.support import dispatch_seed, infra
-from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, own_nodes, wait_for_leader
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
+from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, wait_for_leader
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
 PER_SEGMENT = 100  # 300 readers
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitNodes]:
-    with own_nodes(3) as nodes:
-        yield nodes
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
-    name, url = await dispatch_seed.fresh_postgres()
-    engine = create_engine(url)
-    try:
-        yield url, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await infra.drop_database(name)
 
 
 async def send_while_a_node_dies(
@@ -129,10 +113,10 @@ async def check_everyone_mailed_once(
 
 async def test_the_node_leading_the_quorum_queues_killed_mid_send_loses_nobody(
     cluster: RabbitNodes,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
         cluster, sessions, url, tmp_path, victim=1
     )
@@ -143,10 +127,10 @@ async def test_the_node_leading_the_quorum_queues_killed_mid_send_loses_nobody(
 
 async def test_a_follower_killed_mid_send_loses_nobody_and_mails_nobody_twice(
     cluster: RabbitNodes,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
         cluster, sessions, url, tmp_path, victim=2
     )
@@ -158,12 +142,12 @@ async def test_a_follower_killed_mid_send_loses_nobody_and_mails_nobody_twice(
 
 async def test_the_dispatchers_own_node_killed_mid_send_it_fails_over_and_loses_nobody(
     cluster: RabbitNodes,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
     """Given every node's URL, the dispatcher reconnects to another node when its own dies
     (``NEWSLETTER_DISPATCH_AMQP_URLS``); node 0 stays down until the send is done."""
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
         cluster, sessions, url, tmp_path, victim=0, all_nodes=True
     )
