@@ -377,6 +377,10 @@ async def _drive(
     await _declare_through(ctx.nodes, scenario.declare_via)
     amqp_url = ctx.nodes[ctx.dispatcher_node].amqp_url()
     env = _dispatcher_env(scenario, database_url=database_url, amqp_url=amqp_url, smtp_url=smtp_url)
+    if len(ctx.nodes.nodes) > 1:
+        # Every node, its own first: when its node dies it reconnects through another.
+        others = [n for i, n in enumerate(ctx.nodes.nodes) if i != ctx.dispatcher_node]
+        env["NEWSLETTER_DISPATCH_AMQP_URLS"] = ",".join([amqp_url, *(n.amqp_url() for n in others)])
     async with _dispatcher(env, dispatcher_log):
         await _publish_plan(amqp_url, send_id)
         faults = _FaultRunner(scenario, ctx, time.monotonic())

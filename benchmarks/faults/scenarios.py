@@ -125,6 +125,12 @@ async def kill_follower_node(ctx: DrillContext) -> None:
     await _kill_for(ctx, index, "follower")
 
 
+async def kill_dispatchers_node(ctx: DrillContext) -> None:
+    """The node the dispatcher is connected to (a follower of the work queues) killed for a
+    while: the dispatcher, given every node's URL, carries on through another node."""
+    await _kill_for(ctx, ctx.dispatcher_node, "the dispatcher's node")
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("clean", "clean baseline"),
     Scenario("drop-data", "2 % of connections dropped mid-DATA", drop_data=0.02),
@@ -161,6 +167,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         nodes=3,
         declare_via=1,
         fault=kill_follower_node,
+    ),
+    Scenario(
+        "cluster-own",
+        "3-node cluster, the node the dispatcher is connected to killed",
+        nodes=3,
+        declare_via=1,
+        fault=kill_dispatchers_node,
     ),
 )
 
