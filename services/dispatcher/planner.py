@@ -3,8 +3,10 @@
 A reader who chose several editions gets one delivery per edition. A segment served by a
 fallback (``be`` gets the ``ru`` edition) leaves out readers who are also in the fallback's own
 segment, so no one gets the same text twice. An ``only_new`` send leaves out readers who have
-the issue's edition from an earlier send (``RECEIVED_STATUSES``).
-
+the issue's edition from an earlier send (``RECEIVED_STATUSES``). Two sends of one issue planned
+at the same instant would each miss the other's uncommitted rows, so every page of a non-test
+send is written under a transaction-level advisory lock on the issue (PostgreSQL; SQLite has one
+writer anyway): the second page waits for the first to commit, and its ``NOT EXISTS`` sees it.
 
 The audience is streamed segment by segment in keyset pages (``subscriber.id > last``), never
 held in memory. Each page is written with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
@@ -90,7 +92,26 @@ _NOT_RECEIVED = (
 )
 
 
-def _insert_page(*, skip_edition_segment: bool, only_new: bool) -> TextClause:
+# Taken before each page's insert, in the page's own transaction (released by its commit).
+_ISSUE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:lock_key))")
+
+
+async def write_audience_page(
+    session: AsyncSession, insert: TextClause, params: dict[str, object], *, issue_key: str
+) -> None:
+    """Insert one page of a send's audience, serialized with other sends of the same issue.
+
+    Under READ COMMITTED each statement sees what was committed when it began, so the insert
+    runs after the lock is held and its ``NOT EXISTS`` sees the pages other sends of the issue
+    committed meanwhile.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        await session.execute(_ISSUE_LOCK, {"lock_key": f"plan-issue:{issue_key}"})
+    await session.execute(insert, params)
+
+
+def audience_insert(*, skip_edition_segment: bool, only_new: bool) -> TextClause:
     sql = _INSERT_PAGE_SQL
     sql += _NOT_IN_EDITION_SEGMENT if skip_edition_segment else ""
     sql += _NOT_RECEIVED if only_new else ""
@@ -253,7 +274,7 @@ class Planner:
         edition_language = job.fallbacks.get(language, language)
         skip_edition_segment = edition_language != language and edition_language in job.segments
         only_new = job.intent == "only_new"
-        insert = _insert_page(skip_edition_segment=skip_edition_segment, only_new=only_new)
+        insert = audience_insert(skip_edition_segment=skip_edition_segment, only_new=only_new)
         extra: dict[str, object] = {}
         if skip_edition_segment:
             extra["edition_language"] = edition_language
@@ -272,7 +293,8 @@ class Planner:
                 if not ids:
                     return
                 last = int(ids[-1])
-                await session.execute(
+                await write_audience_page(
+                    session,
                     insert,
                     {
                         "send_id": job.send_id,
@@ -284,6 +306,7 @@ class Planner:
                         "last": last,
                         **extra,
                     },
+                    issue_key=job.issue_key,
                 )
                 await session.commit()
             after = last
