@@ -7,11 +7,13 @@ RCPT, DATA, RSET, NOOP, QUIT) and writes one line per event to the log:
 - ``R <code> <rcpt>``: a RCPT and the code answered (250, or 451 for a share ``--defer-rcpt``);
 - ``A <rcpt> <message-id>``: a message accepted (250 after the final dot) for that recipient;
 - ``X <rcpt>``: a connection dropped in the middle of DATA (a share ``--drop-data`` of DATA
-  commands): the server read part of the message, then reset the connection without a reply.
+  commands): the server answered 354, read none of the message, then reset the connection
+  without a reply.
 
-When it drops connections, every connection has a small receive buffer, so a client cannot
-have pushed a whole message into the server's kernel before the server reads it: a drop in the
-middle of DATA is really in the middle, before the final dot reached the server. The server
+When it drops connections, every connection has a small receive buffer, and a dropping
+session stops reading before its 354: the message stays unread in the kernel, so the close is
+a TCP reset (never a FIN after the whole message was taken) and the final dot never reached
+the server's program. The server
 prints ``ready`` when it listens and flushes the log every ``_FLUSH_S`` and on SIGTERM.
 """
 
@@ -25,12 +27,12 @@ import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 _EHLO = b"250-recording-smtp\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 52428800\r\n"
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _RECEIVE_BUFFER = 16 * 1024
-_READ_BEFORE_DROP = 4 * 1024
+_DROP_AFTER_S = 0.01
 _FLUSH_S = 0.25
 
 
@@ -117,14 +119,23 @@ class _Session:
         if not self.rcpts:
             self.writer.write(b"503 5.5.1 no valid recipients\r\n")
             return True
-        self.writer.write(b"354 go ahead\r\n")
-        await self.writer.drain()
         if self.recorder.random.random() < self.recorder.drop_data:
-            await self.reader.read(_READ_BEFORE_DROP)
+            # Stop reading before the client may send any data: asyncio would otherwise read
+            # ahead from the socket (far more than this program asks for), the whole message
+            # and its final dot could be in this process when it closes, and a close with
+            # nothing unread sends a FIN: the client, its data all sent, sees no reply and
+            # rightly calls the outcome unknown. With the data left unread in the kernel, the
+            # close is a reset: the server took nothing, and the client can tell.
+            cast(asyncio.Transport, self.writer.transport).pause_reading()
+            self.writer.write(b"354 go ahead\r\n")
+            await self.writer.drain()
+            await asyncio.sleep(_DROP_AFTER_S)  # let some of the message arrive, unread
             for address in self.rcpts:
                 self.recorder.note(f"X {address}")
             self.writer.transport.abort()  # a reset, no reply: the server took nothing
             return False
+        self.writer.write(b"354 go ahead\r\n")
+        await self.writer.drain()
         message_id = _message_id(await self.reader.readuntil(b"\r\n.\r\n"))
         for address in self.rcpts:
             self.recorder.note(f"A {address} {message_id}")
