@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import ledger, scheduler
+from services.dispatcher import broker_connection, ledger, scheduler
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
@@ -50,7 +50,6 @@ from shared.messaging.topology import (
     DISPATCHER_ERASURES,
     DISPATCHER_PLANNER,
     DISPATCHER_TRANSACTIONAL,
-    connect,
     declare_topology,
 )
 from shared.probes import ProbeServer, probe_app
@@ -82,7 +81,7 @@ async def run(
         engine = create_engine(config.database_url, pool_size=10, custom_plans=True)
         stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
-        connection = await connect(config.amqp_url)
+        connection = await broker_connection.connect(config.broker_urls)
         stack.push_async_callback(connection.close)
         await _declare_topology(connection)
         publisher = await Publisher.open(connection)
@@ -98,9 +97,8 @@ async def run(
 
         finisher = ledger.SendFinisher(engine)
         stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(  # started
-            config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
-        )
+        owner = (await _heartbeat(config, engine, stack)).process_id
+        claims, results = _ledger_batchers(config, engine, finisher, owner=owner)  # started
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
@@ -120,15 +118,9 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
                 gate=gate,
+                owner=owner,
             )
-            consumers.append(
-                QueueConsumer(
-                    DISPATCHER_TRANSACTIONAL,
-                    tx.handle,
-                    prefetch=max(4, config.transactional_smtp_connections * 2),
-                    gate=gate,
-                )
-            )
+            consumers.append(_transactional_consumer(config, tx, gate))
         if "deliveries" in roles:
             flow = await _flow_control(config, connection=connection, stack=stack)
             worker = DeliveryWorker(
@@ -183,6 +175,17 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _transactional_consumer(
+    config: DispatcherSettings, tx: TransactionalWorker, gate: DatabaseGate
+) -> QueueConsumer:
+    return QueueConsumer(
+        DISPATCHER_TRANSACTIONAL,
+        tx.handle,
+        prefetch=max(4, config.transactional_smtp_connections * 2),
+        gate=gate,
+    )
 
 
 def _database_gate(
@@ -399,6 +402,7 @@ async def _flow_control(
     flow = FlowControl(
         global_rate=config.dispatch_rate_limit,
         domain_concurrency=config.dispatch_domain_concurrency,
+        domain_concurrency_floor=config.dispatch_domain_concurrency_floor,
         domain_rate=config.dispatch_domain_rate,
         breaker_threshold=config.dispatch_breaker_threshold,
         breaker_window_s=config.dispatch_breaker_window_s,

@@ -10,7 +10,7 @@
   per day on a ramp.
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0008
 Create Date: 2026-12-02
 """
 

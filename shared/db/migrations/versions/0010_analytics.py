@@ -5,7 +5,7 @@
   holds a subscriber id, an address or a client address.
 
 Revision ID: 0010
-Revises: 0008 (another branch adds 0009 on 0008; the merge chains them)
+Revises: 0009
 Create Date: 2026-12-02
 """
 
