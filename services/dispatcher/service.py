@@ -95,8 +95,7 @@ async def run(
         stack.push_async_callback(issue_pool.close)
         stack.push_async_callback(tx_pool.close)
 
-        finisher = ledger.SendFinisher(engine)
-        stack.push_async_callback(finisher.close)
+        finisher = _send_finisher(engine, stack)
         owner = (await _heartbeat(config, engine, stack)).process_id
         claims, results = _ledger_batchers(config, engine, finisher, owner=owner)  # started
         stack.push_async_callback(results.close)
@@ -175,6 +174,12 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _send_finisher(engine: AsyncEngine, stack: AsyncExitStack) -> ledger.SendFinisher:
+    finisher = ledger.SendFinisher(engine)
+    stack.push_async_callback(finisher.close)
+    return finisher
 
 
 def _transactional_consumer(
