@@ -16,12 +16,14 @@ from services.renderer.analytics_report import ArticleFigures, WeekPoint
 
 COLOURS = {"en": "#1a5fb4", "be": "#9c1c1c", "ru": "#2a7a2a"}
 WIDTH = 720
+MIN_WIDTH = 540  # narrower, the 12 px labels shrink below 9 px: the chart scrolls instead
 
 
 def _svg(height: int, label: str, body: str) -> Markup:
     return Markup(  # noqa: S704 - every text above is escaped, numbers are ours
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label={quoteattr(label)} '
-        f'viewBox="0 0 {WIDTH} {height}" width="100%" style="max-width:{WIDTH}px">'
+        f'viewBox="0 0 {WIDTH} {height}" width="100%" '
+        f'style="min-width:{MIN_WIDTH}px;max-width:{WIDTH}px;display:block">'
         f"<title>{escape(label)}</title>{body}</svg>"
     )
 
@@ -34,7 +36,12 @@ def _legend(editions: Sequence[str], y: int) -> str:
     )
 
 
-def article_bars(articles: Sequence[ArticleFigures], editions: Sequence[str]) -> Markup:
+def article_bars(
+    articles: Sequence[ArticleFigures],
+    editions: Sequence[str],
+    *,
+    label: str = "Readers' clicks per article and edition",
+) -> Markup:
     """Readers' clicks per article, one bar per edition, side by side."""
     row, bar = 22 * max(1, len(editions)) + 18, 18
     height = 30 + row * max(1, len(articles))
@@ -58,14 +65,20 @@ def article_bars(articles: Sequence[ArticleFigures], editions: Sequence[str]) ->
                 f'<text x="{left + max(w, 1) + 6}" y="{y + 13}" font-size="12">'
                 f"{escape(edition)} {escape(shown)}</text>"
             )
-    return _svg(height, "Readers' clicks per article and edition", "".join(parts))
+    return _svg(height, label, "".join(parts))
 
 
-def weekly_lines(points: Sequence[WeekPoint], editions: Sequence[str]) -> Markup:
+def weekly_lines(
+    points: Sequence[WeekPoint],
+    editions: Sequence[str],
+    *,
+    label: str = "Readers' clicks per edition, issue by issue",
+    empty: str = "No clicks yet",
+) -> Markup:
     """Readers' clicks per edition across the last issues, week by week."""
     height, left, bottom, right = 240, 40, 200, WIDTH - 20
     if not points:
-        return _svg(60, "No clicks yet", '<text x="4" y="30" font-size="13">No clicks yet</text>')
+        return _svg(60, empty, f'<text x="4" y="30" font-size="13">{escape(empty)}</text>')
     top = max([p.clicks.get(e, 0) for p in points for e in editions] + [1])
     step = (right - left) / max(1, len(points) - 1)
 
@@ -90,4 +103,4 @@ def weekly_lines(points: Sequence[WeekPoint], editions: Sequence[str]) -> Markup
         colour = COLOURS.get(edition, "#666")
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in coords]
-    return _svg(height, "Readers' clicks per edition, issue by issue", "".join(parts))
+    return _svg(height, label, "".join(parts))
