@@ -69,6 +69,13 @@ async def seed(database_url: str) -> None:
                 (50, "ru", 1, 0, day, "counted"): 12,
                 (50, "en", 1, 0, day, "scanner"): 9,
                 (50, "be", 1, 0, day, "burst"): 4,
+                # Two earlier issues, for the issue-by-issue line.
+                (48, "en", 0, 0, date(2021, 12, 6), "counted"): 30,
+                (48, "be", 0, 0, date(2021, 12, 6), "counted"): 80,
+                (48, "ru", 0, 0, date(2021, 12, 6), "counted"): 51,
+                (49, "en", 0, 0, date(2021, 12, 13), "counted"): 38,
+                (49, "be", 0, 0, date(2021, 12, 13), "counted"): 96,
+                (49, "ru", 0, 0, date(2021, 12, 13), "counted"): 70,
             },
         )
         await flush_open_counts(
