@@ -148,7 +148,7 @@ class Settings(DatabaseSettings):
     click_flush_s: float = Field(default=2.0, gt=0)
     # Seconds in which one client following every tracked link of a mail is a scanner burst.
     click_burst_window_s: float = Field(default=10.0, ge=0)
-    # Open pixel in issue mails: not built, so it must stay false (true refuses to start).
+    # Open pixel in issue mails (aggregate loads per edition and day; machine-inflated).
     open_tracking: bool = False
     # Per-reader click records (consent text, ledger, GDPR export): not built; must stay false.
     per_reader_analytics: bool = False
@@ -163,11 +163,6 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unbuilt_tracking(self) -> Settings:
-        if self.open_tracking:
-            raise SettingsError(
-                "NEWSLETTER_OPEN_TRACKING=true asks for an open pixel, which this version does "
-                "not have (clicks are counted in aggregate only): unset it"
-            )
         if self.per_reader_analytics:
             raise SettingsError(
                 "NEWSLETTER_PER_READER_ANALYTICS=true asks for per-reader click records, which "

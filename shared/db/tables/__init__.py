@@ -13,7 +13,7 @@ A table has exactly one writing service:
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.analytics import ClickVerdict, LinkClick, TrackedLink
+from shared.db.tables.analytics import ClickVerdict, LinkClick, MailOpen, OpenVerdict, TrackedLink
 from shared.db.tables.deliveries import (
     Delivery,
     DeliveryKind,
@@ -48,6 +48,8 @@ __all__ = [
     "Edition",
     "IssueSend",
     "LinkClick",
+    "MailOpen",
+    "OpenVerdict",
     "ReportStatus",
     "Send",
     "SendIntent",
