@@ -43,7 +43,8 @@ async def blocking_violations(page: Page) -> list[str]:
 async def check_and_shoot(page: Page, *, group: str, name: str) -> list[str]:
     """Screenshots and axe at 390 px (light and dark) and at 1280 px (light).
 
-    Returns the blocking violations, each prefixed with where it was found.
+    Returns the blocking violations and any sideways scrolling (a page wider than the
+    viewport), each prefixed with where it was found.
     """
     folder = ARTIFACTS / group
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,5 +56,8 @@ async def check_and_shoot(page: Page, *, group: str, name: str) -> list[str]:
         suffix = "" if scheme == "light" else "-dark"
         await page.screenshot(path=str(folder / f"{name}-{width}{suffix}.png"), full_page=True)
         found += [f"{name} @{width}px {scheme}: {v}" for v in await blocking_violations(page)]
+        wide = int(await page.evaluate("document.documentElement.scrollWidth"))
+        if wide > width:
+            found.append(f"{name} @{width}px {scheme}: the page scrolls sideways ({wide} px wide)")
     await page.emulate_media(color_scheme="light")
     return found
