@@ -187,6 +187,11 @@ _CONFIRMED = text(
 # soon, not after the whole queued deadline.
 CONFIRM_DEADLINE_S = 35.0
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
+_FINISH_PLANNING = text(
+    "UPDATE send SET total = :total, planned_at = COALESCE(planned_at, :now), "
+    "status = CASE WHEN status = :planning THEN :running ELSE status END "
+    "WHERE id = :send_id RETURNING status"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 @dataclass
@@ -451,16 +456,24 @@ class Planner:
                 raise failures[0]
 
     async def _finish_planning(self, send_id: str) -> None:
+        # One conditional UPDATE, not a read then a write: a cancel (or pause) that lands
+        # while planning ends must not be overwritten with "running".
         async with self.sessions() as session:
-            send = await session.get(Send, send_id)
-            if send is None:
-                return
             total = int((await session.execute(_COUNT, {"send_id": send_id})).scalar_one())
-            send.total = total
-            send.planned_at = send.planned_at or self.clock.now()
-            if send.status == SendStatus.PLANNING:
-                send.status = SendStatus.RUNNING
-            session.add(send)
+            status = (
+                await session.execute(
+                    _FINISH_PLANNING,
+                    {
+                        "send_id": send_id,
+                        "total": total,
+                        "now": self.clock.now(),
+                        "planning": str(SendStatus.PLANNING),
+                        "running": str(SendStatus.RUNNING),
+                    },
+                )
+            ).scalar_one_or_none()
             await session.commit()
-            log.info("send_planned", total=total, status=send.status)
+            if status is None:
+                return
+            log.info("send_planned", total=total, status=status)
         await ledger.finish_if_complete(self.engine, send_id=send_id)

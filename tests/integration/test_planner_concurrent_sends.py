@@ -1,4 +1,4 @@
-"""Two sends of one issue planned at the same instant mail each reader once.
+"""Planner races: two sends of one issue planned at once; a cancel while planning ends.
 
 The planner's ``NOT EXISTS`` (``--only-new``) only sees committed rows: without the issue lock,
 a page written while another send's page of the same issue is still uncommitted would take the
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any, cast
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher.planner import audience_insert, write_audience_page
+from services.dispatcher.planner import Planner, audience_insert, write_audience_page
+from shared.clock import SYSTEM_CLOCK
 from shared.db.engine import async_url
 from shared.db.tables.deliveries import (
     RECEIVED_STATUSES,
@@ -93,6 +95,55 @@ async def test_two_only_new_sends_planned_at_once_mail_each_reader_once() -> Non
         assert len(per_reader) == 30
         assert set(per_reader.values()) == {1}, "a reader got the issue from both sends"
         assert {row.send_id for row in rows} == {"send-a"}
+    finally:
+        await engine.dispose()
+        await infra.drop_database(name)
+
+
+_WAITING_FOR_A_ROW = text(
+    "SELECT COUNT(*) FROM pg_locks WHERE locktype IN ('transactionid', 'tuple') AND NOT granted"
+)
+
+
+async def test_a_cancel_that_lands_while_planning_ends_is_not_overwritten() -> None:
+    """The cancel is written (not yet committed) while the planner finishes: the planner's
+    write waits for it and must keep ``cancelled``, not set ``running`` from what it read."""
+    name, url = await fresh_postgres()
+    engine = create_async_engine(async_url(url))
+    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    nothing = cast(Any, None)
+    planner = Planner(
+        settings=nothing,
+        engine=engine,
+        sessions=sessions,
+        publisher=nothing,
+        raw_channel=None,
+        metrics=nothing,
+        clock=SYSTEM_CLOCK,
+    )
+    try:
+        async with sessions() as session:
+            session.add(Send(id="send-c", issue_key=ISSUE, languages="en", status="planning"))
+            await session.commit()
+        async with engine.connect() as cancel:
+            await cancel.execute(text("UPDATE send SET status = 'cancelled' WHERE id = 'send-c'"))
+            finishing = asyncio.create_task(planner._finish_planning("send-c"))
+
+            async def planner_waits() -> bool:
+                async with engine.connect() as probe:
+                    return int((await probe.execute(_WAITING_FOR_A_ROW)).scalar_one()) >= 1
+
+            for _ in range(200):
+                if finishing.done() or await planner_waits():
+                    break
+                await asyncio.sleep(0.05)
+            assert not finishing.done(), "the planner did not wait for the cancel's row lock"
+            await cancel.commit()
+        await asyncio.wait_for(finishing, timeout=30)
+        async with sessions() as session:
+            send = await session.get(Send, "send-c")
+        assert send is not None
+        assert send.status == "cancelled"
     finally:
         await engine.dispose()
         await infra.drop_database(name)
