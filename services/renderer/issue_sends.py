@@ -136,6 +136,10 @@ class IssueAlreadySent(SendRefused):
     """The issue has a send (running, waiting or finished): a plain send would mail again."""
 
 
+class SendAlreadyRecorded(IssueAlreadySent):
+    """This very send id is on record already: a retried request or a redelivered command."""
+
+
 class NotSentYet(SendRefused):
     """``only_new`` or ``resend_all`` of an issue that was never sent."""
 
@@ -263,15 +267,17 @@ async def claim(
     """Record the send request, or raise :class:`SendRefused` saying why it may not start.
 
     The check and the insert are not one atomic step, but the partial unique index is: of two
-    first sends of one issue started at once, one insert fails, and that one is refused.
+    first sends of one issue started at once, one insert fails, and that one is refused. The
+    send's own id never counts as an earlier send: a second copy of the same request (the
+    command redelivered while its first delivery is recording it) must be told apart from
+    another send of the issue, so it ends in :class:`SendAlreadyRecorded`, whichever of the
+    two commits first.
     """
-    await check(
-        sessions,
-        identity=identity,
-        intent=intent,
-        surface=surface,
-        confirm_number=confirm_number,
-    )
+    if intent != SendIntent.TEST:
+        earlier = await _earlier_than(sessions, identity=identity, send_id=send_id)
+        refused = refusal(identity, intent, earlier, surface=surface, confirm_number=confirm_number)
+        if refused is not None:
+            raise refused
     row = IssueSend(
         send_id=send_id,
         issue_key=identity.issue_key,
@@ -288,14 +294,16 @@ async def claim(
             await session.commit()
         except IntegrityError as err:
             await session.rollback()
-            earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+            # The insert lost to a concurrent one, which has committed by now (PostgreSQL and
+            # SQLite report a unique violation only once the other writer is done).
+            if await _recorded(sessions, send_id=send_id, identity=identity):
+                raise SendAlreadyRecorded(f"send {send_id} was already requested") from err
+            earlier = await _earlier_than(sessions, identity=identity, send_id=send_id)
             refused = refusal(
                 identity, intent, earlier, surface=surface, confirm_number=confirm_number
             )
-            if refused is None:  # the same send id twice: a retried request
-                raise IssueAlreadySent(f"send {send_id} was already requested") from err
             log.warning("issue_send_refused_concurrent", issue_key=identity.issue_key)
-            raise refused from err
+            raise (refused or IssueAlreadySent(f"{identity.label} was sent meanwhile")) from err
     log.info(
         "issue_send_claimed",
         issue_key=identity.issue_key,
@@ -323,19 +331,44 @@ async def record_command(
     segments: Sequence[str],
 ) -> None:
     """The consumer's side: a command's request is normally recorded already (by the surface
-    that published it); one that arrives without it is recorded now, under the same rules."""
+    that published it); one that arrives without it is recorded now, under the same rules.
+
+    Idempotent for one send id: a redelivered copy of the command, even one handled while its
+    first delivery is still recording the request, finds the request and goes on.
+    """
+    if await _recorded(sessions, send_id=send_id, identity=identity):
+        return
+    try:
+        await claim(
+            sessions,
+            identity=identity,
+            send_id=send_id,
+            intent=intent,
+            segments=segments,
+            surface=Surface.COMMAND,
+            confirm_number=identity.number,  # a command cannot be asked to confirm
+        )
+    except SendAlreadyRecorded:
+        log.info("issue_send_recorded_concurrently", send_id=send_id)
+
+
+async def _recorded(sessions: Sessions, *, send_id: str, identity: IssueIdentity) -> bool:
+    """Whether this send id is on record (for this issue: the same id for another issue is a
+    malformed request, refused rather than taken for a copy)."""
     async with sessions() as session:
-        if await session.get(IssueSend, send_id) is not None:
-            return
-    await claim(
-        sessions,
-        identity=identity,
-        send_id=send_id,
-        intent=intent,
-        segments=segments,
-        surface=Surface.COMMAND,
-        confirm_number=identity.number,  # a command cannot be asked to confirm
-    )
+        row = await session.get(IssueSend, send_id)
+    if row is None:
+        return False
+    if row.issue_key != identity.issue_key:
+        raise SendRefused(f"send {send_id} is already a send of {row.issue_key}")
+    return True
+
+
+async def _earlier_than(
+    sessions: Sessions, *, identity: IssueIdentity, send_id: str
+) -> list[EarlierSend]:
+    earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+    return [e for e in earlier if e.send_id != send_id]
 
 
 _COMMAND_INTENTS: dict[SendIntent, SendIntentName] = {
