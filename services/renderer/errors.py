@@ -39,18 +39,24 @@ class Wording:
 
     code: str
     values: tuple[tuple[str, object], ...] = ()
+    literal: bool = False  # a text said as it is, in every language (no code)
 
     @classmethod
     def of(cls, code: str, /, **values: object) -> Wording:
         return cls(code, tuple(values.items()))
 
+    @classmethod
+    def text(cls, text: str) -> Wording:
+        """Words meant for scripts and logs, or a value: never translated nor formatted."""
+        return cls(text, literal=True)
+
     def worded(self, gettext: Gettext | None = None) -> str:
+        if self.literal:
+            return self.code
         text = gettext(self.code) if gettext is not None and self.code else self.code
         if not self.values:
             return text
-        values = {
-            k: v.worded(gettext) if isinstance(v, Wording) else v for k, v in self.values
-        }
+        values = {k: v.worded(gettext) if isinstance(v, Wording) else v for k, v in self.values}
         return text % values
 
     def __str__(self) -> str:
@@ -83,15 +89,19 @@ class Problem:
         code: str,
         /,
         *,
-        hint: str = "",
+        hint: str | Wording = "",
         column: int = 1,
         level: str = "error",
         check: str = "",
         **values: object,
     ) -> Problem:
-        """A problem whose message (and hint) are catalog ids filled with ``values``."""
+        """A problem whose message (and hint) are catalog ids filled with ``values`` (a hint
+        may also come worded with values of its own)."""
         wording = Wording.of(code, **values)
-        hint_wording = Wording.of(hint, **values) if hint else None
+        if isinstance(hint, Wording):
+            hint_wording: Wording | None = hint
+        else:
+            hint_wording = Wording.of(hint, **values) if hint else None
         return cls(
             file,
             line,
