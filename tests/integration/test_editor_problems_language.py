@@ -86,3 +86,65 @@ async def test_a_broken_issue_file_shows_its_problems_in_the_editors_language(
         english = [line for line in shown if "header key" in line or "is not a date" in line]
         assert not english, f"{lang}: English left on the page: {english}"
     assert "unknown header key 'author'" in api.text, "the admin API keeps the English wording"
+
+
+READINESS = {
+    "be": [
+        "be.md:20:1: незакрытая спасылка: няма ')' пасля "
+        "'https://www.osce.org/forum-for-security-cooperation'; чытачы ўбачаць сыры тэкст "
+        "(закрыйце яе знакам ')' адразу пасля адраса)",
+        "en.md:1:1: сегмент en: няма en.md (не стае артыкулаў: minsk-escalation) "
+        "(з --fallback en=be выпуск будзе гатовы; або выключыце en з --segments)",
+    ],
+    "ru": [
+        "be.md:20:1: незакрытая ссылка: нет ')' после "
+        "'https://www.osce.org/forum-for-security-cooperation'; читатели увидят сырой текст "
+        "(закройте её знаком ')' сразу после адреса)",
+        "en.md:1:1: сегмент en: нет en.md (не хватает статей: minsk-escalation) "
+        "(с --fallback en=be выпуск будет готов; или исключите en из --segments)",
+    ],
+}
+
+
+@pytest.mark.parametrize("lang", ["be", "ru"])
+async def test_readiness_problems_of_a_parsed_issue_are_in_the_editors_language(
+    settings: Settings, tmp_path: Path, lang: str
+) -> None:
+    text = sample_sources("be")["be"].replace(
+        "forum-for-security-cooperation)", "forum-for-security-cooperation"
+    )
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        csrf = await signed_in(client)
+        upload = await client.post(
+            "/editor/upload",
+            data={"name": "unclosed", "csrf": csrf},
+            files={"be": ("be.md", text.encode(), "text/markdown")},
+        )
+        assert upload.status_code == 303, upload.text
+        page = await client.get("/editor/issue/unclosed", params={"lang": lang})
+    shown = problems_of(page.text)
+    missing = [line for line in READINESS[lang] if line not in shown]
+    assert not missing, f"{lang}: {missing} not among the problems shown: {shown}"
+
+
+async def test_a_refused_send_is_worded_in_the_editors_language(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The sample issue sent once; a plain second send from the Russian editor page is refused
+    in Russian, with the page's own choices; the admin API says it in English."""
+    async with running_renderer(settings, tmp_path) as renderer, renderer.client() as client:
+        csrf = await signed_in(client)
+        form = {"csrf": csrf, "segments": ["en", "be", "ru"], "fallbacks": "", "confirm": "yes"}
+        first = await client.post(
+            "/editor/issue/sample-issue/send", params={"lang": "ru"}, data=form
+        )
+        assert first.status_code == 200, first.text
+        again = await client.post(
+            "/editor/issue/sample-issue/send", params={"lang": "ru"}, data=form
+        )
+    assert again.status_code == 409
+    text = html.unescape(again.text)
+    assert "выпуск 50 (2021-12-13 .. 2021-12-19): рассылок уже 1; первая — рассылка " in text
+    assert "чтобы отправить только тем, кто его не получил" in text
+    assert "выберите «Всем повторно» и введите 50" in text
+    assert "already has" not in text, "English left in the refusal"
