@@ -125,10 +125,7 @@ class Problem:
         say: Gettext = gettext or (lambda text: text)
         kind = say(N_("warning: ")) if self.level == "warning" else ""
         message = self.wording.worded(gettext) if self.wording else self.message
-        if self.hint_wording is not None:
-            hint = self.hint_wording.worded(gettext)
-        else:
-            hint = self.hint
+        hint = self.hint_wording.worded(gettext) if self.hint_wording else self.hint
         return where + kind + message + (f" ({hint})" if hint else "")
 
     def __str__(self) -> str:

@@ -82,7 +82,8 @@ class EarlierSend:
         )
         return Wording.of(
             N_(
-                "send %(send_id)s (%(intent)s), requested %(when)s UTC, status %(status)s: %(detail)s"
+                "send %(send_id)s (%(intent)s), requested %(when)s UTC, "
+                "status %(status)s: %(detail)s"
             ),
             send_id=self.send_id,
             intent=self.intent.replace("_", "-"),

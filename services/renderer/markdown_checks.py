@@ -290,7 +290,8 @@ def text_problems(
                         file,
                         line,
                         N_(
-                            "the link reference [%(label)s] is not defined: readers would see raw text"
+                            "the link reference [%(label)s] is not defined: "
+                            "readers would see raw text"
                         ),
                         column=column,
                         hint=N_("add a line '[%(label)s]: https://…' or write [text](https://…)"),

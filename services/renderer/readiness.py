@@ -251,7 +251,8 @@ def segment_problems(
                 file,
                 1,
                 N_(
-                    "segment %(segment)s: %(what)s, and its fallback %(target)s is not complete either"
+                    "segment %(segment)s: %(what)s, and its fallback %(target)s is not "
+                    "complete either"
                 )
                 if target is not None
                 else N_("segment %(segment)s: %(what)s (missing articles: %(articles)s)"),
