@@ -255,7 +255,7 @@ class EditorPages(WebDesk):
                     "lang": code,
                     "kb": round(report.html_bytes / 1024, 1),
                     "spam": None if report.spam_score is None else f"{report.spam_score:.1f}",
-                    "findings": [str(f) for f in report.findings],
+                    "findings": [f.worded(gettext) for f in report.findings],
                 }
                 for code, report in result.reports.items()
             ]
