@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests use: Chromium for browser tests, SpamAssassin for preflight.
+# Debian packages the tests use: Chromium for browser tests, SpamAssassin for preflight, nginx
+# for the public proxy's config (tests/integration/test_public_proxy.py).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -48,9 +50,11 @@ bench: $(STAMP)
 
 # The image and the compose stack built and run for real with podman (images from Debian, no
 # registry needed), one reader walked through it, then torn down: deploy/ci/deploy_check.py.
+# DEPLOY_CHECK_ARGS: e.g. --keep (leave the stack up), --budget SECONDS, --down (remove it).
+DEPLOY_CHECK_ARGS ?=
 deploy-check: $(STAMP)
 	sh deploy/ci/install-tools.sh
-	$(BIN)/python deploy/ci/deploy_check.py
+	$(BIN)/python deploy/ci/deploy_check.py $(DEPLOY_CHECK_ARGS)
 
 # Issue 12's fault table: every scenario on its own RabbitMQ nodes and PostgreSQL database
 # (about 20-40 minutes at the default 20,000 recipients); not part of `make test`.

@@ -98,6 +98,9 @@ def bench_clicks(
     rate: Annotated[float, typer.Option(help="Clicks per second, steady (open loop).")] = 500.0,
     seconds: Annotated[float, typer.Option(help="How long to keep the rate.")] = 20.0,
     connections: Annotated[int, typer.Option(help="Keep-alive connections.")] = 32,
+    pixel: Annotated[
+        bool, typer.Option("--pixel", help="Load the open pixel instead of the redirect.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Latency of the tracked-link redirect (token check, counter) at a steady click rate."""
@@ -107,7 +110,9 @@ def bench_clicks(
     from shared.logging import configure_logging
 
     configure_logging(service="bench-clicks", level="WARNING")
-    figures = asyncio.run(run_bench(rate=rate, seconds=seconds, connections=connections))
+    figures = asyncio.run(
+        run_bench(rate=rate, seconds=seconds, connections=connections, pixel=pixel)
+    )
     _print(figures, as_json=as_json)
 
 

@@ -6,6 +6,8 @@ open-loop load generator: it schedules requests at ``rate`` per second whatever 
 do, sends each on the next free keep-alive connection (raw HTTP/1.1 on sockets, so that the
 client's own cost stays small) and measures each latency from the request's *scheduled* time,
 so a slow answer delays the ones behind it in the figures (no coordinated omission).
+With ``pixel=True`` the same load goes to the open pixel (``/{lang}/o/{token}.gif``, with
+``NEWSLETTER_OPEN_TRACKING=true``): one token check and one counter increment, no lookup.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(database_url: str, port: int, flush_s: float) -> None:
+def _serve(database_url: str, port: int, flush_s: float, pixel: bool = False) -> None:
     """The server process: the click route alone, as the renderer wires it."""
     import uvicorn
     from prometheus_client import CollectorRegistry
@@ -55,6 +57,7 @@ def _serve(database_url: str, port: int, flush_s: float) -> None:
             database_url=database_url,
             secret_key=SECRET,
             var_dir=Path(tempfile.gettempdir()),
+            open_tracking=pixel,
         )
         engine = create_engine(database_url)
         sessions = session_factory(engine)
@@ -116,7 +119,15 @@ async def _seed(database_url: str, links: int) -> list[str]:
     return [f"/{r.edition}/r/{tokens.mint(LinkRef(50, r.edition, 0, r.link, links))}" for r in rows]
 
 
-async def _counted(database_url: str) -> dict[str, int]:
+def _pixels() -> list[str]:
+    from services.renderer.opens import OpenRef, OpenTokens, pixel_url
+    from shared.tokens import TokenSigner
+
+    tokens = OpenTokens(TokenSigner(SECRET))
+    return [pixel_url("", edition=e, token=tokens.mint(OpenRef(50, e))) for e in ("en", "be", "ru")]
+
+
+async def _counted(database_url: str, table: str = "link_click") -> dict[str, int]:
     from sqlalchemy import text
 
     from shared.db.engine import create_engine
@@ -125,7 +136,7 @@ async def _counted(database_url: str) -> dict[str, int]:
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                text("SELECT verdict, SUM(count) FROM link_click GROUP BY verdict")
+                text(f"SELECT verdict, SUM(count) FROM {table} GROUP BY verdict")  # noqa: S608
             )
             return {str(v): int(n) for v, n in rows.all()}
     finally:
@@ -148,7 +159,13 @@ async def _wait_listening(port: int, timeout: float = 30.0) -> None:
 
 
 async def _load(
-    port: int, paths: list[str], *, rate: float, seconds: float, connections: int
+    port: int,
+    paths: list[str],
+    *,
+    rate: float,
+    seconds: float,
+    connections: int,
+    expect: bytes = b"HTTP/1.1 302",
 ) -> tuple[list[float], int]:
     """Open-loop: one request every 1/rate s, latency from its scheduled time."""
     slots: asyncio.Queue[float] = asyncio.Queue()
@@ -177,7 +194,7 @@ async def _load(
                 if length:
                     await reader.readexactly(length)
                 latencies.append(time.perf_counter() - scheduled)
-                if not head.startswith(b"HTTP/1.1 302"):
+                if not head.startswith(expect):
                     errors += 1
         finally:
             writer.close()
@@ -208,27 +225,35 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 async def run_bench(
-    *, rate: float = 500.0, seconds: float = 20.0, connections: int = 32, links: int = 6
+    *,
+    rate: float = 500.0,
+    seconds: float = 20.0,
+    connections: int = 32,
+    links: int = 6,
+    pixel: bool = False,
 ) -> dict[str, Any]:
     from shared.db.migrate import upgrade_async
 
     with tempfile.TemporaryDirectory(prefix="bench-clicks-") as folder:
         database_url = f"sqlite:///{folder}/clicks.db"
         await upgrade_async(database_url)
-        paths = await _seed(database_url, links)
+        paths = _pixels() if pixel else await _seed(database_url, links)
+        expect = b"HTTP/1.1 200" if pixel else b"HTTP/1.1 302"
         port = _free_port()
         context = multiprocessing.get_context("spawn")
-        server = context.Process(target=_serve, args=(database_url, port, 1.0), daemon=True)
+        server = context.Process(target=_serve, args=(database_url, port, 1.0, pixel), daemon=True)
         server.start()
         try:
             await _wait_listening(port)
-            await _load(port, paths, rate=rate, seconds=1.0, connections=connections)  # warm-up
+            await _load(  # warm-up
+                port, paths, rate=rate, seconds=1.0, connections=connections, expect=expect
+            )
             load_before = os.getloadavg()
             assert server.pid is not None
             cpu_before = _cpu_seconds(server.pid)
             started = time.perf_counter()
             latencies, errors = await _load(
-                port, paths, rate=rate, seconds=seconds, connections=connections
+                port, paths, rate=rate, seconds=seconds, connections=connections, expect=expect
             )
             elapsed = time.perf_counter() - started
             cpu = _cpu_seconds(server.pid) - cpu_before
@@ -237,9 +262,10 @@ async def run_bench(
             if server.pid is not None:
                 os.kill(server.pid, 2)  # SIGINT: uvicorn stops, the flusher writes what it holds
             server.join(30)
-        counted = await _counted(database_url)
+        counted = await _counted(database_url, "mail_open" if pixel else "link_click")
     ms = [v * 1000 for v in latencies]
     return {
+        "route": "open pixel" if pixel else "click redirect",
         "rate_asked_per_s": rate,
         "rate_achieved_per_s": round(len(ms) / elapsed, 1),
         "requests": len(ms),

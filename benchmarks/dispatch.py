@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import asyncpg
 import psutil
 
-from benchmarks import baselines, scratch
-from shared.messaging import placeholders
+from benchmarks import audience, baselines, scratch
+from benchmarks.audience import LANGUAGES
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import DeliverTransactional, PlanSend
 from shared.messaging.topology import (
@@ -48,72 +48,14 @@ from shared.messaging.topology import (
     declare_topology,
 )
 
-LANGUAGES = ("en", "be", "ru")
 SECRET = "bench-secret-key-" + "x" * 40
 PROBE_EVERY_S = 2.0
-_PARAGRAPHS = {
-    "en": "The council met on Tuesday and agreed the budget for the new library. ",
-    "be": "Рада сабралася ў аўторак і зацвердзіла бюджэт новай бібліятэкі. ",
-    "ru": "Совет собрался во вторник и утвердил бюджет новой библиотеки. ",
-}
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _edition(language: str) -> tuple[str, str, str]:
-    """Subject, html and text of a ~30 KB edition with the per-recipient markers."""
-    paragraph = _PARAGRAPHS[language] * 6
-    html = (
-        f'<!doctype html><html lang="{language}"><body>'
-        + "".join(
-            f'<h2 style="font-family:Georgia">Item {i}</h2>\n<p>{paragraph}</p>\n'
-            for i in range(30)
-        )
-        + f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">x</a> '
-        f'<a href="{placeholders.PREFERENCES_URL}">y</a> {placeholders.RECIPIENT}</p></body></html>'
-    )
-    text = "\n\n".join(paragraph for _ in range(20)) + f"\n\n{placeholders.UNSUBSCRIBE_URL}\n"
-    return f"Digest {language} — №48", html, text
-
-
-async def _seed(url: str, *, recipients: int, send_id: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            """
-            INSERT INTO subscriber (email, email_hash, email_domain, status, locale,
-                                    created_at, updated_at)
-            SELECT 'reader' || g || '@' || d.domain, md5(g::text) || md5('x' || g::text),
-                   d.domain, 'active', (ARRAY['en','be','ru'])[1 + g % 3], now(), now()
-            FROM generate_series(1, $1::int) g
-            CROSS JOIN LATERAL (SELECT (ARRAY['example.org','example.net','example.com',
-                                              'example.edu'])[1 + g % 4] AS domain) d
-            """,
-            recipients,
-        )
-        await conn.execute(
-            "INSERT INTO subscriber_language (subscriber_id, language) "
-            "SELECT id, locale FROM subscriber"
-        )
-        for language in LANGUAGES:
-            subject, html, text = _edition(language)
-            await conn.execute(
-                "INSERT INTO edition (send_id, issue_key, language, content_language, subject, "
-                "preheader, html, text, render_ms, rendered_at) "
-                "VALUES ($1, 'bench', $2, $2, $3, '', $4, $5, 0, now())",
-                send_id,
-                language,
-                subject,
-                html,
-                text,
-            )
-        await conn.execute("ANALYZE")
-    finally:
-        await conn.close()
 
 
 @contextlib.contextmanager
@@ -357,14 +299,16 @@ async def run_benchmark(
     ):
         dkim_key = _dkim_key(Path(tmp), dkim_algorithm) if dkim else None
         messages = baselines.prebuilt_messages(
-            [(language, *_edition(language)) for language in LANGUAGES],
+            [(language, *audience.edition(language)) for language in LANGUAGES],
             secret=SECRET,
             dkim_key=dkim_key,
         )
         log_path = _log_path(Path(tmp))
         async with scratch.database() as database_url:
             seed_started = time.perf_counter()
-            await _seed(database_url, recipients=recipients, send_id=send_id)
+            await audience.seed(
+                database_url, recipients=recipients, send_id=send_id, issue_key="bench"
+            )
             seed_seconds = time.perf_counter() - seed_started
             baselines_in = functools.partial(
                 _baselines,

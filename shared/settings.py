@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from datetime import time
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,13 +131,24 @@ class Settings(DatabaseSettings):
     publication_pitch_ru: str = DEFAULT_PITCH["ru"]
     logo_url: str = ""  # empty: the built-in inline SVG mark; else an http(s) image URL
 
+    # --- Schedules (issue 17): local delivery hours, quiet hours, warm-up ---
+
+    # A reader's zone when they gave none: LANGUAGE=IANA zone, comma-separated.
+    default_time_zones: str = "en=Europe/London,be=Europe/Minsk,ru=Europe/Minsk"
+    # No issue mail between these local hours ("22:00-07:00"); empty: no quiet hours.
+    quiet_hours: str = ""
+    # How often each dispatcher's scheduler looks for scheduled sends that are due.
+    schedule_poll_s: float = 5.0
+    # Daily caps per receiving domain while a sending domain warms up (day 1, day 2, ...).
+    warmup_caps: str = "50,100,200,400,800,1600,3200"
+
     # --- Editorial analytics (issue 18): aggregate counts only, no reader identified ---
 
     # Seconds between two writes of the click counts (kept in memory until then).
     click_flush_s: float = Field(default=2.0, gt=0)
     # Seconds in which one client following every tracked link of a mail is a scanner burst.
     click_burst_window_s: float = Field(default=10.0, ge=0)
-    # Open pixel in issue mails: not built, so it must stay false (true refuses to start).
+    # Open pixel in issue mails (aggregate loads per edition and day; machine-inflated).
     open_tracking: bool = False
     # Per-reader click records (consent text, ledger, GDPR export): not built; must stay false.
     per_reader_analytics: bool = False
@@ -150,11 +163,6 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unbuilt_tracking(self) -> Settings:
-        if self.open_tracking:
-            raise SettingsError(
-                "NEWSLETTER_OPEN_TRACKING=true asks for an open pixel, which this version does "
-                "not have (clicks are counted in aggregate only): unset it"
-            )
         if self.per_reader_analytics:
             raise SettingsError(
                 "NEWSLETTER_PER_READER_ANALYTICS=true asks for per-reader click records, which "
@@ -239,6 +247,37 @@ class Settings(DatabaseSettings):
             raise SettingsError(f"NEWSLETTER_LOGO_URL must be an http(s) URL, not {value!r}")
         return value
 
+    @field_validator("default_time_zones")
+    @classmethod
+    def _known_zones(cls, value: str) -> str:
+        parse_zone_defaults(value)
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_window(cls, value: str) -> str:
+        parse_quiet_hours(value)
+        return value
+
+    @field_validator("warmup_caps")
+    @classmethod
+    def _caps(cls, value: str) -> str:
+        parse_caps(value)
+        return value
+
+    def time_zone_for(self, language: str) -> str:
+        """The zone of a reader of ``language`` who gave none."""
+        zones = parse_zone_defaults(self.default_time_zones)
+        return zones.get(language, zones.get("en", "UTC"))
+
+    @property
+    def quiet_window(self) -> tuple[time, time] | None:
+        return parse_quiet_hours(self.quiet_hours)
+
+    @property
+    def warmup_cap_list(self) -> tuple[int, ...]:
+        return parse_caps(self.warmup_caps)
+
     def publication_pitch(self, language: str) -> str:
         """The signup pitch in ``language`` (English for a language without one)."""
         pitches = {
@@ -256,6 +295,55 @@ class Settings(DatabaseSettings):
     def return_path_domain(self) -> str:
         """Domain of the VERP return path (``bounces+token@domain``)."""
         return self.bounce_domain or self.sender.domain
+
+
+def parse_zone_defaults(value: str) -> dict[str, str]:
+    """``"en=Europe/London,be=Europe/Minsk"`` -> ``{"en": "Europe/London", ...}``."""
+    zones: dict[str, str] = {}
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        language, sep, zone = item.partition("=")
+        try:
+            ZoneInfo(zone.strip())
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise SettingsError(
+                f"NEWSLETTER_DEFAULT_TIME_ZONES: {item!r} must be LANGUAGE=ZONE with an IANA "
+                "zone such as Europe/Minsk"
+            ) from err
+        if not sep or language.strip() not in LANGUAGES:
+            raise SettingsError(
+                f"NEWSLETTER_DEFAULT_TIME_ZONES: {item!r} must start with one of {LANGUAGES}"
+            )
+        zones[language.strip()] = zone.strip()
+    return zones
+
+
+def parse_quiet_hours(value: str) -> tuple[time, time] | None:
+    """``"22:00-07:00"`` -> ``(22:00, 07:00)``; empty -> None."""
+    if not value.strip():
+        return None
+    start, sep, end = value.partition("-")
+    try:
+        window = (time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
+    except ValueError as err:
+        raise SettingsError(
+            f"NEWSLETTER_QUIET_HOURS must be HH:MM-HH:MM such as 22:00-07:00, not {value!r}"
+        ) from err
+    if not sep or window[0] == window[1]:
+        raise SettingsError(f"NEWSLETTER_QUIET_HOURS must be two different times, not {value!r}")
+    return window
+
+
+def parse_caps(value: str) -> tuple[int, ...]:
+    """``"50,100,200"`` -> ``(50, 100, 200)``: every cap a positive whole number."""
+    try:
+        caps = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as err:
+        raise SettingsError(
+            f"NEWSLETTER_WARMUP_CAPS must be whole numbers, comma-separated, not {value!r}"
+        ) from err
+    if not caps or any(c <= 0 for c in caps):
+        raise SettingsError(f"NEWSLETTER_WARMUP_CAPS must be positive numbers, not {value!r}")
+    return caps
 
 
 def demo_secret_key(var_dir: Path) -> str:

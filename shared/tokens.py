@@ -29,6 +29,7 @@ class Purpose(StrEnum):
     PREFERENCES = "preferences"
     VERP = "verp"
     CLICK = "click"
+    OPEN = "open"
 
 
 class TokenError(ValueError):

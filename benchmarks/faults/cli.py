@@ -23,8 +23,14 @@ COLUMNS = (
     ("stuck", "stuck"),
     ("seconds", "time s"),
     ("msgs_per_s", "msg/s"),
+    ("vs_clean", "vs clean"),
     ("ended", "ended"),
+    ("fault", "fault"),
+    ("verdict", "verdict"),
 )
+RETRY_ROOM_S = 300.0
+# The issue's bar for throughput while 10 % of RCPTs are answered 451.
+MIN_451_VS_CLEAN = 0.5
 
 
 def table(results: list[ScenarioResult]) -> str:
@@ -41,18 +47,25 @@ def table(results: list[ScenarioResult]) -> str:
         extra = [f"ledger {result.statuses}", f"send {result.send_status}"]
         extra.append(f"{result.smtp_rcpts} RCPTs seen by the server")
         extra.append(f"broker up in {result.broker_boot_s}s")
+        extra.append(f"load average {result.load_before} before it")
         lines.append(f"- {result.scenario} ({result.title}): " + "; ".join(extra + result.notes))
     return "\n".join(lines)
 
 
 def _with_throughput_ratio(results: list[ScenarioResult]) -> None:
+    """Each scenario's throughput over the clean baseline's, measured in the same run; the
+    10 %-451 row fails below :data:`MIN_451_VS_CLEAN`."""
     clean = next((r for r in results if r.scenario == "clean"), None)
     if clean is None or not clean.msgs_per_s:
         return
     for result in results:
-        if result.scenario == "defer-451" and result.msgs_per_s:
-            ratio = result.msgs_per_s / clean.msgs_per_s
-            result.notes.append(f"throughput {ratio:.2f} of the clean baseline")
+        if not result.msgs_per_s:
+            continue
+        result.vs_clean = round(result.msgs_per_s / clean.msgs_per_s, 2)
+        if result.scenario == "defer-451" and result.vs_clean < MIN_451_VS_CLEAN:
+            result.notes.append(f"throughput below {MIN_451_VS_CLEAN} of the clean baseline")
+            if result.verdict == "pass":
+                result.verdict = "FAIL"
 
 
 def bench_faults(
@@ -63,7 +76,8 @@ def bench_faults(
         list[str] | None, typer.Option(help="Run only these scenarios (repeat the option).")
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds a scenario may take (default: N/50, >= 180).")
+        float | None,
+        typer.Option(help="Seconds a scenario may take (default: N/50 + 300, room for retries)."),
     ] = None,
     stall: Annotated[
         float, typer.Option(help="End a scenario when nothing moved for this many seconds.")
@@ -84,7 +98,9 @@ def bench_faults(
         chosen = by_key(scenario)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    limit = timeout if timeout is not None else max(180.0, recipients / 50)
+    # A 451 is drawn again at every attempt: one reader in ten thousand meets four in a row,
+    # which the drills' tiers (10s, then 1m repeated) bring back after 3 min 10 s.
+    limit = timeout if timeout is not None else recipients / 50 + RETRY_ROOM_S
     results: list[ScenarioResult] = []
     for item in chosen:
         typer.echo(f"running {item.key}: {item.title} ...", err=True)
@@ -101,7 +117,8 @@ def bench_faults(
         results.append(result)
         typer.echo(
             f"  {result.ended} in {result.seconds}s: sent {result.sent}, "
-            f"lost {result.lost}, stuck {result.stuck}, duplicates {result.duplicates}",
+            f"lost {result.lost}, stuck {result.stuck}, duplicates {result.duplicates}, "
+            f"fault {result.fault}",
             err=True,
         )
     _with_throughput_ratio(results)
@@ -111,3 +128,5 @@ def bench_faults(
         )
     else:
         typer.echo(table(results))
+    if any(r.verdict != "pass" for r in results):
+        raise typer.Exit(1)

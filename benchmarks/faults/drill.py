@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks import audience
 from benchmarks.faults import seed
 from benchmarks.faults.recording_smtp import SmtpRecord
 from benchmarks.rabbit_nodes import RabbitNodes, own_nodes
@@ -55,7 +56,11 @@ class DrillContext:
     database_name: str
     dispatcher_node: int
     outage_s: float
+    audience: int = 0
     notes: list[str] = field(default_factory=list)
+    # Whether the fault really happened to the send (a purge that found an empty queue did
+    # not): set by the fault; None while it has not said.
+    staged: bool | None = None
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -76,6 +81,9 @@ class Scenario:
     declare_via: int = 0  # the node the topology is declared through (it leads the queues)
     # Dispatcher settings of this scenario (unless the caller's environment sets them).
     dispatcher_env: tuple[tuple[str, str], ...] = ()
+    # Duplicates the issue allows: only where a process or the node holding jobs in flight was
+    # killed, and at most the in-flight window (the dispatcher's prefetch).
+    duplicates_allowed: int = 0
 
 
 @dataclass
@@ -94,14 +102,33 @@ class ScenarioResult:
     seconds: float
     ended: str  # done | stalled | timeout | error
     msgs_per_s: float | None = None  # 80 % of the audience over the time it took to send them
+    vs_clean: float | None = None  # msgs_per_s over the clean scenario's of the same run
+    fault: str = "-"  # staged | NOT STAGED | - (no fault)
+    verdict: str = ""  # pass | FAIL | NOT STAGED
     send_status: str = ""
     statuses: dict[str, int] = field(default_factory=dict)
     smtp_rcpts: int = 0
     broker_boot_s: float = 0.0
+    load_before: float = 0.0  # the machine's 1-minute load average when the scenario began
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def judged(self, *, duplicates_allowed: int) -> ScenarioResult:
+        """Set the verdict: a fault that was not staged proves nothing, whatever the figures."""
+        if self.fault == "NOT STAGED":
+            self.verdict = "NOT STAGED"
+        elif (
+            self.ended == "done"
+            and self.lost == 0
+            and self.stuck == 0
+            and self.duplicates <= duplicates_allowed
+        ):
+            self.verdict = "pass"
+        else:
+            self.verdict = "FAIL"
+        return self
 
 
 def _free_port() -> int:
@@ -282,7 +309,7 @@ async def _publish_plan(amqp_url: str, send_id: str) -> None:
     connection = await connect(amqp_url)
     try:
         publisher = await Publisher.open(connection)
-        plan = PlanSend(send_id=send_id, issue_key="faults", segments=list(seed.LANGUAGES))
+        plan = PlanSend(send_id=send_id, issue_key="faults", segments=list(audience.LANGUAGES))
         await publisher.publish(plan, routing_key=PLAN_SEND)
     finally:
         await connection.close()
@@ -323,6 +350,7 @@ class _FaultRunner:
     async def finish(self, *, fault_started: bool) -> None:
         if self.scenario.fault is not None and not fault_started:
             self.ctx.note("the send ended before the fault's trigger: fault not staged")
+            self.ctx.staged = False
         if self.task is None:
             return
         try:
@@ -349,6 +377,10 @@ async def _drive(
     await _declare_through(ctx.nodes, scenario.declare_via)
     amqp_url = ctx.nodes[ctx.dispatcher_node].amqp_url()
     env = _dispatcher_env(scenario, database_url=database_url, amqp_url=amqp_url, smtp_url=smtp_url)
+    if len(ctx.nodes.nodes) > 1:
+        # Every node, its own first: when its node dies it reconnects through another.
+        others = [n for i, n in enumerate(ctx.nodes.nodes) if i != ctx.dispatcher_node]
+        env["NEWSLETTER_DISPATCH_AMQP_URLS"] = ",".join([amqp_url, *(n.amqp_url() for n in others)])
     async with _dispatcher(env, dispatcher_log):
         await _publish_plan(amqp_url, send_id)
         faults = _FaultRunner(scenario, ctx, time.monotonic())
@@ -378,6 +410,7 @@ async def run_scenario(
 ) -> ScenarioResult:
     """Run one scenario end to end on resources of its own; the figures of its row."""
     send_id = str(uuid.uuid4())
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="nl-faults-") as tmp, contextlib.ExitStack() as stack:
         folder = logs or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -391,7 +424,11 @@ async def run_scenario(
         async with seed.own_database() as (database_name, database_url):
             audience = await seed.seed(database_url, recipients=recipients, send_id=send_id)
             ctx = DrillContext(
-                nodes=nodes, database_name=database_name, dispatcher_node=0, outage_s=outage_s
+                nodes=nodes,
+                database_name=database_name,
+                dispatcher_node=0,
+                outage_s=outage_s,
+                audience=len(audience),
             )
             watch = await _drive(
                 scenario,
@@ -412,6 +449,7 @@ async def run_scenario(
                 ctx.note(f"{count} {event} log lines")
     accepted = set(record.accepted)
     ctx.notes[:0] = [f"{key}={value}" for key, value in scenario.dispatcher_env]
+    staged = _staged(scenario, ctx, record)
     return ScenarioResult(
         scenario=scenario.key,
         title=scenario.title,
@@ -431,5 +469,16 @@ async def run_scenario(
         statuses=statuses,
         smtp_rcpts=record.rcpt_commands,
         broker_boot_s=round(nodes.boot_seconds, 1),
+        load_before=load_before,
         notes=ctx.notes,
-    )
+        fault="-" if staged is None else "staged" if staged else "NOT STAGED",
+    ).judged(duplicates_allowed=scenario.duplicates_allowed)
+
+
+def _staged(scenario: Scenario, ctx: DrillContext, record: SmtpRecord) -> bool | None:
+    """Whether the scenario's fault really met the send; None for the clean baseline."""
+    if scenario.fault is not None:
+        return ctx.staged is not False  # a fault that ran and did not say otherwise did happen
+    if scenario.drop_data or scenario.defer_rcpt:
+        return bool(record.dropped if scenario.drop_data else record.deferred)
+    return None

@@ -7,30 +7,35 @@ RCPT, DATA, RSET, NOOP, QUIT) and writes one line per event to the log:
 - ``R <code> <rcpt>``: a RCPT and the code answered (250, or 451 for a share ``--defer-rcpt``);
 - ``A <rcpt> <message-id>``: a message accepted (250 after the final dot) for that recipient;
 - ``X <rcpt>``: a connection dropped in the middle of DATA (a share ``--drop-data`` of DATA
-  commands): the server read part of the message, then reset the connection without a reply.
+  commands): the server answered 354, read none of the message, then reset the connection
+  without a reply.
 
-When it drops connections, every connection has a small receive buffer, so a client cannot
-have pushed a whole message into the server's kernel before the server reads it: a drop in the
-middle of DATA is really in the middle, before the final dot reached the server. The server
-prints ``ready`` when it listens and flushes the log every ``_FLUSH_S`` and on SIGTERM.
+When it drops connections, every connection has a small receive buffer, and a dropping
+session stops reading before its 354 and closes once part of the message has arrived, unread
+in the kernel: the close is a TCP reset (never a FIN after the whole message was taken) and
+the final dot never reached the server's program. The server prints ``ready`` when it
+listens and flushes the log every ``_FLUSH_S`` and on SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import random
 import re
 import signal
 import socket
+import struct
+import termios
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 _EHLO = b"250-recording-smtp\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 52428800\r\n"
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _RECEIVE_BUFFER = 16 * 1024
-_READ_BEFORE_DROP = 4 * 1024
+_DROP_WAIT_S = 10.0
 _FLUSH_S = 0.25
 
 
@@ -117,20 +122,44 @@ class _Session:
         if not self.rcpts:
             self.writer.write(b"503 5.5.1 no valid recipients\r\n")
             return True
-        self.writer.write(b"354 go ahead\r\n")
-        await self.writer.drain()
         if self.recorder.random.random() < self.recorder.drop_data:
-            await self.reader.read(_READ_BEFORE_DROP)
+            # Stop reading before the client may send any data: asyncio would otherwise read
+            # ahead from the socket (far more than this program asks for) and could hold the
+            # whole message and its final dot when it closes. The drop waits until part of
+            # the message is in the kernel, unread: closing then is a TCP reset (a close with
+            # nothing unread is a FIN, which after a complete end of data the client rightly
+            # calls unknown), and the final dot never reached this program.
+            transport = cast(asyncio.Transport, self.writer.transport)
+            transport.pause_reading()
+            self.writer.write(b"354 go ahead\r\n")
+            await self.writer.drain()
+            await _until_unread(self.writer.get_extra_info("socket"))
             for address in self.rcpts:
                 self.recorder.note(f"X {address}")
-            self.writer.transport.abort()  # a reset, no reply: the server took nothing
+            transport.abort()  # a reset, no reply: the server took nothing
             return False
+        self.writer.write(b"354 go ahead\r\n")
+        await self.writer.drain()
         message_id = _message_id(await self.reader.readuntil(b"\r\n.\r\n"))
         for address in self.rcpts:
             self.recorder.note(f"A {address} {message_id}")
         self.rcpts = []
         self.writer.write(b"250 2.0.0 OK\r\n")
         return True
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's receive queue that nobody has read yet (``FIONREAD``)."""
+    raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", raw)[0])
+
+
+async def _until_unread(sock: socket.socket) -> None:
+    """Wait (bounded) until the client's data has started to arrive, unread."""
+    deadline = asyncio.get_running_loop().time() + _DROP_WAIT_S
+    # Polling: with reading paused, the transport owns the socket and no event tells of data.
+    while _unread_bytes(sock) == 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
 
 
 def _listening_socket(port: int, *, small_window: bool) -> socket.socket:

@@ -7,12 +7,15 @@ Each fault is a coroutine run beside the send once a share of the audience is se
 from __future__ import annotations
 
 import asyncio
+import time
 
+from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from benchmarks.faults import seed
 from benchmarks.faults.drill import DrillContext, Scenario
-from shared.messaging.topology import DISPATCHER_DELIVERIES, connect
+from services.dispatcher.settings import DispatcherSettings
+from shared.messaging.topology import DISPATCHER_DELIVERIES, RETRY_TIERS, connect
 
 DEFAULT_OUTAGE_S = 30.0
 # Where 451s only serve to fill the delay tiers, the breaker is kept out of the way, so that
@@ -40,35 +43,51 @@ async def terminate_backends(ctx: DrillContext) -> None:
     ctx.note(f"{terminated} backends terminated in 10 rounds")
 
 
-def _work_and_tier_queues(ctx: DrillContext) -> list[str]:
-    leaders = ctx.nodes.queue_leaders()
-    return sorted(
-        name
-        for name in leaders
-        if name == DISPATCHER_DELIVERIES.name or name.startswith("dispatcher.retry.")
-    )
+# The purge must meet jobs in the queue at any audience size: the dispatcher of that scenario
+# sends at most this many messages a second, so the work queue stays full for a while (N/200
+# seconds), and the fault waits until the queue holds PURGE_DEPTH_SHARE of the audience.
+PURGE_RATE = 200
+PURGE_DEPTH_SHARE = 0.1
+PURGE_WAIT_S = 60.0
+
+
+async def _ready(channel: AbstractChannel, name: str) -> int:
+    queue = await channel.declare_queue(name, passive=True)
+    return int(queue.declaration_result.message_count or 0)
 
 
 async def purge_queues(ctx: DrillContext) -> None:
-    """``dispatcher.deliveries`` and every delay tier purged in the middle of the send."""
-    names = await asyncio.to_thread(_work_and_tier_queues, ctx)
+    """``dispatcher.deliveries`` and every delay tier purged in the middle of the send, once
+    the work queue holds a tenth of the audience (or after ``PURGE_WAIT_S``, whatever it
+    holds); the fault is staged only if the purge took messages."""
+    names = [DISPATCHER_DELIVERIES.name, *(tier.queue for tier in RETRY_TIERS)]
     connection = await connect(ctx.nodes[ctx.dispatcher_node].amqp_url())
-    purged = 0
+    purged: dict[str, int] = {}
+    depth = 0
     try:
+        channel = await connection.channel()
+        wanted = max(1, int(PURGE_DEPTH_SHARE * ctx.audience))
+        deadline = time.monotonic() + PURGE_WAIT_S
+        while (depth := await _ready(channel, DISPATCHER_DELIVERIES.name)) < wanted:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)  # the fault's own polling pace
         for name in names:
-            channel = await connection.channel()
             try:
-                queue = await channel.declare_queue(name, passive=True)
-                result = await queue.purge()
-                purged += int(result.message_count or 0)
+                result = await (await channel.declare_queue(name, passive=True)).purge()
             except ChannelNotFoundEntity:
+                channel = await connection.channel()
                 continue
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+            if result.message_count:
+                purged[name] = int(result.message_count)
     finally:
         await connection.close()
-    ctx.note(f"{purged} messages purged from {len(names)} queues")
+    total = sum(purged.values())
+    ctx.staged = total > 0
+    ctx.note(
+        f"{total} messages purged at a work-queue depth of {depth} "
+        f"({', '.join(f'{k}: {v}' for k, v in purged.items()) or 'none'})"
+    )
 
 
 def _leader_of_deliveries(ctx: DrillContext) -> str:
@@ -106,6 +125,12 @@ async def kill_follower_node(ctx: DrillContext) -> None:
     await _kill_for(ctx, index, "follower")
 
 
+async def kill_dispatchers_node(ctx: DrillContext) -> None:
+    """The node the dispatcher is connected to (a follower of the work queues) killed for a
+    while: the dispatcher, given every node's URL, carries on through another node."""
+    await _kill_for(ctx, ctx.dispatcher_node, "the dispatcher's node")
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("clean", "clean baseline"),
     Scenario("drop-data", "2 % of connections dropped mid-DATA", drop_data=0.02),
@@ -114,14 +139,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "dispatcher's PostgreSQL backends terminated 10 times in 7 s",
         fault=terminate_backends,
     ),
-    # A few 451s put jobs into the delay tiers, so that the purge empties those too.
+    # A few 451s leave deferred rows waiting while the queues are purged; the rate keeps the
+    # work queue full enough for the purge to meet jobs at any N.
     Scenario(
         "purge",
         "queues purged mid-send (deliveries and delay tiers; 5 % RCPTs 451)",
         defer_rcpt=0.05,
         fault=purge_queues,
-        trigger=0.3,
-        dispatcher_env=_NO_BREAKER,
+        trigger=0.05,
+        dispatcher_env=(*_NO_BREAKER, ("NEWSLETTER_DISPATCH_RATE_LIMIT", str(PURGE_RATE))),
     ),
     Scenario(
         "cluster-leader",
@@ -131,6 +157,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         defer_rcpt=0.05,
         fault=kill_leader_node,
         dispatcher_env=_NO_BREAKER,
+        # the node holding the jobs in flight dies: up to the prefetch may be mailed twice
+        duplicates_allowed=int(DispatcherSettings.model_fields["dispatch_prefetch"].default),
     ),
     Scenario("defer-451", "10 % of RCPTs answered 451", defer_rcpt=0.10),
     Scenario(
@@ -139,6 +167,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         nodes=3,
         declare_via=1,
         fault=kill_follower_node,
+    ),
+    Scenario(
+        "cluster-own",
+        "3-node cluster, the node the dispatcher is connected to killed",
+        nodes=3,
+        declare_via=1,
+        fault=kill_dispatchers_node,
     ),
 )
 

@@ -2,10 +2,15 @@
 
 - ``localhost/newsletter-ci/debian:bookworm``: ``debootstrap --variant=minbase`` from the Debian
   mirror this machine's apt uses, then ``podman import`` (built once, kept while it exists);
-- ``localhost/newsletter-ci/python:3.11``, ``.../rabbitmq:3.10``, ``.../postgres:15``: from
-  ``deploy/ci/images/*.Containerfile`` on that base (podman's layer cache makes a rebuild cheap);
+- ``localhost/newsletter-ci/python:3.11``, ``.../rabbitmq:3.10``, ``.../postgres:15`` and
+  ``.../nginx:1.22``: from ``deploy/ci/images/*.Containerfile`` on that base (podman's layer
+  cache makes a rebuild cheap);
 - the project image from ``deploy/Dockerfile`` unchanged, with ``PYTHON_IMAGE`` pointing at the
   Python image and the host-built wheelhouse mounted at ``/wheels`` for pip.
+
+Images live in podman's store and the wheelhouse in a machine-wide cache folder
+(``DEPLOY_CHECK_CACHE``, default ``/var/cache/newsletter-deploy-check``, one folder per
+pyproject.toml), so a fresh clone of the repository reuses both.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ BASE_IMAGE = "localhost/newsletter-ci/debian:bookworm"
 PYTHON_IMAGE = "localhost/newsletter-ci/python:3.11"
 RABBITMQ_IMAGE = "localhost/newsletter-ci/rabbitmq:3.10"
 POSTGRES_IMAGE = "localhost/newsletter-ci/postgres:15"
+NGINX_IMAGE = "localhost/newsletter-ci/nginx:1.22"
 PROJECT_IMAGE = "localhost/newsletter-suite:ci"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Build steps (apt) use the host's network: DNS through the bridge network's NAT failed here
@@ -126,11 +132,15 @@ def ensure_base_image(*, work: Path, say: Say) -> None:
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def ensure_wheelhouse(*, work: Path, say: Say) -> Path:
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEPLOY_CHECK_CACHE") or "/var/cache/newsletter-deploy-check")
+
+
+def ensure_wheelhouse(*, say: Say) -> Path:
     """Wheels of every dependency, built on the host (pip in a container may not reach PyPI)."""
-    wheelhouse = work / "wheelhouse"
     pyproject = REPO_ROOT / "pyproject.toml"
     digest = hashlib.sha256(pyproject.read_bytes()).hexdigest()
+    wheelhouse = cache_dir() / f"wheelhouse-{digest[:16]}"
     stamp = wheelhouse / ".pyproject-sha256"
     if stamp.exists() and stamp.read_text(encoding="ascii").strip() == digest:
         say(f"   wheelhouse for this pyproject.toml exists: kept ({wheelhouse})")
@@ -152,6 +162,7 @@ def build_support_images(*, say: Say) -> None:
         (PYTHON_IMAGE, "python.Containerfile"),
         (RABBITMQ_IMAGE, "rabbitmq.Containerfile"),
         (POSTGRES_IMAGE, "postgres.Containerfile"),
+        (NGINX_IMAGE, "nginx.Containerfile"),
     ):
         build = ["podman", "build", "-q", *BUILD_NETWORK, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
         build += ["-t", name]

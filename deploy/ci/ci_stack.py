@@ -17,7 +17,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_images import POSTGRES_IMAGE, PROJECT_IMAGE, RABBITMQ_IMAGE, REPO_ROOT, podman_env
+import httpx
+from ci_images import (
+    NGINX_IMAGE,
+    POSTGRES_IMAGE,
+    PROJECT_IMAGE,
+    RABBITMQ_IMAGE,
+    REPO_ROOT,
+    podman_env,
+)
 
 PROJECT = "newsletter-ci"
 COMPOSE_FILES = (
@@ -30,12 +38,16 @@ HOST_PORTS = (
     "POSTGRES_PORT",
     "MAILPIT_WEB_PORT",
     "MAILPIT_SMTP_PORT",
-    "SUBSCRIPTION_PORT",
+    "PUBLIC_PORT",
     "BOUNCES_SMTP_PORT",
     "BOUNCES_HTTP_PORT",
     "PROMETHEUS_PORT",
     "GRAFANA_PORT",
 )
+# Host ports of the stack: a block of their own, clear of the test servers (tests/support/ports.py:
+# 20000-24499), the machine's RabbitMQ distribution port (25672), the kernel's ephemeral range
+# (32768-60999, where outgoing connections and bind(0) draw from) and 5672/5432.
+PORT_RANGE = range(26000, 27000)
 # Probe port of each suite service inside its container (deploy/compose.yaml).
 PROBE_PORTS = {"subscription": 8000, "renderer": 9101, "dispatcher": 9102, "bounces": 9103}
 
@@ -53,11 +65,12 @@ class Stack:
 
     def write_env_file(self) -> Path:
         """Fresh secrets and free host ports for this run (never the machine's 5672/5432)."""
-        self.ports = {name: free_port() for name in HOST_PORTS}
+        self.ports = dict(zip(HOST_PORTS, free_ports(len(HOST_PORTS)), strict=True))
         values = {
             "NEWSLETTER_IMAGE": PROJECT_IMAGE,
             "CI_RABBITMQ_IMAGE": RABBITMQ_IMAGE,
             "CI_POSTGRES_IMAGE": POSTGRES_IMAGE,
+            "CI_NGINX_IMAGE": NGINX_IMAGE,
             "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(48),
             "NEWSLETTER_ADMIN_TOKEN": secrets.token_urlsafe(32),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -78,7 +91,8 @@ class Stack:
 
     @property
     def public_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['SUBSCRIPTION_PORT']}"
+        """The proxy's host port: the one origin readers see (NEWSLETTER_PUBLIC_URL)."""
+        return f"http://127.0.0.1:{self.ports['PUBLIC_PORT']}"
 
     def compose(self, *args: str, check: bool = True) -> str:
         command = [str(Path(sys.executable).parent / "podman-compose"), "-p", PROJECT]
@@ -188,6 +202,23 @@ class Stack:
             time.sleep(0.5)
         raise StackFailed(f"{service} /readyz answered {status} after {timeout:.0f}s: {body}")
 
+    def wait_public_page(self, path: str, *, timeout: float) -> float:
+        """Until ``path`` answers 200 on the public origin (the proxy's host port)."""
+        started = time.monotonic()
+        last = "no answer"
+        while time.monotonic() - started < timeout:
+            try:
+                answer = httpx.get(self.public_url + path, timeout=5)
+            except httpx.TransportError as err:
+                last = repr(err)
+            else:
+                if answer.status_code == 200:
+                    return time.monotonic() - started
+                last = f"HTTP {answer.status_code}: {answer.text[:200]}"
+            self._fail_if_exited("proxy")
+            time.sleep(0.5)
+        raise StackFailed(f"{self.public_url}{path} not 200 after {timeout:.0f}s: {last}")
+
     def exec(self, service: str, *command: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603
             ["podman", "exec", self.container(service), *command],  # noqa: S607
@@ -224,10 +255,26 @@ def podman(*args: str, check: bool = True) -> str:
     return done.stdout + (done.stderr if not check else "")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int, *, candidates: range = PORT_RANGE) -> list[int]:
+    """``count`` ports of ``candidates`` that bind on 127.0.0.1 now, from a random start.
+
+    Two checks at once never share ports: deploy_check.py holds a machine-wide lock for the
+    whole run. The random start keeps a port a just-ended run left in TIME_WAIT out of the way.
+    """
+    start = secrets.randbelow(len(candidates))
+    found: list[int] = []
+    for offset in range(len(candidates)):
+        port = candidates[(start + offset) % len(candidates)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    first, last = candidates[0], candidates[-1]
+    raise StackFailed(f"only {len(found)} of {count} host ports free in {first}-{last}")
 
 
 def wait_smtp_banner(port: int, *, timeout: float) -> float:

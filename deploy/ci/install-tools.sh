@@ -9,8 +9,9 @@ for tool in podman runc debootstrap; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 # Named because Debian may leave them out: netavark with aardvark-dns gives containers of one
-# compose network each other's names (the CNI backend without dnsname does not).
-for pkg in uidmap slirp4netns fuse-overlayfs netavark aardvark-dns; do
+# compose network each other's names (the CNI backend without dnsname does not); netavark
+# sets up bridge NAT and port publishing with iptables, which it does not depend on.
+for pkg in uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then

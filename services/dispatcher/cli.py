@@ -1,6 +1,7 @@
 """Commands of the dispatcher (composition root: ``run``) and of send control and dead letters.
 
-``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID`` and
+``newsletter dispatcher run``, ``newsletter send status|pause|resume|cancel|repair ID``,
+``newsletter send list``, ``newsletter send reschedule ID --at ...`` and
 ``newsletter dlq list|replay``.
 """
 
@@ -81,8 +82,9 @@ def send_status(
     ] = 30.0,
 ) -> None:
     """Progress of a send per edition: counts, percentage, rate, time left, top reasons."""
-    from services.dispatcher import progress_view, sends
+    from services.dispatcher import progress_view, sends, warmup
     from services.dispatcher.errors import SendNotFound
+    from shared.clock import SYSTEM_CLOCK
     from shared.send_progress import progress_of_send
 
     async def action(sessions: object, _settings: object) -> None:
@@ -95,6 +97,12 @@ def send_status(
                 typer.echo(f"error: no send {send_id}", err=True)
                 raise typer.Exit(1)
             typer.echo("\n".join(progress_view.lines(progress)))
+            for line in await warmup.describe(
+                sessions,  # type: ignore[arg-type]
+                settings=_settings,  # type: ignore[arg-type]
+                now=SYSTEM_CLOCK.now(),
+            ):
+                typer.echo(line)
             with suppress(SendNotFound):  # still planning: no send row yet
                 ledger_view = await sends.report(sessions, send_id=send_id)  # type: ignore[arg-type]
                 typer.echo(
@@ -231,6 +239,119 @@ def send_resume(send_id: str) -> None:
 def send_cancel(send_id: str) -> None:
     """Cancel the deliveries of a send that have not gone out yet."""
     _control(send_id, "cancel")
+
+
+@send_app.command("list")
+def send_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="Only sends in this status (scheduled, running, done, ...); repeatable."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many sends.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sends, newest first: scheduled ones (with their start), running and finished ones."""
+    from services.dispatcher import sends
+
+    async def action(sessions: object, _settings: object) -> None:
+        found = await sends.listing(
+            sessions,  # type: ignore[arg-type]
+            statuses=status or (),
+            limit=limit,
+        )
+        if as_json:
+            typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
+            return
+        if not found:
+            typer.echo("no sends")
+        for s in found:
+            when = ""
+            if s.scheduled_at is not None:
+                when = f" at {s.scheduled_at:%Y-%m-%d %H:%M} UTC"
+                if s.schedule_tz:
+                    when += f" ({s.schedule_tz})"
+            local = f" local {s.local_time}" if s.local_time else ""
+            typer.echo(
+                f"{s.send_id}  {s.status:<9} {s.issue_key} {s.intent}{when}{local} "
+                f"deliveries={s.total}"
+            )
+
+    asyncio.run(_with_sessions(action))
+
+
+@send_app.command("reschedule")
+def send_reschedule(
+    send_id: str,
+    at: Annotated[str, typer.Option("--at", help="New start, e.g. '2026-12-07 09:00'.")],
+    tz: Annotated[str, typer.Option("--tz", help="Zone of --at (IANA name).")] = "UTC",
+) -> None:
+    """Move a scheduled send that has not started yet."""
+    from services.dispatcher import scheduler
+    from services.dispatcher.errors import SendNotFound
+    from shared.clock import BadMoment, local_moment
+
+    try:
+        moment = local_moment(at, tz=tz)
+    except BadMoment as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+    async def action(sessions: object, _settings: object) -> None:
+        try:
+            await scheduler.reschedule(
+                sessions,  # type: ignore[arg-type]
+                send_id=send_id,
+                at=moment,
+                tz=tz,
+            )
+        except (SendNotFound, scheduler.NotScheduled) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        typer.echo(f"send {send_id} scheduled at {moment:%Y-%m-%d %H:%M} UTC ({tz})")
+
+    asyncio.run(_with_sessions(action))
+
+
+@send_app.command("warmup")
+def send_warmup(
+    domain: str,
+    caps: Annotated[
+        str,
+        typer.Option(help="Daily caps per receiving domain, e.g. 50,100,200 (default: setting)."),
+    ] = "",
+    start: Annotated[
+        str | None, typer.Option(help="First day of the ramp, YYYY-MM-DD (default: today, UTC).")
+    ] = None,
+    done: Annotated[
+        bool, typer.Option("--done", help="The domain is warm: lift the caps.")
+    ] = False,
+) -> None:
+    """Mark a sending domain new: cap what it sends per receiving domain per day on a ramp."""
+    from datetime import date
+
+    from services.dispatcher import warmup
+    from shared.clock import SYSTEM_CLOCK
+    from shared.settings import SettingsError
+
+    async def action(sessions: object, _settings: object) -> None:
+        if done:
+            lifted = await warmup.mark_warm(sessions, domain=domain)  # type: ignore[arg-type]
+            typer.echo(f"{domain}: {'caps lifted' if lifted else 'was not warming up'}")
+            return
+        try:
+            first = date.fromisoformat(start) if start else SYSTEM_CLOCK.now().date()
+            row = await warmup.mark_new(
+                sessions,  # type: ignore[arg-type]
+                domain=domain,
+                started_on=first,
+                caps=caps,
+            )
+        except (ValueError, SettingsError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(f"{row.domain} warms up from {row.started_on} (caps {row.caps or 'setting'})")
+
+    asyncio.run(_with_sessions(action))
 
 
 @dlq_app.command("list")

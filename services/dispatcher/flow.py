@@ -1,16 +1,32 @@
 """Flow control: a global rate, per-domain concurrency and rate, slow-down and circuit breaker.
 
-Replies that mean "slow down" (421, 451, 4.7.x) slow that domain: they halve its concurrency
-(at most once per :data:`BACKOFF_S`; each full round of successes adds one slot again, up to
-the configured ceiling) and double the pause between two of its messages (successes shrink it).
-They open the domain's circuit breaker only when they are most of its replies
-(``throttle_ratio`` of the window, and at least ``breaker_threshold`` of them): a receiver
-that greylists one RCPT in ten is slowed, not stopped. Policy refusals (5.7.x, "blocked") open
-it at ``breaker_threshold`` within the window. While open, the domain's jobs are held (parked
-in the outbox, neither attempted nor failed) until the cooldown ends, while other domains keep
-flowing; it then reopens *half-open*, with one slot that grows with each round of successes.
-A ``DomainPolicyAlerted`` event opens it too (:meth:`FlowControl.open_for`, fed by
-:mod:`services.dispatcher.domain_alerts`).
+How a domain's concurrency follows its replies is the way MTAs treat 4xx replies. RFC 5321
+§4.5.4.1 retries a *recipient* that got a 4yz later (here: its row is ``deferred`` with a
+``due_at``, the reconciler publishes it when due, and nothing waits on a connection or a slot
+meanwhile); host-wide state is for a host that cannot take mail. So two kinds of "slow down":
+
+- *The host* says it (421 in any phase, a 4xx "slow down" at connect or MAIL): concurrency is
+  halved at once (at most once per :data:`BACKOFF_S`) and the pause between two of the
+  domain's messages doubles.
+- *One recipient* is answered 450/451/452 or 4.7.x at RCPT or after DATA (greylisting, a
+  per-recipient rate): only the *share* of such replies slows the domain, once per round (one
+  round = as many replies as the domain's current concurrency, TCP's round trip). At the end
+  of a round the window grows by its share of successes (additive increase: one slot per
+  round of successes) and, if any reply of the round was a slow-down, shrinks by half that
+  share (``window *= 1 - share/2``, DCTCP's rule, RFC 8257 §3.3): a round of nothing but
+  451s halves it, one 451 in ten takes 5 % off. So 10 % 451s keep a domain near its ceiling,
+  a domain answering half its RCPTs 451 settles at a few slots, and no cut goes below
+  ``floor``. Only at the floor, with at least half a round answered "slow down", does the
+  pause between messages grow too.
+
+The breaker opens on policy refusals (5.7.x, "blocked") at ``breaker_threshold`` within the
+window, and on slow-down replies only when they are most of the domain's replies
+(``throttle_ratio`` of the window, and at least ``breaker_threshold`` of them). While open,
+the domain's jobs are held (parked in the outbox, neither attempted nor failed) until the
+cooldown ends, while other domains keep flowing; it then reopens *half-open*, with one slot
+that grows with each round of successes. A ``DomainPolicyAlerted`` event opens it too
+(:meth:`FlowControl.open_for`, fed by :mod:`services.dispatcher.domain_alerts`). Every
+domain has its own state: one domain's slow-down never changes another's slots.
 """
 
 from __future__ import annotations
@@ -57,14 +73,19 @@ class RateLimiter:
 
 
 class AdaptiveLimit:
-    """A semaphore whose size moves between 1 and ``ceiling``: :meth:`cut` halves it,
-    :meth:`grow` adds one slot after each full round (``limit`` successes)."""
+    """A semaphore whose size (``limit``) follows a window between ``floor`` and ``ceiling``.
 
-    def __init__(self, ceiling: int) -> None:
+    :meth:`end_round` applies one round's replies (additive increase, a cut by half the share
+    of slow-downs); :meth:`cut` halves at once (the host asked); :meth:`restart` is half-open
+    (one slot, below the floor on purpose: the breaker's probe).
+    """
+
+    def __init__(self, ceiling: int, *, floor: int = 1) -> None:
         self.ceiling = max(1, ceiling)
+        self.floor = min(max(1, floor), self.ceiling)
+        self.window = float(self.ceiling)
         self.limit = self.ceiling
         self.in_use = 0
-        self._successes = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
@@ -87,21 +108,27 @@ class AdaptiveLimit:
         self._wake()
 
     def cut(self) -> None:
-        self.limit = max(1, self.limit // 2)
-        self._successes = 0
+        """Halve now (not below the floor)."""
+        self._set(max(float(self.floor), self.window / 2))
 
     def restart(self) -> None:
         """Half-open: one slot, grown again by successes."""
-        self.limit = 1
-        self._successes = 0
+        self._set(1.0)
 
-    def grow(self) -> None:
-        if self.limit >= self.ceiling:
+    def end_round(self, *, replies: int, throttled: int) -> None:
+        """One round of ``replies``, ``throttled`` of them "slow down"."""
+        if replies <= 0:
             return
-        self._successes += 1
-        if self._successes >= self.limit:
-            self.limit += 1
-            self._successes = 0
+        share = throttled / replies
+        window = self.window + (1.0 - share)  # one slot per round of successes
+        if throttled:
+            window = max(float(self.floor), window * (1.0 - share / 2))
+        self._set(min(float(self.ceiling), window))
+
+    def _set(self, window: float) -> None:
+        self.window = window
+        before, self.limit = self.limit, max(1, int(window))
+        if self.limit > before:
             self._wake()
 
     def _wake(self) -> None:
@@ -126,6 +153,8 @@ class DomainState:
     answered: int = 0  # replies within the window
     last_cut: float = float("-inf")
     open_until: float = 0.0
+    round_replies: int = 0  # replies of the round under way (a round: ``slots.limit`` replies)
+    round_throttled: int = 0
 
 
 class FlowControl:
@@ -136,6 +165,7 @@ class FlowControl:
         *,
         global_rate: float = 0.0,
         domain_concurrency: int = 16,
+        domain_concurrency_floor: int = 2,
         domain_rate: float = 0.0,
         breaker_threshold: int = 20,
         breaker_window_s: float = 30.0,
@@ -145,6 +175,7 @@ class FlowControl:
     ) -> None:
         self._global = RateLimiter(global_rate, clock=clock)
         self._domain_concurrency = domain_concurrency
+        self._floor = domain_concurrency_floor
         self._domain_rate = domain_rate
         self._threshold = breaker_threshold
         self._window = breaker_window_s
@@ -157,7 +188,7 @@ class FlowControl:
         state = self._domains.get(domain)
         if state is None:
             state = DomainState(
-                slots=AdaptiveLimit(self._domain_concurrency),
+                slots=AdaptiveLimit(self._domain_concurrency, floor=self._floor),
                 limiter=RateLimiter(self._domain_rate, clock=self._clock),
             )
             self._domains[domain] = state
@@ -216,14 +247,15 @@ class FlowControl:
         """Learn from one outcome; True if this outcome opened the breaker."""
         state = self._state(domain)
         now = self._clock()
-        if outcome.throttle:
+        if outcome.host_throttle:
             state.pace_s = min(MAX_PACE_S, max(MIN_PACE_S, state.pace_s * 2))
             if now - state.last_cut >= BACKOFF_S:
                 state.slots.cut()
                 state.last_cut = now
-        elif outcome.status == "sent":
-            state.slots.grow()
-            if state.pace_s > 0:
+                state.round_replies = state.round_throttled = 0
+        else:
+            self._count_round(state, throttled=outcome.throttle)
+            if outcome.status == "sent" and state.pace_s > 0:
                 state.pace_s = 0.0 if state.pace_s <= MIN_PACE_S else state.pace_s * 0.8
         self._count_reply(state, now, throttled=outcome.throttle)
         if outcome.policy:
@@ -245,6 +277,21 @@ class FlowControl:
         state.throttled = state.answered = 0
         state.slots.restart()
         return True
+
+    @staticmethod
+    def _count_round(state: DomainState, *, throttled: bool) -> None:
+        """Count one recipient-scoped reply; at the end of a round, move the window."""
+        state.round_replies += 1
+        state.round_throttled += int(throttled)
+        if state.round_replies < state.slots.limit:
+            return
+        replies, slowed = state.round_replies, state.round_throttled
+        state.round_replies = state.round_throttled = 0
+        at_floor = state.slots.limit <= state.slots.floor
+        state.slots.end_round(replies=replies, throttled=slowed)
+        if at_floor and 2 * slowed >= replies:
+            # Still told to slow down at the lowest concurrency: space the messages out.
+            state.pace_s = min(MAX_PACE_S, max(MIN_PACE_S, state.pace_s * 2))
 
     def _count_reply(self, state: DomainState, now: float, *, throttled: bool) -> None:
         replies = state.replies

@@ -14,13 +14,13 @@ reconciler when due (no delay queue holds it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
@@ -173,6 +173,49 @@ def padded(ids: Sequence[int]) -> list[int]:
     return items + [items[-1]] * (size - len(items))
 
 
+async def take_over(
+    session: AsyncConnection | AsyncSession,
+    ids: Sequence[int],
+    *,
+    own_idle: Collection[int] = (),
+    owner: str | None,
+    now: datetime,
+    lease_s: float,
+    owner_stale_s: float,
+) -> set[int]:
+    """The lease rule, for issue and transactional mail alike: which ``sending`` rows among
+    ``ids`` (of redelivered jobs) may be claimed again, for ``owner`` under a new lease.
+
+    A row is taken over when its lease has run out or its claimer has not beaten for
+    ``owner_stale_s`` (killed); a row in ``own_idle`` also when ``owner`` claimed it and no
+    longer works on it (its handler failed and the job came back). While its live claimer's
+    lease runs, the claimer may still be writing the outcome (a database hiccup after the
+    250): the row is not taken, and the redelivered job is skipped.
+    """
+    if not ids:
+        return set()
+    lease = now + timedelta(seconds=lease_s)
+    claimer = {"lease": lease, "owner": owner, "now": now, "sending": str(DeliveryStatus.SENDING)}
+    taken = set(
+        (
+            await session.execute(
+                _RECLAIM,
+                {
+                    "ids": padded(sorted(set(ids))),
+                    "alive_after": now - timedelta(seconds=owner_stale_s),
+                    **claimer,
+                },
+            )
+        ).scalars()
+    )
+    own = sorted(i for i in set(ids) & set(own_idle) if i not in taken)
+    if own and owner is not None:
+        taken |= set(
+            (await session.execute(_RECLAIM_OWN, {"ids": padded(own), **claimer})).scalars()
+        )
+    return taken
+
+
 async def claim(
     engine: AsyncEngine,
     requests: Sequence[ClaimRequest],
@@ -224,44 +267,16 @@ async def claim(
                 )
             ).scalars()
         )
-        reclaimed: set[int] = set()
-        left = [i for i in redelivered if i not in claimed]
-        if left:
-            reclaimed = set(
-                (
-                    await session.execute(
-                        _RECLAIM,
-                        {
-                            "ids": padded(left),
-                            "sending": str(DeliveryStatus.SENDING),
-                            "now": now,
-                            "alive_after": now - timedelta(seconds=owner_stale_s),
-                            **claimer,
-                        },
-                    )
-                ).scalars()
-            )
-        own = sorted(
-            {
-                r.delivery_id
-                for r in requests
-                if r.redelivered and r.own_idle and r.delivery_id not in claimed | reclaimed
-            }
+        own = {r.delivery_id for r in requests if r.redelivered and r.own_idle}
+        reclaimed = await take_over(
+            session,
+            [i for i in redelivered if i not in claimed],
+            own_idle=own,
+            owner=owner,
+            now=now,
+            lease_s=lease_s,
+            owner_stale_s=owner_stale_s,
         )
-        if own and owner is not None:
-            reclaimed |= set(
-                (
-                    await session.execute(
-                        _RECLAIM_OWN,
-                        {
-                            "ids": padded(own),
-                            "sending": str(DeliveryStatus.SENDING),
-                            "now": now,
-                            **claimer,
-                        },
-                    )
-                ).scalars()
-            )
         replayed = [r.delivery_id for r in requests if r.replayed and r.delivery_id not in claimed]
         if replayed:
             claimed |= set(

@@ -25,8 +25,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatcher.planner import Planner
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
-from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.db.tables.timestamps import UTCDateTime
 from shared.messaging.publisher import PublishError
 from shared.tasks import cancel_and_wait
 
@@ -41,8 +42,15 @@ _SENDS_WITH_PARKED_ROWS = text(
 
 class OutboxSweeper:
     def __init__(
-        self, *, engine: AsyncEngine, planner: Planner, interval_s: float, settle_s: float = 2.0
+        self,
+        *,
+        engine: AsyncEngine,
+        planner: Planner,
+        interval_s: float,
+        settle_s: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._engine = engine
         self._planner = planner
         self._interval = interval_s
@@ -59,7 +67,7 @@ class OutboxSweeper:
 
     async def sweep(self) -> int:
         """Relay the pending rows of every running send; returns how many sends had some."""
-        now = utcnow()
+        now = self._clock.now()
         cutoff = now - timedelta(seconds=self._settle)
         async with self._engine.connect() as connection:
             rows = await connection.execute(

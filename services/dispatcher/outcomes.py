@@ -42,6 +42,12 @@ class Outcome:
     bounce_class: str = ""  # the shared rules' class of a 4xx/5xx reply ("" otherwise)
 
     @property
+    def host_throttle(self) -> bool:
+        """The server as a whole asked us to slow down (421, or a 4xx slow-down before any
+        recipient was named), not one recipient (a 451 at RCPT: greylisting, a per-user rate)."""
+        return self.throttle and (self.code == 421 or self.phase in {"connect", "mail"})
+
+    @property
     def hard_bounce(self) -> bool:
         return self.status == "bounced"
 

@@ -29,6 +29,7 @@ and a queued row gets the deadline by which its job should have been consumed.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,11 +39,12 @@ from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import ledger
+from services.dispatcher import cadence, ledger, local_hours, scheduler, warmup
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.retry import RETRY_HEADER, dead_letter
 from services.dispatcher.settings import DispatcherSettings
 from shared.addresses import address_domain
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.tables.deliveries import (
     RECEIVED_STATUSES,
     DeliveryKind,
@@ -51,7 +53,7 @@ from shared.db.tables.deliveries import (
     SendIntent,
     SendStatus,
 )
-from shared.db.tables.timestamps import UTCDateTime, utcnow
+from shared.db.tables.timestamps import UTCDateTime
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import DeliverIssue, PlanSend, UndecodableMessage, decode
 from shared.messaging.topology import DELIVER_ISSUE
@@ -66,16 +68,17 @@ _AUDIENCE_PAGE = text(
     "ORDER BY s.id LIMIT :limit"
 )
 # One row per (send, subscriber, segment): a reader of several editions gets each of them.
+# ``{due}`` and the cadence filter are constants of this package, never input.
 _INSERT_PAGE_SQL = (
-    "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "
-    "language, status, attempts, smtp_reply, message_id, created_at, updated_at) "
+    "INSERT INTO delivery (dedupe_key, kind, send_id, subscriber_id, email, email_domain, "  # noqa: S608
+    "language, status, attempts, smtp_reply, message_id, created_at, updated_at, due_at) "
     "SELECT 'send:' || :send_id || ':' || CAST(s.id AS VARCHAR(20)) || ':' || :language, "
-    ":kind, :send_id, s.id, s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now "
-    "FROM subscriber s "
+    ":kind, :send_id, s.id, s.email, s.email_domain, :language, :pending, 0, '', '', :now, :now, "
+    "{due} FROM subscriber s "
     "JOIN subscriber_language sl ON sl.subscriber_id = s.id AND sl.language = :language "
     "WHERE s.status = 'active' AND s.email IS NOT NULL AND s.id > :after AND s.id <= :last "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
-    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) "
+    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) " + cadence.CADENCE_FILTER
 )
 # A segment that gets another language's edition (a fallback) leaves out the readers who also
 # chose that language: they get that edition once, as its own segment.
@@ -108,16 +111,22 @@ async def write_audience_page(
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         await session.execute(_ISSUE_LOCK, {"lock_key": f"plan-issue:{issue_key}"})
+    # The cadence filter's month: the page's own unless the planner gives the send's.
+    params = {"month_start": cadence.month_start(params["now"]), **params}  # type: ignore[arg-type]
     await session.execute(insert, params)
 
 
-def audience_insert(*, skip_edition_segment: bool, only_new: bool) -> TextClause:
-    sql = _INSERT_PAGE_SQL
+def audience_insert(*, skip_edition_segment: bool, only_new: bool, due: str = "NULL") -> TextClause:
+    # ``due``: each reader's not-before time (a CASE over time zones, see local_hours.py)
+    sql = _INSERT_PAGE_SQL.format(due=due)
     sql += _NOT_IN_EDITION_SEGMENT if skip_edition_segment else ""
     sql += _NOT_RECEIVED if only_new else ""
     statement = text(sql + "ON CONFLICT DO NOTHING").bindparams(
-        bindparam("now", type_=UTCDateTime())
+        bindparam("now", type_=UTCDateTime()), bindparam("month_start", type_=UTCDateTime())
     )
+    due_names = [name for name in re.findall(r":(due_\w+)", due)]
+    if due_names:
+        statement = statement.bindparams(*(bindparam(n, type_=UTCDateTime()) for n in due_names))
     return statement.bindparams(bindparam("received", expanding=True)) if only_new else statement
 
 
@@ -188,6 +197,7 @@ class Planner:
     publisher: Publisher
     raw_channel: object
     metrics: DispatcherMetrics
+    clock: Clock = SYSTEM_CLOCK
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -207,7 +217,16 @@ class Planner:
 
     async def plan(self, job: PlanSend) -> None:
         """Plan (or resume planning) one send; returns when every row is queued."""
-        status = await self._open_send(job)
+        send = await self._open_send(job)
+        status = send.status
+        if status == SendStatus.SCHEDULED:  # planned when due (services/dispatcher/scheduler.py)
+            status = await scheduler.start_if_due(
+                self.sessions, send_id=job.send_id, now=self.clock.now()
+            )
+            if status == SendStatus.SCHEDULED:
+                log.info("send_scheduled", at=str(send.scheduled_at))
+                return
+            send = await self._open_send(job)
         if status in {SendStatus.CANCELLED, SendStatus.DONE}:
             log.info("plan_skipped", status=status)
             return
@@ -215,25 +234,31 @@ class Planner:
             await self._write_test_rows(job, job.test_to)
         else:
             for language in job.segments:
-                await self._write_segment(job, language)
+                await self._write_segment(job, language, send)
                 if await self._cancelled(job.send_id):
                     log.info("plan_cancelled")
                     return
         await self.relay(job.send_id)
         await self._finish_planning(job.send_id)
 
-    async def _open_send(self, job: PlanSend) -> str:
+    async def _open_send(self, job: PlanSend) -> Send:
         async with self.sessions() as session:
             send = await session.get(Send, job.send_id)
             if send is None:
+                now = self.clock.now()
+                schedule = job.schedule
+                later = schedule is not None and schedule.start_at is not None
+                later = later and schedule.start_at > now  # type: ignore[union-attr,operator]
                 send = Send(
                     id=job.send_id,
                     issue_key=job.issue_key,
                     languages=",".join(job.segments),
                     fallbacks=",".join(f"{k}={v}" for k, v in sorted(job.fallbacks.items())),
-                    status=SendStatus.PLANNING,
+                    status=SendStatus.SCHEDULED if later else SendStatus.PLANNING,
                     test_to=job.test_to,
                     intent=SendIntent.TEST if job.test_to else job.intent,
+                    created_at=now,
+                    **scheduler.schedule_columns(schedule, now=now, later=later),
                 )
                 session.add(send)
                 await session.commit()
@@ -242,8 +267,9 @@ class Planner:
                     segments=job.segments,
                     test=bool(job.test_to),
                     intent=send.intent,
+                    scheduled_at=str(send.scheduled_at) if later else None,
                 )
-            return send.status
+            return send
 
     async def _cancelled(self, send_id: str) -> bool:
         async with self.sessions() as session:
@@ -263,19 +289,28 @@ class Planner:
                         "domain": address_domain(address),
                         "language": language,
                         "pending": str(DeliveryStatus.PENDING),
-                        "now": utcnow(),
+                        "now": self.clock.now(),
                     },
                 )
             await session.commit()
 
-    async def _write_segment(self, job: PlanSend, language: str) -> None:
+    async def _write_segment(self, job: PlanSend, language: str, send: Send) -> None:
         after = 0
         batch = self.settings.dispatch_planner_batch
         edition_language = job.fallbacks.get(language, language)
         skip_edition_segment = edition_language != language and edition_language in job.segments
         only_new = job.intent == "only_new"
-        insert = audience_insert(skip_edition_segment=skip_edition_segment, only_new=only_new)
-        extra: dict[str, object] = {}
+        due, extra = await local_hours.due_clause(
+            self.sessions,
+            settings=self.settings,
+            send=send,
+            language=language,
+            dialect=self.engine.dialect.name,
+        )
+        insert = audience_insert(
+            skip_edition_segment=skip_edition_segment, only_new=only_new, due=due
+        )
+        extra["month_start"] = cadence.month_start(send.started_at or self.clock.now())
         if skip_edition_segment:
             extra["edition_language"] = edition_language
         if only_new:
@@ -301,7 +336,7 @@ class Planner:
                         "kind": str(DeliveryKind.ISSUE),
                         "language": language,
                         "pending": str(DeliveryStatus.PENDING),
-                        "now": utcnow(),
+                        "now": self.clock.now(),
                         "after": after,
                         "last": last,
                         **extra,
@@ -320,7 +355,7 @@ class Planner:
         published = 0
         batch = self.settings.dispatch_planner_batch
         while True:
-            now = utcnow()
+            now = self.clock.now()
             async with self.sessions() as session:
                 rows = (
                     await session.execute(
@@ -337,6 +372,9 @@ class Planner:
             if not rows:
                 return published
             after = int(rows[-1][0])
+            rows = await self._warmup().admit(rows)  # a new sending domain's daily caps
+            if not rows:
+                continue
             marks = {
                 "ids": ledger.padded([int(row[0]) for row in rows]),
                 "queued": str(DeliveryStatus.QUEUED),
@@ -376,7 +414,7 @@ class Planner:
                         "ids": marks["ids"],
                         "queued": str(DeliveryStatus.QUEUED),
                         "confirm_by": marks["deadline"],
-                        "deadline": utcnow()
+                        "deadline": self.clock.now()
                         + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
                     },
                 )
@@ -388,6 +426,9 @@ class Planner:
                     self.metrics.planned.labels(job.language).inc()
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    def _warmup(self) -> warmup.WarmupGate:
+        return warmup.WarmupGate(sessions=self.sessions, settings=self.settings, clock=self.clock)
 
     async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
         """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""
@@ -416,7 +457,7 @@ class Planner:
                 return
             total = int((await session.execute(_COUNT, {"send_id": send_id})).scalar_one())
             send.total = total
-            send.planned_at = send.planned_at or utcnow()
+            send.planned_at = send.planned_at or self.clock.now()
             if send.status == SendStatus.PLANNING:
                 send.status = SendStatus.RUNNING
             session.add(send)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import bindparam, func, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -126,6 +128,8 @@ async def set_status(sessions: Sessions, *, send_id: str, action: str) -> str:
             raise SendNotFound(f"no send {send_id}")
         if send.status in {SendStatus.DONE, SendStatus.CANCELLED}:
             return send.status
+        if send.status == SendStatus.SCHEDULED and action != "cancel":
+            return send.status  # nothing runs yet: reschedule or cancel it
         if action == "pause":
             send.status = SendStatus.PAUSED
         elif action == "resume":
@@ -159,3 +163,62 @@ async def set_status(sessions: Sessions, *, send_id: str, action: str) -> str:
         session.add(send)
         await session.commit()
         return send.status
+
+
+@dataclass
+class SendListing:
+    send_id: str
+    issue_key: str
+    status: str
+    intent: str
+    scheduled_at: datetime | None
+    schedule_tz: str | None
+    local_time: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    total: int
+
+    def as_dict(self) -> dict[str, object]:
+        def at(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "send_id": self.send_id,
+            "issue_key": self.issue_key,
+            "status": self.status,
+            "intent": self.intent,
+            "scheduled_at": at(self.scheduled_at),
+            "schedule_tz": self.schedule_tz,
+            "local_time": self.local_time,
+            "started_at": at(self.started_at),
+            "finished_at": at(self.finished_at),
+            "total": self.total,
+        }
+
+
+async def listing(
+    sessions: Sessions, *, statuses: Sequence[str] = (), limit: int = 50
+) -> list[SendListing]:
+    """Sends newest first (scheduled ones by their start), optionally of some statuses."""
+    query = select(Send).order_by(
+        col(Send.scheduled_at).desc().nulls_last(), col(Send.created_at).desc()
+    )
+    if statuses:
+        query = query.where(col(Send.status).in_(list(statuses)))
+    async with sessions() as session:
+        rows = (await session.exec(query.limit(limit))).all()
+    return [
+        SendListing(
+            send_id=r.id,
+            issue_key=r.issue_key,
+            status=r.status,
+            intent=r.intent,
+            scheduled_at=r.scheduled_at,
+            schedule_tz=r.schedule_tz,
+            local_time=r.local_time,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            total=r.total,
+        )
+        for r in rows
+    ]

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import ledger
+from services.dispatcher import broker_connection, ledger, scheduler
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache
@@ -27,17 +27,20 @@ from services.dispatcher.consumers import QueueConsumer
 from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.domain_alerts import DomainAlertListener
 from services.dispatcher.erasures import ErasureHandler
+from services.dispatcher.errors import DispatcherError
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.heartbeat import ProcessHeartbeat
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outbox import OutboxSweeper
 from services.dispatcher.planner import Planner
 from services.dispatcher.reconciler import QueueDepth, Reconciler
-from services.dispatcher.sends import SendDirectory
+from services.dispatcher.scheduler import Scheduler, passes_counter
+from services.dispatcher.sends import SendDirectory, set_status
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from services.dispatcher.transactional import TransactionalWorker
 from services.dispatcher.worker import DeliveryWorker
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.engine import create_engine, session_factory
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import SendControlled, UndecodableMessage, decode
@@ -47,7 +50,6 @@ from shared.messaging.topology import (
     DISPATCHER_ERASURES,
     DISPATCHER_PLANNER,
     DISPATCHER_TRANSACTIONAL,
-    connect,
     declare_topology,
 )
 from shared.probes import ProbeServer, probe_app
@@ -68,6 +70,7 @@ async def run(
     stop: asyncio.Event,
     registry: CollectorRegistry | None = None,
     serve_probes: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     """Run the dispatcher until ``stop`` is set, then close everything."""
     config = as_dispatcher_settings(settings)
@@ -78,7 +81,7 @@ async def run(
         engine = create_engine(config.database_url, pool_size=10, custom_plans=True)
         stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
-        connection = await connect(config.amqp_url)
+        connection = await broker_connection.connect(config.broker_urls)
         stack.push_async_callback(connection.close)
         await _declare_topology(connection)
         publisher = await Publisher.open(connection)
@@ -92,11 +95,9 @@ async def run(
         stack.push_async_callback(issue_pool.close)
         stack.push_async_callback(tx_pool.close)
 
-        finisher = ledger.SendFinisher(engine)
-        stack.push_async_callback(finisher.close)
-        claims, results = _ledger_batchers(  # started
-            config, engine, finisher, owner=(await _heartbeat(config, engine, stack)).process_id
-        )
+        finisher = _send_finisher(engine, stack)
+        owner = (await _heartbeat(config, engine, stack)).process_id
+        claims, results = _ledger_batchers(config, engine, finisher, owner=owner)  # started
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
@@ -116,15 +117,9 @@ async def run(
                 raw_channel=raw_channel,
                 metrics=metrics,
                 gate=gate,
+                owner=owner,
             )
-            consumers.append(
-                QueueConsumer(
-                    DISPATCHER_TRANSACTIONAL,
-                    tx.handle,
-                    prefetch=max(4, config.transactional_smtp_connections * 2),
-                    gate=gate,
-                )
-            )
+            consumers.append(_transactional_consumer(config, tx, gate))
         if "deliveries" in roles:
             flow = await _flow_control(config, connection=connection, stack=stack)
             worker = DeliveryWorker(
@@ -163,8 +158,10 @@ async def run(
                 publisher=publisher,
                 raw_channel=raw_channel,
                 metrics=metrics,
+                clock=clock,
             )
             consumers.append(_planner_consumer(config, planner, control, stack, connection))
+            _scheduler(config, planner, stack, registry)
         for consumer in consumers:
             await consumer.start(connection)
 
@@ -177,6 +174,23 @@ async def run(
         log.info("dispatcher_started", roles=sorted(roles))
         await stop.wait()
         log.info("dispatcher_stopping")
+
+
+def _send_finisher(engine: AsyncEngine, stack: AsyncExitStack) -> ledger.SendFinisher:
+    finisher = ledger.SendFinisher(engine)
+    stack.push_async_callback(finisher.close)
+    return finisher
+
+
+def _transactional_consumer(
+    config: DispatcherSettings, tx: TransactionalWorker, gate: DatabaseGate
+) -> QueueConsumer:
+    return QueueConsumer(
+        DISPATCHER_TRANSACTIONAL,
+        tx.handle,
+        prefetch=max(4, config.transactional_smtp_connections * 2),
+        gate=gate,
+    )
 
 
 def _database_gate(
@@ -224,7 +238,10 @@ def _planner_consumer(
     when their send resumes or their domain's breaker closes) and the reconciler (due
     retries, lost jobs, expired leases)."""
     sweeper = OutboxSweeper(
-        engine=planner.engine, planner=planner, interval_s=config.dispatch_outbox_sweep_s
+        engine=planner.engine,
+        planner=planner,
+        interval_s=config.dispatch_outbox_sweep_s,
+        clock=planner.clock,
     )
     sweeper.start()
     stack.push_async_callback(sweeper.close)
@@ -238,6 +255,25 @@ def _planner_consumer(
     stack.push_async_callback(reconciler.close)
     control.on_resume = sweeper.wake
     return QueueConsumer(DISPATCHER_PLANNER, planner.handle, prefetch=1)
+
+
+def _scheduler(
+    config: DispatcherSettings,
+    planner: Planner,
+    stack: AsyncExitStack,
+    registry: CollectorRegistry,
+) -> Scheduler:
+    """Starts scheduled sends when due, beside the planner (services/dispatcher/scheduler.py)."""
+    found = Scheduler(
+        sessions=planner.sessions,
+        publisher=planner.publisher,
+        clock=planner.clock,
+        interval_s=config.schedule_poll_s,
+        passes=passes_counter(registry),
+    )
+    found.start()
+    stack.push_async_callback(found.close)
+    return found
 
 
 def work_queue_depth(connection: AbstractRobustConnection, *, prefetch: int) -> QueueDepth:
@@ -305,12 +341,29 @@ class ControlHandler:
         except UndecodableMessage:
             await message.reject(requeue=False)
             return
+        if event.apply:
+            await apply_control(self._engine, event)
         self._sends.forget(event.send_id)
         if event.action == "resume":
             await ledger.finish_if_complete(self._engine, send_id=event.send_id)
             if self.on_resume is not None:
                 self.on_resume()
         await message.ack()
+
+
+async def apply_control(engine: AsyncEngine, event: SendControlled) -> None:
+    """Cancel or reschedule a send for another service (the renderer's admin API): the send
+    row is the dispatcher's to write."""
+    sessions = session_factory(engine)
+    try:
+        if event.action == "reschedule" and event.start_at is not None:
+            await scheduler.reschedule(
+                sessions, send_id=event.send_id, at=event.start_at, tz=event.time_zone
+            )
+        elif event.action in {"cancel", "pause", "resume"}:
+            await set_status(sessions, send_id=event.send_id, action=event.action)
+    except DispatcherError as err:  # started meanwhile, or no such send: nothing to apply
+        log.warning("send_control_not_applied", action=event.action, reason=str(err)[:200])
 
 
 def _ledger_batchers(
@@ -354,6 +407,7 @@ async def _flow_control(
     flow = FlowControl(
         global_rate=config.dispatch_rate_limit,
         domain_concurrency=config.dispatch_domain_concurrency,
+        domain_concurrency_floor=config.dispatch_domain_concurrency_floor,
         domain_rate=config.dispatch_domain_rate,
         breaker_threshold=config.dispatch_breaker_threshold,
         breaker_window_s=config.dispatch_breaker_window_s,

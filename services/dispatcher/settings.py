@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
+from services.dispatcher.broker_connection import broker_urls
 from shared.messaging.topology import RETRY_TIERS, RetryTier
 from shared.settings import Settings, SettingsError
 
@@ -19,12 +20,18 @@ _TIERS = {tier.label: tier for tier in RETRY_TIERS}
 class DispatcherSettings(Settings):
     """Every knob of the planner and the workers, with production defaults."""
 
+    # The nodes of a RabbitMQ cluster, comma-separated AMQP URLs: the dispatcher connects to the
+    # first that answers and, when its node dies, reconnects to the next (broker_connection.py).
+    # Empty: NEWSLETTER_AMQP_URL alone.
+    dispatch_amqp_urls: str = ""
     # Workers
     dispatch_prefetch: int = 200  # unacked issue jobs per process (the duplicate window)
     dispatch_smtp_connections: int = 16  # persistent SMTP connections for issues
     transactional_smtp_connections: int = 2  # a separate pool: never behind a campaign
     dispatch_rate_limit: float = 0.0  # messages/s for the whole process; 0 = unlimited
     dispatch_domain_concurrency: int = 16  # SMTP transactions in flight per recipient domain
+    # ... and the least that "slow down" replies cut it to (the breaker's half-open probe aside)
+    dispatch_domain_concurrency_floor: int = 2
     dispatch_domain_rate: float = 0.0  # messages/s per recipient domain; 0 = unlimited
     dispatch_ledger_batch: int = 500  # delivery updates committed together
     # How long an outcome waits for its batch; the wait adds to each message's time in flight,
@@ -42,8 +49,9 @@ class DispatcherSettings(Settings):
     dispatch_retry_window_s: float = 3 * 24 * 3600.0
     dispatch_poison_limit: int = 3  # deliveries of a poison job before it is dead-lettered
     # Circuit breaker per domain: policy refusals within the window open it; throttling
-    # replies ("slow down") halve the domain's concurrency, and open it only when they are
-    # at least dispatch_breaker_throttle_ratio of the domain's replies in the window.
+    # replies ("slow down") shrink the domain's concurrency (see flow.py), and open it only
+    # when they are at least dispatch_breaker_throttle_ratio of the domain's replies in the
+    # window.
     dispatch_breaker_threshold: int = 20
     dispatch_breaker_window_s: float = 30.0
     dispatch_breaker_cooldown_s: float = 60.0
@@ -85,6 +93,11 @@ class DispatcherSettings(Settings):
     @property
     def retry_tiers(self) -> tuple[RetryTier, ...]:
         return _parse_tiers(self.dispatch_retry_tiers)
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The brokers to connect to, in order of preference."""
+        return broker_urls(self.dispatch_amqp_urls) or (self.amqp_url,)
 
     @property
     def roles(self) -> frozenset[str]:

@@ -2,19 +2,24 @@
 
 Confirmation, welcome and goodbye mails never wait behind a campaign: their queue, channel and
 SMTP pool are separate from the issue workers'. The ledger row (``tx:<command id>``) makes a
-redelivered command harmless. Unlike an issue, a mail whose outcome is unknown (no reply after
-the complete end of data) is sent once more, through the first delay tier: a second
-confirmation mail does no harm, while a confirmation that never arrives loses the subscriber.
-Only once: a server that keeps taking mail without answering in time would otherwise get a
-copy per retry for days. A second unknown is final (``unknown``). The outcome write is retried
-in place through the :class:`~services.dispatcher.database_gate.DatabaseGate`.
+redelivered command harmless: it is claimed under a lease in this process's name, as issue
+mail is, and a redelivered copy takes over a ``sending`` row only by the same rule
+(:func:`services.dispatcher.ledger.take_over`: the lease ended, the claimer stopped beating,
+or this process's own handler failed before sending). Unlike an issue, a mail whose outcome
+is unknown (no reply after the complete end of data) is sent once more, through the first
+delay tier: a second confirmation mail does no harm, while a confirmation that never arrives
+loses the subscriber. Only once: a server that keeps taking mail without answering in time
+would otherwise get a copy per retry for days. A second unknown is final (``unknown``). The
+outcome write is retried in place through the
+:class:`~services.dispatcher.database_gate.DatabaseGate`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, FieldValue
@@ -22,7 +27,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.dispatcher import mime
+from services.dispatcher import ledger, mime
 from services.dispatcher.composer import Composer, Recipient
 from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.metrics import DispatcherMetrics
@@ -61,12 +66,18 @@ _INSERT = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _LOOKUP = text("SELECT id, status FROM delivery WHERE dedupe_key = :key")
 _START = text(
-    "UPDATE delivery SET status = :sending, attempts = attempts + 1, updated_at = :now "
+    "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
+    "claimed_by = :owner, due_at = NULL, updated_at = :now "
     "WHERE id = :id AND status IN :claimable RETURNING id"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("claimable", expanding=True))
+).bindparams(
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("lease", type_=UTCDateTime()),
+    bindparam("claimable", expanding=True),
+)
 _FINISH = text(
     "UPDATE delivery SET status = :status, smtp_code = :code, smtp_reply = :reply, "
-    "message_id = :mid, sent_at = :sent_at, updated_at = :now WHERE id = :id"
+    "message_id = :mid, sent_at = :sent_at, lease_until = NULL, updated_at = :now "
+    "WHERE id = :id"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
 
 
@@ -80,6 +91,8 @@ class TransactionalWorker:
     raw_channel: AbstractChannel
     metrics: DispatcherMetrics
     gate: DatabaseGate | None = None  # retries the outcome write; None: a failed write raises
+    owner: str | None = None  # this process's heartbeat id: its claims carry it
+    in_flight: set[int] = field(default_factory=set)  # deliveries this process handles now
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -101,8 +114,10 @@ class TransactionalWorker:
             await session.commit()
 
     async def _claim(self, job: DeliverTransactional, *, redelivered: bool) -> tuple[int, str]:
-        """Insert or find the ledger row and claim it; the status is "" when claimed."""
+        """Insert or find the ledger row and claim it under a lease, by the issue mail's rule
+        (:func:`services.dispatcher.ledger.take_over`); the status is "" when claimed."""
         key = f"tx:{job.message_id}"
+        now = utcnow()
         async with self.sessions() as session:
             await session.execute(
                 _INSERT,
@@ -114,28 +129,41 @@ class TransactionalWorker:
                     "domain": address_domain(job.to),
                     "language": job.language,
                     "sending": str(DeliveryStatus.QUEUED),
-                    "now": utcnow(),
+                    "now": now,
                 },
             )
             row = (await session.execute(_LOOKUP, {"key": key})).one()
             delivery_id, status = int(row[0]), str(row[1])
-            # A redelivered command may take over a row its first consumer left in "sending".
-            claimable = [str(DeliveryStatus.QUEUED), str(DeliveryStatus.DEFERRED)]
-            if redelivered:
-                claimable.append(str(DeliveryStatus.SENDING))
             claimed = (
                 await session.execute(
                     _START,
                     {
                         "id": delivery_id,
                         "sending": str(DeliveryStatus.SENDING),
-                        "now": utcnow(),
-                        "claimable": claimable,
+                        "now": now,
+                        "lease": now + timedelta(seconds=self.settings.dispatch_lease_s),
+                        "owner": self.owner,
+                        "claimable": [str(DeliveryStatus.QUEUED), str(DeliveryStatus.DEFERRED)],
                     },
                 )
-            ).first()
+            ).first() is not None
+            if not claimed and redelivered and status == DeliveryStatus.SENDING:
+                # Its first consumer went away (or this process's own handler failed before
+                # the mail went out): taken over only once that claim's lease is gone.
+                own = () if delivery_id in self.in_flight else (delivery_id,)
+                claimed = bool(
+                    await ledger.take_over(
+                        session,
+                        [delivery_id],
+                        own_idle=own,
+                        owner=self.owner,
+                        now=now,
+                        lease_s=self.settings.dispatch_lease_s,
+                        owner_stale_s=self.settings.dispatch_owner_stale_s,
+                    )
+                )
             await session.commit()
-        return delivery_id, "" if claimed is not None else status
+        return delivery_id, "" if claimed else status
 
     async def _deliver(self, job: DeliverTransactional, message: AbstractIncomingMessage) -> None:
         delivery_id, status = await self._claim(job, redelivered=bool(message.redelivered))
@@ -143,6 +171,15 @@ class TransactionalWorker:
             log.info("duplicate_job_skipped", delivery_id=delivery_id, found_status=status)
             await message.ack()
             return
+        self.in_flight.add(delivery_id)
+        try:
+            await self._send(job, message, delivery_id=delivery_id)
+        finally:
+            self.in_flight.discard(delivery_id)
+
+    async def _send(
+        self, job: DeliverTransactional, message: AbstractIncomingMessage, *, delivery_id: int
+    ) -> None:
         envelope = self.composer.envelope(
             subject=job.subject,
             language=job.language,

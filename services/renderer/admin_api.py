@@ -8,6 +8,12 @@ optional query ``segments=en,ru`` and ``fallback=be=ru``) answers the readiness 
 (or a test send) starts the send (202 with ``send_id``), like the editor page's confirmation
 step.
 
+Scheduling (issue 17): a send request may carry ``"at"`` (``"2026-12-07 09:00"``), ``"tz"``
+(``"Europe/Minsk"``) and ``"local_time"`` (``"09:00"``); it is rendered and checked now and
+starts then. ``GET /admin/api/sends[?status=scheduled]`` lists sends (read from the
+dispatcher's table); ``POST /admin/api/sends/{id}/cancel`` and ``.../reschedule``
+(``{"at", "tz"}``) answer 202 and the dispatcher applies them (its row), until the send starts.
+
 An issue goes out once: a send of an issue that already has one answers 409 with the earlier
 sends and what to do. ``"intent": "only_new"`` mails readers who have not received it,
 ``"intent": "resend_all"`` with ``"confirm_issue": <the issue number>`` mails everyone again.
@@ -17,6 +23,7 @@ wrong types, lone surrogates) answers 422.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -24,12 +31,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.renderer import send_schedules
 from services.renderer.errors import IssueFormatError, IssueNotReady, RendererError
 from services.renderer.issue_sends import IssueAlreadySent, SendRefused, Surface
 from services.renderer.readiness import verdict
-from services.renderer.sending import parse_fallbacks, parse_segments
+from services.renderer.sending import parse_fallbacks, parse_schedule, parse_segments
 from services.renderer.web_desk import WebDesk, same_secret
+from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
+from shared.messaging.schemas import SendControlled, SendSchedule
+from shared.messaging.topology import SEND_CONTROLLED
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +53,67 @@ class AdminApi(WebDesk):
             Route("/admin/api/issues", self.api_list),
             Route("/admin/api/issues/{name}", self.api_issue, methods=["GET", "PUT"]),
             Route("/admin/api/issues/{name}/sends", self.api_send, methods=["POST"]),
+            Route("/admin/api/sends", self.api_sends),
+            Route("/admin/api/sends/{send_id}/{action}", self.api_control, methods=["POST"]),
         ]
+
+    async def api_sends(self, request: Request) -> Response:
+        """``GET /admin/api/sends[?status=scheduled]``: sends newest first (read-only)."""
+        if not self._api_ok(request):
+            return self._unauthorized()
+        statuses = request.query_params.getlist("status")
+        found = await send_schedules.listing(self.sessions, statuses=statuses)
+        return JSONResponse({"sends": found})
+
+    async def api_control(self, request: Request) -> Response:
+        """``POST /admin/api/sends/{id}/cancel`` or ``.../reschedule`` (``{"at", "tz"}``):
+        checked here, applied by the dispatcher (its row), 202."""
+        if not self._api_ok(request):
+            return self._unauthorized()
+        action = request.path_params["action"]
+        send_id = request.path_params["send_id"]
+        if action not in {"cancel", "reschedule"}:
+            return JSONResponse({"detail": "the action is cancel or reschedule"}, 404)
+        status = await send_schedules.status_of(self.sessions, send_id=send_id)
+        if status is None:
+            return JSONResponse({"detail": f"no send {send_id}"}, 404)
+        start: tuple[datetime | None, str | None] = (None, None)
+        if action == "reschedule":
+            found = await self._new_start(request)
+            if isinstance(found, Response):
+                return found
+            start = found
+        movable = (
+            {"scheduled"}
+            if action == "reschedule"
+            else {"scheduled", "planning", "running", "paused"}
+        )
+        if status not in movable:
+            return JSONResponse(
+                {"detail": f"send {send_id} is {status}: too late to {action}"}, 409
+            )
+        await self.publisher.publish_event(
+            SendControlled(
+                send_id=send_id, action=action, start_at=start[0], time_zone=start[1], apply=True
+            ),
+            routing_key=SEND_CONTROLLED,
+        )
+        return JSONResponse({"send_id": send_id, "action": action, "status": status}, 202)
+
+    async def _new_start(self, request: Request) -> tuple[datetime | None, str | None] | Response:
+        """The reschedule body ``{"at": "2026-12-07 09:00", "tz": "Europe/Minsk"}`` as a UTC
+        start and its zone, or a 422 answer."""
+        payload = await self._object(request)
+        if isinstance(payload, Response):
+            return payload
+        at, tz = payload.get("at"), payload.get("tz")
+        if not isinstance(at, str) or (tz is not None and not isinstance(tz, str)):
+            return JSONResponse({"detail": '"at" (and "tz") must be strings'}, 422)
+        try:
+            schedule = parse_schedule(at=at, tz=tz, local_time=None, clock=SYSTEM_CLOCK)
+        except RendererError as err:
+            return JSONResponse({"detail": str(err)}, 422)
+        return (schedule.start_at if schedule else None), tz
 
     def _api_ok(self, request: Request) -> bool:
         expected = f"Bearer {self.settings.admin_token.get_secret_value()}"
@@ -163,6 +234,7 @@ class AdminApi(WebDesk):
             surface=Surface.API,
             intent=_intent(payload.get("intent", "first")),
             confirm_number=confirm_issue,
+            schedule=_schedule(payload),
         )
         rows, total = await self._sizes(prepared)
         summary = [
@@ -177,11 +249,29 @@ class AdminApi(WebDesk):
             {
                 "send_id": prepared.command.send_id,
                 "intent": str(prepared.intent),
+                "schedule": (
+                    prepared.command.schedule.model_dump(mode="json")
+                    if prepared.command.schedule
+                    else None
+                ),
                 "segments": summary,
                 "total": total,
             },
             status_code=202,
         )
+
+
+def _schedule(payload: dict[str, object]) -> SendSchedule | None:
+    """``"at": "2026-12-07 09:00", "tz": "Europe/Minsk", "local_time": "09:00"`` (each optional)."""
+    values = {k: payload.get(k) for k in ("at", "tz", "local_time")}
+    if any(v is not None and not isinstance(v, str) for v in values.values()):
+        raise ValueError("at, tz and local_time must be strings")
+    return parse_schedule(
+        at=values["at"],  # type: ignore[arg-type]
+        tz=values["tz"],  # type: ignore[arg-type]
+        local_time=values["local_time"],  # type: ignore[arg-type]
+        clock=SYSTEM_CLOCK,
+    )
 
 
 def _intent(value: object) -> SendIntent:

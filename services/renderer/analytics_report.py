@@ -12,6 +12,12 @@ export; every figure is an aggregate (clicks are never tied to a reader).
   delivery later), ``complaints`` (a complaint about the delivery, or its status), and
   ``unsubscribes`` attributed to the issue: readers who got it and unsubscribed after it was
   sent and before the next issue's first send (or a mailto unsubscribe naming the delivery).
+- Opens, only when ``NEWSLETTER_OPEN_TRACKING=true`` was on for the send (``mail_open`` rows):
+  per edition, ``loads`` of the pixel a reader may stand behind (mail programs and Gmail's
+  proxy), ``apple_preloads`` (likely Apple Mail Privacy Protection, no reader needed) and
+  ``loads_filtered`` (HEAD, prefetch, scanners). Machine-inflated: a proxy that preloads with a
+  browser's User-Agent cannot be told apart, and one reader opening twice loads twice
+  (``services/renderer/opens.py`` gives the sources).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.renderer.click_store import clicks_of_issue, links_of_issue
+from services.renderer.click_store import clicks_of_issue, links_of_issue, opens_of_issue
+from services.renderer.opens import LOADS
 from services.renderer.store import Sessions
 from shared.db.tables import (
     BounceDecision,
@@ -35,6 +42,8 @@ from shared.db.tables import (
     DeliveryStatus,
     IssueSend,
     LinkClick,
+    MailOpen,
+    OpenVerdict,
     Send,
     SendIntent,
     Subscriber,
@@ -65,6 +74,10 @@ class EditionFigures:
     unsubscribes: int = 0
     clicks: int = 0
     filtered: int = 0
+    loads: int = 0  # open pixel loads by mail programs and Gmail's proxy (machine-inflated)
+    gmail_proxy: int = 0  # of which through Gmail's image proxy
+    apple_preloads: int = 0  # likely Apple Mail Privacy Protection preloads
+    loads_filtered: int = 0  # HEAD, prefetch, scanners
 
 
 @dataclass
@@ -76,6 +89,8 @@ class IssueReport:
     clicks: int = 0
     filtered: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
+    open_tracking: bool = False  # whether any load of an open pixel of the issue is on record
+    loads: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +155,20 @@ class IssueReport:
         if self.filtered:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.filtered.items()))
             lines += ["", f"filtered: {reasons}"]
+        if self.open_tracking:
+            lines += [
+                "",
+                "opens (machine-inflated: pixel loads, not readers; proxies that preload "
+                "cannot all be told apart)",
+                f"{'edition':<10}{'loads':>8}{'gmail':>8}{'apple':>8}{'filtered':>10}"
+                f"{'per mail':>10}",
+            ]
+            for figures in self.per_edition:
+                per_mail = f"{figures.loads / figures.delivered:.2f}" if figures.delivered else "-"
+                lines.append(
+                    f"{figures.edition:<10}{figures.loads:>8}{figures.gmail_proxy:>8}{figures.apple_preloads:>8}"
+                    f"{figures.loads_filtered:>10}{per_mail:>10}"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -236,6 +265,25 @@ def _tally(
     return figures
 
 
+def _tally_opens(
+    report: IssueReport, per_edition: dict[str, EditionFigures], loads: list[MailOpen]
+) -> None:
+    for load in loads:
+        report.open_tracking = True
+        figures = per_edition.setdefault(load.edition, EditionFigures(load.edition))
+        if load.verdict in LOADS:
+            figures.loads += load.count
+            report.loads += load.count
+            if load.verdict == OpenVerdict.GMAIL_PROXY:
+                figures.gmail_proxy += load.count
+        elif load.verdict == OpenVerdict.APPLE_PROXY:
+            figures.apple_preloads += load.count
+        else:
+            figures.loads_filtered += load.count
+        if load.edition not in report.editions:
+            report.editions.append(load.edition)
+
+
 async def issue_report(sessions: Sessions, *, issue: int) -> IssueReport:
     links = await links_of_issue(sessions, issue=issue)
     clicks = await clicks_of_issue(sessions, issue=issue)
@@ -276,6 +324,7 @@ async def issue_report(sessions: Sessions, *, issue: int) -> IssueReport:
                 round(article.clicks[edition] / delivered, 4) if delivered else None
             )
     report.articles = list(articles.values())
+    _tally_opens(report, per_edition, await opens_of_issue(sessions, issue=issue))
     report.per_edition = [per_edition[e] for e in editions]
     report.delivered = sum(e.delivered for e in report.per_edition)
     return report

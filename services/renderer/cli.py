@@ -191,6 +191,25 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             help="--resend-all for scripts: the issue number, typed back without a prompt.",
         ),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Start later, e.g. '2026-12-07 09:00' (rendered and checked now; "
+            "newsletter send list|cancel|reschedule).",
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None, typer.Option("--tz", help="Time zone of --at (IANA name); default UTC.")
+    ] = None,
+    local_time: Annotated[
+        str | None,
+        typer.Option(
+            "--local-time",
+            metavar="HH:MM",
+            help="Each reader gets it at this hour in their own time zone.",
+        ),
+    ] = None,
     tracking: Annotated[
         bool,
         typer.Option(
@@ -207,7 +226,8 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
     from services.renderer.editor_tools import send_issue
     from services.renderer.errors import IssueFormatError, IssueNotReady
     from services.renderer.issue_sends import IssueIdentity, SendRefused, intent_of
-    from services.renderer.sending import parse_fallbacks, parse_segments
+    from services.renderer.sending import parse_fallbacks, parse_schedule, parse_segments
+    from shared.clock import SYSTEM_CLOCK
 
     _quiet_logging()
     settings = _settings()
@@ -241,6 +261,7 @@ def send(  # noqa: PLR0917 - Typer maps each parameter to a command-line option
             echo=typer.echo,
             intent=intent,
             confirm_resend=confirm_resend,
+            schedule=parse_schedule(at=at, tz=tz, local_time=local_time, clock=SYSTEM_CLOCK),
             tracking=tracking,
         )
     except IssueFormatError as err:

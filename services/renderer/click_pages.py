@@ -6,6 +6,10 @@ page says the link is damaged and, when what it names is a link of ours, shows t
 address as text (our own ``tracked_link`` row, never anything read from the token), with the
 issue's page in the archive. A good token of a link we do not know (a database restored from
 before the send) gets the same page without an address.
+
+With ``NEWSLETTER_OPEN_TRACKING=true`` (only then) ``/{lang}/o/{token}.gif`` answers the open
+pixel (:mod:`services.renderer.opens`): always the same transparent GIF, so a mail never shows
+a broken image; a load is counted only when the token is authentic.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from services.renderer.catalogs import N_
 from services.renderer.click_counter import classify
 from services.renderer.click_store import tracked_link
 from services.renderer.clicks import ClickService
+from services.renderer.opens import OPEN_PATH, PIXEL_GIF, PIXEL_HEADERS, classify_open
 from services.renderer.public_pages import PublicPages
 from services.renderer.tracking import CLICK_PATH, LinkRef
 from shared.settings import LANGUAGES
@@ -43,10 +48,22 @@ class ClickPages(PublicPages):
         self.clicks = clicks
 
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route(f"/{lang}/{CLICK_PATH}/{{token}}", self.follow, methods=["GET", "HEAD"])
             for lang in LANGUAGES
         ]
+        if self.settings.open_tracking:
+            routes += [
+                Route(f"/{lang}/{OPEN_PATH}/{{token}}.gif", self.pixel, methods=["GET", "HEAD"])
+                for lang in LANGUAGES
+            ]
+        return routes
+
+    async def pixel(self, request: Request) -> Response:
+        ref = self.clicks.open_tokens.check(request.path_params["token"])
+        if ref is not None:
+            self.clicks.opens.load(ref, classify_open(request.method, request.headers))
+        return Response(PIXEL_GIF, media_type="image/gif", headers=PIXEL_HEADERS)
 
     async def follow(self, request: Request) -> Response:
         token = request.path_params["token"]

@@ -1,5 +1,6 @@
 """The database side of tracked links: targets written at render time, counts upserted in
-batches by the flusher (``tracked_link`` and ``link_click``, both written by the renderer)."""
+batches by the flusher (``tracked_link``, ``link_click`` and ``mail_open``, all written by the
+renderer)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.renderer.click_counter import CounterKey
+from services.renderer.opens import OpenKey
 from services.renderer.store import Sessions
-from shared.db.tables import LinkClick, TrackedLink
+from shared.db.tables import LinkClick, MailOpen, TrackedLink
 from shared.db.tables.timestamps import utcnow
 
 TRACKED_LINK: Table = TrackedLink.__table__  # type: ignore[attr-defined]
 LINK_CLICK: Table = LinkClick.__table__  # type: ignore[attr-defined]
+MAIL_OPEN: Table = MailOpen.__table__  # type: ignore[attr-defined]
 
 
 def _insert(session: AsyncSession, table: Table) -> Any:
@@ -107,4 +110,28 @@ async def links_of_issue(sessions: Sessions, *, issue: int) -> list[TrackedLink]
 async def clicks_of_issue(sessions: Sessions, *, issue: int) -> list[LinkClick]:
     async with sessions() as session:
         rows = await session.exec(select(LinkClick).where(LinkClick.issue_number == issue))
+        return list(rows.all())
+
+
+async def flush_open_counts(sessions: Sessions, counts: Mapping[OpenKey, int]) -> None:
+    """Add the open pixel's ``counts`` to their rows in one transaction."""
+    if not counts:
+        return
+    async with sessions() as session:
+        statement = _insert(session, MAIL_OPEN)
+        statement = statement.on_conflict_do_update(
+            index_elements=["issue_number", "edition", "day", "verdict"],
+            set_={"count": MAIL_OPEN.c.count + statement.excluded["count"]},
+        )
+        rows = [
+            {"issue_number": issue, "edition": edition, "day": day, "verdict": verdict, "count": n}
+            for (issue, edition, day, verdict), n in sorted(counts.items())
+        ]
+        await session.execute(statement, rows)
+        await session.commit()
+
+
+async def opens_of_issue(sessions: Sessions, *, issue: int) -> list[MailOpen]:
+    async with sessions() as session:
+        rows = await session.exec(select(MailOpen).where(MailOpen.issue_number == issue))
         return list(rows.all())

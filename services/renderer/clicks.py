@@ -16,10 +16,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from services.renderer.click_counter import ClickCounter
-from services.renderer.click_store import flush_counts, tracked_link
+from services.renderer.click_store import flush_counts, flush_open_counts, tracked_link
+from services.renderer.opens import OpenCounter, OpenRef, OpenTokens
 from services.renderer.store import Sessions
 from services.renderer.tracking import LinkRef, LinkTokens
-from shared.db.tables import ClickVerdict
+from shared.db.tables import ClickVerdict, OpenVerdict
 from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,15 @@ class ClickMetrics:
             ["edition", "issue", "reason"],
             registry=registry,
         )
+        self.opens = Counter(
+            "newsletter_opens",
+            "Loads of the open pixel (NEWSLETTER_OPEN_TRACKING), by verdict: machine-inflated.",
+            ["edition", "issue", "verdict"],
+            registry=registry,
+        )
+
+    def observe_open(self, ref: OpenRef, verdict: OpenVerdict) -> None:
+        self.opens.labels(edition=ref.edition, issue=str(ref.issue), verdict=verdict.value).inc()
 
     def observe(self, ref: LinkRef, verdict: ClickVerdict) -> None:
         if verdict is ClickVerdict.COUNTED:
@@ -66,6 +76,8 @@ class ClickService:
         self.counter = ClickCounter(
             burst_window_s=burst_window_s, on_count=metrics.observe if metrics else None
         )
+        self.open_tokens = OpenTokens(signer)
+        self.opens = OpenCounter(on_count=metrics.observe_open if metrics else None)
         self._flush_s = flush_s
         self._targets: dict[tuple[int, str, int, int], str] = {}
         self._flush_lock = asyncio.Lock()
@@ -93,16 +105,29 @@ class ClickService:
         async with self._flush_lock:
             self.counter.release_due(everything=everything)
             counts = self.counter.drain()
-            if not counts:
+            opens = self.opens.drain()
+            if not counts and not opens:
                 return 0
             try:
                 await flush_counts(self.sessions, counts)
             except Exception as err:  # any database error: the counts wait for the next flush
                 self.counter.restore(counts)
+                self.opens.restore(opens)
                 log.warning("clicks_flush_failed", error=type(err).__name__, rows=len(counts))
                 return 0
-            log.debug("clicks_flushed", rows=len(counts), clicks=sum(counts.values()))
-            return len(counts)
+            try:
+                await flush_open_counts(self.sessions, opens)
+            except Exception as err:  # the clicks are written; the loads wait
+                self.opens.restore(opens)
+                log.warning("opens_flush_failed", error=type(err).__name__, rows=len(opens))
+                return len(counts)
+            log.debug(
+                "clicks_flushed",
+                rows=len(counts) + len(opens),
+                clicks=sum(counts.values()),
+                loads=sum(opens.values()),
+            )
+            return len(counts) + len(opens)
 
     async def run_flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

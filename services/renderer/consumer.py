@@ -36,6 +36,7 @@ from services.renderer.errors import RendererError
 from services.renderer.issue import parse_sources
 from services.renderer.issue_sends import IssueIdentity, intent_of_command, record_command
 from services.renderer.metrics import RendererMetrics
+from services.renderer.opens import OpenPixels, OpenTokens
 from services.renderer.preflight import check_static
 from services.renderer.readiness import verdict
 from services.renderer.render import render_transactional
@@ -78,6 +79,7 @@ class RenderServices:
     metrics: RendererMetrics
     pages_url: str
     link_tokens: LinkTokens | None = None  # None: no tracked links (tests of other concerns)
+    open_tokens: OpenTokens | None = None  # None: no open pixel (NEWSLETTER_OPEN_TRACKING off)
 
 
 async def handle_transactional(command: RenderTransactional, *, deps: RenderServices) -> None:
@@ -126,8 +128,11 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         segments=command.segments,
     )
     tracker = None
+    pixel = None
     if command.tracking and command.test_to is None and deps.link_tokens is not None:
         tracker = EditionTracker(tokens=deps.link_tokens, pages_url=deps.pages_url)
+    if command.tracking and command.test_to is None and deps.open_tokens is not None:
+        pixel = OpenPixels(tokens=deps.open_tokens, pages_url=deps.pages_url)
     plan, rendered = await render_plan_async(
         deps.templates,
         editions,
@@ -136,6 +141,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         pages_url=deps.pages_url,
         send_id=command.send_id,
         rewrite=tracker,
+        pixel=pixel,
     )
     rows: list[Edition] = []
     for segment, timed in rendered.items():
@@ -173,6 +179,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
             fallbacks=plan.fallbacks,
             test_to=command.test_to,
             intent=command.intent,
+            schedule=command.schedule,
         ),
         routing_key=PLAN_SEND,
     )
@@ -183,6 +190,7 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
         already_stored=not written,
         test=command.test_to is not None,
         tracked_links=len(tracker.links) if tracker is not None else 0,
+        open_pixel=pixel is not None,
     )
 
 

@@ -15,6 +15,8 @@ from services.renderer.render import EditionContext, RenderedMail, render_editio
 
 #: Rewrites an edition before it is rendered for a segment (tracked links, issue 18).
 EditionRewrite = Callable[[IssueEdition, str], IssueEdition]
+#: The open pixel's URL of an issue number and segment (``NEWSLETTER_OPEN_TRACKING=true``).
+PixelUrl = Callable[[int, str], str]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ def render_plan(
     pages_url: str,
     send_id: str,
     rewrite: EditionRewrite | None = None,
+    pixel: PixelUrl | None = None,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
     """Plan the send (refusing missing editions) and render each segment's edition once.
 
@@ -57,6 +60,7 @@ def render_plan(
             segment=segment,
             view_url=view_url(pages_url, segment=segment, send_id=send_id),
             archive_url=archive_url(pages_url, segment=segment),
+            open_pixel_url=pixel(editions[language].number, segment) if pixel else "",
         )
         source = editions[language]
         if rewrite is not None:
@@ -75,6 +79,7 @@ async def render_plan_async(
     pages_url: str,
     send_id: str,
     rewrite: EditionRewrite | None = None,
+    pixel: PixelUrl | None = None,
 ) -> tuple[SendPlan, dict[str, TimedMail]]:
     """:func:`render_plan` off the event loop (Jinja2 and premailer are CPU-bound)."""
     return await asyncio.to_thread(
@@ -86,4 +91,5 @@ async def render_plan_async(
         pages_url=pages_url,
         send_id=send_id,
         rewrite=rewrite,
+        pixel=pixel,
     )

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from services.renderer.catalogs import N_
 from services.renderer.editions import render_plan
-from services.renderer.editor_tools import check_issue
+from services.renderer.editor_tools import check_issue, describe_schedule
 from services.renderer.editor_views import (
     editor_language,
     keep_choice,
@@ -40,8 +40,14 @@ from services.renderer.issue_sends import (
     Surface,
     earlier_sends,
 )
-from services.renderer.sending import parse_fallbacks, parse_segments, sample_for
+from services.renderer.sending import (
+    parse_fallbacks,
+    parse_schedule,
+    parse_segments,
+    sample_for,
+)
 from services.renderer.web_desk import SECURITY_HEADERS, WebDesk, same_secret
+from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 from shared.rate_limit import SlidingWindowLimiter
 
@@ -358,6 +364,7 @@ class EditorPages(WebDesk):
         raw_intent = str(form.get("intent", "first"))
         typed = str(form.get("confirm_issue", "")).strip()
         confirm_number = int(typed) if typed.isdigit() else None
+        when = {k: str(form.get(k, "")).strip() or None for k in ("at", "tz", "local_time")}
         try:
             if raw_intent not in {"first", "only_new", "resend_all"}:
                 raise ValueError(f"unknown choice {raw_intent!r}")
@@ -371,6 +378,9 @@ class EditorPages(WebDesk):
                 surface=Surface.EDITOR,
                 intent=intent,
                 confirm_number=confirm_number,
+                schedule=parse_schedule(
+                    at=when["at"], tz=when["tz"], local_time=when["local_time"], clock=SYSTEM_CLOCK
+                ),
             )
         except SendRefused as err:
             status = 409 if isinstance(err, IssueAlreadySent) else 422
@@ -396,6 +406,14 @@ class EditorPages(WebDesk):
                 csrf=self._csrf,
                 intent=str(intent),
                 confirm_issue=typed,
+                at=when["at"] or "",
+                tz=when["tz"] or "",
+                local_time=when["local_time"] or "",
+                schedule=(
+                    describe_schedule(prepared.command.schedule)
+                    if prepared.command.schedule
+                    else ""
+                ),
             )
         try:
             await self._start(prepared, surface=Surface.EDITOR, confirm_number=confirm_number)

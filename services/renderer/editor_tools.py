@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiormq.exceptions import AMQPError
 from sqlalchemy import func
@@ -33,6 +34,7 @@ from services.renderer.store import Sessions
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, Send, SendIntent, SendStatus
 from shared.messaging.publisher import Publisher, PublishError
+from shared.messaging.schemas import SendSchedule
 from shared.messaging.topology import RENDER_ISSUE, connect
 
 Echo = Callable[[str], None]
@@ -291,6 +293,7 @@ def send_issue(
     echo: Echo,
     intent: SendIntent = SendIntent.FIRST,
     confirm_resend: Callable[[IssueIdentity], int | None] | None = None,
+    schedule: SendSchedule | None = None,
     tracking: bool = True,
 ) -> bool:
     """Check, record the request, publish ``RenderIssue``, optionally wait. Raise on a refused
@@ -305,6 +308,7 @@ def send_issue(
         test_to=test_to,
         spam=spam,
         intent=intent,
+        schedule=schedule,
         tracking=tracking,
     )
     identity = prepared.identity
@@ -341,11 +345,26 @@ def send_issue(
         f"  {identity.label}, editions {plan}"
         + (f", TEST to {test_to} (not counted as a send of the issue)" if test_to else "")
     )
-    if not wait:
+    if schedule is not None:
+        echo(f"  {describe_schedule(schedule)} (newsletter send list; send cancel|reschedule ID)")
+    if not wait or (schedule is not None and schedule.start_at is not None):
         return True
     return asyncio.run(
         wait_for_send(prepared.command.send_id, settings=settings, timeout=timeout, echo=echo)
     )
+
+
+def describe_schedule(schedule: SendSchedule) -> str:
+    parts = []
+    if schedule.start_at is not None:
+        zone = ZoneInfo(schedule.time_zone or "UTC")
+        parts.append(
+            f"scheduled for {schedule.start_at.astimezone(zone):%Y-%m-%d %H:%M} "
+            f"{schedule.time_zone or 'UTC'}"
+        )
+    if schedule.local_time is not None:
+        parts.append(f"each reader at {schedule.local_time} in their own time zone")
+    return ", ".join(parts)
 
 
 def check_as_json(result: CheckResult) -> str:

@@ -87,7 +87,9 @@ class _LinkCollector(HTMLParser):
             self.links.append((tag, values["href"] or ""))
         if tag == "img":
             self.links.append((tag, values.get("src") or ""))
-            if not (values.get("alt") or "").strip():
+            # An image marked presentational (the open pixel) is rightly silent: alt="".
+            decorative = values.get("role") in {"presentation", "none"}
+            if not decorative and not (values.get("alt") or "").strip():
                 self.images_without_alt.append(values.get("src") or "")
 
 

@@ -36,6 +36,7 @@ from services.renderer.click_store import links_of_issue
 from services.renderer.dates import format_date_range
 from services.renderer.issue import LANGUAGES
 from services.renderer.issue_web import WebSection, sections_of
+from services.renderer.opens import without_pixel
 from services.renderer.store import edition
 from services.renderer.tracking import LinkTokens, untracked_html
 from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
@@ -197,7 +198,7 @@ class PublicPages(WebDesk):
             return await self.not_found(request)
         # The edition keeps the mail's tracked links: on the web they go straight to targets.
         html = untracked_html(
-            issue.latest.html,
+            without_pixel(issue.latest.html),
             tokens=LinkTokens(TokenSigner(self.settings.secret_key.get_secret_value())),
             links=await links_of_issue(self.sessions, issue=number),
         )

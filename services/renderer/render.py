@@ -108,6 +108,7 @@ class EditionContext:
     segment: str
     view_url: str = ""
     archive_url: str = ""
+    open_pixel_url: str = ""  # empty: no open pixel (NEWSLETTER_OPEN_TRACKING off, the default)
 
 
 def edition_context(
@@ -159,6 +160,7 @@ def edition_context(
         "fallback_note": fallback_note,
         "view_url": context.view_url,
         "archive_url": context.archive_url,
+        "open_pixel_url": context.open_pixel_url,
         "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
         "preferences_url": placeholders.PREFERENCES_URL,
         "recipient": placeholders.RECIPIENT,

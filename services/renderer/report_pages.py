@@ -2,20 +2,28 @@
 SVG charts, and ``/editor/report/{number}.csv``. Same figures as ``newsletter report issue``.
 
 Signed-in editors only (the editor page's session cookie, checked by ``EditorPages._editor``);
-a page of its own beside the editor page: linking it from the editor's issue page is left to
-whoever owns that page.
+in the editor's language (the renderer's catalogs, en/be/ru), linked from the editor's issue
+page. Its tables become labelled cards on narrow screens; the charts scroll sideways there.
 """
 
 from __future__ import annotations
 
+from babel.numbers import format_percent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from services.renderer.analytics_report import clicks_by_issue, issue_report
+from services.renderer.catalogs import N_
 from services.renderer.editor_pages import EditorPages
+from services.renderer.editor_views import editor_language
 from services.renderer.report_charts import article_bars, weekly_lines
 from shared.settings import LANGUAGES
+
+TITLE = N_("Issue %(number)s: readers' clicks")
+BARS_LABEL = N_("Readers' clicks per article and edition")
+LINES_LABEL = N_("Readers' clicks per edition, issue by issue")
+NO_CLICKS = N_("No clicks yet")
 
 
 class ReportPages(EditorPages):
@@ -32,14 +40,21 @@ class ReportPages(EditorPages):
         report = await issue_report(self.sessions, issue=number)
         editions = report.editions or list(LANGUAGES)
         weeks = await clicks_by_issue(self.sessions)
+        lang = editor_language(request)
         return self._desk(
             request,
             "pages/report.html",
-            title=f"Issue {number}: readers' clicks",
+            title=self._text(request, TITLE, number=number),
             report=report,
             editions=editions,
-            bars=article_bars(report.articles, editions),
-            lines=weekly_lines(weeks, list(LANGUAGES)),
+            percent=lambda share: format_percent(share, "#,##0.0%", locale=lang),
+            bars=article_bars(report.articles, editions, label=self._text(request, BARS_LABEL)),
+            lines=weekly_lines(
+                weeks,
+                list(LANGUAGES),
+                label=self._text(request, LINES_LABEL),
+                empty=self._text(request, NO_CLICKS),
+            ),
         )
 
     async def report_csv(self, request: Request) -> Response:

@@ -20,8 +20,9 @@ from services.renderer.issue_sends import IssueIdentity, command_intent
 from services.renderer.preflight import PreflightReport, SampleRecipient, preflight
 from services.renderer.readiness import Matrix, SendPlan, verdict
 from services.renderer.settings import RendererSettings
+from shared.clock import BadMoment, Clock, local_moment
 from shared.db.tables import SendIntent
-from shared.messaging.schemas import RenderIssue
+from shared.messaging.schemas import RenderIssue, SendSchedule
 
 
 @dataclass
@@ -61,6 +62,35 @@ def parse_segments(value: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(segments))
 
 
+def parse_schedule(
+    *, at: str | None, tz: str | None, local_time: str | None, clock: Clock
+) -> SendSchedule | None:
+    """``--at "2026-12-07 09:00" --tz Europe/Minsk`` and ``--local-time 09:00`` as a schedule
+    (None: at once, at whatever hour); raise :class:`IssueNotReady` on what cannot be read or
+    a start in the past."""
+    if at is None and local_time is None:
+        if tz is not None:
+            raise IssueNotReady("a time zone (--tz) goes with a start time (--at)")
+        return None
+    start = None
+    if at is not None:
+        try:
+            start = local_moment(at, tz=tz or "UTC")
+        except BadMoment as err:
+            raise IssueNotReady(str(err)) from err
+        if start <= clock.now():
+            raise IssueNotReady(
+                f"the start {at} ({tz or 'UTC'}) is in the past: give a later one, or leave out "
+                "the start to send now"
+            )
+    try:
+        return SendSchedule(start_at=start, time_zone=tz, local_time=local_time)
+    except ValueError as err:
+        raise IssueNotReady(
+            f"the local time must be HH:MM such as 09:00, not {local_time!r}"
+        ) from err
+
+
 def sample_for(settings: RendererSettings) -> SampleRecipient:
     return SampleRecipient.for_settings(
         public_url=settings.public_url,
@@ -79,6 +109,7 @@ def prepare_send(
     test_to: str | None = None,
     spam: bool = True,
     intent: SendIntent = SendIntent.FIRST,
+    schedule: SendSchedule | None = None,
     tracking: bool = True,
 ) -> PreparedSend:
     """Everything a send needs, checked; raise IssueNotReady (naming every problem) otherwise."""
@@ -119,6 +150,7 @@ def prepare_send(
         fallbacks=dict(plan.fallbacks),
         test_to=test_to,
         intent=command_intent(intent),
+        schedule=schedule,
         tracking=tracking,
     )
     identity = IssueIdentity.of(editions)

@@ -14,6 +14,7 @@ from services.renderer.catalogs import Publication, Templates
 from services.renderer.clicks import ClickMetrics, ClickService
 from services.renderer.consumer import RenderConsumers, RenderServices
 from services.renderer.metrics import RendererMetrics
+from services.renderer.opens import OpenTokens
 from services.renderer.settings import RendererSettings, from_settings
 from services.renderer.tracking import LinkTokens
 from services.renderer.web import build_app
@@ -63,6 +64,7 @@ async def run(
             metrics=metrics,
             pages_url=config.pages_url,
             link_tokens=LinkTokens(signer),
+            open_tokens=OpenTokens(signer) if config.open_tracking else None,
         )
         consumers = RenderConsumers(deps)
         await consumers.start(connection)

@@ -22,6 +22,7 @@ from services.renderer.settings import RendererSettings
 from services.renderer.store import Sessions, segment_sizes
 from shared.db.tables import SendIntent
 from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import SendSchedule
 from shared.messaging.topology import RENDER_ISSUE
 
 log = structlog.get_logger(__name__)
@@ -81,6 +82,7 @@ class WebDesk:
         surface: Surface,
         intent: SendIntent = SendIntent.FIRST,
         confirm_number: int | None = None,
+        schedule: SendSchedule | None = None,
     ) -> PreparedSend:
         """Check the send against the issue's earlier sends (quick), then render and preflight.
 
@@ -105,6 +107,7 @@ class WebDesk:
             test_to=test_to,
             spam=self.settings.preflight_spam,
             intent=intent,
+            schedule=schedule,
         )
 
     async def _start(

@@ -18,9 +18,11 @@ from services.subscription.form_guard import CSRF_COOKIE, CsrfGuard
 from services.subscription.i18n import load_translations, page_environments
 from services.subscription.languages import LANGUAGE_NAMES, choose_language
 from services.subscription.publication import SAMPLE_NAME, Publication
+from services.subscription.reading_times import TIME_ZONE_SCRIPT_HASH
 
 CSP_TEMPLATE = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'{logo}; "
+    f"default-src 'none'; style-src 'unsafe-inline'; script-src '{TIME_ZONE_SCRIPT_HASH}'; "
+    "img-src 'self'{logo}; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {

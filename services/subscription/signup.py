@@ -54,6 +54,7 @@ class SignupRequest:
     source: str = ""
     client_ip_hash: str = ""
     shown_at: datetime | None = None
+    time_zone: str | None = None  # IANA zone from the form; None: the language's default
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ async def _store(
                 created_at=now,
                 updated_at=now,
                 last_confirmation_sent_at=now,
+                time_zone=request.time_zone,
             )
             .returning(col(Subscriber.id))
         )
@@ -161,6 +163,7 @@ async def _store(
     )
     subscriber.status = SubscriberStatus.PENDING
     subscriber.locale = request.locale
+    subscriber.time_zone = request.time_zone or subscriber.time_zone
     subscriber.updated_at = now
     session.add(subscriber)
     assert subscriber.id is not None

@@ -76,6 +76,19 @@ class DeliverTransactional(Message):
     list_unsubscribe_url: str | None = None  # one-click URL (RFC 8058), if the mail has one
 
 
+class SendSchedule(BaseModel):
+    """When a send starts and at which local hour its readers get it (issue 17).
+
+    ``start_at`` (aware UTC): the send stays ``scheduled`` until then (None: at once);
+    ``time_zone``: the zone the editor wrote ``start_at`` in (for display);
+    ``local_time`` ("HH:MM"): each reader gets it at that hour in their own zone.
+    """
+
+    start_at: datetime | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+    local_time: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
 class RenderIssue(Message):
     """editor's CLI -> renderer: render one edition per segment, then ask for the send."""
 
@@ -89,6 +102,7 @@ class RenderIssue(Message):
     fallbacks: dict[str, Language] = Field(default_factory=dict)  # segment -> edition language
     test_to: SafeAddress | None = None  # send every edition to this address only, "[TEST]"
     intent: SendIntentName = "first"
+    schedule: SendSchedule | None = None  # start later, or at each reader's local hour
     # Article links through signed click redirects (issue 18); never for a test send.
     tracking: bool = True
 
@@ -105,6 +119,7 @@ class PlanSend(Message):
     test_to: SafeAddress | None = None
     # only_new: leave out readers who have (or will get) this issue from an earlier send.
     intent: SendIntentName = "first"
+    schedule: SendSchedule | None = None
 
 
 class DeliverIssue(Message):
@@ -126,7 +141,13 @@ class SendControlled(Message):
     type_name: ClassVar[str] = "send_controlled"
     type: Literal["send_controlled"] = "send_controlled"
     send_id: str = Field(max_length=36)
-    action: Literal["pause", "resume", "cancel"]
+    action: Literal["pause", "resume", "cancel", "reschedule"]
+    # reschedule (a scheduled send that has not started): the new start and its zone
+    start_at: datetime | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+    # The admin API asks the dispatcher to apply cancel/reschedule (it owns the send row);
+    # the dispatcher's CLI applies them itself and only tells the others.
+    apply: bool = False
 
 
 class BounceReceived(Message):

@@ -7,6 +7,7 @@ client without a reply and the message out of the accepted ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -92,6 +93,37 @@ async def test_a_connection_dropped_mid_data_gets_no_reply_and_is_not_accepted(l
         await client.connect()
         with pytest.raises(aiosmtplib.SMTPServerDisconnected):
             await client.send_message(message("a@example.org", "<1@example.org>"))
+    record = SmtpRecord.read(log)
+    assert record.dropped == {"a@example.org"}
+    assert record.accepted == {}
+
+
+async def read_to_the_end(reader: asyncio.StreamReader) -> None:
+    while await reader.read(1024):
+        pass
+
+
+async def test_a_drop_is_a_reset_even_when_the_whole_message_was_sent(log: Path) -> None:
+    """A small message and its final dot fit in the kernel's buffers at once; the server must
+    still leave them unread and reset, never close after taking them (the client would see
+    a plain end of stream after its final dot: an outcome it must call unknown)."""
+    with recording_server(log, drop_data=1.0) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await reader.readline()  # 220
+            envelope = (b"EHLO client", b"MAIL FROM:<s@example.org>", b"RCPT TO:<a@example.org>")
+            for command in envelope:
+                writer.write(command + b"\r\n")
+                while (await reader.readline())[3:4] == b"-":
+                    pass
+            writer.write(b"DATA\r\n")
+            assert (await reader.readline()).startswith(b"354")
+            writer.write(b"Message-ID: <2@example.org>\r\n\r\nhello\r\n.\r\n")
+            await writer.drain()
+            with pytest.raises(ConnectionResetError):
+                await read_to_the_end(reader)
+        finally:
+            writer.close()
     record = SmtpRecord.read(log)
     assert record.dropped == {"a@example.org"}
     assert record.accepted == {}

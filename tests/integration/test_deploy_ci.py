@@ -9,6 +9,7 @@ debootstrap is the one apt uses.
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from tests.integration.test_deploy_compose import COMPOSE, DEPLOY, SCHEMA, inter
 
 sys.path.insert(0, str(DEPLOY / "ci"))
 from ci_images import debian_mirror
-from ci_stack import HOST_PORTS, PROBE_PORTS, Stack
+from ci_stack import HOST_PORTS, PORT_RANGE, PROBE_PORTS, Stack, free_ports
 
 OVERRIDE = DEPLOY / "ci" / "compose.ci.yaml"
 _MOVABLE = re.compile(r"^127\.0\.0\.1:\$\{([A-Z_]+):-\d+\}:\d+$")
@@ -74,6 +75,10 @@ def test_the_override_merged_onto_compose_yaml_is_valid_compose(tmp_path: Path) 
     assert merged["services"]["rabbitmq"]["image"].startswith("localhost/newsletter-ci/")
     assert merged["services"]["postgres"]["image"].startswith("localhost/newsletter-ci/")
     assert merged["services"]["mailpit"]["command"][0] == "sink", "the suite's own sink"
+    assert merged["services"]["proxy"]["image"].startswith("localhost/newsletter-ci/nginx")
+    public = merged["services"]["subscription"]["environment"]["NEWSLETTER_PUBLIC_URL"]
+    (published,) = merged["services"]["proxy"]["ports"]
+    assert public == f"http://127.0.0.1:{published.split(':')[1]}", "mail links go to the proxy"
 
 
 def test_the_override_only_changes_services_compose_yaml_has() -> None:
@@ -113,3 +118,28 @@ def test_a_one_line_source_is_read_and_debian_mirror_overrides(
     assert debian_mirror([listing]) == "http://ftp.local/debian"
     monkeypatch.setenv("DEBIAN_MIRROR", "http://chosen/debian")
     assert debian_mirror([listing]) == "http://chosen/debian"
+
+
+def test_host_ports_come_from_a_block_no_test_server_and_no_machine_service_uses(
+    tmp_path: Path,
+) -> None:
+    test_servers = range(20000, 24500)  # tests/support/ports.py
+    ephemeral = range(32768, 61000)
+    machine = {5672, 5432, 15672, 25672, 4369}
+    blocks = set(PORT_RANGE)
+    assert not blocks & set(test_servers), "test servers draw from the same block"
+    assert not blocks & set(ephemeral), "outgoing connections draw from the same block"
+    assert not blocks & machine
+    ports = [int(v) for k, v in _ci_env(tmp_path).items() if k in HOST_PORTS]
+    assert len(set(ports)) == len(HOST_PORTS), "one port per published service"
+    assert all(port in PORT_RANGE for port in ports), ports
+
+
+def test_a_port_in_use_is_never_handed_out() -> None:
+    block = range(PORT_RANGE[0], PORT_RANGE[0] + 3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_ports(1, candidates=block)[0]))
+        busy = taken.getsockname()[1]
+        chosen = free_ports(2, candidates=block)
+    assert busy not in chosen
+    assert len(set(chosen)) == 2

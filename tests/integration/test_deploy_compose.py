@@ -111,7 +111,7 @@ def test_runs_the_whole_suite(compose: dict[str, Any]) -> None:
     services = compose["services"]
     expected = {
         "rabbitmq", "rabbitmq-definitions", "postgres", "mailpit", "migrate",
-        *SUITE_SERVICES, "prometheus", "grafana",
+        *SUITE_SERVICES, "proxy", "prometheus", "grafana",
     }  # fmt: skip
     assert expected <= set(services)
     assert "management" in services["rabbitmq"]["image"], "the management plugin is enabled"
@@ -184,3 +184,30 @@ def test_prometheus_and_grafana_reach_compose_services(compose: dict[str, Any]) 
     url = yaml.safe_load(datasources.read_text(encoding="utf-8"))["datasources"][0]["url"]
     assert url == "http://prometheus:9090"
     assert "prometheus" in services
+
+
+def test_readers_reach_one_public_origin_through_the_nginx_proxy(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    proxy = services["proxy"]
+    environment = proxy["environment"]
+    template = (DEPLOY / "nginx" / "templates" / "newsletter.conf.template").read_text("utf-8")
+    used = set(re.findall(r"\$\{(NEWSLETTER_[A-Z_]+)\}", template))
+    assert used, "the template takes its upstreams from the environment"
+    assert used <= set(environment), f"the proxy sets none of {used - set(environment)}"
+    assert re.match(environment["NGINX_ENVSUBST_FILTER"], "NEWSLETTER_PROXY_PORT")
+    assert not re.match(environment["NGINX_ENVSUBST_FILTER"], "HOSTNAME"), "nginx's own $vars stay"
+    assert "./nginx/templates:/etc/nginx/templates:ro" in proxy["volumes"]
+    subscription_env = services["subscription"]["environment"]
+    subscription_port = Settings.model_fields["subscription_port"].default
+    renderer_port = Settings.model_fields["renderer_probe_port"].default
+    assert environment["NEWSLETTER_SUBSCRIPTION_UPSTREAM"] == f"subscription:{subscription_port}"
+    assert environment["NEWSLETTER_RENDERER_UPSTREAM"] == f"renderer:{renderer_port}"
+    assert subscription_env["NEWSLETTER_HTTP_HOST"] == "0.0.0.0"  # inside its container
+    (published,) = proxy["ports"]
+    host_port = int(published.split(":")[1])
+    container_port = int(published.split(":")[2])
+    assert container_port == int(environment["NEWSLETTER_PROXY_PORT"])
+    public = subscription_env["NEWSLETTER_PUBLIC_URL"]
+    assert public.rstrip("/").endswith(f":{host_port}"), f"{public} is not the proxy's port"
+    assert "ports" not in services["subscription"], "readers come in through the proxy only"
+    assert set(proxy["depends_on"]) == {"subscription", "renderer"}

@@ -12,39 +12,22 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 import structlog
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import async_url, session_factory
 from shared.messaging.topology import DISPATCHER_DELIVERIES, connect
 from tests.support import dispatch_seed, infra
+from tests.support.own_database import OBSERVER, OwnDatabase
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 SEGMENTS = ["en", "be", "ru"]
-OBSERVER = "newsletter-test-observer"  # the test's own connections, never terminated
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[tuple[str, str, async_sessionmaker[AsyncSession]]]:
-    """(name, url, sessions): a fresh migrated database, dropped at the end."""
-    name, url = await dispatch_seed.fresh_postgres()
-    engine = create_async_engine(
-        async_url(url),
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": OBSERVER}},
-    )
-    try:
-        yield name, url, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await infra.drop_database(name)
 
 
 async def terminate_backends(admin: asyncpg.Connection, database: str) -> int:
@@ -74,7 +57,7 @@ async def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) 
 
 async def test_backends_terminated_ten_times_during_a_send_mail_nobody_twice(
     vhost_url: str,
-    own_database: tuple[str, str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
     name, url, sessions = own_database
@@ -139,7 +122,7 @@ async def _queue_state(amqp_url: str) -> tuple[int, int]:
 
 async def test_while_the_database_stays_away_jobs_wait_in_the_queue_and_outcomes_in_memory(
     vhost_url: str,
-    own_database: tuple[str, str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
     name, url, sessions = own_database

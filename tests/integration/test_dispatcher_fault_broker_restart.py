@@ -14,41 +14,26 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
-from tests.support import dispatch_seed, infra
-from tests.support.rabbit_nodes import RabbitNode, RabbitNodes, declared_vhost, own_nodes
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
+from tests.support.rabbit_nodes import RabbitNode, RabbitNodes, declared_vhost
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
 OUTAGE_S = 3.0
 RATE = 20.0  # msg/s: 450 readers take 22 s; on a busy machine stop_app alone takes 10 s
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[RabbitNodes]:
-    with own_nodes(1) as nodes:
-        yield nodes
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
-    name, url = await dispatch_seed.fresh_postgres()
-    engine = create_engine(url)
-    try:
-        yield url, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await infra.drop_database(name)
 
 
 def stop_and_start_app(node: RabbitNode, down: Callable[[], None]) -> None:
@@ -133,22 +118,22 @@ async def check_everyone_mailed(
 
 
 async def test_the_broker_stopped_mid_send_loses_nobody(
-    node: RabbitNodes, own_database: tuple[str, async_sessionmaker[AsyncSession]], tmp_path: Path
+    one_node: RabbitNodes, own_database: OwnDatabase, tmp_path: Path
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, stopped_at, log = await send_through_outage(
-        node, sessions, url, tmp_path, stop_and_start_app
+        one_node, sessions, url, tmp_path, stop_and_start_app
     )
     assert stopped_at < 450 - PREFETCH, "the broker stopped in the middle of the send"
     await check_everyone_mailed(sessions, send_id, copies, log)
 
 
 async def test_the_broker_killed_mid_send_and_booted_again_loses_nobody(
-    node: RabbitNodes, own_database: tuple[str, async_sessionmaker[AsyncSession]], tmp_path: Path
+    one_node: RabbitNodes, own_database: OwnDatabase, tmp_path: Path
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log = await send_through_outage(
-        node, sessions, url, tmp_path, kill_and_boot
+        one_node, sessions, url, tmp_path, kill_and_boot
     )
     assert killed_at < 450 - PREFETCH, "the broker died in the middle of the send"
     await check_everyone_mailed(sessions, send_id, copies, log)

@@ -13,41 +13,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
 from shared.messaging.topology import DISPATCHER_DELIVERIES, DISPATCHER_PLANNER
-from tests.support import dispatch_seed, infra
-from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, own_nodes, wait_for_leader
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
+from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, wait_for_leader
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
 PER_SEGMENT = 100  # 300 readers
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitNodes]:
-    with own_nodes(3) as nodes:
-        yield nodes
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
-    name, url = await dispatch_seed.fresh_postgres()
-    engine = create_engine(url)
-    try:
-        yield url, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await infra.drop_database(name)
 
 
 async def send_while_a_node_dies(
@@ -57,9 +41,12 @@ async def send_while_a_node_dies(
     tmp_path: Path,
     *,
     victim: int,
+    all_nodes: bool = False,
 ) -> tuple[str, dict[str, int], int, Path, str]:
     """Send to 300 readers, kill node ``victim`` once 60 were accepted, boot it again.
 
+    With ``all_nodes`` the dispatcher is given every node's URL (node 0 first) and the victim
+    stays down until the send is done: the send can only finish through another node.
     Returns (send id, copies per address, accepted when killed, log, leader before the kill).
     """
     await dispatch_seed.add_subscribers(sessions, PER_SEGMENT)
@@ -77,6 +64,9 @@ async def send_while_a_node_dies(
             tmp_path=tmp_path,
             dispatch_prefetch=PREFETCH,
             dispatch_rate_limit=40.0,  # 300 readers in 7.5 s: the kill falls mid-send
+            dispatch_amqp_urls=",".join(n.amqp_url(vhost) for n in cluster.nodes)
+            if all_nodes
+            else "",
         )
         process = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log)
         try:
@@ -91,11 +81,14 @@ async def send_while_a_node_dies(
             if dead.name == leader:
                 # The survivors elect a new leader for the queue while the send goes on.
                 await wait_for_leader(cluster, vhost, DISPATCHER_DELIVERIES.name, not_on=leader)
-            await asyncio.to_thread(dead.restart)
+            if not all_nodes:
+                await asyncio.to_thread(dead.restart)
             await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+            if all_nodes:
+                await asyncio.to_thread(cluster[victim].restart)  # for the module's other tests
         copies = dict(mta.handler.copies())
     return send_id, copies, killed_at, log, leader
 
@@ -120,10 +113,10 @@ async def check_everyone_mailed_once(
 
 async def test_the_node_leading_the_quorum_queues_killed_mid_send_loses_nobody(
     cluster: RabbitNodes,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
         cluster, sessions, url, tmp_path, victim=1
     )
@@ -134,10 +127,10 @@ async def test_the_node_leading_the_quorum_queues_killed_mid_send_loses_nobody(
 
 async def test_a_follower_killed_mid_send_loses_nobody_and_mails_nobody_twice(
     cluster: RabbitNodes,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
         cluster, sessions, url, tmp_path, victim=2
     )
@@ -145,6 +138,24 @@ async def test_a_follower_killed_mid_send_loses_nobody_and_mails_nobody_twice(
     assert killed_at < PER_SEGMENT * len(SEGMENTS) - PREFETCH, "the node died mid-send"
     duplicates = await check_everyone_mailed_once(sessions, send_id, copies, log)
     assert duplicates == 0, "no node holding a job in flight died, so nobody is mailed twice"
+
+
+async def test_the_dispatchers_own_node_killed_mid_send_it_fails_over_and_loses_nobody(
+    cluster: RabbitNodes,
+    own_database: OwnDatabase,
+    tmp_path: Path,
+) -> None:
+    """Given every node's URL, the dispatcher reconnects to another node when its own dies
+    (``NEWSLETTER_DISPATCH_AMQP_URLS``); node 0 stays down until the send is done."""
+    url, sessions = own_database.url, own_database.sessions
+    send_id, copies, killed_at, log, leader = await send_while_a_node_dies(
+        cluster, sessions, url, tmp_path, victim=0, all_nodes=True
+    )
+    assert leader != cluster[0].name, "node 0 only follows: the queues survive it"
+    assert killed_at < PER_SEGMENT * len(SEGMENTS) - PREFETCH, "the node died mid-send"
+    assert dispatch_seed.log_events(log, "broker_failover") >= 1, "it moved to another node"
+    assert dispatch_seed.log_events(log, "broker_reconnected") >= 1
+    await check_everyone_mailed_once(sessions, send_id, copies, log)
 
 
 def test_the_work_queues_are_replicated_on_every_node(cluster: RabbitNodes) -> None:

@@ -10,33 +10,22 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import TERMINAL_STATUSES
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
-    """Processes share one PostgreSQL database of this test's own."""
-    name, url = await dispatch_seed.fresh_postgres()
-    engine = create_engine(url)
-    try:
-        yield url, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await infra.drop_database(name)
 
 
 async def check_ledger(
@@ -59,10 +48,10 @@ async def check_ledger(
 
 async def test_kill_9_mid_send_then_restart_loses_nobody(
     vhost_url: str,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     await dispatch_seed.add_subscribers(sessions, 200)
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, SEGMENTS)
@@ -101,10 +90,10 @@ async def test_kill_9_mid_send_then_restart_loses_nobody(
 
 async def test_three_processes_share_the_queues_and_mail_everyone_once(
     vhost_url: str,
-    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
-    url, sessions = own_database
+    url, sessions = own_database.url, own_database.sessions
     await dispatch_seed.add_subscribers(sessions, 150)
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, SEGMENTS)

@@ -40,10 +40,12 @@ from shared.messaging.topology import (
     RETRY_TIERS,
     connect,
 )
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
 from tests.support.test_mta import MtaScript, ScriptedMta
 
 pytestmark = pytest.mark.integration
+# The fixtures own_database, own_database_url, one_node and cluster
+pytest_plugins = ("tests.support.dispatch_fixtures",)
 
 _PROCESS = text(
     "INSERT INTO dispatcher_process (id, started_at, seen_at) VALUES (:id, :seen, :seen)"
@@ -62,20 +64,6 @@ FAST_LEDGER: dict[str, object] = {
     "dispatch_reconcile_grace_s": 0.3,
     "dispatch_reconcile_s": 0.3,
 }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def own_database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """SQLite, or a PostgreSQL database of this test's own (its readers stay out of other
-    tests' segments)."""
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    name, url = await dispatch_seed.fresh_postgres()
-    try:
-        yield url
-    finally:
-        await infra.drop_database(name)
 
 
 async def _ready_jobs(amqp_url: str, queue: str) -> int:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.rate_limit import SlidingWindowLimiter
-
 from services.subscription.admin_sessions import AdminSessions
+from shared.rate_limit import SlidingWindowLimiter
 
 
 class Clock:

@@ -91,19 +91,57 @@ def test_an_alert_opens_a_domain_for_its_pause_and_never_shortens_a_longer_one()
 GREYLISTED = Outcome("deferred", 451, "4.7.1 greylisted, try again", "rcpt", throttle=True)
 
 
+SENT = Outcome("sent", 250)
+
+
+def replay(flow: FlowControl, clock: Clock, domain: str, *, every: int, n: int) -> list[int]:
+    """``n`` replies 300 a second, one in ``every`` a 451 at RCPT; the limit after each."""
+    limits: list[int] = []
+    for i in range(n):
+        clock.now += 1 / 300
+        assert not flow.record(domain, GREYLISTED if i % every == every - 1 else SENT), (
+            f"breaker opened at reply {i}"
+        )
+        limits.append(flow.concurrency(domain))
+    return limits
+
+
 def test_one_rcpt_in_ten_answered_451_slows_the_domain_but_never_opens_its_breaker() -> None:
     clock = Clock()
     flow = FlowControl(domain_concurrency=16, clock=clock)
-    limits: list[int] = []
-    for n in range(3000):  # 300 replies a second for 10 s
-        clock.now += 1 / 300
-        outcome = GREYLISTED if n % 10 == 9 else Outcome("sent", 250)
-        assert not flow.record("grey.example", outcome), f"breaker opened at reply {n}"
-        limits.append(flow.concurrency("grey.example"))
+    limits = replay(flow, clock, "grey.example", every=10, n=3000)
     assert not flow.is_open("grey.example")
-    assert min(limits) >= 8, "halved at most once a second, regrown by the successes between"
     assert min(limits) < 16, "the 451s did slow the domain"
+    assert min(limits) >= 12, f"one 451 in ten takes 5 % off a round, not half: {min(limits)}"
+    assert flow.pace("grey.example") == 0.0, "no pause between messages at 10 % 451s"
     assert flow.concurrency("other.example") == 16
+
+
+def test_half_the_rcpts_answered_451_settle_the_domain_at_a_few_slots_above_the_floor() -> None:
+    clock = Clock()
+    flow = FlowControl(
+        domain_concurrency=16, domain_concurrency_floor=2, breaker_threshold=10**6, clock=clock
+    )
+    limits = replay(flow, clock, "busy.example", every=2, n=3000)
+    assert max(limits[-500:]) <= 4, f"half the replies said slow down: {max(limits[-500:])}"
+    assert min(limits) >= 2, "never below the floor"
+    assert flow.concurrency("calm.example") == 16, "another domain keeps its slots"
+
+
+def test_only_slow_down_at_the_floor_spaces_the_messages_out() -> None:
+    clock = Clock()
+    flow = FlowControl(
+        domain_concurrency=16, domain_concurrency_floor=2, breaker_threshold=10**6, clock=clock
+    )
+    for _ in range(200):
+        clock.now += 0.01
+        flow.record("refusing.example", GREYLISTED)
+    assert flow.concurrency("refusing.example") == 2
+    assert flow.pace("refusing.example") > 0.0
+    for _ in range(50):
+        flow.record("refusing.example", SENT)
+    assert flow.pace("refusing.example") == 0.0, "successes take the pause away again"
+    assert flow.concurrency("refusing.example") > 2, "and add slots, one per round"
 
 
 def test_a_domain_answering_mostly_slow_down_opens_its_breaker_and_reopens_half_open() -> None:
@@ -126,15 +164,22 @@ def test_a_domain_answering_mostly_slow_down_opens_its_breaker_and_reopens_half_
     assert flow.concurrency("swamped.example") == 3, "each round of successes adds a slot"
 
 
-def test_slow_down_halves_concurrency_at_most_once_a_second() -> None:
+def test_a_host_saying_slow_down_halves_concurrency_at_most_once_a_second() -> None:
     clock = Clock()
-    flow = FlowControl(domain_concurrency=16, clock=clock)
+    flow = FlowControl(domain_concurrency=16, domain_concurrency_floor=2, clock=clock)
+    closing = Outcome("deferred", 421, "4.7.0 too many connections", "mail", throttle=True)
+    assert closing.host_throttle
+    assert not GREYLISTED.host_throttle
     for _ in range(5):
-        flow.record("d.example", GREYLISTED)
+        flow.record("d.example", closing)
     assert flow.concurrency("d.example") == 8
     clock.now += 1.0
-    flow.record("d.example", GREYLISTED)
+    flow.record("d.example", closing)
     assert flow.concurrency("d.example") == 4
+    for _ in range(3):
+        clock.now += 1.0
+        flow.record("d.example", closing)
+    assert flow.concurrency("d.example") == 2, "halved down to the floor, no further"
 
 
 async def test_the_adaptive_limit_admits_no_more_than_its_current_size() -> None:
@@ -142,7 +187,7 @@ async def test_the_adaptive_limit_admits_no_more_than_its_current_size() -> None
 
     from services.dispatcher.flow import AdaptiveLimit
 
-    slots = AdaptiveLimit(4)
+    slots = AdaptiveLimit(4, floor=1)
     slots.cut()  # 2
     peak = 0
     inside = 0

@@ -28,8 +28,16 @@ from services.subscription.lifecycle import (
     unsubscribe_subscriber,
 )
 from services.subscription.link_tokens import VerifiedLink
+from services.subscription.reading_times import (
+    change_reading_times,
+    clean_cadence,
+    clean_time_zone,
+    current_cadence,
+    zone_choices,
+)
 from services.subscription.records import languages_of
-from shared.db.tables import Subscriber, SubscriberStatus
+from shared.db.tables import Cadence, Subscriber, SubscriberStatus
+from shared.db.tables.timestamps import utcnow
 from shared.links import CONFIRM_MAX_AGE_S, CONFIRM_PATH, ONE_CLICK_PATH, PREFERENCES_PATH
 from shared.links import UNSUBSCRIBE_PATH as UNSUBSCRIBE
 from shared.settings import LANGUAGES
@@ -355,6 +363,9 @@ async def _preferences_page(
         status_code=status_code,
         token=token,
         chosen=await languages_of(session, link.subscriber_id),
+        cadence=current_cadence(subscriber, now=utcnow()),
+        time_zone=subscriber.time_zone,
+        time_zones=zone_choices(subscriber.time_zone),
         notice=pages.text(lang, notice) if notice else None,
         error=pages.text(lang, error) if error else None,
     )
@@ -412,7 +423,15 @@ async def preferences_post(
                 error=texts.NO_LANGUAGE,
                 status_code=422,
             )
-        await change_languages(session=session, link=link, languages=chosen)
+        subscriber = await change_languages(session=session, link=link, languages=chosen)
+        await change_reading_times(
+            session=session,
+            subscriber=subscriber,
+            time_zone=clean_time_zone(_field(form, "time_zone", 64)),
+            cadence=clean_cadence(_field(form, "cadence", 16)) or Cadence.EVERY,
+            now=utcnow(),
+        )
+        await session.commit()
         return await _preferences_page(
             request,
             components,

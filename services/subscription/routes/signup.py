@@ -25,6 +25,7 @@ from services.subscription.form_guard import (
     STAMP_FIELD,
 )
 from services.subscription.languages import clean_languages
+from services.subscription.reading_times import OFFERED_ZONES, TIME_ZONE_SCRIPT, clean_time_zone
 from services.subscription.signup import SignupOutcome, SignupRequest, sign_up
 
 router = APIRouter(tags=["pages"])
@@ -55,6 +56,8 @@ def _form_page(
         email=email[:MAX_LENGTH],
         chosen=chosen if chosen is not None else [lang],
         form_stamp=components.time_trap.stamp(),
+        time_zones=OFFERED_ZONES,
+        time_zone_script=TIME_ZONE_SCRIPT,
     )
 
 
@@ -118,6 +121,7 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
                 source="signup form",
                 client_ip_hash=components.ip_hash(request),
                 shown_at=shown_at,
+                time_zone=clean_time_zone(_field(form, "time_zone", 64)),
             ),
             confirmation_interval_s=policy.confirmation_interval_s,
         )

@@ -13,7 +13,7 @@ A table has exactly one writing service:
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.analytics import ClickVerdict, LinkClick, TrackedLink
+from shared.db.tables.analytics import ClickVerdict, LinkClick, MailOpen, OpenVerdict, TrackedLink
 from shared.db.tables.deliveries import (
     Delivery,
     DeliveryKind,
@@ -21,11 +21,13 @@ from shared.db.tables.deliveries import (
     Send,
     SendIntent,
     SendStatus,
+    WarmupDomain,
 )
 from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
+    Cadence,
     ConsentRecord,
     SoftBounceScore,
     Subscriber,
@@ -37,6 +39,7 @@ from shared.db.tables.subscribers import (
 __all__ = [
     "BounceDecision",
     "BounceReport",
+    "Cadence",
     "ClickVerdict",
     "ConsentRecord",
     "Delivery",
@@ -45,6 +48,8 @@ __all__ = [
     "Edition",
     "IssueSend",
     "LinkClick",
+    "MailOpen",
+    "OpenVerdict",
     "ReportStatus",
     "Send",
     "SendIntent",
@@ -55,4 +60,5 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "TrackedLink",
+    "WarmupDomain",
 ]

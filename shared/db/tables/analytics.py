@@ -5,6 +5,8 @@ Aggregate only: no column names a subscriber, an address, a delivery or a client
 reader's click, or why it was filtered: ``head``, ``prefetch``, ``scanner``, ``burst``).
 ``tracked_link`` holds the target of every link the renderer rewrote, so a token of a few
 bytes names its target and a redirect never goes anywhere the issue did not link.
+``mail_open`` (only with ``NEWSLETTER_OPEN_TRACKING=true``) counts loads of an edition's open
+pixel per issue, edition, day and verdict, under the same rule: no reader is named.
 """
 
 from __future__ import annotations
@@ -50,6 +52,29 @@ class LinkClick(SQLModel, table=True):
     edition: str = Field(primary_key=True, max_length=8)
     article: int = Field(primary_key=True)
     link: int = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    verdict: str = Field(primary_key=True, max_length=16)
+    count: int = 0
+
+
+class OpenVerdict(StrEnum):
+    """What a load of the open pixel was taken for (``services/renderer/opens.py``)."""
+
+    LOADED = "loaded"  # a mail program showed the images (or a proxy we cannot tell apart)
+    GMAIL_PROXY = "gmail_proxy"  # Gmail's image proxy: a reader opened it, through Google
+    APPLE_PROXY = "apple_proxy"  # likely Apple Mail Privacy Protection's preload (no reader)
+    HEAD = "head"
+    PREFETCH = "prefetch"
+    SCANNER = "scanner"
+
+
+class MailOpen(SQLModel, table=True):
+    """Loads of one edition's open pixel per UTC day and verdict (counts only)."""
+
+    __tablename__ = "mail_open"
+
+    issue_number: int = Field(primary_key=True)
+    edition: str = Field(primary_key=True, max_length=8)
     day: date = Field(primary_key=True)
     verdict: str = Field(primary_key=True, max_length=16)
     count: int = 0

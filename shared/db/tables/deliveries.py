@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import Index, Text, UniqueConstraint
@@ -13,6 +13,7 @@ from shared.db.tables.timestamps import created_at_field, optional_at_field
 
 class SendStatus(StrEnum):
     REQUESTED = "requested"
+    SCHEDULED = "scheduled"  # rendered and checked; the scheduler starts it at scheduled_at
     PLANNING = "planning"
     RUNNING = "running"
     PAUSED = "paused"
@@ -105,6 +106,13 @@ class Send(SQLModel, table=True):
     planned_at: datetime | None = optional_at_field()
     finished_at: datetime | None = optional_at_field()
     cancelled_at: datetime | None = optional_at_field()
+    # Scheduling (migration 0009): a ``scheduled`` send starts at scheduled_at; local_time
+    # ("HH:MM") gives each reader the issue at that hour in their own zone.
+    scheduled_at: datetime | None = optional_at_field()
+    schedule_tz: str | None = Field(default=None, max_length=64)
+    local_time: str | None = Field(default=None, max_length=5)
+    start_requested_at: datetime | None = optional_at_field()  # a scheduler published its start
+    started_at: datetime | None = optional_at_field()
 
 
 class Delivery(SQLModel, table=True):
@@ -146,6 +154,19 @@ class Delivery(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=36)  # the claiming process
     retries: int = 0  # deferrals so far: the delay tier of the next attempt
     redriven: int = 0  # jobs published again by the reconciler because theirs was gone
+
+
+class WarmupDomain(SQLModel, table=True):
+    """A sending domain marked new (migration 0009): what it sends to each receiving domain is
+    capped per day on a ramp (``caps``, e.g. "50,100,200"; empty = the setting's), counted
+    from ``started_on``; after the last cap the domain is warm."""
+
+    __tablename__ = "warmup_domain"
+
+    domain: str = Field(primary_key=True, max_length=255)
+    started_on: date
+    caps: str = Field(default="", max_length=255)
+    created_at: datetime = created_at_field()
 
 
 class DispatcherProcess(SQLModel, table=True):

@@ -23,6 +23,14 @@ class SubscriberStatus(StrEnum):
     ERASED = "erased"  # personal data removed (GDPR); only hashes remain
 
 
+class Cadence(StrEnum):
+    """How often a reader wants the issue (the preference page; migration 0009)."""
+
+    EVERY = "every"  # every issue
+    MONTHLY = "monthly"  # the first issue of each month
+    PAUSED = "paused"  # nothing until paused_until (four weeks), then every issue again
+
+
 class Subscriber(SQLModel, table=True):
     __tablename__ = "subscriber"
     __table_args__ = (Index("ix_subscriber_status_id", "status", "id"),)
@@ -38,6 +46,12 @@ class Subscriber(SQLModel, table=True):
     confirmed_at: datetime | None = optional_at_field()
     unsubscribed_at: datetime | None = optional_at_field()
     last_confirmation_sent_at: datetime | None = optional_at_field()
+    # IANA zone from the signup form or the preference page; NULL: the language's default.
+    time_zone: str | None = Field(default=None, max_length=64)
+    cadence: str = Field(
+        default=Cadence.EVERY, max_length=16, sa_column_kwargs={"server_default": "every"}
+    )
+    paused_until: datetime | None = optional_at_field()
 
 
 class SubscriberLanguage(SQLModel, table=True):

@@ -5,7 +5,7 @@
   holds a subscriber id, an address or a client address.
 
 Revision ID: 0010
-Revises: 0008 (another branch adds 0009 on 0008; the merge chains them)
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import shared.db.tables.timestamps
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
