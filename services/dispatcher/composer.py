@@ -104,11 +104,15 @@ class Composer:
         if extra is not None and not is_ed25519(extra):
             raise DkimError("NEWSLETTER_DKIM_ED25519_PRIVATE_KEY_PATH must hold an Ed25519 key")
 
+    def sender_name(self, language: str) -> str:
+        return mime.sender_name(
+            publication_name=self._settings.publication_name,
+            from_name=self._sender.display_name,
+            language=language,
+        )
+
     def from_header(self, language: str) -> str:
-        name = self._sender.display_name
-        if not name or name == mime.DEFAULT_DISPLAY_NAMES["en"]:
-            name = mime.DEFAULT_DISPLAY_NAMES.get(language, name)
-        return mime.display_from(name=name, address=self._sender.addr_spec)
+        return mime.display_from(name=self.sender_name(language), address=self._sender.addr_spec)
 
     def envelope(
         self, *, subject: str, language: str, campaign: str, list_unsubscribe: bool = True
@@ -118,7 +122,7 @@ class Composer:
             subject=subject,
             content_language=language,
             list_id=self._settings.list_id,
-            list_name=mime.DEFAULT_DISPLAY_NAMES.get(language, "Newsletter"),
+            list_name=self.sender_name(language),
             feedback_id=f"{campaign}:{language}:newsletter:{self._sender.domain}",
             list_unsubscribe=list_unsubscribe,
         )

@@ -15,13 +15,13 @@ longer than a line) falls back to base64, encoded per recipient after substituti
 from __future__ import annotations
 
 import base64
+import email.utils
 import html
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formataddr
 from typing import Literal
 
 from shared.messaging import placeholders
@@ -54,12 +54,30 @@ MARKER_ALLOWANCE = 400
 _MARKER_RE = re.compile(r"(@@NL_[A-Z_]+@@)")
 _MARKER_BYTES_RE = re.compile(rb"(@@NL_[A-Z_]+@@)")
 _CRLF = "\r\n"
+_FOLDABLE = frozenset({"From", "Subject", "List-Id"})
 
-DEFAULT_DISPLAY_NAMES: dict[str, str] = {
-    "en": "Weekly Digest",
+# The seed publication's name (the default of NEWSLETTER_PUBLICATION_NAME) as its editions
+# say it; the renderer's catalogs translate it the same way. A publication's own name is used
+# as it is set, in every language.
+SAMPLE_NAME = "Weekly Digest"
+SAMPLE_NAMES: dict[str, str] = {
+    "en": SAMPLE_NAME,
     "be": "Штотыднёвы дайджэст",
     "ru": "Еженедельный дайджест",
 }
+
+
+def sender_name(*, publication_name: str, from_name: str, language: str) -> str:
+    """The ``From`` display name of a mail in ``language``.
+
+    ``NEWSLETTER_PUBLICATION_NAME`` when it is set to the publication's own name; else a
+    display name of its own in ``NEWSLETTER_FROM`` (how it was configured before the setting
+    existed); else the seed's name in the mail's language.
+    """
+    for name in (publication_name.strip(), from_name.strip()):
+        if name and name != SAMPLE_NAME:
+            return name
+    return SAMPLE_NAMES.get(language, SAMPLE_NAME)
 
 
 class TemplateError(ValueError):
@@ -212,10 +230,20 @@ def encode_subject(subject: str) -> str:
 
 
 def display_from(*, name: str, address: str) -> str:
-    """``From`` with the display name RFC 2047-encoded where it is not ASCII."""
+    """The ``From`` value: an ASCII display name quoted where RFC 5322 needs it (a comma, a
+    quote), any other name as RFC 2047 encoded words of at most 75 characters, folded.
+
+    ``formataddr`` alone makes one encoded word of any length, over RFC 2047's limit for a
+    Cyrillic name of some 40 letters.
+    """
     if any(c in name + address for c in "\r\n\0"):
         raise TemplateError("From holds a line break")
-    return formataddr((name, address), charset="utf-8")
+    if not address.isascii():
+        raise TemplateError("From address is not ASCII")
+    if not name or name.isascii():
+        return email.utils.formataddr((name, address))
+    words = Header(name, "utf-8", maxlinelen=76, header_name="From").encode(linesep=_CRLF)
+    return f"{words}{_CRLF} <{address}>" if _CRLF in words else f"{words} <{address}>"
 
 
 @dataclass(frozen=True)
@@ -257,7 +285,9 @@ def build_template(*, envelope: Envelope, text: str, html_body: str) -> MessageT
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]
     for name, value in headers:
-        if any(c in value for c in "\r\n\0") and name != "Subject":
+        # Encoded words may be folded (CRLF before white space), nothing else.
+        unfolded = value.replace(_CRLF + " ", " ") if name in _FOLDABLE else value
+        if any(c in unfolded for c in "\r\n\0"):
             raise TemplateError(f"{name} holds a line break")
     head = "".join(f"{name}: {value}{_CRLF}" for name, value in headers) + _CRLF
     pieces: list[Piece] = [*_split(head.encode(), "header")]
@@ -276,8 +306,9 @@ def build_template(*, envelope: Envelope, text: str, html_body: str) -> MessageT
 
 def _list_name(name: str) -> str:
     if name.isascii():
-        return f'"{name}"' if any(c in name for c in '()<>@,;:\\".[]') else name
-    return Header(name, "utf-8").encode()
+        special = any(c in name for c in '()<>@,;:\\".[]')
+        return f'"{email.utils.quote(name)}"' if special else name
+    return Header(name, "utf-8", maxlinelen=76, header_name="List-Id").encode(linesep=_CRLF)
 
 
 def _merge(pieces: list[Piece]) -> list[Piece]:

@@ -109,6 +109,13 @@ class EditorPages(WebDesk):
     def _text(self, request: Request, message: str, /, **values: object) -> str:
         return self.templates.gettext(editor_language(request), message, **values)
 
+    def _worded(self, request: Request, err: Exception) -> str:
+        """An error in the page's language: problems and refusals carry codes and values."""
+        worded = getattr(err, "worded", None)
+        if worded is None:
+            return str(err)
+        return str(worded(self.templates.translations(editor_language(request)).gettext))
+
     def _desk(
         self,
         request: Request,
@@ -220,7 +227,9 @@ class EditorPages(WebDesk):
         try:
             self.library.store(name, sources)
         except IssueFormatError as err:
-            return self._editor_page(request, message=str(err), error=True, status=422)
+            return self._editor_page(
+                request, message=self._worded(request, err), error=True, status=422
+            )
         return RedirectResponse(f"/editor/issue/{name}", status_code=303)
 
     async def issue_page(
@@ -233,6 +242,7 @@ class EditorPages(WebDesk):
         if folder is None:
             return self._refusal(request, self._text(request, NO_ISSUE, name=name), 404)
         lang = editor_language(request)
+        gettext = self.templates.translations(lang).gettext
         matrix, problems = None, []
         preflight: list[dict[str, object]] = []
         spam = request.query_params.get("spam") == "1"
@@ -245,20 +255,20 @@ class EditorPages(WebDesk):
                 spam=spam,
             )
             matrix = result.matrix
-            problems = [str(p) for p in result.verdict.problems]
+            problems = [p.worded(gettext) for p in result.verdict.problems]
             preflight = [
                 {
                     "lang": code,
                     "kb": round(report.html_bytes / 1024, 1),
                     "spam": None if report.spam_score is None else f"{report.spam_score:.1f}",
-                    "findings": [str(f) for f in report.findings],
+                    "findings": [f.worded(gettext) for f in report.findings],
                 }
                 for code, report in result.reports.items()
             ]
         except IssueFormatError as err:
-            problems = [str(p) for p in err.problems]
+            problems = [p.worded(gettext) for p in err.problems]
         except RendererError as err:
-            problems = [str(err)]
+            problems = [self._worded(request, err)]
         earlier: list[EarlierSend] = []
         number = None
         if matrix is not None:
@@ -337,7 +347,9 @@ class EditorPages(WebDesk):
             )
             await self._start(prepared, surface=Surface.EDITOR)
         except (RendererError, ValueError) as err:
-            return await self.issue_page(request, message=str(err), error=True, status=422)
+            return await self.issue_page(
+                request, message=self._worded(request, err), error=True, status=422
+            )
         return await self.issue_page(
             request,
             message=self._text(request, TEST_REQUESTED, send_id=prepared.command.send_id),
@@ -372,9 +384,13 @@ class EditorPages(WebDesk):
             )
         except SendRefused as err:
             status = 409 if isinstance(err, IssueAlreadySent) else 422
-            return await self.issue_page(request, message=str(err), error=True, status=status)
+            return await self.issue_page(
+                request, message=self._worded(request, err), error=True, status=status
+            )
         except (RendererError, ValueError) as err:
-            return await self.issue_page(request, message=str(err), error=True, status=422)
+            return await self.issue_page(
+                request, message=self._worded(request, err), error=True, status=422
+            )
         if form.get("confirm") != "yes":
             rows, total = await self._sizes(prepared)
             return self._desk(
@@ -402,7 +418,9 @@ class EditorPages(WebDesk):
         try:
             await self._start(prepared, surface=Surface.EDITOR, confirm_number=confirm_number)
         except SendRefused as err:
-            return await self.issue_page(request, message=str(err), error=True, status=409)
+            return await self.issue_page(
+                request, message=self._worded(request, err), error=True, status=409
+            )
         return await self.issue_page(
             request, message=self._text(request, SEND_REQUESTED, send_id=prepared.command.send_id)
         )

@@ -14,11 +14,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Gettext = Callable[[str], str]
+
+
+def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark for extraction"
+    return message
 
 
 class RendererError(Exception):
     """Base of every error the renderer raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Wording:
+    """A sentence as a code (its English catalog id, with ``%(name)s`` places) and values.
+
+    ``str()`` is the English sentence, for the CLI, the admin API and logs; :meth:`worded`
+    says it in the language of ``gettext`` (an editor page). A value that is itself a
+    :class:`Wording` is worded the same way.
+    """
+
+    code: str
+    values: tuple[tuple[str, object], ...] = ()
+    literal: bool = False  # a text said as it is, in every language (no code)
+
+    @classmethod
+    def of(cls, code: str, /, **values: object) -> Wording:
+        return cls(code, tuple(values.items()))
+
+    @classmethod
+    def text(cls, text: str) -> Wording:
+        """Words meant for scripts and logs, or a value: never translated nor formatted."""
+        return cls(text, literal=True)
+
+    def worded(self, gettext: Gettext | None = None) -> str:
+        if self.literal:
+            return self.code
+        text = gettext(self.code) if gettext is not None and self.code else self.code
+        if not self.values:
+            return text
+        values = {k: v.worded(gettext) if isinstance(v, Wording) else v for k, v in self.values}
+        return text % values
+
+    def __str__(self) -> str:
+        return self.worded()
 
 
 @dataclass(frozen=True)
@@ -34,15 +76,60 @@ class Problem:
     hint: str = ""
     level: str = "error"  # "error" or "warning"
     check: str = ""  # what kind of check found it: "links", "images", "dates", "articles", …
+    # The message and the hint as codes with values, so that a page can word them in its
+    # language (:meth:`worded`); ``message`` and ``hint`` are their English wording.
+    wording: Wording | None = field(default=None, compare=False)
+    hint_wording: Wording | None = field(default=None, compare=False)
+
+    @classmethod
+    def coded(
+        cls,
+        file: str,
+        line: int,
+        code: str,
+        /,
+        *,
+        hint: str | Wording = "",
+        column: int = 1,
+        level: str = "error",
+        check: str = "",
+        **values: object,
+    ) -> Problem:
+        """A problem whose message (and hint) are catalog ids filled with ``values`` (a hint
+        may also come worded with values of its own)."""
+        wording = Wording.of(code, **values)
+        if isinstance(hint, Wording):
+            hint_wording: Wording | None = hint
+        else:
+            hint_wording = Wording.of(hint, **values) if hint else None
+        return cls(
+            file,
+            line,
+            str(wording),
+            column=column,
+            hint=str(hint_wording or ""),
+            level=level,
+            check=check,
+            wording=wording,
+            hint_wording=hint_wording,
+        )
 
     @property
     def is_error(self) -> bool:
         return self.level == "error"
 
-    def __str__(self) -> str:
+    def worded(self, gettext: Gettext | None = None) -> str:
+        """``file:line:column: what (what to do)`` in the language of ``gettext``; the place
+        stays as it is, so that an editor can jump to it."""
         where = f"{self.file}:{max(self.line, 1)}:{max(self.column, 1)}: "
-        kind = "warning: " if self.level == "warning" else ""
-        return where + kind + self.message + (f" ({self.hint})" if self.hint else "")
+        say: Gettext = gettext or (lambda text: text)
+        kind = say(N_("warning: ")) if self.level == "warning" else ""
+        message = self.wording.worded(gettext) if self.wording else self.message
+        hint = self.hint_wording.worded(gettext) if self.hint_wording else self.hint
+        return where + kind + message + (f" ({hint})" if hint else "")
+
+    def __str__(self) -> str:
+        return self.worded()
 
 
 class IssueFormatError(RendererError):
@@ -51,6 +138,12 @@ class IssueFormatError(RendererError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+    def worded(self, gettext: Gettext | None = None) -> str:
+        return "\n".join(p.worded(gettext) for p in self.problems)
+
+
+NOT_READY = N_("the issue is not ready to send:")
 
 
 class IssueNotReady(RendererError):
@@ -65,7 +158,17 @@ class IssueNotReady(RendererError):
 
     @classmethod
     def of(cls, problems: list[Problem]) -> IssueNotReady:
-        return cls("the issue is not ready to send:\n" + "\n".join(map(str, problems)), problems)
+        refused = cls(NOT_READY + "\n" + "\n".join(map(str, problems)), problems)
+        refused.listed = True
+        return refused
+
+    listed = False  # the message is the heading and the problems, so it can be worded anew
+
+    def worded(self, gettext: Gettext | None = None) -> str:
+        if not self.listed:
+            return str(self)
+        heading = gettext(NOT_READY) if gettext else NOT_READY
+        return "\n".join([heading, *(p.worded(gettext) for p in self.problems)])
 
 
 class RenderFailed(RendererError):

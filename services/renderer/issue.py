@@ -37,7 +37,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from services.renderer.errors import IssueFormatError, Problem
+from services.renderer.errors import N_, IssueFormatError, Problem
 from services.renderer.issue_header import LANGUAGES, header_values, parse_header
 from services.renderer.link_checks import link_problem
 from services.renderer.markdown_checks import FoundLink, body_problems
@@ -175,13 +175,19 @@ def _parse_body(  # noqa: PLR0912 - one walk over the tokens, one branch per kin
                 if match is None:
                     column = _key_column(lines, line, "{#")
                     problems.append(
-                        Problem(
+                        Problem.coded(
                             file,
                             line,
-                            "an article heading needs a key that matches its translations"
-                            + (" (lower-case letters, digits and '-')" if column > 1 else ""),
+                            N_(
+                                "an article heading needs a key that matches its translations "
+                                "(lower-case letters, digits and '-')"
+                            )
+                            if column > 1
+                            else N_("an article heading needs a key that matches its translations"),
                             column=column,
-                            hint="end the heading with a key, e.g. '## Title {#minsk-escalation}'",
+                            hint=N_(
+                                "end the heading with a key, e.g. '## Title {#minsk-escalation}'"
+                            ),
                             check="articles",
                         )
                     )
@@ -190,24 +196,26 @@ def _parse_body(  # noqa: PLR0912 - one walk over the tokens, one branch per kin
                     key, title = match["key"], title[: match.start()].strip()
                 if not sections:
                     problems.append(
-                        Problem(
+                        Problem.coded(
                             file,
                             line,
-                            "an article comes before any '# Section' heading",
-                            hint="put a '# Section' line above it",
+                            N_("an article comes before any '# Section' heading"),
+                            hint=N_("put a '# Section' line above it"),
                         )
                     )
                     sections.append(Section(title="", line=line))
                 earlier = [a for s in sections for a in s.articles if a.key == key]
                 if earlier:
                     problems.append(
-                        Problem(
+                        Problem.coded(
                             file,
                             line,
-                            f"article key {key!r} is used twice (first on line {earlier[0].line})",
+                            N_("article key %(key)r is used twice (first on line %(first)s)"),
                             column=_key_column(lines, line, "{#"),
-                            hint="give each article its own key",
+                            hint=N_("give each article its own key"),
                             check="articles",
+                            key=key,
+                            first=earlier[0].line,
                         )
                     )
                 article = Article(
@@ -218,24 +226,28 @@ def _parse_body(  # noqa: PLR0912 - one walk over the tokens, one branch per kin
             continue
         if article is None:
             if (token.level == 0 and token.type.endswith("_open")) or token.type == "hr":
-                where = "section" if sections else "'# Section' heading"
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         line,
-                        f"text outside an article: start one with '## Title' after a {where}",
-                        hint="or remove the text",
+                        N_("text outside an article: start one with '## Title' after a section")
+                        if sections
+                        else N_(
+                            "text outside an article: start one with '## Title' after a "
+                            "'# Section' heading"
+                        ),
+                        hint=N_("or remove the text"),
                     )
                 )
             index += 1
             continue
         if token.type == "heading_open" and token.tag in {"h4", "h5", "h6"}:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    "subheadings deeper than '###' are not allowed",
-                    hint="use '###' for subheadings",
+                    N_("subheadings deeper than '###' are not allowed"),
+                    hint=N_("use '###' for subheadings"),
                 )
             )
         if article.lead is None and not article.body and token.type == "paragraph_open":
@@ -247,30 +259,32 @@ def _parse_body(  # noqa: PLR0912 - one walk over the tokens, one branch per kin
     for section in sections:
         if not section.articles:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     section.line,
-                    f"section {section.title!r} has no articles",
-                    hint="add an article ('## Title {#key}') or remove the section",
+                    N_("section %(title)r has no articles"),
+                    hint=N_("add an article ('## Title {#key}') or remove the section"),
+                    title=section.title,
                 )
             )
         for art in section.articles:
             if art.lead is None:
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         art.line,
-                        f"article {art.key!r} has no lead paragraph",
-                        hint="start the article with a paragraph of text",
+                        N_("article %(key)r has no lead paragraph"),
+                        hint=N_("start the article with a paragraph of text"),
+                        key=art.key,
                     )
                 )
     if not sections:
         problems.append(
-            Problem(
+            Problem.coded(
                 file,
                 offset + 1,
-                "the issue has no sections",
-                hint="start the body with a '# Section' line",
+                N_("the issue has no sections"),
+                hint=N_("start the body with a '# Section' line"),
             )
         )
     return sections
@@ -316,7 +330,15 @@ def parse_sources(sources: dict[str, str]) -> dict[str, IssueEdition]:
     for language, text in sources.items():
         file = f"{language}.md"
         if language not in LANGUAGES:
-            problems.append(Problem(file, 0, f"{language!r} is not one of {LANGUAGES}"))
+            problems.append(
+                Problem.coded(
+                    file,
+                    0,
+                    N_("%(language)r is not one of %(languages)s"),
+                    language=language,
+                    languages=LANGUAGES,
+                )
+            )
             continue
         try:
             editions[language] = parse_edition(text, file=file)
@@ -331,11 +353,14 @@ def parse_sources(sources: dict[str, str]) -> dict[str, IssueEdition]:
                 first.date_to,
             ):
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         edition.file,
                         1,
-                        f"issue number or dates differ from {first.file}: every language file "
-                        "describes the same issue",
+                        N_(
+                            "issue number or dates differ from %(first)s: every language file "
+                            "describes the same issue"
+                        ),
+                        first=first.file,
                     )
                 )
     if problems:

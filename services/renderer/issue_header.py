@@ -7,7 +7,7 @@ import re
 from datetime import date
 from pathlib import Path
 
-from services.renderer.errors import Problem
+from services.renderer.errors import N_, Problem, Wording
 
 LANGUAGES: tuple[str, ...] = ("en", "be", "ru")
 REQUIRED_KEYS: tuple[str, ...] = ("issue", "language", "dates", "subject", "preheader")
@@ -19,6 +19,10 @@ _EXAMPLE = "2021-12-13 .. 2021-12-19"
 # key -> (line, value, column of the value); all 1-based
 Header = dict[str, tuple[int, str, int]]
 _MAX_SUBJECT = 150
+MONTHS = (
+    N_("January"), N_("February"), N_("March"), N_("April"), N_("May"), N_("June"),
+    N_("July"), N_("August"), N_("September"), N_("October"), N_("November"), N_("December"),
+)  # fmt: skip
 
 
 def parse_header(
@@ -26,11 +30,11 @@ def parse_header(
 ) -> tuple[Header, int | None]:
     if not lines or lines[0].strip() != "---":
         problems.append(
-            Problem(
+            Problem.coded(
                 file,
                 1,
-                "the file must start with a '---' metadata header",
-                hint="begin with '---', the 'key: value' lines, then '---'",
+                N_("the file must start with a '---' metadata header"),
+                hint=N_("begin with '---', the 'key: value' lines, then '---'"),
             )
         )
         return {}, None
@@ -44,52 +48,70 @@ def parse_header(
         key = key.strip().lower()
         if not sep or not key:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     index,
-                    f"header line {raw!r} is not 'key: value'",
-                    hint="write e.g. 'issue: 51'",
+                    N_("header line %(line)r is not 'key: value'"),
+                    hint=N_("write e.g. 'issue: 51'"),
+                    line=raw,
                 )
             )
             continue
         if key not in REQUIRED_KEYS:
             problems.append(
-                Problem(
-                    file, index, f"unknown header key {key!r} (known: {', '.join(REQUIRED_KEYS)})"
+                Problem.coded(
+                    file,
+                    index,
+                    N_("unknown header key %(key)r (known: %(known)s)"),
+                    key=key,
+                    known=", ".join(REQUIRED_KEYS),
                 )
             )
             continue
         if key in header:
             problems.append(
-                Problem(file, index, f"header key {key!r} appears twice", hint="keep one of them")
+                Problem.coded(
+                    file,
+                    index,
+                    N_("header key %(key)r appears twice"),
+                    hint=N_("keep one of them"),
+                    key=key,
+                )
             )
             continue
         column = len(raw) - len(value.lstrip()) + 1 if value.strip() else len(raw) + 1
         header[key] = (index, value.strip(), column)
     problems.append(
-        Problem(
+        Problem.coded(
             file,
             len(lines),
-            "the metadata header is not closed by a '---' line",
-            hint="add a '---' line after the last 'key: value' line",
+            N_("the metadata header is not closed by a '---' line"),
+            hint=N_("add a '---' line after the last 'key: value' line"),
         )
     )
     return header, None
 
 
-def parse_day(raw: str) -> tuple[date | None, str]:
+def parse_day(raw: str) -> tuple[date | None, Wording]:
     """``2021-12-13`` as a date, or None and why it is not one (a real calendar day)."""
     match = _ISO_DAY.match(raw)
     if match is None:
-        return None, f"{raw!r} is not a date written YYYY-MM-DD"
+        return None, Wording.of(N_("%(day)r is not a date written YYYY-MM-DD"), day=raw)
     year, month, day = (int(part) for part in match.groups())
     if not 1 <= month <= 12:
-        return None, f"{raw} is not a date: there is no month {month}"
+        return None, Wording.of(
+            N_("%(day)s is not a date: there is no month %(month)s"), day=raw, month=month
+        )
     days = calendar.monthrange(year, month)[1]
     if not 1 <= day <= days:
-        name = calendar.month_name[month]
-        return None, f"{raw} is not a date: {name} {year} has {days} days"
-    return date(year, month, day), ""
+        return None, Wording.of(
+            N_("%(day)s is not a date: %(month_name)s %(year)s has %(days)s days"),
+            day=raw,
+            month_name=Wording(MONTHS[month - 1]),
+            year=year,
+            days=days,
+        )
+    return date(year, month, day), Wording("")
 
 
 def parse_dates(
@@ -100,13 +122,15 @@ def parse_dates(
     match = _DATES.match(raw)
     if match is None:
         problems.append(
-            Problem(
+            Problem.coded(
                 file,
                 line,
-                f"dates must be a range like {_EXAMPLE}, not {raw!r}",
+                N_("dates must be a range like %(example)s, not %(dates)r"),
                 column=column,
-                hint="write the first and last day of the week, joined by '..'",
+                hint=N_("write the first and last day of the week, joined by '..'"),
                 check="dates",
+                example=_EXAMPLE,
+                dates=raw,
             )
         )
         return None
@@ -115,13 +139,15 @@ def parse_dates(
         day, why = parse_day(match[part])
         if day is None:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    why,
+                    "%(why)s",
                     column=column + match.start(part),
-                    hint=f"write a real calendar day, e.g. {_EXAMPLE}",
+                    hint=N_("write a real calendar day, e.g. %(example)s"),
                     check="dates",
+                    why=why,
+                    example=_EXAMPLE,
                 )
             )
         else:
@@ -131,28 +157,35 @@ def parse_dates(
     start, end = days
     if end < start:
         problems.append(
-            Problem(
+            Problem.coded(
                 file,
                 line,
-                f"the date range ends ({end}) before it starts ({start})",
+                N_("the date range ends (%(end)s) before it starts (%(start)s)"),
                 column=column + match.start("end"),
-                hint="write the first day first",
+                hint=N_("write the first day first"),
                 check="dates",
+                end=end,
+                start=start,
             )
         )
         return None
     length = (end - start).days + 1
     if length != _WEEK_DAYS:
         problems.append(
-            Problem(
+            Problem.coded(
                 file,
                 line,
-                f"the range {start} .. {end} is {length} day{'s' if length > 1 else ''} long, "
-                "not one week",
+                N_("the range %(start)s .. %(end)s is %(length)s days long, not one week")
+                if length > 1
+                else N_("the range %(start)s .. %(end)s is %(length)s day long, not one week"),
                 column=column,
-                hint="a weekly issue covers seven days, e.g. " + _EXAMPLE,
+                hint=N_("a weekly issue covers seven days, e.g. %(example)s"),
                 level="warning",
                 check="dates",
+                start=start,
+                end=end,
+                length=length,
+                example=_EXAMPLE,
             )
         )
     return start, end
@@ -173,11 +206,12 @@ def header_values(  # noqa: PLR0912 - one branch per header key reads best
         if key not in header or not header[key][1]:
             line = header[key][0] if key in header else 1
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    f"the header has no {key!r}",
-                    hint=f"add a line '{key}: …' between the two '---' lines",
+                    N_("the header has no %(key)r"),
+                    hint=N_("add a line '%(key)s: …' between the two '---' lines"),
+                    key=key,
                 )
             )
     if "issue" in header and header["issue"][1]:
@@ -186,12 +220,13 @@ def header_values(  # noqa: PLR0912 - one branch per header key reads best
             values["number"] = int(raw)
         else:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    f"issue must be a positive number, not {raw!r}",
+                    N_("issue must be a positive number, not %(value)r"),
                     column=column,
-                    hint="write e.g. 'issue: 51'",
+                    hint=N_("write e.g. 'issue: 51'"),
+                    value=raw,
                 )
             )
     if "language" in header and header["language"][1]:
@@ -199,22 +234,27 @@ def header_values(  # noqa: PLR0912 - one branch per header key reads best
         expected = Path(file).stem
         if raw not in LANGUAGES:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    f"language {raw!r} is not one of {LANGUAGES}",
+                    N_("language %(language)r is not one of %(languages)s"),
                     column=column,
-                    hint=f"write 'language: {expected}'",
+                    hint=N_("write 'language: %(expected)s'"),
+                    language=raw,
+                    languages=LANGUAGES,
+                    expected=expected,
                 )
             )
         elif expected in LANGUAGES and raw != expected:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    f"language {raw!r} does not match the file name",
+                    N_("language %(language)r does not match the file name"),
                     column=column,
-                    hint=f"write 'language: {expected}' or rename the file",
+                    hint=N_("write 'language: %(expected)s' or rename the file"),
+                    language=raw,
+                    expected=expected,
                 )
             )
         values["language"] = raw
@@ -228,12 +268,15 @@ def header_values(  # noqa: PLR0912 - one branch per header key reads best
             line, raw, column = header[key]
             if len(raw) > _MAX_SUBJECT:
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         line,
-                        f"{key} is {len(raw)} characters (at most {_MAX_SUBJECT})",
+                        N_("%(key)s is %(length)s characters (at most %(limit)s)"),
                         column=column,
-                        hint="shorten it",
+                        hint=N_("shorten it"),
+                        key=key,
+                        length=len(raw),
+                        limit=_MAX_SUBJECT,
                     )
                 )
             values[key] = raw

@@ -25,7 +25,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.renderer.errors import RendererError
+from services.renderer.errors import N_, Gettext, RendererError, Wording
 from services.renderer.issue import IssueEdition
 from services.renderer.store import Sessions
 from shared.db.tables import Delivery, IssueSend, Send, SendIntent
@@ -69,11 +69,27 @@ class EarlierSend:
         return sum(self.counts.values())
 
     def describe(self) -> str:
+        return str(self.wording())
+
+    def wording(self) -> Wording:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
-        detail = f"{self.deliveries} deliveries ({counts})" if counts else "no deliveries yet"
-        return (
-            f"send {self.send_id} ({self.intent.replace('_', '-')}), requested "
-            f"{self.requested_at.strftime('%Y-%m-%d %H:%M')} UTC, status {self.status}: {detail}"
+        detail = (
+            Wording.of(
+                N_("%(count)s deliveries (%(counts)s)"), count=self.deliveries, counts=counts
+            )
+            if counts
+            else Wording(N_("no deliveries yet"))
+        )
+        return Wording.of(
+            N_(
+                "send %(send_id)s (%(intent)s), requested %(when)s UTC, "
+                "status %(status)s: %(detail)s"
+            ),
+            send_id=self.send_id,
+            intent=self.intent.replace("_", "-"),
+            when=self.requested_at.strftime("%Y-%m-%d %H:%M"),
+            status=self.status,
+            detail=detail,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -102,10 +118,11 @@ _HOW = {
         "scripts pass --yes-resend {number})",
         SendIntent.FIRST: "leave out --only-new and --resend-all",
     },
+    # The editor page's choices are worded in the page's language (catalog strings).
     Surface.EDITOR: {
-        SendIntent.ONLY_NEW: 'choose "Only readers who have not received it"',
-        SendIntent.RESEND_ALL: 'choose "Everyone again" and type {number}',
-        SendIntent.FIRST: 'choose "Send"',
+        SendIntent.ONLY_NEW: N_('choose "Only readers who have not received it"'),
+        SendIntent.RESEND_ALL: N_('choose "Everyone again" and type %(number)s'),
+        SendIntent.FIRST: N_('choose "Send"'),
     },
     Surface.API: {
         SendIntent.ONLY_NEW: 'send "intent": "only_new"',
@@ -121,19 +138,45 @@ _HOW = {
 
 
 def how_to(surface: Surface, intent: SendIntent, *, number: int) -> str:
-    return _HOW[surface][intent].format(number=number)
+    return str(how_to_wording(surface, intent, number=number))
+
+
+def how_to_wording(surface: Surface, intent: SendIntent, *, number: int) -> Wording:
+    """What to do on ``surface`` for ``intent``: the CLI's, API's and command's words are for
+    scripts and logs (English); the editor page words its own in its language."""
+    text = _HOW[surface][intent]
+    if surface == Surface.EDITOR:
+        return Wording.of(text, number=number)
+    return Wording.text(text.format(number=number))
 
 
 class SendRefused(RendererError):
-    """A send of an issue that its earlier sends rule out, or an unconfirmed choice."""
+    """A send of an issue that its earlier sends rule out, or an unconfirmed choice.
 
-    def __init__(self, message: str, *, earlier: Sequence[EarlierSend] = ()) -> None:
-        super().__init__(message)
+    ``lines`` are the message as codes and values: ``str()`` is English (CLI, admin API),
+    :meth:`worded` says it in a page's language.
+    """
+
+    def __init__(
+        self,
+        message: str | Sequence[Wording],
+        *,
+        earlier: Sequence[EarlierSend] = (),
+    ) -> None:
+        self.lines = [Wording.text(message)] if isinstance(message, str) else list(message)
+        super().__init__("\n".join(str(line) for line in self.lines))
         self.earlier = list(earlier)
+
+    def worded(self, gettext: Gettext | None = None) -> str:
+        return "\n".join(line.worded(gettext) for line in self.lines)
 
 
 class IssueAlreadySent(SendRefused):
     """The issue has a send (running, waiting or finished): a plain send would mail again."""
+
+
+class SendAlreadyRecorded(IssueAlreadySent):
+    """This very send id is on record already: a retried request or a redelivered command."""
 
 
 class NotSentYet(SendRefused):
@@ -156,35 +199,79 @@ def refusal(
     if intent == SendIntent.TEST:
         return None
     number = identity.number
+    label = Wording.of(
+        N_("issue %(number)s (%(date_from)s .. %(date_to)s)"),
+        number=number,
+        date_from=identity.date_from.isoformat(),
+        date_to=identity.date_to.isoformat(),
+    )
+
+    def how(choice: SendIntent) -> Wording:
+        return how_to_wording(surface, choice, number=number)
+
     if intent == SendIntent.FIRST and earlier:
         first = earlier[0]
-        lines = [f"{identity.label} already has {len(earlier)} send(s); the first is "]
-        lines[0] += first.describe()
-        lines += [f"  also {e.describe()}" for e in earlier[1:]]
+        lines = [
+            Wording.of(
+                N_("%(issue)s already has %(count)s send(s); the first is %(send)s"),
+                issue=label,
+                count=len(earlier),
+                send=first.wording(),
+            )
+        ]
+        lines += [Wording.of(N_("  also %(send)s"), send=e.wording()) for e in earlier[1:]]
         if (first.date_from, first.date_to) != (identity.date_from, identity.date_to):
             lines.append(
-                f"  that send had the dates {first.date_from} .. {first.date_to}: if this is a "
-                "new issue, give it a new number"
+                Wording.of(
+                    N_(
+                        "  that send had the dates %(date_from)s .. %(date_to)s: if this is a "
+                        "new issue, give it a new number"
+                    ),
+                    date_from=first.date_from,
+                    date_to=first.date_to,
+                )
             )
         lines.append(
-            "  to mail only readers who have not received it (new subscribers since, failed "
-            f"deliveries): {how_to(surface, SendIntent.ONLY_NEW, number=number)}"
+            Wording.of(
+                N_(
+                    "  to mail only readers who have not received it (new subscribers since, "
+                    "failed deliveries): %(how)s"
+                ),
+                how=how(SendIntent.ONLY_NEW),
+            )
         )
         lines.append(
-            f"  to mail every reader again: {how_to(surface, SendIntent.RESEND_ALL, number=number)}"
+            Wording.of(N_("  to mail every reader again: %(how)s"), how=how(SendIntent.RESEND_ALL))
         )
-        return IssueAlreadySent("\n".join(lines), earlier=earlier)
+        return IssueAlreadySent(lines, earlier=earlier)
     if intent in {SendIntent.ONLY_NEW, SendIntent.RESEND_ALL} and not earlier:
         return NotSentYet(
-            f"{identity.label} has not been sent yet, so there is no one to leave out or mail "
-            f"again: {how_to(surface, SendIntent.FIRST, number=number)}"
+            [
+                Wording.of(
+                    N_(
+                        "%(issue)s has not been sent yet, so there is no one to leave out or "
+                        "mail again: %(how)s"
+                    ),
+                    issue=label,
+                    how=how(SendIntent.FIRST),
+                )
+            ]
         )
     if intent == SendIntent.RESEND_ALL and confirm_number != number:
-        typed = "nothing" if confirm_number is None else str(confirm_number)
+        typed: object = Wording(N_("nothing")) if confirm_number is None else str(confirm_number)
         return ResendNotConfirmed(
-            f"mailing every reader of {identity.label} again needs the issue number typed "
-            f"back: {number} expected, {typed} given "
-            f"({how_to(surface, SendIntent.RESEND_ALL, number=number)})",
+            [
+                Wording.of(
+                    N_(
+                        "mailing every reader of %(issue)s again needs the issue number typed "
+                        "back: %(number)s expected, %(typed)s given (%(how)s)"
+                    ),
+                    issue=label,
+                    number=number,
+                    typed=typed,
+                    how=how(SendIntent.RESEND_ALL),
+                )
+            ],
             earlier=earlier,
         )
     return None
@@ -263,15 +350,17 @@ async def claim(
     """Record the send request, or raise :class:`SendRefused` saying why it may not start.
 
     The check and the insert are not one atomic step, but the partial unique index is: of two
-    first sends of one issue started at once, one insert fails, and that one is refused.
+    first sends of one issue started at once, one insert fails, and that one is refused. The
+    send's own id never counts as an earlier send: a second copy of the same request (the
+    command redelivered while its first delivery is recording it) must be told apart from
+    another send of the issue, so it ends in :class:`SendAlreadyRecorded`, whichever of the
+    two commits first.
     """
-    await check(
-        sessions,
-        identity=identity,
-        intent=intent,
-        surface=surface,
-        confirm_number=confirm_number,
-    )
+    if intent != SendIntent.TEST:
+        earlier = await _earlier_than(sessions, identity=identity, send_id=send_id)
+        refused = refusal(identity, intent, earlier, surface=surface, confirm_number=confirm_number)
+        if refused is not None:
+            raise refused
     row = IssueSend(
         send_id=send_id,
         issue_key=identity.issue_key,
@@ -288,14 +377,16 @@ async def claim(
             await session.commit()
         except IntegrityError as err:
             await session.rollback()
-            earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+            # The insert lost to a concurrent one, which has committed by now (PostgreSQL and
+            # SQLite report a unique violation only once the other writer is done).
+            if await _recorded(sessions, send_id=send_id, identity=identity):
+                raise SendAlreadyRecorded(f"send {send_id} was already requested") from err
+            earlier = await _earlier_than(sessions, identity=identity, send_id=send_id)
             refused = refusal(
                 identity, intent, earlier, surface=surface, confirm_number=confirm_number
             )
-            if refused is None:  # the same send id twice: a retried request
-                raise IssueAlreadySent(f"send {send_id} was already requested") from err
             log.warning("issue_send_refused_concurrent", issue_key=identity.issue_key)
-            raise refused from err
+            raise (refused or IssueAlreadySent(f"{identity.label} was sent meanwhile")) from err
     log.info(
         "issue_send_claimed",
         issue_key=identity.issue_key,
@@ -323,19 +414,44 @@ async def record_command(
     segments: Sequence[str],
 ) -> None:
     """The consumer's side: a command's request is normally recorded already (by the surface
-    that published it); one that arrives without it is recorded now, under the same rules."""
+    that published it); one that arrives without it is recorded now, under the same rules.
+
+    Idempotent for one send id: a redelivered copy of the command, even one handled while its
+    first delivery is still recording the request, finds the request and goes on.
+    """
+    if await _recorded(sessions, send_id=send_id, identity=identity):
+        return
+    try:
+        await claim(
+            sessions,
+            identity=identity,
+            send_id=send_id,
+            intent=intent,
+            segments=segments,
+            surface=Surface.COMMAND,
+            confirm_number=identity.number,  # a command cannot be asked to confirm
+        )
+    except SendAlreadyRecorded:
+        log.info("issue_send_recorded_concurrently", send_id=send_id)
+
+
+async def _recorded(sessions: Sessions, *, send_id: str, identity: IssueIdentity) -> bool:
+    """Whether this send id is on record (for this issue: the same id for another issue is a
+    malformed request, refused rather than taken for a copy)."""
     async with sessions() as session:
-        if await session.get(IssueSend, send_id) is not None:
-            return
-    await claim(
-        sessions,
-        identity=identity,
-        send_id=send_id,
-        intent=intent,
-        segments=segments,
-        surface=Surface.COMMAND,
-        confirm_number=identity.number,  # a command cannot be asked to confirm
-    )
+        row = await session.get(IssueSend, send_id)
+    if row is None:
+        return False
+    if row.issue_key != identity.issue_key:
+        raise SendRefused(f"send {send_id} is already a send of {row.issue_key}")
+    return True
+
+
+async def _earlier_than(
+    sessions: Sessions, *, identity: IssueIdentity, send_id: str
+) -> list[EarlierSend]:
+    earlier = await earlier_sends(sessions, issue_key=identity.issue_key)
+    return [e for e in earlier if e.send_id != send_id]
 
 
 _COMMAND_INTENTS: dict[SendIntent, SendIntentName] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services.renderer.errors import IssueFormatError, Problem
+from services.renderer.errors import N_, IssueFormatError, Problem
 from services.renderer.issue import LANGUAGES, IssueFolder
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -44,14 +44,26 @@ class IssueLibrary:
         """Save an uploaded issue (replacing an earlier upload of the same name)."""
         problems = []
         if not NAME.match(name):
-            problems.append(Problem(name, 0, "the name must be lower-case letters, digits and '-'"))
+            problems.append(
+                Problem.coded(name, 0, N_("the name must be lower-case letters, digits and '-'"))
+            )
         for lang, text in sources.items():
             if lang not in LANGUAGES:
-                problems.append(Problem(f"{lang}.md", 0, f"{lang!r} is not one of {LANGUAGES}"))
+                problems.append(
+                    Problem.coded(
+                        f"{lang}.md",
+                        0,
+                        N_("%(language)r is not one of %(languages)s"),
+                        language=lang,
+                        languages=LANGUAGES,
+                    )
+                )
             elif len(text.encode()) > MAX_SOURCE_BYTES:
-                problems.append(Problem(f"{lang}.md", 0, "the file is larger than 512 KB"))
+                problems.append(
+                    Problem.coded(f"{lang}.md", 0, N_("the file is larger than 512 KB"))
+                )
         if not sources:
-            problems.append(Problem(name, 0, "no language file was uploaded"))
+            problems.append(Problem.coded(name, 0, N_("no language file was uploaded")))
         if problems:
             raise IssueFormatError(problems)
         path = self._uploads / name

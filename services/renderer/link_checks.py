@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from services.renderer.errors import N_, Wording
+
 
 def _shown(url: str) -> str:
     """A URL as problems show it: without its query, which may hold a token."""
@@ -26,20 +28,33 @@ def _shown(url: str) -> str:
 
 def link_problem(url: str, *, image: bool = False) -> str | None:
     """Why ``url`` is not an absolute, well-formed link (None when it is)."""
+    why = link_wording(url, image=image)
+    return None if why is None else str(why)
+
+
+def link_wording(url: str, *, image: bool = False) -> Wording | None:
+    """:func:`link_problem` as a code and values, for pages that word it in their language."""
     shown = _shown(url)
     try:
         parts = urlsplit(url)
     except ValueError:
-        return f"link {shown!r} is not a well-formed URL"
+        return Wording.of(N_("link %(url)r is not a well-formed URL"), url=shown)
     allowed = {"https", "http"} if image else {"https", "http", "mailto"}
     if any(c.isspace() for c in url) or not url:
-        return f"link {shown!r} contains spaces or is empty"
+        return Wording.of(N_("link %(url)r contains spaces or is empty"), url=shown)
     if parts.scheme not in allowed:
         if not parts.scheme:
-            return f"link {shown!r} is not absolute (write the full https:// address)"
-        return f"link {shown!r} uses the scheme {parts.scheme!r}, not one of {sorted(allowed)}"
+            return Wording.of(
+                N_("link %(url)r is not absolute (write the full https:// address)"), url=shown
+            )
+        return Wording.of(
+            N_("link %(url)r uses the scheme %(scheme)r, not one of %(allowed)s"),
+            url=shown,
+            scheme=parts.scheme,
+            allowed=sorted(allowed),
+        )
     if parts.scheme != "mailto" and not parts.hostname:
-        return f"link {shown!r} has no host"
+        return Wording.of(N_("link %(url)r has no host"), url=shown)
     return None
 
 

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from services.renderer.errors import Problem
-from services.renderer.link_checks import link_problem
+from services.renderer.errors import N_, Problem, Wording
+from services.renderer.link_checks import link_wording
 
 # ``](`` or ``] (`` left in text: link syntax that markdown-it did not accept.
 _FAILED_LINK = re.compile(r"\](?P<gap>[ \t]*)\((?P<rest>[^)]*)(?P<close>\)?)")
@@ -199,57 +199,68 @@ def link_problems(links: Sequence[FoundLink], *, file: str) -> list[Problem]:
     """Links that are not absolute http(s)/mailto URLs and images without alt text."""
     problems: list[Problem] = []
     for link in links:
-        reason = link_problem(link.url, image=link.image)
-        if reason:
+        reason = link_wording(link.url, image=link.image)
+        if reason is not None:
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     link.line,
-                    reason,
+                    "%(why)s",
                     column=link.column,
-                    hint="" if reason.endswith(")") else "write a full https:// address",
+                    hint="" if str(reason).endswith(")") else N_("write a full https:// address"),
                     check="links",
+                    why=reason,
                 )
             )
         if link.image and not link.alt.strip():
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     link.line,
-                    f"image {link.url} has no alt text",
+                    N_("image %(url)s has no alt text"),
                     column=link.column,
-                    hint="describe it for readers who do not see images: ![a map of …](…)",
+                    hint=N_("describe it for readers who do not see images: ![a map of …](…)"),
                     check="images",
+                    url=link.url,
                 )
             )
     return problems
 
 
-def _failed_link(text: str, match: re.Match[str]) -> tuple[str, str]:
+# What is wrong with link or image syntax left in text, per kind (the languages decline them).
+_FAILED = {
+    ("gap", "link"): N_("link syntax with a space between ']' and '(': it shows as plain text"),
+    ("gap", "image"): N_("image syntax with a space between ']' and '(': it shows as plain text"),
+    ("unclosed", "link"): N_("unclosed link: no ')' after %(url)r; readers would see raw text"),
+    ("unclosed", "image"): N_("unclosed image: no ')' after %(url)r; readers would see raw text"),
+    ("space", "link"): N_("the link's URL %(url)r contains a space: readers would see raw text"),
+    ("space", "image"): N_("the image's URL %(url)r contains a space: readers would see raw text"),
+    ("other", "link"): N_("link syntax that does not form a link: readers would see raw text"),
+    ("other", "image"): N_("image syntax that does not form an image: readers would see raw text"),
+}
+_FAILED_HINTS = {
+    "gap": N_("write [text](https://…) with nothing between ']' and '('"),
+    "unclosed": N_("close it with ')' right after the address"),
+    "space": N_("remove the space or write it as %%20"),
+    "other": N_("write [text](https://…)"),
+}
+
+
+def _failed_link(text: str, match: re.Match[str]) -> tuple[Wording, str]:
     """(what is wrong, what to do) for link or image syntax left in text."""
     opening = text.rfind("[", 0, match.start())
     kind = "image" if opening > 0 and text[opening - 1] == "!" else "link"
     rest = match["rest"]
     url = (rest.split() or [""])[0][:80]
     if match["gap"]:
-        return (
-            f"{kind} syntax with a space between ']' and '(': it shows as plain text",
-            "write [text](https://…) with nothing between ']' and '('",
-        )
-    if not match["close"]:
-        return (
-            f"unclosed {kind}: no ')' after {url!r}; readers would see raw text",
-            "close it with ')' right after the address",
-        )
-    if any(c.isspace() for c in rest.strip()):
-        return (
-            f"the {kind}'s URL {rest.strip()[:60]!r} contains a space: readers would see raw text",
-            "remove the space or write it as %20",
-        )
-    return (
-        f"{kind} syntax that does not form a {kind}: readers would see raw text",
-        "write [text](https://…)",
-    )
+        why = "gap"
+    elif not match["close"]:
+        why = "unclosed"
+    elif any(c.isspace() for c in rest.strip()):
+        why, url = "space", rest.strip()[:60]
+    else:
+        why = "other"
+    return Wording.of(_FAILED[why, kind], url=url), _FAILED_HINTS[why]
 
 
 def text_problems(
@@ -275,13 +286,17 @@ def text_problems(
                     continue  # written with escapes: meant as text
                 label = match["label"] or match.group(0).split("]")[0][1:]
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         line,
-                        f"the link reference [{label}] is not defined: readers would see raw text",
+                        N_(
+                            "the link reference [%(label)s] is not defined: "
+                            "readers would see raw text"
+                        ),
                         column=column,
-                        hint=f"add a line '[{label}]: https://…' or write [text](https://…)",
+                        hint=N_("add a line '[%(label)s]: https://…' or write [text](https://…)"),
                         check="links",
+                        label=label,
                     )
                 )
             if in_link:
@@ -297,18 +312,29 @@ def text_problems(
                     column -= 1
                 message, hint = _failed_link(child.content, match)
                 problems.append(
-                    Problem(file, line, message, column=column, hint=hint, check="links")
+                    Problem.coded(
+                        file,
+                        line,
+                        "%(why)s",
+                        column=column,
+                        hint=hint,
+                        check="links",
+                        why=message,
+                    )
                 )
             for match in _BARE_WWW.finditer(child.content):
                 address = match.group(0)
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         line,
-                        f"{address} is not a link: a bare address stays plain text in the HTML",
+                        N_(
+                            "%(address)s is not a link: a bare address stays plain text in the HTML"
+                        ),
                         column=source.column(line, address) or 1,
-                        hint=f"write [text](https://{address})",
+                        hint=N_("write [text](https://%(address)s)"),
                         check="links",
+                        address=address,
                     )
                 )
     return problems
@@ -327,15 +353,19 @@ def _empty_link(
     line, link = children[index]
     url = str(link.attrs.get("href", ""))
     return [
-        Problem(
+        Problem.coded(
             file,
             line,
-            f"the link to {url} has no text: there is nothing to click",
+            N_("the link to %(url)s has no text: there is nothing to click"),
             column=source.column(line, "[](", "[") or 1,
-            hint=f"write [what the reader clicks]({url})",
+            hint=N_("write [what the reader clicks](%(url)s)"),
             check="links",
+            url=url,
         )
     ]
+
+
+_RAW_HTML = N_("raw HTML %(tag)r is not rendered: readers would see it as text")
 
 
 def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) -> list[Problem]:
@@ -343,20 +373,21 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
     source = _Source(lines)
     tokens = MarkdownIt("commonmark", {"html": True}).parse(body)
     problems: list[Problem] = []
-    hint = "use Markdown instead, e.g. **bold** or [text](https://…), or remove it"
+    hint = N_("use Markdown instead, e.g. **bold** or [text](https://…), or remove it")
     for token in tokens:
         block = token.content.lstrip()
         if token.type == "html_block" and token.map and _is_html(block) and block[:2] != "</":
             line = offset + token.map[0] + 1
             tag = token.content.strip().splitlines()[0][:40]
             problems.append(
-                Problem(
+                Problem.coded(
                     file,
                     line,
-                    f"raw HTML {tag!r} is not rendered: readers would see it as text",
+                    _RAW_HTML,
                     column=source.column(line, tag) or 1,
                     hint=hint,
                     check="markdown",
+                    tag=tag,
                 )
             )
     for first, inline in _inline_tokens(tokens, offset):
@@ -367,14 +398,14 @@ def html_problems(body: str, *, lines: Sequence[str], offset: int, file: str) ->
                 and _is_html(child.content)
             ):
                 problems.append(
-                    Problem(
+                    Problem.coded(
                         file,
                         line,
-                        f"raw HTML {child.content[:40]!r} is not rendered: readers would see it "
-                        "as text",
+                        _RAW_HTML,
                         column=source.column(line, child.content) or 1,
                         hint=hint,
                         check="markdown",
+                        tag=child.content[:40],
                     )
                 )
     return problems

@@ -10,9 +10,10 @@ from email import policy
 from email.headerregistry import Address
 from html.parser import HTMLParser
 
+from services.renderer.errors import N_, Gettext, Wording
 from services.renderer.fill import PER_RECIPIENT, FillPlan, recipient_values, unresolved_markers
 from services.renderer.lines import SMTP_LINE_LIMIT, longest_line
-from services.renderer.link_checks import link_problem
+from services.renderer.link_checks import link_wording
 from services.renderer.mime import build_message
 from services.renderer.render import RenderedMail
 from services.renderer.spam import SpamCheckUnavailable, spam_score
@@ -26,14 +27,24 @@ SPAM_LIMIT = 1.0
 _TEMPLATE_LEFTOVERS = ("{{", "}}", "{%", "%}", "%(")
 
 
+_LEVELS = {"error": N_("error"), "warning": N_("warning")}
+
+
 @dataclass(frozen=True)
 class Finding:
     level: str  # "error" or "warning"
     check: str
     message: str
+    wording: Wording | None = field(default=None, compare=False)  # the message, coded
+
+    def worded(self, gettext: Gettext | None = None) -> str:
+        """``level: check: message``, the level and the message in ``gettext``'s language."""
+        say: Gettext = gettext or (lambda text: text)
+        message = self.wording.worded(gettext) if self.wording else self.message
+        return f"{say(_LEVELS.get(self.level, self.level))}: {self.check}: {message}"
 
     def __str__(self) -> str:
-        return f"{self.level}: {self.check}: {self.message}"
+        return self.worded()
 
 
 @dataclass
@@ -51,11 +62,17 @@ class PreflightReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def error(self, check: str, message: str) -> None:
-        self.findings.append(Finding("error", check, message))
+    def error(self, check: str, message: str | Wording) -> None:
+        self.findings.append(_finding("error", check, message))
 
-    def warn(self, check: str, message: str) -> None:
-        self.findings.append(Finding("warning", check, message))
+    def warn(self, check: str, message: str | Wording) -> None:
+        self.findings.append(_finding("warning", check, message))
+
+
+def _finding(level: str, check: str, message: str | Wording) -> Finding:
+    if isinstance(message, Wording):
+        return Finding(level, check, str(message), wording=message)
+    return Finding(level, check, message)
 
 
 class _LinkCollector(HTMLParser):
@@ -122,34 +139,63 @@ def check_static(  # noqa: PLR0912 - one branch per check
     """Every check that needs no external program (fast; the consumer runs these)."""
     report = PreflightReport(language=mail.language, html_bytes=len(mail.html.encode()))
     if report.html_bytes > CLIP_LIMIT:
-        report.error("size", f"HTML is {report.html_bytes} bytes; Gmail clips over {CLIP_LIMIT}")
+        report.error(
+            "size",
+            Wording.of(
+                N_("HTML is %(size)s bytes; Gmail clips over %(limit)s"),
+                size=report.html_bytes,
+                limit=CLIP_LIMIT,
+            ),
+        )
     elif report.html_bytes > CLIP_WARNING:
-        report.warn("size", f"HTML is {report.html_bytes} bytes, close to the {CLIP_LIMIT} clip")
+        report.warn(
+            "size",
+            Wording.of(
+                N_("HTML is %(size)s bytes, close to the %(limit)s clip"),
+                size=report.html_bytes,
+                limit=CLIP_LIMIT,
+            ),
+        )
     collector = _LinkCollector()
     collector.feed(mail.html)
     for tag, url in collector.links:
         if url in PER_RECIPIENT:
             continue
-        reason = link_problem(url, image=tag == "img")
-        if reason:
+        reason = link_wording(url, image=tag == "img")
+        if reason is not None:
             report.error("links", reason)
     for src in collector.images_without_alt:
-        report.error("images", f"image {src} has no alt text")
+        report.error("images", Wording.of(N_("image %(url)s has no alt text"), url=src))
     for part, text in (("subject", mail.subject), ("html", mail.html), ("text", mail.text)):
         leftovers = unresolved_markers(text)
         if leftovers:
-            report.error("placeholders", f"{part} holds unresolved markers {sorted(leftovers)}")
+            report.error(
+                "placeholders",
+                Wording.of(
+                    N_("%(part)s holds unresolved markers %(markers)s"),
+                    part=part,
+                    markers=sorted(leftovers),
+                ),
+            )
         found = [t for t in _TEMPLATE_LEFTOVERS if t in text]
         if found and part != "html":
-            report.error("placeholders", f"{part} holds template syntax {found}")
+            report.error(
+                "placeholders",
+                Wording.of(N_("%(part)s holds template syntax %(found)s"), part=part, found=found),
+            )
     if not mail.subject.strip():
-        report.error("subject", "the subject is empty")
+        report.error("subject", Wording(N_("the subject is empty")))
     if not mail.preheader.strip():
-        report.warn("preheader", "the preheader is empty")
+        report.warn("preheader", Wording(N_("the preheader is empty")))
     for part, text in (("html", mail.html), ("text", mail.text)):
         if longest_line(text) >= SMTP_LINE_LIMIT - 2:
             report.warn(
-                "lines", f"{part} has a line over {SMTP_LINE_LIMIT} bytes: quoted-printable"
+                "lines",
+                Wording.of(
+                    N_("%(part)s has a line over %(limit)s bytes: quoted-printable"),
+                    part=part,
+                    limit=SMTP_LINE_LIMIT,
+                ),
             )
     return report
 
@@ -170,7 +216,15 @@ def check_spam(report: PreflightReport, message: bytes, *, required: bool) -> No
         return
     report.spam_score = score
     if score >= SPAM_LIMIT:
-        report.error("spam", f"SpamAssassin score {score} (must be below {SPAM_LIMIT}): {rules}")
+        report.error(
+            "spam",
+            Wording.of(
+                N_("SpamAssassin score %(score)s (must be below %(limit)s): %(rules)s"),
+                score=score,
+                limit=SPAM_LIMIT,
+                rules=rules,
+            ),
+        )
 
 
 def preflight(

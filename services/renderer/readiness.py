@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.renderer.errors import IssueFormatError, IssueNotReady, Problem
+from services.renderer.errors import N_, IssueFormatError, IssueNotReady, Problem, Wording
 from services.renderer.issue import LANGUAGES, IssueEdition, parse_sources
 
 OK = "ok"
@@ -120,11 +120,21 @@ class SendPlan:
         return {seg: lang for seg, lang in self.editions.items() if seg != lang}
 
 
-def _fallback_hint(segment: str, complete: Sequence[str]) -> str:
+def _fallback_hint(segment: str, complete: Sequence[str]) -> Wording:
     if not complete:
-        return f"no edition is complete, so no --fallback {segment}=… can help yet"
-    options = " or ".join(f"--fallback {segment}={lang}" for lang in complete)
-    return f"{options} would make it ready; or leave {segment} out of --segments"
+        return Wording.of(
+            N_("no edition is complete, so no --fallback %(segment)s=… can help yet"),
+            segment=segment,
+        )
+    flags = [f"--fallback {segment}={lang}" for lang in complete]
+    options: object = flags[-1]
+    for flag in reversed(flags[:-1]):
+        options = Wording.of(N_("%(first)s or %(second)s"), first=flag, second=options)
+    return Wording.of(
+        N_("%(options)s would make it ready; or leave %(segment)s out of --segments"),
+        options=options,
+        segment=segment,
+    )
 
 
 @dataclass
@@ -167,17 +177,19 @@ def key_typos(editions: Mapping[str, IssueEdition]) -> KeyTypos:
             users = [o for o in editions if match[0] in have[o]]
             if (len(holders), _first(users)) > (len(users), _first(holders)):
                 continue  # the other key is the odd one: it is reported at its own heading
-            verb = "uses" if len(users) == 1 else "use"
             found.problems.append(
-                Problem(
+                Problem.coded(
                     edition.file,
                     article.line,
-                    f"unknown article key {article.key!r}: "
-                    + ", ".join(f"{o}.md" for o in users)
-                    + f" {verb} {match[0]!r}",
+                    N_("unknown article key %(key)r: %(files)s uses %(meant)r")
+                    if len(users) == 1
+                    else N_("unknown article key %(key)r: %(files)s use %(meant)r"),
                     column=article.key_column,
-                    hint=f"did you mean {{#{match[0]}}}?",
+                    hint=N_("did you mean {#%(meant)s}?"),
                     check="articles",
+                    key=article.key,
+                    files=", ".join(f"{o}.md" for o in users),
+                    meant=match[0],
                 )
             )
             found.meant[(lang, article.key)] = match[0]
@@ -208,12 +220,14 @@ def segment_problems(
     for segment in segments:
         if segment not in LANGUAGES:
             problems.append(
-                Problem(
+                Problem.coded(
                     "--segments",
                     1,
-                    f"{segment!r} is not a language of the suite",
-                    hint=f"choose among {', '.join(LANGUAGES)}",
+                    N_("%(segment)r is not a language of the suite"),
+                    hint=N_("choose among %(languages)s"),
                     check="editions",
+                    segment=segment,
+                    languages=", ".join(LANGUAGES),
                 )
             )
             continue
@@ -226,14 +240,29 @@ def segment_problems(
             continue
         file = f"{segment}.md"
         lacking = missing.get(segment, [])
-        what = f"no {file}" if segment not in editions else f"{file} lacks {', '.join(lacking)}"
-        message = (
-            f"segment {segment}: {what}, and its fallback {target} is not complete either"
-            if target is not None
-            else f"segment {segment}: {what} (missing articles: {', '.join(lacking) or 'all'})"
-        )
+        if segment not in editions:
+            what = Wording.of(N_("no %(file)s"), file=file)
+        else:
+            what = Wording.of(
+                N_("%(file)s lacks %(lacking)s"), file=file, lacking=", ".join(lacking)
+            )
         problems.append(
-            Problem(file, 1, message, hint=_fallback_hint(segment, complete), check="editions")
+            Problem.coded(
+                file,
+                1,
+                N_(
+                    "segment %(segment)s: %(what)s, and its fallback %(target)s is not "
+                    "complete either"
+                )
+                if target is not None
+                else N_("segment %(segment)s: %(what)s (missing articles: %(articles)s)"),
+                hint=_fallback_hint(segment, complete),
+                check="editions",
+                segment=segment,
+                what=what,
+                target=target,
+                articles=", ".join(lacking) if lacking else Wording(N_("all")),
+            )
         )
     return chosen, problems
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
@@ -114,3 +116,62 @@ def test_the_date_header_is_now_in_rfc_5322_form_and_follows_the_clock() -> None
     assert header.now() == first, "formatted once per second"
     Clock.now += 1.0
     assert parsedate_to_datetime(header.now()) == datetime.fromtimestamp(1_795_000_001, UTC)
+
+
+def _from_of(settings_overrides: dict[str, str], language: str) -> tuple[str, str, str]:
+    """The parsed display name, address and List-Id phrase of a mail built with the settings."""
+    c = Composer(
+        settings=load_dispatcher_settings(mode="test", secret_key="k" * 40, **settings_overrides)
+    )
+    envelope = c.envelope(subject="Issue 51", language=language, campaign="abc")
+    template = mime.build_template(envelope=envelope, text="x\n", html_body="<p>x</p>")
+    data = c.render(template, c.values(Recipient(7, 3, "reader@example.org", "d7.abcdef12")))
+    mail = message_from_bytes(data, policy=policy.default)
+    assert not mail.defects, mail.defects
+    head = data.split(b"\r\n\r\n")[0]
+    assert head.isascii(), "every header on the wire is ASCII (RFC 2047 for the rest)"
+    for line in head.split(b"\r\n"):
+        for word in line.split():
+            if word.startswith(b"=?"):
+                assert len(word) <= 75, f"encoded word over RFC 2047's 75 characters: {word!r}"
+    (address,) = mail["From"].addresses
+    return _decoded(data, "From"), address.addr_spec, _decoded(data, "List-Id")
+
+
+def _decoded(data: bytes, name: str) -> str:
+    """A header's phrase as RFC 2047 reads it: white space between two encoded words is not
+    text. (``policy.default`` keeps it inside a display name: it reads ``EmailMessage``'s own
+    folding of a long Cyrillic name back with extra spaces, a quirk of its parser.)"""
+    raw = str(message_from_bytes(data, policy=policy.compat32)[name])
+    decoded = str(make_header(decode_header(re.sub(r"\r?\n[ \t]", " ", raw))))
+    phrase = decoded.rpartition(" <")[0]
+    if phrase.startswith('"'):
+        phrase = re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    return phrase
+
+
+def test_the_sender_name_is_the_seeds_name_per_language_while_the_setting_is_the_default() -> None:
+    assert _from_of({}, "be")[0] == "Штотыднёвы дайджэст"
+    assert _from_of({}, "ru")[0] == "Еженедельный дайджест"
+    assert _from_of({}, "en")[:2] == ("Weekly Digest", "digest@example.org")
+
+
+def test_the_sender_name_follows_the_publication_name_in_every_language() -> None:
+    name = 'Беларусь, "Аналітыка" і каментарыі: штотыднёвы агляд падзей у краіне і вакол яе'
+    for language in ("en", "be", "ru"):
+        display, address, list_id = _from_of({"publication_name": name}, language)
+        assert display == name, f"{language}: {display!r}"
+        assert address == "digest@example.org"
+        assert list_id == name
+
+
+def test_an_ascii_name_with_a_comma_and_quotes_is_quoted_not_split() -> None:
+    name = 'Minsk, "Weekly" Review'
+    display, address, list_id = _from_of({"publication_name": name}, "ru")
+    assert (display, address) == (name, "digest@example.org")
+    assert list_id == name
+
+
+def test_a_display_name_of_the_from_setting_is_kept_when_no_publication_name_is_set() -> None:
+    overrides = {"NEWSLETTER_FROM": "Minsk Review <news@example.org>"}
+    assert _from_of(overrides, "be")[:2] == ("Minsk Review", "news@example.org")

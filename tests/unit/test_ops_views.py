@@ -16,7 +16,7 @@ from services.subscription.ops.dead_letters import DeadLetter
 from services.subscription.ops.queue_snapshots import QueueSnapshot, QueueStat
 from services.subscription.ops.read_models import DeliveryError, Reputation
 from services.subscription.ops.state import Summary
-from services.subscription.ops.views import PROGRESS_COLUMNS
+from services.subscription.ops.views import PROGRESS_COLUMNS, number_format
 from shared.messaging.topology import DEAD_LETTER_QUEUE
 from shared.send_progress import LanguageProgress, Reason, SendProgress
 
@@ -89,6 +89,7 @@ def render(lang: str, template: str = "ops/page.html") -> str:
             summary=summary(),
             progress_columns=PROGRESS_COLUMNS,
             dead_letter_queue=DEAD_LETTER_QUEUE,
+            number=number_format(lang),
             refresh_s=5,
         )
     )
@@ -130,3 +131,27 @@ def test_figures_are_formatted_and_other_states_summed() -> None:
     assert 'data-queue="renderer.issues"><td>renderer.issues</td><td class="n bad"' in html
     assert "3.00&nbsp;%" in html, "3 hard bounces of 100 sent"
     assert '<strong class="bad" id="dead-letter-count">1</strong>' in html
+
+
+@pytest.mark.parametrize(
+    ("lang", "figures"),
+    [
+        ("en", ["0.6/min", "3.00&nbsp;%", "0.000&nbsp;%"]),
+        ("be", ["0,6/хв", "3,00&nbsp;%", "0,000&nbsp;%"]),
+        ("ru", ["0,6/мин", "3,00&nbsp;%", "0,000&nbsp;%"]),
+    ],
+)
+def test_figures_follow_the_pages_language(lang: str, figures: list[str]) -> None:
+    html = render(lang, "ops/sections.html")
+    missing = [f for f in figures if f not in html]
+    assert not missing, f"{lang}: {missing} not on the page"
+    if lang != "en":
+        row = html.split('data-window-hours="24"', 1)[1].split("</tr>", 1)[0]
+        assert "." not in row.replace("example.net", ""), f"{lang}: a decimal point in {row}"
+
+
+def test_large_counts_are_grouped_the_languages_way() -> None:
+    assert number_format("en")(1234567) == "1,234,567"
+    assert number_format("ru")(1234567) == "1\xa0234\xa0567"
+    assert number_format("be")(1234.5, 1) == "1\xa0234,5"
+    assert number_format("ru")(0.0, 2) == "0,00"

@@ -5,10 +5,13 @@ the page load its own refresh script and fetch its sections."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
+from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
@@ -36,9 +39,23 @@ def _headers(components: Components, extra: dict[str, str] | None = None) -> dic
     return {"Content-Security-Policy": csp, **(extra or {})}
 
 
-def _summary_context(summary: Summary) -> dict[str, Any]:
+@cache
+def number_format(lang: str) -> Callable[..., str]:
+    """``number(value, digits=0)`` in the page's language: "1,234.5" in English, "1 234,5"
+    in Belarusian and Russian (Babel's CLDR data), always ``digits`` decimals."""
+    locale = Locale.parse(lang)
+
+    def number(value: float, digits: int = 0) -> str:
+        pattern = "#,##0." + "0" * digits if digits else "#,##0"
+        return str(format_decimal(value, format=pattern, locale=locale))
+
+    return number
+
+
+def _summary_context(summary: Summary, lang: str) -> dict[str, Any]:
     return {
         "summary": summary,
+        "number": number_format(lang),
         "progress_columns": PROGRESS_COLUMNS,
         "dead_letter_queue": DEAD_LETTER_QUEUE,
     }
@@ -74,7 +91,7 @@ def ops_page(
         lang=lang,
         headers=_headers(components),
         refresh_s=refresh_s,
-        **_summary_context(summary),
+        **_summary_context(summary, lang),
     )
 
 
@@ -86,5 +103,5 @@ def ops_sections(
         "ops/sections.html",
         lang=lang,
         headers=_headers(components),
-        **_summary_context(summary),
+        **_summary_context(summary, lang),
     )
