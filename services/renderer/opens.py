@@ -2,8 +2,8 @@
 
 With the setting on, the HTML part of each edition of a tracked send ends with a 1x1 GIF at
 ``{pages_url}/{edition}/o/{token}.gif``. The token is a compact token of
-:class:`shared.tokens.TokenSigner` (purpose ``open``): four bytes (version, issue, edition)
-and eight bytes of HMAC, 16 characters. It names no reader and no delivery: every reader of
+:class:`shared.tokens.TokenSigner` (purpose ``open``): six bytes (version, issue, edition)
+and eight bytes of HMAC, 19 characters. It names no reader and no delivery: every reader of
 an edition loads the same URL, so a load is counted per issue, edition, UTC day and verdict
 (the aggregate rule of issue 18), never per person. With the setting off there is no pixel at
 all, nor a route to answer it.
@@ -46,8 +46,8 @@ from shared.db.tables import ClickVerdict, OpenVerdict
 from shared.settings import LANGUAGES
 from shared.tokens import Purpose, TokenError, TokenSigner
 
-PAYLOAD = struct.Struct(">BHB")  # version, issue, edition
-VERSION = 1
+PAYLOAD = struct.Struct(">BIB")  # version, issue (32 bits), edition
+VERSION = 2
 OPEN_PATH = "o"
 # A transparent GIF of 42 bytes: 1x1, one transparent colour.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")

@@ -1,8 +1,8 @@
 """Tracked article links: a short signed token per link, and the rewrite of an edition's links.
 
 A link of an article goes out as ``{pages_url}/{edition}/r/{token}``; the token is a compact
-token of :class:`shared.tokens.TokenSigner` (purpose ``click``): seven bytes of payload and the
-first eight bytes of its HMAC-SHA256, base64url, 20 characters. The payload names the issue,
+token of :class:`shared.tokens.TokenSigner` (purpose ``click``): nine bytes of payload and the
+first eight bytes of its HMAC-SHA256, base64url, 23 characters. The payload names the issue,
 the edition (the segment the mail went to), the article (its index in the issue), the link (its
 index in the article) and how many tracked links the whole mail holds (what the scanner-burst
 rule needs). The target is not in the token: it is the ``tracked_link`` row the renderer wrote
@@ -30,8 +30,10 @@ from shared.db.tables import TrackedLink
 from shared.settings import LANGUAGES
 from shared.tokens import Purpose, TokenError, TokenSigner
 
-PAYLOAD = struct.Struct(">BHBBBB")  # version, issue, edition, article, link, links in the mail
-VERSION = 1
+# The issue number is 32 bits: issue numbers are not bounded by 65,535 (the identity tests use
+# numbers up to 999,999,999).
+PAYLOAD = struct.Struct(">BIBBBB")  # version, issue, edition, article, link, links in the mail
+VERSION = 2
 MAX_INDEX = 255
 CLICK_PATH = "r"
 

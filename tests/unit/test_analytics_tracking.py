@@ -25,10 +25,15 @@ EXTRA_LINKS = (
 )
 
 
+def test_issue_numbers_past_sixteen_bits_make_tokens_too() -> None:
+    ref = LinkRef(issue=999_999_999, edition="ru", article=0, link=0, links=1)
+    assert LinkTokens(SIGNER).check(LinkTokens(SIGNER).mint(ref)) == (ref, True)
+
+
 def test_a_compact_token_is_short_and_verifies_only_unchanged_and_for_its_purpose() -> None:
     ref = LinkRef(issue=50, edition="be", article=2, link=3, links=7)
     token = LinkTokens(SIGNER).mint(ref)
-    assert len(token) == 20, token
+    assert len(token) == 23, token
     assert LinkTokens(SIGNER).check(token) == (ref, True)
     flipped = token[:3] + ("A" if token[3] != "A" else "B") + token[4:]
     _checked, good = LinkTokens(SIGNER).check(flipped)

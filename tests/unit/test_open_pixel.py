@@ -50,7 +50,7 @@ def _html(pixel: OpenPixels | None) -> dict[str, str]:
 def test_an_open_token_names_only_the_edition_and_verifies_for_its_purpose_alone() -> None:
     tokens = OpenTokens(SIGNER)
     token = tokens.mint(OpenRef(50, "be"))
-    assert len(token) == 16, token
+    assert len(token) == 19, token
     assert tokens.check(token) == OpenRef(50, "be")
     flipped = token[:2] + ("A" if token[2] != "A" else "B") + token[3:]
     assert tokens.check(flipped) is None, "a changed token counts nothing"
