@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -218,6 +218,19 @@ async def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) ->
             break
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met in {timeout}s")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll an async ``check`` (a database or queue read) until it holds; fail after
+    ``timeout`` seconds naming ``what``. Generous by default: the suite runs on three xdist
+    workers on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 async def expected_audience(
