@@ -50,6 +50,11 @@ def _declared_vhost() -> tuple[str, str]:
     return name, url
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the vhosts still waiting for their batch (each xdist worker has its own)."""
+    infra.delete_leftover_vhosts()
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A vhost shared by the session's tests."""

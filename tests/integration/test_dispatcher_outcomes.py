@@ -50,6 +50,10 @@ async def _messages_in(amqp_url: str, queue: str) -> int:
         await connection.close()
 
 
+def _events(logs: list[dict[str, object]], event: str) -> int:
+    return sum(1 for e in logs if e["event"] == event)
+
+
 async def bounce_listener(amqp_url: str) -> tuple[object, list[BounceReceived]]:
     """A private queue bound to bounce events, to see what the dispatcher announces."""
     connection = await connect(amqp_url)
@@ -139,10 +143,12 @@ async def test_the_same_job_delivered_twice_is_sent_once_and_logged(
                 )
                 for _ in range(2):
                     await dispatch_seed.publish(vhost_url, duplicate, routing_key=DELIVER_ISSUE)
-                await asyncio.sleep(1.5)
+                await dispatch_seed.wait_until(
+                    lambda: _events(logs, "duplicate_job_skipped") >= 2, timeout=60
+                )
         copies = mta.handler.copies()
     assert copies == {a: 1 for a in addresses}
-    assert sum(1 for e in logs if e["event"] == "duplicate_job_skipped") == 2
+    assert _events(logs, "duplicate_job_skipped") == 2
 
 
 async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
@@ -162,14 +168,18 @@ async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
         )
-        async with dispatch_seed.RunningDispatcher(settings):
-            for _ in range(2):  # the same command twice: one mail
-                await dispatch_seed.publish(vhost_url, command, routing_key=DELIVER_TRANSACTIONAL)
-            for _ in range(50):
-                if mta.handler.copies():
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                for _ in range(2):  # the same command twice: one mail
+                    await dispatch_seed.publish(
+                        vhost_url, command, routing_key=DELIVER_TRANSACTIONAL
+                    )
+                # both commands handled: one sent, the other found its ledger row taken
+                await dispatch_seed.wait_until(
+                    lambda: _events(logs, "email_sent") + _events(logs, "duplicate_job_skipped")
+                    >= 2,
+                    timeout=60,
+                )
         accepted = list(mta.handler.accepted)
     assert len(accepted) == 1
     mail = accepted[0].parsed()
@@ -239,14 +249,26 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
                 routing_key=SEND_CONTROLLED,
                 exchange=EVENTS,
             )
-            await asyncio.sleep(2.0)  # the status cache expires; in-flight work settles
+
+
+            async def parked() -> bool:
+                """The jobs in hand have settled: each delivery is sent or back in the outbox
+                (``pending``), and no job is left in the queue."""
+                counts = await dispatch_seed.status_counts(sessions, send_id)
+                if not set(counts) <= {"sent", "pending"}:
+                    return False
+                return await _messages_in(vhost_url, "dispatcher.deliveries") == 0
+
+            await dispatch_seed.eventually(parked, timeout=90, what="the paused send parked")
             during_pause = len(mta.handler.accepted)
-            await asyncio.sleep(2.0)
+            # Settled, so nothing may change now: watch for longer than the outbox takes to
+            # find rows parked for its settle time (2 s) on its 1 s sweep, so a sweep that
+            # wrongly relayed a paused send would be seen.
+            await asyncio.sleep(3.5)
             assert len(mta.handler.accepted) == during_pause, "nothing is sent while paused"
             assert during_pause < 30
-            # The rest is parked in the outbox, not cycling through a queue.
-            parked = await dispatch_seed.status_counts(sessions, send_id)
-            assert parked == {"sent": during_pause, "pending": 30 - during_pause}, parked
+            counts = await dispatch_seed.status_counts(sessions, send_id)
+            assert counts == {"sent": during_pause, "pending": 30 - during_pause}, counts
             assert await _messages_in(vhost_url, "dispatcher.deliveries") == 0
             await sends_module.set_status(sessions, send_id=send_id, action="resume")
             await dispatch_seed.publish(
