@@ -19,6 +19,7 @@ from shared.db.migrate import upgrade
 from shared.messaging.topology import connect, declare_topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 
@@ -102,7 +103,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
-    with SmtpSink(maildir=tmp_path / "mail") as sink:
+    with SmtpSink(port=free_port(), maildir=tmp_path / "mail") as sink:
         yield sink
 
 

@@ -154,7 +154,9 @@ async def test_backends_terminated_ten_times_during_a_send_mail_nobody_twice(
         await admin.close()
     rows = {d.email: d for d in await dispatch_seed.deliveries(sessions, send_id)}
     retried = [
-        e for e in logs if e["event"] == "database_write_retried" and e["what"] == "delivery_outcome"
+        e
+        for e in logs
+        if e["event"] == "database_write_retried" and e["what"] == "delivery_outcome"
     ]
     assert min(terminated) >= 1, f"backends terminated per round: {terminated}"
     assert {e: d.status for e, d in rows.items()} == dict.fromkeys(audience, "sent"), "none lost"

@@ -176,8 +176,9 @@ async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
                     )
                 # both commands handled: one sent, the other found its ledger row taken
                 await dispatch_seed.wait_until(
-                    lambda: _events(logs, "email_sent") + _events(logs, "duplicate_job_skipped")
-                    >= 2,
+                    lambda: (
+                        _events(logs, "email_sent") + _events(logs, "duplicate_job_skipped") >= 2
+                    ),
                     timeout=60,
                 )
         accepted = list(mta.handler.accepted)
@@ -249,7 +250,6 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
                 routing_key=SEND_CONTROLLED,
                 exchange=EVENTS,
             )
-
 
             async def parked() -> bool:
                 """The jobs in hand have settled: each delivery is sent or back in the outbox

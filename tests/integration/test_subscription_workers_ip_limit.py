@@ -20,11 +20,11 @@ import pytest
 
 from services.subscription.signup_bench import (
     _form_fields,
-    _free_port,
     _start_service,
     _wait_ready,
 )
 from shared.db.migrate import upgrade
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -33,7 +33,7 @@ async def test_ip_limit_is_not_multiplied_by_the_workers(
     postgres_url: str, vhost_url: str, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(upgrade, postgres_url)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "NEWSLETTER_MODE": "demo",

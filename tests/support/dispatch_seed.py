@@ -233,6 +233,29 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+async def consumers_on(amqp_url: str, queue: str) -> int:
+    """How many consumers RabbitMQ counts on ``queue`` right now."""
+    from shared.messaging.topology import connect
+
+    connection = await connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.consumer_count or 0)
+    finally:
+        await connection.close()
+
+
+async def wait_for_consumers(amqp_url: str, queue: str, count: int, timeout: float = 90.0) -> None:
+    """Until ``count`` consumers take from ``queue``: the processes started are ready to work
+    (a process still importing on a loaded machine would otherwise get no share)."""
+
+    async def enough() -> bool:
+        return await consumers_on(amqp_url, queue) >= count
+
+    await eventually(enough, timeout=timeout, what=f"{count} consumers on {queue}")
+
+
 async def expected_audience(
     sessions: async_sessionmaker[AsyncSession], segments: Iterable[str]
 ) -> set[str]:
@@ -278,7 +301,7 @@ def spawn_dispatcher(
     import sys
     from pathlib import Path
 
-    from newsletter_cli.smtp_sink import _free_port
+    from tests.support.ports import free_port
 
     values = settings.model_dump(by_alias=False)  # type: ignore[attr-defined]
     env = dict(os.environ)
@@ -289,7 +312,7 @@ def spawn_dispatcher(
         env[f"NEWSLETTER_{key.upper().rstrip('_')}"] = str(raw)
     env["NEWSLETTER_FROM"] = values["from_"]
     env["NEWSLETTER_LOG_FORMAT"] = "json"
-    env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(_free_port("127.0.0.1"))
+    env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(free_port())
     env.update(env_overrides)
     log = Path(str(log_path)).open("ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(

@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from newsletter_cli.smtp_sink import _free_port
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -110,7 +110,7 @@ class ScriptedMta:
         self._controller = Controller(
             self.handler,
             hostname="127.0.0.1",
-            port=_free_port("127.0.0.1"),
+            port=free_port(),
             decode_data=False,
             enable_SMTPUTF8=True,
             ready_timeout=10,
