@@ -55,7 +55,7 @@ async def test_a_confirmation_overtakes_a_running_campaign_and_probes_report_it(
         task = asyncio.create_task(service.run(settings, stop=stop))
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                for _ in range(100):
+                for _ in range(600):  # 60 s: a loaded machine starts slowly
                     try:
                         if (await client.get("/healthz")).status_code == 200:
                             break
@@ -134,7 +134,7 @@ async def test_poison_jobs_are_dead_lettered_with_their_reason_and_replay_after_
                 await connection.close()
             await dispatch_seed.publish(vhost_url, job, routing_key=DELIVER_ISSUE)
             letters: list[dead_letters.DeadLetter] = []
-            for _ in range(100):
+            for _ in range(600):
                 letters = await dead_letters.peek(vhost_url, limit=10)
                 if len(letters) >= 2:
                     break
