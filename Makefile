@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# One process by default: a few timing-sensitive tests (bot time trap, cancel mid-send) failed
-# beside other files. `make test PYTEST_WORKERS="-n 3 --dist loadfile"` runs files on three
-# pytest-xdist workers (about 6-7 min instead of 20-30 here).
-PYTEST_WORKERS ?=
+# Test files run on three pytest-xdist workers, one file per worker at a time (most tests wait
+# on processes, brokers and sockets, not on the CPU); every test waits on conditions, not on
+# the clock, so it may run beside any other file. `make test PYTEST_WORKERS=` runs them in one
+# process (about 15-30 min here instead of 6-8).
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 
 .PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 

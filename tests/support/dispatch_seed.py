@@ -141,28 +141,48 @@ async def deliveries(sessions: async_sessionmaker[AsyncSession], send_id: str) -
 
 
 class RunningDispatcher:
-    """``services.dispatcher.service.run`` as a task of the test's loop."""
+    """``services.dispatcher.service.run`` as a task of the test's loop.
 
-    def __init__(self, settings: object) -> None:
+    Entered once the dispatcher has started: its probe server (on a port of this test's own)
+    answers, and the service starts that only after every consumer, so a message the test
+    publishes next finds its queues consumed (a per-process queue such as the domain alerts'
+    exists only from then on).
+    """
+
+    def __init__(self, settings: object, *, start_timeout: float = 120.0) -> None:
         self.settings = settings
+        self.start_timeout = start_timeout
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RunningDispatcher:
-        from services.dispatcher import service
+        import httpx
 
-        self.task = asyncio.create_task(
-            service.run(self.settings, stop=self.stop, serve_probes=False)  # type: ignore[arg-type]
-        )
-        await asyncio.sleep(0.5)
-        if self.task.done():
-            self.task.result()
-        return self
+        from services.dispatcher import service
+        from tests.support.ports import free_port
+
+        port = free_port()
+        settings = self.settings.model_copy(update={"dispatcher_probe_port": port})  # type: ignore[attr-defined]
+        self.task = asyncio.create_task(service.run(settings, stop=self.stop))
+        deadline = time.monotonic() + self.start_timeout
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            while True:
+                if self.task.done():
+                    self.task.result()
+                    raise AssertionError("the dispatcher stopped while starting")
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the dispatcher did not start in {self.start_timeout}s")
+                await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
         assert self.task is not None
-        await asyncio.wait_for(self.task, 30)
+        await asyncio.wait_for(self.task, 60)
 
 
 def make_settings(
