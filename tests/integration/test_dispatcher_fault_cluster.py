@@ -27,7 +27,9 @@ from tests.support import dispatch_seed, infra
 from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, own_nodes, wait_for_leader
 from tests.support.test_mta import ScriptedMta
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# Three RabbitMQ nodes of the test's own boot and cluster in the set-up: minutes beside two
+# other workers on a loaded machine, so more than the suite's 300 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(900)]
 PREFETCH = 40
 SEGMENTS = ["en", "be", "ru"]
 PER_SEGMENT = 100  # 300 readers
