@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import sends as sends_module
 from shared.addresses import address_hash
-from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery
+from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery, Send
 from shared.db.tables.subscribers import Subscriber, Suppression
 from shared.messaging.schemas import (
     BounceReceived,
@@ -318,6 +318,15 @@ async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
         async with dispatch_seed.RunningDispatcher(settings):
             await dispatch_seed.plan(vhost_url, send_id, ["en"])
             await dispatch_seed.wait_until(lambda: mta.handler.waiting >= 1, timeout=90)
+
+            async def running() -> bool:
+                async with sessions() as session:
+                    send = await session.get(Send, send_id)
+                return send is not None and send.status == "running"
+
+            # Mid-send, not mid-planning: the planner's last write (PLANNING -> RUNNING) is
+            # made from the row as it read it, and could undo a cancel that came meanwhile.
+            await dispatch_seed.eventually(running, timeout=90, what="the send running")
             await sends_module.set_status(sessions, send_id=send_id, action="cancel")
             # The dispatcher reads a send's status through a cache of STATUS_TTL_S: once that
             # has turned over, every read says cancelled. A lower bound, so a slow machine
