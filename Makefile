@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# One process by default: a few timing-sensitive tests (bot time trap, cancel mid-send) failed
-# beside other files. `make test PYTEST_WORKERS="-n 3 --dist loadfile"` runs files on three
-# pytest-xdist workers (about 6-7 min instead of 20-30 here).
-PYTEST_WORKERS ?=
+# Tests run on three pytest-xdist workers (most wait on processes, brokers and sockets, not on
+# the CPU). Each file stays on one worker, longest files first, and the tests of the longest
+# file spread over all three (tests/conftest.py: SPREAD, LONGEST_FIRST). Every test waits on
+# conditions, never on a race with the clock, so it may run beside any other file.
+# `make test PYTEST_WORKERS=` runs them in one process (15 min on CI, up to 30 here).
+PYTEST_WORKERS ?= -n 3 --dist loadgroup
 
 .PHONY: demo test install system-deps lint typecheck bench faults clean deploy-check
 

@@ -19,6 +19,7 @@ from shared.db.migrate import upgrade
 from shared.messaging.topology import connect, declare_topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 
@@ -48,6 +49,48 @@ def _declared_vhost() -> tuple[str, str]:
 
     _off_thread(asyncio.run, declare())
     return name, url
+
+
+# How `make test` spreads the suite over its pytest-xdist workers (``--dist loadgroup``): each
+# file stays on one worker, as with ``--dist loadfile``, except the files in SPREAD, whose
+# tests each build everything they use and go to whichever worker is free. The longest files
+# (measured, setup included) are handed out first, so no worker starts one near the end.
+SPREAD = frozenset({"tests/integration/test_issue_identity.py"})
+LONGEST_FIRST = (
+    "tests/integration/test_issue_identity.py",
+    "tests/integration/test_dispatcher_fault_cluster.py",
+    "tests/integration/test_dispatcher_fault_processes.py",
+    "tests/e2e/test_demo.py",
+    "tests/integration/test_subscription_load.py",
+    "tests/integration/test_dispatcher_fault_broker_restart.py",
+    "tests/integration/test_bounces_forgeries.py",
+    "tests/browser/test_mail_accessibility.py",
+    "tests/integration/test_dispatcher_reconciler.py",
+    "tests/integration/test_admin_api_properties.py",
+    "tests/integration/test_public_archive.py",
+    "tests/integration/test_renderer_pages.py",
+    "tests/integration/test_subscription_process.py",
+    "tests/browser/test_subscription_pages_look.py",
+    "tests/integration/test_dispatcher_outcomes.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+
+    def path_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    items.sort(key=lambda item: rank.get(path_of(item), len(rank)))  # stable within a file
+    for item in items:
+        if path_of(item) not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(path_of(item)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the vhosts still waiting for their batch (each xdist worker has its own)."""
+    infra.delete_leftover_vhosts()
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +140,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
-    with SmtpSink(maildir=tmp_path / "mail") as sink:
+    with SmtpSink(port=free_port(), maildir=tmp_path / "mail") as sink:
         yield sink
 
 

@@ -9,18 +9,16 @@ tests/artifacts/mails/.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from services.renderer.catalogs import Templates
 from services.renderer.fill import FillPlan, recipient_values
 from services.renderer.issue import IssueFolder, parse_sources
 from services.renderer.render import EditionContext, render_edition, render_transactional
 from tests.browser.axe_checks import check_and_shoot
-from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
@@ -32,18 +30,6 @@ LINKS = {
     "preferences_url": f"{SITE}/preferences?token=sample",
     "unsubscribe_url": f"{SITE}/unsubscribe?token=sample",
 }
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 def _mails(language: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -27,7 +27,7 @@ from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.browser.axe_checks import check_and_shoot
 from tests.support import infra
-from tests.support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.chromium import ARTIFACTS
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -77,16 +77,14 @@ async def base_url(ops_settings: Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def page(base_url: str) -> AsyncIterator[Page]:
-    """Depends on ``base_url`` so that the SQLite migration (which runs an event loop of its
-    own and leaves none set) happens before this fixture's loop is in use."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 1100})
-            yield await context.new_page()
-        finally:
-            await browser.close()
+async def page(base_url: str, browser: Browser) -> AsyncIterator[Page]:
+    """Depends on ``base_url`` first so that the SQLite migration (which runs an event loop of
+    its own and leaves none set) happens before this fixture's loop is in use."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 1100})
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
 
 
 async def seed(settings: Settings) -> str:
@@ -187,16 +185,6 @@ WORDS = {
     "ru": {"heading": "Операции рассылки", "token": "Токен администратора", "sign_in": "Войти",
            "wrong": "неверен", "sends": "Рассылки", "queues": "Очереди"},
 }  # fmt: skip
-
-
-@pytest.fixture
-async def browser(base_url: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def assert_page_headers(headers: dict[str, str], what: str) -> None:

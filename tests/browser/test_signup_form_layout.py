@@ -7,18 +7,16 @@ publication) and shown in Chromium at 320 and 390 px, in light and dark mode. At
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from starlette.requests import Request
 
 from services.subscription.form_guard import CsrfGuard
 from services.subscription.languages import LANGUAGE_NAMES
 from services.subscription.pages import Pages
 from shared.settings import DEFAULT_PITCH
-from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
@@ -38,18 +36,6 @@ CHOICE_GEOMETRY = """code => {
     inputMiddle: box.top + box.height / 2,
   };
 }"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 def _form_html(lang: str) -> str:

@@ -1,44 +1,35 @@
 """Every subscription page, as a reader sees it in Chromium: readable, whole at 320-1280 px.
 
 The real subscription app (its lifespan, on a socket), renderer and dispatcher run on one SQLite
-database and a private RabbitMQ vhost, delivering to the aiosmtpd sink, as in
-``test_subscription_browser.py``. Per language the browser walks every page a reader can meet:
-the form (with the pitch), the form with an error, "check your inbox", confirm and confirmed,
-an expired and an invalid link, preferences and saved, unsubscribe and unsubscribed. On each,
-axe-core (WCAG 2 A/AA, contrast included) runs in light and dark mode at 390 and 1280 px and
-screenshots go to ``tests/artifacts/subscription-pages/``. (The form's narrow-screen geometry is
-``test_signup_form_layout.py``.)
+database and a private RabbitMQ vhost, delivering to the aiosmtpd sink
+(``subscription_stack.py``, as for ``test_subscription_browser.py``). Per language the browser
+walks every page a reader can meet: the form (with the pitch), the form with an error, "check
+your inbox", confirm and confirmed, an expired and an invalid link, preferences and saved,
+unsubscribe and unsubscribed. On each, axe-core (WCAG 2 A/AA, contrast included) runs in light
+and dark mode at 390 and 1280 px and screenshots go to ``tests/artifacts/subscription-pages/``.
+(The form's narrow-screen geometry is ``test_signup_form_layout.py``.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from itsdangerous.timed import TimestampSigner
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page
 from sqlmodel import select
 
-from newsletter_cli.mailbox_reader import StoredMail, read_maildir
 from newsletter_cli.smtp_sink import SmtpSink
-from services.dispatcher import service as dispatcher_service
-from services.renderer import service as renderer_service
-from services.subscription.app import create_app
 from services.subscription.policy import SignupPolicy
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Subscriber
 from shared.links import payload
-from shared.probes import ProbeServer
-from shared.settings import DEFAULT_PITCH, Settings, load_settings
+from shared.settings import DEFAULT_PITCH
 from shared.tokens import Purpose, TokenSigner
 from tests.browser.axe_checks import check_and_shoot
+from tests.browser.subscription_stack import subscription_stack
 from tests.integration.subscription_support import private_amqp_url, unique_address
-from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]
@@ -78,119 +69,76 @@ async def _subscriber(database_url: str, email: str) -> Subscriber:
         await engine.dispose()
 
 
-@contextlib.asynccontextmanager
-async def _renderer_and_dispatcher(settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(renderer_service.run(settings, stop=stop)),
-        asyncio.create_task(dispatcher_service.run(settings, stop=stop)),
-    ]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-
-
-async def _mail_for(maildir: Path, email: str, containing: str, timeout: float = 60) -> StoredMail:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for mail in read_maildir(maildir):
-            if email in mail.recipient and mail.links(containing):
-                return mail
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no mail to {email} with a {containing} link within {timeout}s")
-
-
 async def test_every_subscription_page_is_readable_and_holds_together(
     private_amqp_url: str,
     sqlite_url: str,
     smtp_sink: SmtpSink,
     tmp_path: Path,
+    browser: Browser,
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = load_settings(
-        mode="test",
+    policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
+    found: list[str] = []
+    async with subscription_stack(
         amqp_url=private_amqp_url,
         database_url=sqlite_url,
-        var_dir=tmp_path,
-        public_url=base,
+        smtp_sink=smtp_sink,
+        tmp_path=tmp_path,
         secret_key=SECRET,
-        admin_token="browser-admin",
-        smtp_url=smtp_sink.url,
-        renderer_probe_port=free_port(),
-        dispatcher_probe_port=free_port(),
-    )
-    maildir = tmp_path / "mail"
-    policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
-    server = ProbeServer(create_app(settings, policy=policy), host="127.0.0.1", port=port)
-    found: list[str] = []
-    await server.start()
-    try:
-        async with _renderer_and_dispatcher(settings), async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                for lang in ("en", "be", "ru"):
-                    subscribe, confirm, save, unsubscribe = BUTTONS[lang]
-                    context = await browser.new_context(bypass_csp=True)
-                    page = await context.new_page()
+        policy=policy,
+    ) as stack:
+        base = stack.base
+        for lang in ("en", "be", "ru"):
+            subscribe, confirm, save, unsubscribe = BUTTONS[lang]
+            context = await browser.new_context(bypass_csp=True)
+            page = await context.new_page()
 
-                    async def shoot(name: str, lang: str = lang, page: Page = page) -> None:
-                        found.extend(
-                            await check_and_shoot(page, group=GROUP, name=f"{name}-{lang}")
-                        )
+            async def shoot(name: str, lang: str = lang, page: Page = page) -> None:
+                found.extend(await check_and_shoot(page, group=GROUP, name=f"{name}-{lang}"))
 
-                    await page.goto(f"{base}/?lang={lang}")
-                    assert (await page.locator("h1").inner_text()).strip() == HEADINGS[lang]["form"]
-                    assert DEFAULT_PITCH[lang] in await page.locator("main").inner_text()
-                    await shoot("signup")
+            await page.goto(f"{base}/?lang={lang}")
+            assert (await page.locator("h1").inner_text()).strip() == HEADINGS[lang]["form"]
+            assert DEFAULT_PITCH[lang] in await page.locator("main").inner_text()
+            await shoot("signup")
 
-                    await page.locator("#email").fill("not-an-address")
-                    await page.get_by_role("button", name=subscribe).click()
-                    await page.wait_for_load_state()
-                    assert await page.locator("[role=alert]").count() == 1
-                    await shoot("signup-error")
+            await page.locator("#email").fill("not-an-address")
+            await page.get_by_role("button", name=subscribe).click()
+            await page.wait_for_load_state()
+            assert await page.locator("[role=alert]").count() == 1
+            await shoot("signup-error")
 
-                    email = unique_address(f"pages-{lang}")
-                    await page.locator("#email").fill(email)
-                    await page.get_by_role("button", name=subscribe).click()
-                    await page.wait_for_load_state()
-                    await shoot("signup-done")
+            email = unique_address(f"pages-{lang}")
+            await page.locator("#email").fill(email)
+            await page.get_by_role("button", name=subscribe).click()
+            await page.wait_for_load_state()
+            await shoot("signup-done")
 
-                    confirmation = await _mail_for(maildir, email, "/confirm?token=")
-                    await page.goto(confirmation.links("/confirm?token=")[0])
-                    await shoot("confirm")
-                    await page.get_by_role("button", name=confirm).click()
-                    await page.wait_for_load_state()
-                    await shoot("confirmed")
+            confirmation = await stack.mail_for(email, "/confirm?token=")
+            await page.goto(confirmation.links("/confirm?token=")[0])
+            await shoot("confirm")
+            await page.get_by_role("button", name=confirm).click()
+            await page.wait_for_load_state()
+            await shoot("confirmed")
 
-                    old = _confirm_token_signed_eight_days_ago(await _subscriber(sqlite_url, email))
-                    await page.goto(f"{base}/confirm?token={old}&lang={lang}")
-                    await shoot("link-expired")
-                    await page.goto(f"{base}/confirm?token=not-a-token&lang={lang}")
-                    await shoot("link-invalid")
+            old = _confirm_token_signed_eight_days_ago(await _subscriber(sqlite_url, email))
+            await page.goto(f"{base}/confirm?token={old}&lang={lang}")
+            await shoot("link-expired")
+            await page.goto(f"{base}/confirm?token=not-a-token&lang={lang}")
+            await shoot("link-invalid")
 
-                    welcome = await _mail_for(maildir, email, "/preferences?token=")
-                    await page.goto(welcome.links("/preferences?token=")[0])
-                    await shoot("preferences")
-                    other = "be" if lang != "be" else "ru"
-                    await page.locator(f"label[for=language-{other}]").click()
-                    await page.get_by_role("button", name=save, exact=True).click()
-                    await page.wait_for_load_state()
-                    assert await page.locator("[role=status]").count() == 1
-                    await shoot("preferences-saved")
+            welcome = await stack.mail_for(email, "/preferences?token=")
+            await page.goto(welcome.links("/preferences?token=")[0])
+            await shoot("preferences")
+            other = "be" if lang != "be" else "ru"
+            await page.locator(f"label[for=language-{other}]").click()
+            await page.get_by_role("button", name=save, exact=True).click()
+            await page.wait_for_load_state()
+            assert await page.locator("[role=status]").count() == 1
+            await shoot("preferences-saved")
 
-                    await page.goto(welcome.links("/unsubscribe?token=")[0])
-                    await shoot("unsubscribe")
-                    await page.get_by_role("button", name=unsubscribe, exact=True).click()
-                    await page.wait_for_load_state()
-                    await shoot("unsubscribed")
-                    await context.close()
-            finally:
-                await browser.close()
-    finally:
-        await server.stop()
+            await page.goto(welcome.links("/unsubscribe?token=")[0])
+            await shoot("unsubscribe")
+            await page.get_by_role("button", name=unsubscribe, exact=True).click()
+            await page.wait_for_load_state()
+            await shoot("unsubscribed")
+            await context.close()
     assert not found, "problems a reader would meet:\n" + "\n".join(found)

@@ -53,7 +53,7 @@ async def running_renderer(settings: Settings, tmp_path: Path) -> AsyncIterator[
     connection = await connect(config.amqp_url)
     try:
         async with httpx.AsyncClient(timeout=2.0) as client:
-            for _ in range(200):
+            for _ in range(1200):  # 60 s: a loaded machine starts slowly
                 if task.done():
                     task.result()
                 with contextlib.suppress(httpx.HTTPError):

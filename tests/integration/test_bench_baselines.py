@@ -14,6 +14,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from benchmarks import baselines, dispatch
 from newsletter_cli.smtp_sink import MaildirHandler, SmtpSink
+from tests.support.ports import free_port
 
 COUNT = 12
 
@@ -76,5 +77,8 @@ class _RefusesOne(MaildirHandler):
 
 async def test_the_wire_baseline_refuses_to_report_a_rate_when_a_message_was_not_sent() -> None:
     refusal = r"1 of 12 not sent, first: bounced 550"
-    with SmtpSink(handler=_RefusesOne()) as sink, pytest.raises(RuntimeError, match=refusal):
+    with (
+        SmtpSink(port=free_port(), handler=_RefusesOne()) as sink,
+        pytest.raises(RuntimeError, match=refusal),
+    ):
         await baselines.dispatcher_wire(sink.url, _messages(), count=COUNT, connections=2)

@@ -19,7 +19,7 @@ import aiosmtplib
 import pytest
 
 from benchmarks.faults.recording_smtp import SmtpRecord
-from newsletter_cli.smtp_sink import _free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 def recording_server(
     log: Path, *, drop_data: float = 0.0, defer_rcpt: float = 0.0
 ) -> Iterator[int]:
-    port = _free_port("127.0.0.1")
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.faults.recording_smtp", "--port", str(port),
          "--log", str(log), "--drop-data", str(drop_data), "--defer-rcpt", str(defer_rcpt)],

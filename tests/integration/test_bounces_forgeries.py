@@ -345,7 +345,8 @@ async def test_odd_delivery_ids_never_match_and_never_5xx(
     events = [{"event": "bounce", "email": email, "delivery_id": claimed, "status": "5.1.1",
                "reason": "550 5.1.1 user unknown", "sg_event_id": uuid.uuid4().hex}]  # fmt: skip
     body = json.dumps(events).encode()
-    async with httpx.AsyncClient() as http:
+    # A batch this size takes a while on a loaded machine: give it a minute, not httpx's 5 s.
+    async with httpx.AsyncClient(timeout=60.0) as http:
         answer = await http.post(
             f"{receiver.http}/webhooks/sendgrid", content=body, headers=signed(receiver, body)
         )
@@ -395,7 +396,8 @@ async def test_unicode_lookalikes_of_the_address_do_not_match(receiver: Receiver
         for e in lookalikes
     ]  # fmt: skip
     body = json.dumps(events).encode()
-    async with httpx.AsyncClient() as http:
+    # A batch this size takes a while on a loaded machine: give it a minute, not httpx's 5 s.
+    async with httpx.AsyncClient(timeout=60.0) as http:
         answer = await http.post(
             f"{receiver.http}/webhooks/sendgrid", content=body, headers=signed(receiver, body)
         )
@@ -434,7 +436,8 @@ async def test_a_large_signed_sendgrid_batch_is_accepted_not_429_forever(
          "status": "5.1.1", "reason": "550 5.1.1 user unknown", "sg_event_id": "batch-last"}
     ]  # fmt: skip
     body = json.dumps(events).encode()
-    async with httpx.AsyncClient() as http:
+    # A batch this size takes a while on a loaded machine: give it a minute, not httpx's 5 s.
+    async with httpx.AsyncClient(timeout=60.0) as http:
         answer = await http.post(
             f"{receiver.http}/webhooks/sendgrid", content=body, headers=signed(receiver, body)
         )

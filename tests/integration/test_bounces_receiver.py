@@ -52,6 +52,7 @@ from tests.integration.bounces_support import (
     start_receiver,
     status_of,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +117,7 @@ async def running(amqp_url: str, sqlite_url: str, tmp_path: Path) -> AsyncIterat
         amqp_url=amqp_url, database_url=sqlite_url, var_dir=tmp_path
     ) as receiver:
         mta = BouncingMta(bounce_port=receiver.smtp_port)
-        sink = SmtpSink(handler=mta).start()
+        sink = SmtpSink(port=free_port(), handler=mta).start()
         try:
             yield Running(receiver, mta, sink.port)
         finally:

@@ -178,7 +178,7 @@ async def test_a_message_rejected_past_the_delivery_limit_is_dead_lettered(
             await message.reject(requeue=True)
             assert deliveries <= topology.DELIVERY_LIMIT + 1, "the delivery limit is not applied"
         dead = await channel.get_queue(topology.DEAD_LETTER_QUEUE)
-        for _ in range(50):
+        for _ in range(300):
             letter = await dead.get(fail=False, timeout=5)
             if letter is not None:
                 break

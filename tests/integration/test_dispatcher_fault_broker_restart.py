@@ -60,7 +60,9 @@ async def send_through_outage(
     tmp_path: Path,
     outage: Callable[[RabbitNode, Callable[[], None]], None],
 ) -> tuple[str, dict[str, int], int, Path]:
-    """Send to 450 readers; run ``outage`` once 20 were accepted.
+    """Send to 450 readers; run ``outage`` once 20 were accepted. The test MTA holds every
+    later mail at DATA until the broker is down, so the fault lands mid-send however slowly
+    the broker stops on a loaded machine.
 
     Returns (send id, copies per address, accepted when the broker went down, log).
     """
@@ -71,6 +73,7 @@ async def send_through_outage(
     amqp_url = nodes[0].amqp_url(vhost)
     log = tmp_path / "dispatcher.log"
     with ScriptedMta() as mta:
+        mta.handler.hold_after(20)
         settings = dispatch_seed.make_settings(
             amqp_url=amqp_url,
             database_url=database_url,
@@ -78,6 +81,7 @@ async def send_through_outage(
             tmp_path=tmp_path,
             dispatch_prefetch=PREFETCH,
             dispatch_rate_limit=RATE,
+            smtp_timeout_s=120.0,  # a held mail waits for the test, never for a timeout
         )
         process = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log)
         try:
@@ -85,11 +89,14 @@ async def send_through_outage(
                 lambda: dispatch_seed.log_events(log, "dispatcher_started") > 0, timeout=30
             )
             await dispatch_seed.plan(amqp_url, send_id, SEGMENTS)
-            await dispatch_seed.wait_until(lambda: len(mta.handler.accepted) >= 20, timeout=60)
+            await dispatch_seed.wait_until(lambda: mta.handler.waiting >= 1, timeout=60)
             down_at: list[int] = []
-            await asyncio.to_thread(
-                outage, nodes[0], lambda: down_at.append(len(mta.handler.accepted))
-            )
+
+            def down() -> None:
+                down_at.append(len(mta.handler.accepted))
+                mta.handler.release()
+
+            await asyncio.to_thread(outage, nodes[0], down)
             outage_at = down_at[0]
             await dispatch_seed.wait_for_send(sessions, send_id, timeout=120)
         finally:

@@ -26,7 +26,9 @@ from tests.support.own_database import OwnDatabase
 from tests.support.rabbit_nodes import RabbitNodes, declared_vhost, wait_for_leader
 from tests.support.test_mta import ScriptedMta
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# Three RabbitMQ nodes of the test's own boot and cluster in the set-up: minutes beside two
+# other workers on a loaded machine, so more than the suite's 300 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(900)]
 # The fixtures own_database, own_database_url, one_node and cluster
 pytest_plugins = ("tests.support.dispatch_fixtures",)
 PREFETCH = 40

@@ -6,7 +6,6 @@ every sent delivery, and duplicates are at most the in-flight window and visible
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import uuid
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.tables.deliveries import TERMINAL_STATUSES
+from shared.messaging.topology import DISPATCHER_DELIVERIES
 from tests.support import dispatch_seed
 from tests.support.own_database import OwnDatabase
 from tests.support.test_mta import ScriptedMta
@@ -67,7 +67,7 @@ async def test_kill_9_mid_send_then_restart_loses_nobody(
         )
         first = dispatch_seed.spawn_dispatcher(settings=settings, log_path=log_a)
         try:
-            await asyncio.sleep(1.5)
+            await dispatch_seed.wait_for_consumers(vhost_url, DISPATCHER_DELIVERIES.name, 1)
             await dispatch_seed.plan(vhost_url, send_id, SEGMENTS)
             await dispatch_seed.wait_until(lambda: len(mta.handler.accepted) >= 150, timeout=60)
         finally:
@@ -110,7 +110,7 @@ async def test_three_processes_share_the_queues_and_mail_everyone_once(
         )
         processes = [dispatch_seed.spawn_dispatcher(settings=settings, log_path=p) for p in logs]
         try:
-            await asyncio.sleep(2.0)
+            await dispatch_seed.wait_for_consumers(vhost_url, DISPATCHER_DELIVERIES.name, 3)
             await dispatch_seed.plan(vhost_url, send_id, SEGMENTS)
             await dispatch_seed.wait_for_send(sessions, send_id, timeout=90)
         finally:

@@ -14,13 +14,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from typer.testing import CliRunner
 
 from newsletter_cli.main import app as cli
-from newsletter_cli.smtp_sink import _free_port
 from services.dispatcher import dead_letters, service
 from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
 from shared.messaging.schemas import DeliverIssue, DeliverTransactional
 from shared.messaging.topology import DELIVER_ISSUE, DELIVER_TRANSACTIONAL
 from tests.support import dispatch_seed
+from tests.support.ports import free_port
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ async def test_a_confirmation_overtakes_a_running_campaign_and_probes_report_it(
     await dispatch_seed.add_subscribers(sessions, 100)
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, ("en", "be", "ru"))
-    port = _free_port("127.0.0.1")
+    port = free_port()
     confirmation = DeliverTransactional(
         kind="confirmation",
         language="ru",
@@ -55,7 +55,7 @@ async def test_a_confirmation_overtakes_a_running_campaign_and_probes_report_it(
         task = asyncio.create_task(service.run(settings, stop=stop))
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                for _ in range(100):
+                for _ in range(600):  # 60 s: a loaded machine starts slowly
                     try:
                         if (await client.get("/healthz")).status_code == 200:
                             break
@@ -134,7 +134,7 @@ async def test_poison_jobs_are_dead_lettered_with_their_reason_and_replay_after_
                 await connection.close()
             await dispatch_seed.publish(vhost_url, job, routing_key=DELIVER_ISSUE)
             letters: list[dead_letters.DeadLetter] = []
-            for _ in range(100):
+            for _ in range(600):
                 letters = await dead_letters.peek(vhost_url, limit=10)
                 if len(letters) >= 2:
                     break

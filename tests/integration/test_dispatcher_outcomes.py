@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher import sends as sends_module
 from shared.addresses import address_hash
-from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery
+from shared.db.tables.deliveries import TERMINAL_STATUSES, Delivery, Send
 from shared.db.tables.subscribers import Subscriber, Suppression
 from shared.messaging.schemas import (
     BounceReceived,
@@ -48,6 +48,10 @@ async def _messages_in(amqp_url: str, queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
     finally:
         await connection.close()
+
+
+def _events(logs: list[dict[str, object]], event: str) -> int:
+    return sum(1 for e in logs if e["event"] == event)
 
 
 async def bounce_listener(amqp_url: str) -> tuple[object, list[BounceReceived]]:
@@ -139,10 +143,12 @@ async def test_the_same_job_delivered_twice_is_sent_once_and_logged(
                 )
                 for _ in range(2):
                     await dispatch_seed.publish(vhost_url, duplicate, routing_key=DELIVER_ISSUE)
-                await asyncio.sleep(1.5)
+                await dispatch_seed.wait_until(
+                    lambda: _events(logs, "duplicate_job_skipped") >= 2, timeout=60
+                )
         copies = mta.handler.copies()
     assert copies == {a: 1 for a in addresses}
-    assert sum(1 for e in logs if e["event"] == "duplicate_job_skipped") == 2
+    assert _events(logs, "duplicate_job_skipped") == 2
 
 
 async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
@@ -162,14 +168,19 @@ async def test_a_confirmation_travels_its_own_queue_and_is_recorded_once(
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url, database_url=sqlite_url, smtp_url=mta.url, tmp_path=tmp_path
         )
-        async with dispatch_seed.RunningDispatcher(settings):
-            for _ in range(2):  # the same command twice: one mail
-                await dispatch_seed.publish(vhost_url, command, routing_key=DELIVER_TRANSACTIONAL)
-            for _ in range(50):
-                if mta.handler.copies():
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                for _ in range(2):  # the same command twice: one mail
+                    await dispatch_seed.publish(
+                        vhost_url, command, routing_key=DELIVER_TRANSACTIONAL
+                    )
+                # both commands handled: one sent, the other found its ledger row taken
+                await dispatch_seed.wait_until(
+                    lambda: (
+                        _events(logs, "email_sent") + _events(logs, "duplicate_job_skipped") >= 2
+                    ),
+                    timeout=60,
+                )
         accepted = list(mta.handler.accepted)
     assert len(accepted) == 1
     mail = accepted[0].parsed()
@@ -239,14 +250,25 @@ async def test_pause_holds_work_resume_never_resends_and_cancel_stops_the_rest(
                 routing_key=SEND_CONTROLLED,
                 exchange=EVENTS,
             )
-            await asyncio.sleep(2.0)  # the status cache expires; in-flight work settles
+
+            async def parked() -> bool:
+                """The jobs in hand have settled: each delivery is sent or back in the outbox
+                (``pending``), and no job is left in the queue."""
+                counts = await dispatch_seed.status_counts(sessions, send_id)
+                if not set(counts) <= {"sent", "pending"}:
+                    return False
+                return await _messages_in(vhost_url, "dispatcher.deliveries") == 0
+
+            await dispatch_seed.eventually(parked, timeout=90, what="the paused send parked")
             during_pause = len(mta.handler.accepted)
-            await asyncio.sleep(2.0)
+            # Settled, so nothing may change now: watch for longer than the outbox takes to
+            # find rows parked for its settle time (2 s) on its 1 s sweep, so a sweep that
+            # wrongly relayed a paused send would be seen.
+            await asyncio.sleep(3.5)
             assert len(mta.handler.accepted) == during_pause, "nothing is sent while paused"
             assert during_pause < 30
-            # The rest is parked in the outbox, not cycling through a queue.
-            parked = await dispatch_seed.status_counts(sessions, send_id)
-            assert parked == {"sent": during_pause, "pending": 30 - during_pause}, parked
+            counts = await dispatch_seed.status_counts(sessions, send_id)
+            assert counts == {"sent": during_pause, "pending": 30 - during_pause}, counts
             assert await _messages_in(vhost_url, "dispatcher.deliveries") == 0
             await sends_module.set_status(sessions, send_id=send_id, action="resume")
             await dispatch_seed.publish(
@@ -269,26 +291,64 @@ async def test_cancel_marks_what_has_not_gone_out_and_sends_nothing_more(
     await dispatch_seed.add_subscribers(sessions, 30, languages=("en",))
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, ("en",))
+    open_statuses = {"pending", "queued", "deferred", "sending"}
+
+    async def settled() -> bool:
+        """No delivery open any more and no job left waiting in the queue: whatever jobs the
+        dispatcher still holds are in flight, and stopping it waits for them."""
+        counts = await dispatch_seed.status_counts(sessions, send_id)
+        if open_statuses & set(counts):
+            return False
+        return await _messages_in(vhost_url, "dispatcher.deliveries") == 0
+
     with ScriptedMta() as mta:
+        # Five mails go out; the sixth and later wait at DATA, unanswered, until the cancel is
+        # in: the test, not the machine's speed, decides how far the send got.
+        mta.handler.hold_after(5)
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url,
             database_url=sqlite_url,
             smtp_url=mta.url,
             tmp_path=tmp_path,
-            dispatch_rate_limit=8.0,
+            smtp_timeout_s=120.0,  # a held mail waits for the test, never for a timeout
+            # A job looks at its send's status once it has a slot of its domain: with two per
+            # domain (three domains), at most six are past that look when the cancel comes.
+            dispatch_domain_concurrency=2,
         )
         async with dispatch_seed.RunningDispatcher(settings):
             await dispatch_seed.plan(vhost_url, send_id, ["en"])
-            await dispatch_seed.wait_until(lambda: len(mta.handler.copies()) >= 5)
+            await dispatch_seed.wait_until(lambda: mta.handler.waiting >= 1, timeout=90)
+
+            async def running() -> bool:
+                async with sessions() as session:
+                    send = await session.get(Send, send_id)
+                return send is not None and send.status == "running"
+
+            # Mid-send, not mid-planning: the planner's last write (PLANNING -> RUNNING) is
+            # made from the row as it read it, and could undo a cancel that came meanwhile.
+            await dispatch_seed.eventually(running, timeout=90, what="the send running")
             await sends_module.set_status(sessions, send_id=send_id, action="cancel")
-            await asyncio.sleep(2.0)
-            after_cancel = len(mta.handler.accepted)
-            await asyncio.sleep(1.5)
-            assert len(mta.handler.accepted) == after_cancel
-    counts = await dispatch_seed.status_counts(sessions, send_id)
-    assert set(counts) <= {"sent", "cancelled"}
-    assert counts["sent"] == after_cancel
-    assert counts["cancelled"] == 30 - after_cancel
+            # The dispatcher reads a send's status through a cache of STATUS_TTL_S: once that
+            # has turned over, every read says cancelled. A lower bound, so a slow machine
+            # only waits longer; nothing races it.
+            await asyncio.sleep(sends_module.STATUS_TTL_S * 1.5)
+            mta.handler.release()
+            await dispatch_seed.eventually(
+                settled, timeout=90, what="every delivery sent or cancelled, the queue drained"
+            )
+        copies = mta.handler.copies()
+    assert await _messages_in(vhost_url, "dispatcher.deliveries") == 0, "no job was put back"
+    rows = await dispatch_seed.deliveries(sessions, send_id)
+    sent = {d.email for d in rows if d.status == "sent"}
+    cancelled = {d.email for d in rows if d.status == "cancelled"}
+    assert len(sent) + len(cancelled) == 30, {d.status for d in rows}
+    # The jobs claimed before the cancel wait for a slot as ``sending`` rows; each looks at the
+    # send again before its SMTP transaction and records itself cancelled. Only those already
+    # in a transaction (held at DATA) go out after the cancel.
+    assert len(sent) <= 5 + 6, f"{len(sent)} sent: more than the slots in flight at the cancel"
+    assert len(cancelled) == 30 - len(sent)
+    assert set(copies) == sent, "exactly the deliveries marked sent reached the server"
+    assert set(copies.values()) == {1}, "and each of them once"
 
 
 async def test_a_policy_storm_opens_one_domains_breaker_while_the_others_flow(

@@ -68,7 +68,7 @@ async def test_a_rejected_message_is_dead_lettered_not_lost(amqp_url: str) -> No
         assert incoming is not None
         await incoming.reject(requeue=False)
         dead = await channel.get_queue(DEAD_LETTER_QUEUE)
-        for _ in range(50):
+        for _ in range(300):
             found = await dead.get(timeout=5, fail=False)
             if found is not None:
                 break

@@ -245,7 +245,7 @@ async def test_peeking_leaves_dead_letters_in_their_queue(
     connection = await aio_pika.connect(ops_amqp_url)
     try:
         # A quorum queue takes peeked messages back through its log: wait for that, briefly.
-        for _ in range(50):
+        for _ in range(300):
             snapshot = await read_by_declares(connection, [topology.DEAD_LETTER_QUEUE])
             if snapshot.queues[0].ready == 2:
                 break

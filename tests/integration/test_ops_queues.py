@@ -121,7 +121,7 @@ async def test_rabbitmqctl_knows_unacked_messages(vhost_url: str) -> None:
         ) as reader:
             # Quorum queues report their counts to rabbitmqctl with the periodic statistics
             # (every 5 s by default): wait for a sample that has seen the held message.
-            for _ in range(40):
+            for _ in range(120):
                 snapshot = await reader.read()
                 stat = snapshot.get(topology.DISPATCHER_DELIVERIES.name)
                 if stat is not None and stat.unacked:

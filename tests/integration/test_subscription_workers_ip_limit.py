@@ -9,10 +9,12 @@ worker answers them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -20,20 +22,34 @@ import pytest
 
 from benchmarks.signups import (
     _form_fields,
-    _free_port,
     _start_service,
-    _wait_ready,
 )
 from shared.db.migrate import upgrade
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+async def _until_ready(
+    client: httpx.AsyncClient, process: subprocess.Popen[bytes], timeout: float = 180.0
+) -> None:
+    """Two service processes start slowly beside other test files: minutes, not the bench's 60 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the service exited with {process.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the service was not ready in {timeout}s")
+        await asyncio.sleep(0.2)
 
 
 async def test_ip_limit_is_not_multiplied_by_the_workers(
     postgres_url: str, vhost_url: str, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(upgrade, postgres_url)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "NEWSLETTER_MODE": "demo",
@@ -49,7 +65,7 @@ async def test_ip_limit_is_not_multiplied_by_the_workers(
     process = _start_service(env, tmp_path / "service.log", workers=2)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            await _wait_ready(client, process)
+            await _until_ready(client, process)
             fields = await _form_fields(client)
             codes: list[int] = []
             for i in range(12):

@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -141,28 +141,48 @@ async def deliveries(sessions: async_sessionmaker[AsyncSession], send_id: str) -
 
 
 class RunningDispatcher:
-    """``services.dispatcher.service.run`` as a task of the test's loop."""
+    """``services.dispatcher.service.run`` as a task of the test's loop.
 
-    def __init__(self, settings: object) -> None:
+    Entered once the dispatcher has started: its probe server (on a port of this test's own)
+    answers, and the service starts that only after every consumer, so a message the test
+    publishes next finds its queues consumed (a per-process queue such as the domain alerts'
+    exists only from then on).
+    """
+
+    def __init__(self, settings: object, *, start_timeout: float = 120.0) -> None:
         self.settings = settings
+        self.start_timeout = start_timeout
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RunningDispatcher:
-        from services.dispatcher import service
+        import httpx
 
-        self.task = asyncio.create_task(
-            service.run(self.settings, stop=self.stop, serve_probes=False)  # type: ignore[arg-type]
-        )
-        await asyncio.sleep(0.5)
-        if self.task.done():
-            self.task.result()
-        return self
+        from services.dispatcher import service
+        from tests.support.ports import free_port
+
+        port = free_port()
+        settings = self.settings.model_copy(update={"dispatcher_probe_port": port})  # type: ignore[attr-defined]
+        self.task = asyncio.create_task(service.run(settings, stop=self.stop))
+        deadline = time.monotonic() + self.start_timeout
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            while True:
+                if self.task.done():
+                    self.task.result()
+                    raise AssertionError("the dispatcher stopped while starting")
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the dispatcher did not start in {self.start_timeout}s")
+                await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
         assert self.task is not None
-        await asyncio.wait_for(self.task, 30)
+        await asyncio.wait_for(self.task, 60)
 
 
 def make_settings(
@@ -220,6 +240,42 @@ async def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) ->
     raise AssertionError(f"condition not met in {timeout}s")
 
 
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll an async ``check`` (a database or queue read) until it holds; fail after
+    ``timeout`` seconds naming ``what``. Generous by default: the suite runs on three xdist
+    workers on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def consumers_on(amqp_url: str, queue: str) -> int:
+    """How many consumers RabbitMQ counts on ``queue`` right now."""
+    from shared.messaging.topology import connect
+
+    connection = await connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.consumer_count or 0)
+    finally:
+        await connection.close()
+
+
+async def wait_for_consumers(amqp_url: str, queue: str, count: int, timeout: float = 90.0) -> None:
+    """Until ``count`` consumers take from ``queue``: the processes started are ready to work
+    (a process still importing on a loaded machine would otherwise get no share)."""
+
+    async def enough() -> bool:
+        return await consumers_on(amqp_url, queue) >= count
+
+    await eventually(enough, timeout=timeout, what=f"{count} consumers on {queue}")
+
+
 async def expected_audience(
     sessions: async_sessionmaker[AsyncSession], segments: Iterable[str]
 ) -> set[str]:
@@ -265,7 +321,7 @@ def spawn_dispatcher(
     import sys
     from pathlib import Path
 
-    from newsletter_cli.smtp_sink import _free_port
+    from tests.support.ports import free_port
 
     values = settings.model_dump(by_alias=False)  # type: ignore[attr-defined]
     env = dict(os.environ)
@@ -276,7 +332,7 @@ def spawn_dispatcher(
         env[f"NEWSLETTER_{key.upper().rstrip('_')}"] = str(raw)
     env["NEWSLETTER_FROM"] = values["from_"]
     env["NEWSLETTER_LOG_FORMAT"] = "json"
-    env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(_free_port("127.0.0.1"))
+    env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(free_port())
     env.update(env_overrides)
     log = Path(str(log_path)).open("ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(

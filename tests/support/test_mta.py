@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from newsletter_cli.smtp_sink import _free_port
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -54,6 +54,34 @@ class ScriptedHandler:
         self.random = random.Random(script.seed)
         self.replies: Counter[str] = Counter()
         self._stalled: set[str] = set()
+        self._hold_after: int | None = None
+        self._admitted = 0
+        self._released = threading.Event()
+        self.waiting = 0  # messages held at DATA right now (see hold_after)
+
+    def hold_after(self, count: int) -> None:
+        """Take ``count`` messages, then keep every later one waiting at DATA, unanswered,
+        until :meth:`release`: the test decides when the rest may go, not the clock."""
+        with self.lock:
+            self._hold_after, self._admitted = count, 0
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _wait_if_held(self) -> None:
+        with self.lock:
+            held = self._hold_after is not None and self._admitted >= self._hold_after
+            self._admitted += 1
+            if held:
+                self.waiting += 1
+        if not held:
+            return
+        try:
+            await asyncio.to_thread(self._released.wait)  # set from the test's thread
+        finally:
+            with self.lock:
+                self.waiting -= 1
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -83,6 +111,7 @@ class ScriptedHandler:
         return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._wait_if_held()
         data = envelope.original_content or b""
         for rcpt in envelope.rcpt_tos:
             if rcpt in self.script.stall_data and rcpt not in self._stalled:
@@ -110,7 +139,7 @@ class ScriptedMta:
         self._controller = Controller(
             self.handler,
             hostname="127.0.0.1",
-            port=_free_port("127.0.0.1"),
+            port=free_port(),
             decode_data=False,
             enable_SMTPUTF8=True,
             ready_timeout=10,
@@ -125,4 +154,5 @@ class ScriptedMta:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.handler.release()
         self._controller.stop()
