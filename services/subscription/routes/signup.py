@@ -24,8 +24,9 @@ from services.subscription.form_guard import (
     HONEYPOT_FIELD,
     STAMP_FIELD,
 )
+from services.subscription.group_commit import SignupWriter
 from services.subscription.languages import clean_languages
-from services.subscription.signup import SignupOutcome, SignupRequest, sign_up
+from services.subscription.signup import SignupOutcome, SignupRequest
 
 router = APIRouter(tags=["pages"])
 log = structlog.get_logger(__name__)
@@ -106,8 +107,8 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
         )
     shown_at = datetime.now(UTC) - timedelta(seconds=age)
     try:
-        result = await sign_up(
-            sessions=request.app.state.sessions,
+        signups: SignupWriter = request.app.state.signups
+        result = await signups.sign_up(
             mail=mail,
             request=SignupRequest(
                 address=address,
@@ -119,7 +120,6 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
                 client_ip_hash=components.ip_hash(request),
                 shown_at=shown_at,
             ),
-            confirmation_interval_s=policy.confirmation_interval_s,
         )
     except MailQueueUnavailable:
         return pages.message(
