@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -147,8 +148,8 @@ class GroupCommit:
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         confirmation_interval_s: int,
-        writers: int = 4,
-        max_batch: int = 100,
+        writers: int = 8,
+        max_batch: int = 64,
     ) -> None:
         self._engine = engine
         self._one_by_one = OneByOne(
@@ -196,6 +197,7 @@ class GroupCommit:
                         item.future.set_exception(err)
 
     async def _write(self, batch: _Batch) -> None:
+        started = time.perf_counter()
         try:
             async with self._engine.begin() as connection:
                 await self._store(connection, batch)
@@ -206,7 +208,14 @@ class GroupCommit:
             )
             await asyncio.gather(*(self._alone(item) for item in batch.items))
             return
+        stored = time.perf_counter()
         await self._mail(batch)
+        log.debug(
+            "signup_batch_written",
+            size=len(batch.items),
+            store_s=round(stored - started, 4),
+            mail_s=round(time.perf_counter() - stored, 4),
+        )
 
     async def _alone(self, item: _Pending) -> None:
         try:
