@@ -146,12 +146,22 @@ async def test_without_the_token_the_page_offers_a_login_form(client: httpx.Asyn
     response = await client.get("/admin")
     assert response.status_code == 401
     assert '<form method="post" action="/admin/login">' in response.text
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    russian = await client.get("/admin", headers={"accept-language": "ru-RU,ru;q=0.9"})
+    assert '<html lang="ru">' in russian.text
+    assert "Токен администратора" in russian.text
     assert "2026-11-ops" not in response.text
     assert (await client.get("/admin/summary.json")).status_code == 401
     assert (await client.get("/admin/sections")).status_code == 401
     wrong = await client.post("/admin/login", data={"token": "not-it"})
     assert wrong.status_code == 401
     assert "admin_token" not in wrong.headers.get("set-cookie", "")
+    wrong_be = await client.post("/admin/login", data={"token": "not-it", "lang": "be"})
+    assert wrong_be.status_code == 401
+    assert '<html lang="be">' in wrong_be.text
+    assert "Гэты токен няправільны." in wrong_be.text, "the answer keeps the form's language"
 
 
 async def test_login_sets_a_strict_httponly_cookie_that_opens_the_page(
@@ -171,6 +181,10 @@ async def test_login_sets_a_strict_httponly_cookie_that_opens_the_page(
     assert '<script src="/admin/ops.js" defer></script>' in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert ALICE not in page.text, "addresses never reach the page"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    sections = await client.get("/admin/sections?lang=be")
+    assert "Чэргі" in sections.text, "the refreshed sections keep the page's language"
     script = await client.get("/admin/ops.js")
     assert "/admin/sections" in script.text
     logout = await client.post("/admin/logout")
