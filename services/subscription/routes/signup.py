@@ -182,7 +182,7 @@ def _refusal(
 
 
 def _done_page(request: Request, components: ComponentsDep, lang: str) -> HTMLResponse:
-    return components.pages.message(
+    return components.pages.posted_message(
         request,
         lang=lang,
         heading=texts.SIGNUP_DONE_HEADING,
