@@ -2,19 +2,20 @@
 
 Under a rush every signup paid its own transaction (a look-up, three INSERTs, a commit, a
 publish and its confirm) and the statement building around each of them: that was most of the
-CPU of a signup. Here a few writer tasks each take whatever signups are waiting (at most
+CPU of a signup. Here a few writer tasks (several, because a batch mostly waits on round trips
+and confirms, and those waits overlap) each take whatever signups are waiting (at most
 ``max_batch``) and write them together, with statements that are the same text whatever the
 batch size (``unnest`` over arrays, so asyncpg prepares each once):
 
 1. one look-up of every address (its subscriber and whether it is suppressed);
-2. one multi-row INSERT of the new subscribers with their confirmation slot taken,
-   ``ON CONFLICT (email) DO NOTHING``: an address another process inserted meanwhile comes
+2. one statement for the new addresses: a multi-row INSERT of the subscribers with their
+   confirmation slot taken, ``ON CONFLICT (email) DO NOTHING``, and, in data-modifying CTEs,
+   their editions and consent records. An address another process inserted meanwhile comes
    back missing and is handled as a known address (looked up again);
 3. for the known, not active addresses: one UPDATE back to pending, their editions replaced,
    and one conditional UPDATE that claims the one-mail-per-interval slot (the same rule as
    :func:`~services.subscription.records.claim_confirmation_slot`, so it holds across
-   processes);
-4. one INSERT of the editions and one of the consent records; commit;
+   processes), then their editions and consent records; commit;
 5. the confirmation commands of the batch published together, waiting for every confirm;
    a command the broker did not take has its slot released (one UPDATE) and its signup
    raises :class:`MailQueueUnavailable` (503: nothing promised).
@@ -86,12 +87,26 @@ _LOOKUP = text(
     "WHERE email_hash = ANY(:hashes) AND lifted_at IS NULL"
 )
 _FIND = text("SELECT email, id, status FROM subscriber WHERE email = ANY(:emails)")
-_INSERT_SUBSCRIBERS = text(
-    "INSERT INTO subscriber (email, email_hash, email_domain, status, locale, created_at, "
-    "updated_at, last_confirmation_sent_at) "
-    "SELECT e, h, d, 'pending', l, :now, :now, :now FROM unnest(CAST(:emails AS text[]), "
-    "CAST(:hashes AS text[]), CAST(:domains AS text[]), CAST(:locales AS text[])) AS t(e, h, d, l) "
-    "ORDER BY e ON CONFLICT (email) DO NOTHING RETURNING email, id"
+# The new subscribers with their slot taken, their editions and their consent records in one
+# statement (data-modifying CTEs; the foreign keys are checked at the end of the statement).
+_INSERT_NEW = text(
+    "WITH t AS (SELECT * FROM unnest(CAST(:emails AS text[]), CAST(:hashes AS text[]), "
+    "CAST(:domains AS text[]), CAST(:locales AS text[]), CAST(:languages AS text[]), "
+    "CAST(:versions AS text[]), CAST(:forms AS text[]), CAST(:sources AS text[]), "
+    "CAST(:ip_hashes AS text[]), CAST(:shown AS timestamptz[])) "
+    "AS t(e, h, d, l, ls, v, f, s, ip, sa)), "
+    "ins AS (INSERT INTO subscriber (email, email_hash, email_domain, status, locale, "
+    "created_at, updated_at, last_confirmation_sent_at) "
+    "SELECT e, h, d, 'pending', l, :now, :now, :now FROM t ORDER BY e "
+    "ON CONFLICT (email) DO NOTHING RETURNING email, id), "
+    "langs AS (INSERT INTO subscriber_language (subscriber_id, language) "
+    "SELECT ins.id, x FROM ins JOIN t ON t.e = ins.email "
+    "CROSS JOIN LATERAL unnest(string_to_array(t.ls, ',')) AS x), "
+    "consents AS (INSERT INTO consent_record (subscriber_id, email_hash, consent_text_version, "
+    "consent_language, languages, form, source, client_ip_hash, shown_at, given_at) "
+    "SELECT ins.id, t.h, t.v, t.l, t.ls, t.f, t.s, t.ip, t.sa, :now "
+    "FROM ins JOIN t ON t.e = ins.email) "
+    "SELECT email, id FROM ins"
 )
 _BACK_TO_PENDING = text(
     "UPDATE subscriber SET status = 'pending', locale = t.l, updated_at = :now "
@@ -255,7 +270,8 @@ class GroupCommit:
             await self._insert_new(connection, new, known=known, found=found, now=now)
         if known:
             await self._refresh_known(connection, known, found=found, now=now)
-        stored = [i for i in items if i.subscriber_id is not None]
+        # The known addresses' editions and consent records (the new ones' are written).
+        stored = [i for i in known if i.subscriber_id is not None]
         languages = {i.subscriber_id: i.request.languages for i in stored}  # the last one wins
         pairs = [(sid, lang) for sid, langs in sorted(languages.items()) for lang in langs]
         if pairs:
@@ -275,15 +291,18 @@ class GroupCommit:
         found: dict[str, tuple[int, str]],
         now: datetime,
     ) -> None:
-        requests = [new[email].request for email in sorted(new)]
+        ordered = [new[email] for email in sorted(new)]
         rows = await connection.execute(
-            _INSERT_SUBSCRIBERS,
+            _INSERT_NEW,
             {
-                "now": now,
-                "emails": [r.address.email for r in requests],
-                "hashes": [r.address.email_hash for r in requests],
-                "domains": [r.address.domain for r in requests],
-                "locales": [r.locale for r in requests],
+                key: value
+                for key, value in _consent_rows(ordered, now=now).items()
+                if key not in {"ids", "consent_languages"}  # no id yet; the locale is given
+            }
+            | {
+                "emails": [i.request.address.email for i in ordered],
+                "domains": [i.request.address.domain for i in ordered],
+                "locales": [i.request.locale for i in ordered],
             },
         )
         inserted: dict[str, int] = {email: row_id for email, row_id in rows}
