@@ -16,7 +16,7 @@ batch size (``unnest`` over arrays, so asyncpg prepares each once):
    and one conditional UPDATE that claims the one-mail-per-interval slot (the same rule as
    :func:`~services.subscription.records.claim_confirmation_slot`, so it holds across
    processes), then their editions and consent records; commit;
-5. the confirmation commands of the batch published together, waiting for every confirm;
+4. the confirmation commands of the batch published together, waiting for every confirm;
    a command the broker did not take has its slot released (one UPDATE) and its signup
    raises :class:`MailQueueUnavailable` (503: nothing promised).
 
