@@ -378,17 +378,23 @@ class GroupCommit:
             by_mail.setdefault(id(item.mail), []).append(item)
         failed: list[_Pending] = []
         for group in by_mail.values():
-            queued = await group[0].mail.request_confirmations(
-                [
-                    ConfirmationTo(
-                        subscriber_id=i.subscriber_id or 0,
-                        email=i.request.address.email,
-                        email_hash=i.request.address.email_hash,
-                        language=as_language(i.request.locale),
-                    )
-                    for i in group
-                ]
-            )
+            try:
+                queued = await group[0].mail.request_confirmations(
+                    [
+                        ConfirmationTo(
+                            subscriber_id=i.subscriber_id or 0,
+                            email=i.request.address.email,
+                            email_hash=i.request.address.email_hash,
+                            language=as_language(i.request.locale),
+                        )
+                        for i in group
+                    ]
+                )
+            except Exception as err:
+                log.exception(
+                    "signup_batch_not_published", size=len(group), error=type(err).__name__
+                )
+                queued = [False] * len(group)
             failed += [item for item, ok in zip(group, queued, strict=True) if not ok]
         failed_ids = {id(item) for item in failed}
         for item in batch.items:

@@ -163,9 +163,11 @@ class Publisher:
             _, late = await asyncio.wait(futures, timeout=timeout)
             for future in late:
                 future.cancel()
+            # A cancelled task is done only once it has run again: wait for that.
+            await asyncio.gather(*late, return_exceptions=True)
         outcomes: list[PublishError | None] = []
         for future in futures:
-            if future.cancelled():
+            if future.cancelled() or not future.done():
                 outcomes.append(PublishError(f"{routing_key}: no publisher confirm in {timeout}s"))
                 continue
             err = future.exception()

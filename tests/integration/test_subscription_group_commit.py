@@ -54,6 +54,15 @@ class RecordingPublisher:
         return outcomes
 
 
+class BrokenPublisher(RecordingPublisher):
+    """A publisher that fails as a whole (a bug, a lost channel) instead of per message."""
+
+    async def publish_each(
+        self, messages: Sequence[Message], *, routing_key: str
+    ) -> list[PublishError | None]:
+        raise RuntimeError("channel gone")
+
+
 def _mail(publisher: RecordingPublisher) -> TransactionalMail:
     links = Links(public_url="http://127.0.0.1", signer=TokenSigner("k" * 48))
     return TransactionalMail(links=links, publisher=publisher, public_url="http://127.0.0.1")
@@ -217,6 +226,23 @@ async def test_a_refused_command_fails_only_its_signup_and_gives_its_slot_back(
         assert isinstance(again[0], SignupResult), again
         assert again[0].mailed, again
         assert [m.to for m in retry_publisher.taken] == [refused]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_publisher_that_fails_whole_answers_unavailable_and_frees_every_slot(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    emails = [unique_address(f"gc-broken{n}") for n in range(3)]
+    try:
+        async with _writer(engine) as batcher:
+            results = await _one_batch(
+                batcher, _mail(BrokenPublisher()), [_request(e) for e in emails]
+            )
+        assert all(isinstance(r, MailQueueUnavailable) for r in results), results
+        for email in emails:
+            assert await _rows(engine, email) == (1, "pending", 1, ["en"], False)
     finally:
         await engine.dispose()
 
