@@ -210,6 +210,11 @@ class GroupCommit:
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(err)
+            finally:
+                # Stopped in the middle of a batch (the lifespan ends): no request waits forever.
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(MailQueueUnavailable("stopping"))
 
     async def _write(self, batch: _Batch) -> None:
         started = time.perf_counter()

@@ -63,6 +63,21 @@ class BrokenPublisher(RecordingPublisher):
         raise RuntimeError("channel gone")
 
 
+class StuckPublisher(RecordingPublisher):
+    """Never answers (a broker that stopped confirming); ``entered`` is set once it is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+
+    async def publish_each(
+        self, messages: Sequence[Message], *, routing_key: str
+    ) -> list[PublishError | None]:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
 def _mail(publisher: RecordingPublisher) -> TransactionalMail:
     links = Links(public_url="http://127.0.0.1", signer=TokenSigner("k" * 48))
     return TransactionalMail(links=links, publisher=publisher, public_url="http://127.0.0.1")
@@ -243,6 +258,27 @@ async def test_a_publisher_that_fails_whole_answers_unavailable_and_frees_every_
         assert all(isinstance(r, MailQueueUnavailable) for r in results), results
         for email in emails:
             assert await _rows(engine, email) == (1, "pending", 1, ["en"], False)
+    finally:
+        await engine.dispose()
+
+
+async def test_stopping_in_the_middle_of_a_batch_leaves_no_signup_waiting(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    publisher = StuckPublisher()
+    try:
+        batcher = GroupCommit(
+            engine=engine, sessions=session_factory(engine), confirmation_interval_s=3600
+        )
+        batcher.start()
+        call = asyncio.ensure_future(
+            batcher.sign_up(mail=_mail(publisher), request=_request(unique_address("gc-stop")))
+        )
+        await asyncio.wait_for(publisher.entered.wait(), timeout=60)
+        await batcher.stop()
+        with pytest.raises(MailQueueUnavailable):
+            await asyncio.wait_for(call, timeout=60)
     finally:
         await engine.dispose()
 
