@@ -26,6 +26,7 @@ from services.subscription.body_limit import BodyLimitMiddleware
 from services.subscription.components import Components
 from services.subscription.feedback.consumer import FeedbackConsumer
 from services.subscription.form_guard import CsrfGuard, TimeTrap
+from services.subscription.group_commit import GroupCommit, OneByOne, SignupWriter
 from services.subscription.link_tokens import LinkTokenReader
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.metrics import SubscriptionMetrics
@@ -36,9 +37,10 @@ from services.subscription.publication import Publication
 from services.subscription.request_log import RequestLogMiddleware
 from services.subscription.routes import admin_api, bounces, health, links, signup
 from services.subscription.timing import ResponseFloor
+from shared.db.engine import is_sqlite
 from shared.links import Links
 from shared.rate_limit import SlidingWindowLimiter
-from shared.resources import open_resources
+from shared.resources import Resources, open_resources
 from shared.settings import Settings
 from shared.tokens import TokenSigner
 
@@ -103,6 +105,16 @@ def build_components(
     )
 
 
+def _signup_writer(settings: Settings, policy: SignupPolicy, resources: Resources) -> SignupWriter:
+    """Group commit on PostgreSQL (a rush shares transactions), one by one on SQLite."""
+    interval = policy.confirmation_interval_s
+    if policy.signup_group_commit and not is_sqlite(settings.database_url):
+        return GroupCommit(
+            engine=resources.engine, sessions=resources.sessions, confirmation_interval_s=interval
+        )
+    return OneByOne(sessions=resources.sessions, confirmation_interval_s=interval)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -140,6 +152,10 @@ def create_app(
             app.state.mail = TransactionalMail(
                 links=components.links, publisher=publisher, public_url=settings.public_url
             )
+            app.state.signups = _signup_writer(settings, components.policy, resources)
+            if isinstance(app.state.signups, GroupCommit):
+                app.state.signups.start()
+                stack.push_async_callback(app.state.signups.stop)
             # The archive's paths go on to the renderer: readers see one origin.
             archive_client = await stack.enter_async_context(ArchiveForwarder.client_for(settings))
             app.state.archive = ArchiveForwarder(archive_client)

@@ -6,6 +6,9 @@ with the signed links the mail must show, and waits for the broker's confirm.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import aio_pika
@@ -22,6 +25,31 @@ log = structlog.get_logger(__name__)
 
 class CommandPublisher(Protocol):
     async def publish(self, message: Message, *, routing_key: str) -> None: ...
+
+
+class BatchPublisher(CommandPublisher, Protocol):
+    async def publish_each(
+        self, messages: Sequence[Message], *, routing_key: str
+    ) -> Sequence[BaseException | None]: ...
+
+
+_NOT_PUBLISHED = (
+    PublishError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class ConfirmationTo:
+    """One recipient of :meth:`TransactionalMail.request_confirmations`."""
+
+    subscriber_id: int
+    email: str
+    email_hash: str
+    language: Language
 
 
 class TransactionalMail:
@@ -65,13 +93,7 @@ class TransactionalMail:
         )
         try:
             await self._publisher.publish(command, routing_key=RENDER_TRANSACTIONAL)
-        except (
-            PublishError,
-            aio_pika.exceptions.AMQPError,
-            aio_pika.exceptions.ChannelInvalidStateError,
-            OSError,
-            TimeoutError,
-        ) as err:
+        except _NOT_PUBLISHED as err:
             log.error(
                 "mail_command_not_published",
                 kind=kind,
@@ -86,3 +108,56 @@ class TransactionalMail:
             language=language,
             message_id=command.message_id,
         )
+
+    async def request_confirmations(self, recipients: Sequence[ConfirmationTo]) -> list[bool]:
+        """Publish the confirmation commands of a batch of signups together (one wait for all
+        the confirms); return, per recipient, whether the broker took its command.
+
+        A publisher without ``publish_each`` (a test's fake) gets them one by one."""
+        commands = [
+            RenderTransactional(
+                kind="confirmation",
+                language=r.language,
+                subscriber_id=r.subscriber_id,
+                to=r.email,
+                links=self.links_for(
+                    "confirmation",
+                    subscriber_id=r.subscriber_id,
+                    email_hash=r.email_hash,
+                    language=r.language,
+                ),
+            )
+            for r in recipients
+        ]
+        publisher = self._publisher
+        outcomes: Sequence[BaseException | None]
+        try:
+            if hasattr(publisher, "publish_each"):
+                batch: BatchPublisher = publisher  # type: ignore[assignment]
+                outcomes = await batch.publish_each(commands, routing_key=RENDER_TRANSACTIONAL)
+            else:
+                outcomes = await asyncio.gather(
+                    *(publisher.publish(c, routing_key=RENDER_TRANSACTIONAL) for c in commands),
+                    return_exceptions=True,
+                )
+        except _NOT_PUBLISHED as err:  # the channel itself is gone: none was taken
+            outcomes = [err] * len(commands)
+        queued: list[bool] = []
+        for command, outcome in zip(commands, outcomes, strict=True):
+            if outcome is None:
+                log.info(
+                    "mail_requested",
+                    kind="confirmation",
+                    subscriber_id=command.subscriber_id,
+                    language=command.language,
+                    message_id=command.message_id,
+                )
+            else:
+                log.error(
+                    "mail_command_not_published",
+                    kind="confirmation",
+                    subscriber_id=command.subscriber_id,
+                    error=type(outcome).__name__,
+                )
+            queued.append(outcome is None)
+        return queued

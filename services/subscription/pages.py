@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
-from services.subscription.form_guard import CSRF_COOKIE, CsrfGuard
+from services.subscription.form_guard import CSRF_COOKIE, CsrfGuard, CsrfPair
 from services.subscription.i18n import load_translations, page_environments
 from services.subscription.languages import LANGUAGE_NAMES, choose_language
 from services.subscription.publication import SAMPLE_NAME, Publication
@@ -52,6 +52,7 @@ class Pages:
             **SECURITY_HEADERS,
             "Content-Security-Policy": CSP_TEMPLATE.format(logo=f" {origin}" if origin else ""),
         }
+        self._static: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
 
     @property
     def content_security_policy(self) -> str:
@@ -105,6 +106,17 @@ class Pages:
                 **context,
             )
         )
+        return self._response(html, pair, lang=lang, status_code=status_code, headers=headers)
+
+    def _response(
+        self,
+        html: str,
+        pair: CsrfPair,
+        *,
+        lang: str,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> HTMLResponse:
         response = HTMLResponse(
             html,
             status_code=status_code,
@@ -120,6 +132,26 @@ class Pages:
                 path="/",
             )
         return response
+
+    def posted_message(
+        self, request: Request, *, lang: str, heading: str, paragraphs: list[str]
+    ) -> HTMLResponse:
+        """:meth:`message` for the answer to a POST, rendered once per language and path.
+
+        ``message.html`` shows no CSRF field, and after a POST the language links carry no
+        token, so the page depends only on these; the CSRF cookie is still set per request.
+        The signup's "check your inbox" page is rendered for every signup of a rush.
+        """
+        key = (lang, request.url.path, heading, tuple(paragraphs))
+        html = self._static.get(key)
+        if html is None or request.method != "POST":
+            rendered = self.message(request, lang=lang, heading=heading, paragraphs=paragraphs)
+            if request.method == "POST" and len(self._static) < 64:
+                self._static[key] = bytes(rendered.body).decode()
+            return rendered
+        return self._response(
+            html, self._csrf.pair_for(request.cookies.get(CSRF_COOKIE)), lang=lang
+        )
 
     def message(
         self,

@@ -29,6 +29,9 @@ class SignupPolicy(BaseSettings):
     # A welcome mail after confirming (NEWSLETTER_WELCOME_MAIL). The demo turns it off so that
     # its Maildir holds exactly the two mails of the path it shows: confirmation and issue.
     welcome_mail: bool = True
+    # Concurrent signups of a process written in one transaction and one batch of publisher
+    # confirms (services/subscription/group_commit.py; PostgreSQL only). Off: one by one.
+    signup_group_commit: bool = True
 
 
 def load_policy() -> SignupPolicy:

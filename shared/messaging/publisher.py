@@ -7,7 +7,7 @@ back as a silent return. Channels opened here set it, and every publish is ``man
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import aio_pika
 import aiormq
@@ -133,3 +133,48 @@ class Publisher:
                 f"{routing_key}: {len(failures)} of {len(results)} messages not confirmed: "
                 f"{failures[0]!r}"
             ) from failures[0]
+
+    async def publish_each(
+        self,
+        messages: Sequence[Message],
+        *,
+        routing_key: str,
+        exchange: str = COMMANDS,
+        timeout: float = 10.0,
+    ) -> list[PublishError | None]:
+        """Pipeline a batch like :meth:`publish_many`, but answer for each message: None if
+        the broker confirmed it, else the :class:`PublishError` (nack, return, no confirm
+        within ``timeout``). For callers that promise something per message (a signup page)."""
+        await self._exchange(exchange)
+        channel = await self._channel.get_underlay_channel()
+        futures = [
+            asyncio.ensure_future(
+                channel.basic_publish(
+                    m.model_dump_json().encode(),
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=_properties(m),
+                    mandatory=True,
+                )
+            )
+            for m in messages
+        ]
+        if futures:
+            _, late = await asyncio.wait(futures, timeout=timeout)
+            for future in late:
+                future.cancel()
+            # A cancelled task is done only once it has run again: wait for that.
+            await asyncio.gather(*late, return_exceptions=True)
+        outcomes: list[PublishError | None] = []
+        for future in futures:
+            if future.cancelled() or not future.done():
+                outcomes.append(PublishError(f"{routing_key}: no publisher confirm in {timeout}s"))
+                continue
+            err = future.exception()
+            if err is None:
+                outcomes.append(None)
+                continue
+            failure = PublishError(f"{routing_key}: broker did not take the message: {err!r}")
+            failure.__cause__ = err
+            outcomes.append(failure)
+        return outcomes

@@ -24,9 +24,10 @@ from services.subscription.form_guard import (
     HONEYPOT_FIELD,
     STAMP_FIELD,
 )
+from services.subscription.group_commit import SignupWriter
 from services.subscription.languages import clean_languages
 from services.subscription.reading_times import OFFERED_ZONES, TIME_ZONE_SCRIPT, clean_time_zone
-from services.subscription.signup import SignupOutcome, SignupRequest, sign_up
+from services.subscription.signup import SignupOutcome, SignupRequest
 
 router = APIRouter(tags=["pages"])
 log = structlog.get_logger(__name__)
@@ -109,8 +110,8 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
         )
     shown_at = datetime.now(UTC) - timedelta(seconds=age)
     try:
-        result = await sign_up(
-            sessions=request.app.state.sessions,
+        signups: SignupWriter = request.app.state.signups
+        result = await signups.sign_up(
             mail=mail,
             request=SignupRequest(
                 address=address,
@@ -123,7 +124,6 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
                 shown_at=shown_at,
                 time_zone=clean_time_zone(_field(form, "time_zone", 64)),
             ),
-            confirmation_interval_s=policy.confirmation_interval_s,
         )
     except MailQueueUnavailable:
         return pages.message(
@@ -186,7 +186,7 @@ def _refusal(
 
 
 def _done_page(request: Request, components: ComponentsDep, lang: str) -> HTMLResponse:
-    return components.pages.message(
+    return components.pages.posted_message(
         request,
         lang=lang,
         heading=texts.SIGNUP_DONE_HEADING,
