@@ -280,15 +280,12 @@ class Reconciler:
             command = scheduler.plan_command(send).model_copy(
                 update={"message_id": f"replan-{uuid.uuid4().hex}"}
             )
-            with structlog.contextvars.bound_contextvars(send_id=ident):
-                try:
-                    await self._planner.publisher.publish(command, routing_key=PLAN_SEND)
-                except PublishError as err:  # taken again once stale again
-                    log.warning("planning_redrive_unpublished", error=str(err)[:300])
-                    continue
-                log.warning(
-                    "planning_redriven", reason="no planning progress", segments=command.segments
-                )
+            try:
+                await self._planner.publisher.publish(command, routing_key=PLAN_SEND)
+            except PublishError as err:  # taken again once stale again
+                log.warning("planning_redrive_unpublished", send_id=ident, error=str(err)[:300])
+                continue
+            log.warning("planning_redriven", send_id=ident, reason="no planning progress")
             replanned += 1
         if self._metrics is not None:
             self._metrics.planning_recoveries.labels("replanned").inc(replanned)
