@@ -221,7 +221,8 @@ class Planner:
         await message.ack()
 
     async def plan(self, job: PlanSend) -> None:
-        """Plan (or resume planning) one send; returns when every row is queued."""
+        """Plan (or resume planning) one send; returns when every row is written and relayed
+        (or left in the outbox, if the broker refused it)."""
         send = await self._open_send(job)
         status = send.status
         if status == SendStatus.SCHEDULED:  # planned when due (services/dispatcher/scheduler.py)
