@@ -14,12 +14,26 @@ from pathlib import Path
 
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.planner import Planner
+from services.dispatcher.reconciler import Reconciler
+from services.dispatcher.settings import DispatcherSettings
+from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
 from shared.db.tables.subscribers import Subscriber
 from shared.db.tables.timestamps import utcnow
-from shared.messaging.topology import COMMANDS, DELIVER_ISSUE, DISPATCHER_DELIVERIES, connect
+from shared.messaging.publisher import Publisher
+from shared.messaging.schemas import PlanSend, decode
+from shared.messaging.topology import (
+    COMMANDS,
+    DELIVER_ISSUE,
+    DISPATCHER_DELIVERIES,
+    DISPATCHER_PLANNER,
+    connect,
+)
 from tests.support import dispatch_seed
 from tests.support.own_database import OwnDatabase
 from tests.support.test_mta import ScriptedMta
@@ -206,3 +220,83 @@ async def test_a_send_left_in_planning_without_its_plan_send_is_re_planned_and_f
     assert copies == dict.fromkeys(addresses, 1), "every reader mailed once"
     assert scheduled.status == "scheduled", "a scheduled send is not stuck"
     assert busy.status == "planning", "a send still being planned was left to its planner"
+
+
+async def test_a_stalled_send_is_re_planned_once_with_the_plan_its_row_records(
+    vhost_url: str, own_database_url: str, tmp_path: Path
+) -> None:
+    """The re-published ``PlanSend`` carries what the send row holds (segments, fallbacks,
+    intent, test address, local hour); the claim makes a second pass publish nothing."""
+    engine = create_engine(own_database_url)
+    sessions = session_factory(engine)
+    issue_id, test_id = str(uuid.uuid4()), str(uuid.uuid4())
+    hour_ago = utcnow() - timedelta(hours=1)
+    connection = await connect(vhost_url)
+    try:
+        async with sessions() as session:
+            session.add(
+                Send(
+                    id=issue_id,
+                    issue_key="w51",
+                    languages="ru,be",
+                    fallbacks="be=ru",
+                    intent="only_new",
+                    local_time="09:00",
+                    status="planning",
+                    created_at=hour_ago,
+                    started_at=hour_ago,
+                )
+            )
+            session.add(
+                Send(
+                    id=test_id,
+                    issue_key="w51",
+                    languages="en",
+                    intent="test",
+                    test_to="editor@example.org",
+                    status="planning",
+                    created_at=hour_ago,
+                )
+            )
+            await session.commit()
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url,
+            database_url=own_database_url,
+            smtp_url="smtp://127.0.0.1:1",
+            tmp_path=tmp_path,
+        )
+        assert isinstance(settings, DispatcherSettings)
+        registry = CollectorRegistry()
+        metrics = DispatcherMetrics.create(registry)
+        planner = Planner(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            publisher=await Publisher.open(connection),
+            raw_channel=None,
+            metrics=metrics,
+        )
+        first = await Reconciler(engine=engine, planner=planner, metrics=metrics).reconcile()
+        again = await Reconciler(engine=engine, planner=planner, metrics=metrics).reconcile()
+        channel = await connection.channel()
+        queue = await channel.declare_queue(DISPATCHER_PLANNER.name, passive=True)
+        commands: dict[str, PlanSend] = {}
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            command = decode(PlanSend, message.body)
+            assert command.send_id not in commands, f"{command.send_id} published twice"
+            commands[command.send_id] = command
+    finally:
+        await connection.close()
+        await engine.dispose()
+    assert (first.replanned, again.replanned) == (2, 0)
+    replanned = registry.get_sample_value(
+        "newsletter_planning_recoveries_total", {"event": "replanned"}
+    )
+    assert replanned == 2, f"metric says {replanned}"
+    issue, test = commands[issue_id], commands[test_id]
+    assert (issue.issue_key, issue.segments, issue.fallbacks) == ("w51", ["ru", "be"], {"be": "ru"})
+    assert issue.intent == "only_new"
+    assert issue.test_to is None
+    assert issue.schedule is not None
+    assert issue.schedule.local_time == "09:00"
+    assert (test.segments, test.test_to) == (["en"], "editor@example.org")
