@@ -15,6 +15,7 @@ class DispatcherMetrics:
     confirms: Counter
     test_deliveries: Counter
     redriven: Counter
+    planning_recoveries: Counter
 
     def delivery(self, outcome: str, language: str, domain: str, *, test: bool) -> None:
         """Count one delivery outcome; a test send's ("[TEST]" to one address) apart."""
@@ -60,6 +61,14 @@ class DispatcherMetrics:
                 "Deliveries the reconciler published again because their job was gone "
                 "(lost_job) or their claimer's lease ended (lease_expired).",
                 ["reason"],
+                registry=registry,
+            ),
+            planning_recoveries=Counter(
+                "newsletter_planning_recoveries_total",
+                "Faults the planning of a send got over: relay_failed (the broker did not take "
+                "a batch while planning; it waits in the outbox) and replanned (a send stuck in "
+                "planning whose PlanSend the reconciler published again).",
+                ["event"],
                 registry=registry,
             ),
         )

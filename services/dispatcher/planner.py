@@ -15,7 +15,12 @@ takes pending rows in batches, marks them ``queued`` with a deadline (by when th
 have been consumed) and publishes them with publisher confirms; a batch the broker refuses goes
 back to ``pending``. A planner that dies anywhere in between leaves its ``PlanSend`` unacked;
 the broker redelivers it and the planner picks up where the ledger says it was: rows already
-written are skipped, pending rows are published. A crash after the ``queued`` commit but before
+written are skipped, pending rows are published. A relay the broker refuses (no route, no
+confirm in time) does not fail the ``PlanSend``: its batch goes back to ``pending`` and planning
+goes on, so every row is written; the rows wait in the outbox for the next relay (the outbox
+sweeper's, once the send runs). A ``PlanSend`` lost all the same (purged, dead-lettered) leaves
+the send in ``planning``: the reconciler publishes it again once the planning has made no
+progress for ``dispatch_planning_stale_s``. A crash after the ``queued`` commit but before
 the confirms leaves that one batch queued without jobs, with the short deadline of an
 unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it then (see
 :mod:`services.dispatcher.reconciler`).
@@ -221,7 +226,8 @@ class Planner:
         await message.ack()
 
     async def plan(self, job: PlanSend) -> None:
-        """Plan (or resume planning) one send; returns when every row is queued."""
+        """Plan (or resume planning) one send; returns when every row is written and relayed
+        (or left in the outbox, if the broker refused it)."""
         send = await self._open_send(job)
         status = send.status
         if status == SendStatus.SCHEDULED:  # planned when due (services/dispatcher/scheduler.py)
@@ -243,7 +249,7 @@ class Planner:
                 if await self._cancelled(job.send_id):
                     log.info("plan_cancelled")
                     return
-        await self.relay(job.send_id)
+        await self._relay_while_planning(job.send_id)
         await self._finish_planning(job.send_id)
 
     async def _open_send(self, job: PlanSend) -> Send:
@@ -351,7 +357,19 @@ class Planner:
                 await session.commit()
             after = last
             # Publish as we go, so that workers start while the rest is still being planned.
-            await self.relay(job.send_id)
+            await self._relay_while_planning(job.send_id)
+
+    async def _relay_while_planning(self, send_id: str) -> None:
+        """Relay what is pending; a broker that does not take the jobs does not stop the
+        planning. The batch it refused is back in the outbox (``pending``): the next page's
+        relay, the outbox sweeper or the reconciler publishes it once the send runs. Failing
+        the ``PlanSend`` instead would have it redelivered until its delivery limit dead-letters
+        it, with the rest of the audience never written."""
+        try:
+            await self.relay(send_id)
+        except PublishError as err:
+            self.metrics.planning_recoveries.labels("relay_failed").inc()
+            log.warning("planning_relay_failed", error=str(err)[:300])
 
     async def relay(self, send_id: str) -> int:
         """Publish every pending row of the send that is due, batch by batch, and mark it

@@ -16,6 +16,14 @@ retry falls due before that):
    ``redriven``: the server may have taken that mail already, the in-flight window of a
    killed process;
 
+4. sends stuck in ``planning`` (their ``PlanSend`` purged or dead-lettered: nothing else
+   resumes them) whose planning has made no progress for ``dispatch_planning_stale_s`` (no
+   delivery row of the send created since, nor the send created, started or re-driven) get
+   their ``PlanSend`` published again, built from the send row (``scheduler.plan_command``),
+   counted in ``newsletter_planning_recoveries_total{event="replanned"}``: a re-plan skips
+   the rows already written and the relay publishes each pending row once. A ``scheduled``
+   send is not stuck: the scheduler starts it when due;
+
 then the planner's relay publishes the outbox rows of those sends (confirms first, then
 ``queued`` with a new deadline). A relay that fails (the broker cannot take the jobs) leaves
 them ``pending``: the next pass tries again, and the receiving server sees nothing meanwhile.
@@ -30,12 +38,16 @@ always means lost jobs.
 
 Several dispatchers may reconcile at once: rows are taken by conditional ``UPDATE``s (the
 status and the deadline are checked again), on PostgreSQL through a ``FOR UPDATE SKIP LOCKED``
-selection, so each row is re-driven by one of them.
+selection, so each row is re-driven by one of them. A stuck send is taken the same way, by
+setting its ``start_requested_at`` (the time its ``PlanSend`` was last published): the
+dispatcher that sets it publishes, and the send is not stale again before another
+``dispatch_planning_stale_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,12 +57,13 @@ import structlog
 from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.dispatcher import ledger
+from services.dispatcher import ledger, scheduler
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.planner import Planner
-from shared.db.tables.deliveries import DeliveryStatus, SendStatus
+from shared.db.tables.deliveries import DeliveryStatus, Send, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 from shared.messaging.publisher import PublishError
+from shared.messaging.topology import PLAN_SEND
 from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -79,6 +92,33 @@ _LEASE_GONE = (
     "SELECT 1 FROM dispatcher_process p WHERE p.id = {t}.claimed_by "
     "AND p.seen_at >= :alive_after)))"
 )
+
+
+# A send in planning that has shown no sign of life since ``:cutoff``.
+_PLANNING_STALLED = (
+    "{t}.status = :planning AND {t}.created_at < :cutoff "
+    "AND ({t}.started_at IS NULL OR {t}.started_at < :cutoff) "
+    "AND ({t}.start_requested_at IS NULL OR {t}.start_requested_at < :cutoff) "
+    "AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.send_id = {t}.id "
+    "AND d.created_at >= :cutoff)"
+)
+
+
+def _replan_statement(*, one_send: bool, skip_locked: bool) -> TextClause:
+    """Take stalled planning sends (``start_requested_at`` = now); returns their ids. As in
+    :func:`_take_statement`, the outer ``WHERE`` checks again."""
+    sends = "s.id = :send_id AND " if one_send else ""
+    lock = " FOR UPDATE OF s SKIP LOCKED" if skip_locked else ""
+    # The conditions and the clauses are constants of this module, never input.
+    sql = (
+        "UPDATE send SET start_requested_at = :now WHERE id IN ("  # noqa: S608
+        f"SELECT s.id FROM send s WHERE {sends}{_PLANNING_STALLED.format(t='s')} "
+        f"ORDER BY s.created_at LIMIT :limit{lock}) "
+        f"AND {_PLANNING_STALLED.format(t='send')} RETURNING id"
+    )
+    return text(sql).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("cutoff", type_=UTCDateTime())
+    )
 
 
 def _take_statement(condition: str, order: str, *, one_send: bool, skip_locked: bool) -> TextClause:
@@ -116,6 +156,7 @@ class ReconcileReport:
     queue_depth: int | None = None  # ready jobs in dispatcher.deliveries, if known
     relay_failed: int = 0  # sends whose jobs the broker did not take (left pending)
     backlog_kept: bool = False  # queued rows past deadline left alone: the queue holds them
+    replanned: int = 0  # sends stuck in planning whose PlanSend was published again
     sends: Counter[str] = field(default_factory=Counter)  # rows moved back, by send
 
     @property
@@ -143,6 +184,7 @@ class Reconciler:
         self._grace = timedelta(seconds=settings.dispatch_reconcile_grace_s)
         self._batch = settings.dispatch_reconcile_batch
         self._owner_stale = timedelta(seconds=settings.dispatch_owner_stale_s)
+        self._planning_stale = timedelta(seconds=settings.dispatch_planning_stale_s)
         self._skip_locked = engine.dialect.name == "postgresql"
         self._task: asyncio.Task[None] | None = None
 
@@ -202,7 +244,9 @@ class Reconciler:
                     report.relay_failed += 1
                     log.warning("outbox_relay_failed", error=str(err)[:300])
         report.finished = await self._finish_idle_sends(send_id)
-        if report.sends or report.finished:
+        planning_cutoff = now + _FAR_FUTURE if force else now - self._planning_stale
+        report.replanned = await self._replan_stalled(send_id, cutoff=planning_cutoff)
+        if report.sends or report.finished or report.replanned:
             log.info(
                 "ledger_reconciled",
                 due_retries=report.due_retries,
@@ -210,8 +254,42 @@ class Reconciler:
                 expired_leases=report.expired_leases,
                 published=report.published,
                 finished=report.finished,
+                replanned=report.replanned,
             )
         return report
+
+    async def _replan_stalled(self, send_id: str | None, *, cutoff: datetime) -> int:
+        """Publish again the ``PlanSend`` of each send stuck in planning since ``cutoff``."""
+        statement = _replan_statement(one_send=send_id is not None, skip_locked=self._skip_locked)
+        params: dict[str, object] = {
+            "planning": str(SendStatus.PLANNING),
+            "cutoff": cutoff,
+            "now": self._clock(),
+            "limit": self._batch,
+        }
+        if send_id is not None:
+            params["send_id"] = send_id
+        async with self._engine.begin() as connection:
+            taken = [str(row[0]) for row in await connection.execute(statement, params)]
+        replanned = 0
+        for ident in taken:
+            async with self._planner.sessions() as session:
+                send = await session.get(Send, ident)
+            if send is None:
+                continue
+            command = scheduler.plan_command(send).model_copy(
+                update={"message_id": f"replan-{uuid.uuid4().hex}"}
+            )
+            try:
+                await self._planner.publisher.publish(command, routing_key=PLAN_SEND)
+            except PublishError as err:  # taken again once stale again
+                log.warning("planning_redrive_unpublished", send_id=ident, error=str(err)[:300])
+                continue
+            log.warning("planning_redriven", send_id=ident, reason="no planning progress")
+            replanned += 1
+        if self._metrics is not None:
+            self._metrics.planning_recoveries.labels("replanned").inc(replanned)
+        return replanned
 
     async def _queue_may_have_lost_jobs(self, report: ReconcileReport) -> bool:
         """False while the work queue may hold a job for every queued row."""

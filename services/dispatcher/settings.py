@@ -68,6 +68,9 @@ class DispatcherSettings(Settings):
     dispatch_reconcile_s: float = 2.0  # how often the reconciler looks (due retries, lost jobs)
     dispatch_reconcile_grace_s: float = 10.0
     dispatch_reconcile_batch: int = 1000  # rows taken per statement
+    # A send in planning with no new delivery row for this long (its PlanSend lost: purged,
+    # dead-lettered) has its PlanSend published again by the reconciler.
+    dispatch_planning_stale_s: float = 120.0
     # Planner
     dispatch_planner_batch: int = 1000
     # How often pending rows of running sends (a paused send's jobs, parked) are published again
