@@ -33,6 +33,7 @@ UNAVAILABLE_TEXT = N_("We could not process your request just now. Please try ag
 BACK_TO_FORM = N_("Back to the signup form")
 CONFIRM_HEADING = N_("Confirm your subscription")
 CONFIRM_TEXT = N_("Press the button to confirm your subscription to the Weekly Digest.")
+CONFIRM_TEXT_NAMED = N_("Press the button to confirm your subscription to %(name)s.")
 CONFIRM_BUTTON = N_("Confirm my subscription")
 CONFIRMED_HEADING = N_("Your subscription is confirmed")
 CONFIRMED_TEXT = N_("Thank you. The next edition will reach you.")
@@ -49,6 +50,22 @@ RESENT_TEXT = N_(
 )
 UNSUBSCRIBE_HEADING = N_("Unsubscribe")
 UNSUBSCRIBE_TEXT = N_("Press the button to stop receiving the Weekly Digest.")
+UNSUBSCRIBE_TEXT_NAMED = N_("Press the button to stop receiving %(name)s.")
+CONSENT_TEXT = N_(
+    "We will send you the Weekly Digest in the languages you choose. You can unsubscribe at "
+    "any time with the link in every mail."
+)
+CONSENT_TEXT_NAMED = N_(
+    "We will send you %(name)s in the languages you choose. You can unsubscribe at any time "
+    "with the link in every mail."
+)
+# Sentences that name the publication: the sample's wording (its name declined in be/ru) while
+# the publication is the sample, the named form with the publication's own name otherwise.
+NAMED = {
+    CONFIRM_TEXT: CONFIRM_TEXT_NAMED,
+    UNSUBSCRIBE_TEXT: UNSUBSCRIBE_TEXT_NAMED,
+    CONSENT_TEXT: CONSENT_TEXT_NAMED,
+}
 UNSUBSCRIBE_BUTTON = N_("Unsubscribe")
 PREFERENCES_INSTEAD = N_("Change my editions instead")
 UNSUBSCRIBED_HEADING = N_("You are unsubscribed")

@@ -64,6 +64,14 @@ class Pages:
         name = self._publication.name
         return self.text(lang, name) if name == SAMPLE_NAME else name
 
+    def naming_text(self, lang: str, message: str, named: str) -> str:
+        """A sentence naming the publication: ``message`` (the sample's own wording) for the
+        sample, ``named`` with the publication's name otherwise."""
+        name = self._publication.name
+        if name == SAMPLE_NAME:
+            return self.text(lang, message)
+        return self.text(lang, named) % {"name": name}
+
     def language(self, request: Request, explicit: str | None = None) -> str:
         return choose_language(
             explicit or request.query_params.get("lang"), request.headers.get("accept-language")

@@ -59,3 +59,31 @@ def test_a_publication_set_in_the_environment_is_shown_as_set(
 def test_a_logo_url_must_be_a_web_address() -> None:
     with pytest.raises(SettingsError, match="NEWSLETTER_LOGO_URL"):
         load_settings(mode="test", logo_url="javascript:alert(1)")
+
+
+def test_sentences_that_name_the_publication_use_its_own_name_once_it_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.subscription import page_texts as texts
+
+    sample = _pages(Publication.from_settings(load_settings(mode="test")))
+    assert "Штотыднёвы дайджэст" in sample.naming_text(
+        "be", texts.UNSUBSCRIBE_TEXT, texts.UNSUBSCRIBE_TEXT_NAMED
+    )
+    monkeypatch.setenv("NEWSLETTER_PUBLICATION_NAME", "Belarus Review")
+    own = _pages(Publication.from_settings(load_settings(mode="test")))
+    for lang, expected in [
+        ("en", "Press the button to stop receiving Belarus Review."),
+        ("be", "Націсніце кнопку, каб больш не атрымліваць «Belarus Review»."),
+        ("ru", "Нажмите кнопку, чтобы больше не получать «Belarus Review»."),
+    ]:
+        assert (
+            own.naming_text(lang, texts.UNSUBSCRIBE_TEXT, texts.UNSUBSCRIBE_TEXT_NAMED) == expected
+        )
+    for message, named in texts.NAMED.items():
+        for lang in ("en", "be", "ru"):
+            text = own.naming_text(lang, message, named)
+            assert "Belarus Review" in text
+            assert "Weekly Digest" not in text
+            assert "дайджэст" not in text
+            assert "дайджест" not in text

@@ -103,7 +103,9 @@ def _action_page(
         "action.html",
         lang=lang,
         heading=pages.text(lang, heading),
-        explanation=pages.text(lang, explanation),
+        explanation=pages.naming_text(lang, explanation, texts.NAMED[explanation])
+        if explanation in texts.NAMED
+        else pages.text(lang, explanation),
         action=action,
         button=pages.text(lang, button),
         token=token,

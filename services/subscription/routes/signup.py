@@ -57,6 +57,9 @@ def _form_page(
         email=email[:MAX_LENGTH],
         chosen=chosen if chosen is not None else [lang],
         form_stamp=components.time_trap.stamp(),
+        consent_text=components.pages.naming_text(
+            lang, texts.CONSENT_TEXT, texts.NAMED[texts.CONSENT_TEXT]
+        ),
         time_zones=OFFERED_ZONES,
         time_zone_script=TIME_ZONE_SCRIPT,
     )
