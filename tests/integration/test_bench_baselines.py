@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from benchmarks import baselines, dispatch
+from benchmarks import audience, baselines, dispatch
 from newsletter_cli.smtp_sink import MaildirHandler, SmtpSink
 from tests.support.ports import free_port
 
@@ -21,7 +21,7 @@ COUNT = 12
 
 def _messages() -> list[tuple[bytes, bool]]:
     return baselines.prebuilt_messages(
-        [(language, *dispatch._edition(language)) for language in dispatch.LANGUAGES],
+        [(language, *audience.edition(language)) for language in audience.LANGUAGES],
         secret=dispatch.SECRET,
         dkim_key=None,
     )

@@ -12,14 +12,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.addresses import address_domain, address_hash
-from shared.db.tables.deliveries import Delivery, Send
+from shared.db.tables.deliveries import RECEIVED_STATUSES, Delivery, Send
 from shared.db.tables.editions import Edition
 from shared.db.tables.subscribers import Subscriber, SubscriberLanguage
+from shared.db.tables.timestamps import UTCDateTime, utcnow
 from shared.messaging import placeholders
 
 SUBJECTS = {
@@ -276,20 +277,47 @@ async def wait_for_consumers(amqp_url: str, queue: str, count: int, timeout: flo
     await eventually(enough, timeout=timeout, what=f"{count} consumers on {queue}")
 
 
+# The reader's cadence (issue 17), as the planner applies it: other tests in the shared
+# database may leave a paused reader, or a monthly one who had an issue this month.
+_RECEIVED = ", ".join(f"'{status}'" for status in sorted(RECEIVED_STATUSES))
+_CADENCE_ALLOWS = (
+    "AND (s.cadence <> 'paused' OR s.paused_until IS NULL OR s.paused_until <= :now) "
+    "AND (s.cadence <> 'monthly' OR NOT EXISTS (SELECT 1 FROM delivery m "
+    "JOIN send ms ON ms.id = m.send_id WHERE m.subscriber_id = s.id "
+    "AND m.language = sl.language AND ms.test_to IS NULL AND m.created_at >= :month_start "
+    f"AND m.status IN ({_RECEIVED}))) "
+)
+
+
+def _cadence_params() -> dict[str, object]:
+    now = utcnow()
+    return {
+        "now": now,
+        "month_start": now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+    }
+
+
+def _with_cadence(sql: str) -> TextClause:
+    return text(sql).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("month_start", type_=UTCDateTime())
+    )
+
+
 async def expected_audience(
     sessions: async_sessionmaker[AsyncSession], segments: Iterable[str]
 ) -> set[str]:
     """Who a send to ``segments`` must reach: active, unsuppressed members of a segment."""
     async with sessions() as session:
         rows = await session.execute(
-            text(
+            _with_cadence(
                 "SELECT DISTINCT s.email FROM subscriber s "
                 "JOIN subscriber_language sl ON sl.subscriber_id = s.id "
                 "WHERE s.status = 'active' AND s.email IS NOT NULL AND sl.language IN "
                 "(" + ",".join(f"'{lang}'" for lang in segments) + ") "
                 "AND NOT EXISTS (SELECT 1 FROM suppression p "
-                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)"
-            )
+                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) " + _CADENCE_ALLOWS
+            ),
+            _cadence_params(),
         )
         return {str(r[0]) for r in rows}
 
@@ -301,14 +329,17 @@ async def expected_copies(
     is in (a reader of en and ru gets both editions)."""
     async with sessions() as session:
         rows = await session.execute(
-            text(
+            _with_cadence(
                 "SELECT s.email, COUNT(*) FROM subscriber s "
                 "JOIN subscriber_language sl ON sl.subscriber_id = s.id "
                 "WHERE s.status = 'active' AND s.email IS NOT NULL AND sl.language IN "
                 "(" + ",".join(f"'{lang}'" for lang in segments) + ") "
                 "AND NOT EXISTS (SELECT 1 FROM suppression p "
-                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) GROUP BY s.email"
-            )
+                "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL) "
+                + _CADENCE_ALLOWS
+                + "GROUP BY s.email"
+            ),
+            _cadence_params(),
         )
         return {str(r[0]): int(r[1]) for r in rows}
 

@@ -21,10 +21,13 @@ with their Message-ID, so tests count copies per recipient.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import random
 import re
 import socket
+import termios
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,13 +126,31 @@ class _Session(asyncio.Protocol):
             self.server.count("stalled_and_closed")
             self.transport.close()
 
+    def _close_once_data_waits(self, deadline: float) -> None:
+        """Close while part of the message sits unread in the kernel, so that the kernel answers
+        with a TCP reset. Closed with nothing unread (the rest still on its way, as on a busy
+        machine), the close would be a plain FIN after the client wrote the whole message: the
+        client must then take it that the server may have it (``unknown``), and the drop
+        would not be the fault this server stages."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        unread = array.array("i", [0])
+        fcntl.ioctl(transport.get_extra_info("socket").fileno(), termios.FIONREAD, unread)
+        loop = asyncio.get_running_loop()
+        if unread[0] > 0 or loop.time() > deadline:
+            transport.close()
+        else:
+            loop.call_later(0.005, self._close_once_data_waits, deadline)
+
     def _data_chunk(self) -> None:
         end = self.buffer.find(_END)
         if self.action == "drop_mid_data" and end < 0:
             # The final dot is not read yet: leave it unread and go away.
             self.server.count("dropped_mid_data")
             assert self.transport is not None
-            self.transport.close()
+            self.transport.pause_reading()
+            self._close_once_data_waits(asyncio.get_running_loop().time() + 10)
             return
         if end < 0:
             return
