@@ -351,7 +351,9 @@ def _queue_line(node: rabbit_nodes.RabbitNode, name: str) -> dict[str, int]:
     for line in out.splitlines():
         parts = line.split("\t")
         if parts[0] == name:
-            return {"messages": int(parts[1]), "memory": int(parts[2]), "bytes": int(parts[3])}
+            # A 3.10 quorum queue leaves message_bytes empty.
+            numbers = [int(part) if part.isdigit() else 0 for part in parts[1:4]]
+            return dict(zip(("messages", "memory", "message_bytes"), numbers, strict=True))
     raise RuntimeError(f"queue {name} not listed: {out!r}")
 
 
