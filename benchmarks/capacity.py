@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -430,6 +431,50 @@ async def run_capacity(
     return figures
 
 
+TARGET_RECIPIENTS = 1_000_000
+TARGET_SECONDS = 600.0
+UTILISATION = 0.5  # plan cores at half busy: headroom for retries, bursts, a lost node
+
+
+def model(
+    figures: dict[str, Any],
+    *,
+    recipients: int = TARGET_RECIPIENTS,
+    seconds: float = TARGET_SECONDS,
+    utilisation: float = UTILISATION,
+) -> dict[str, Any]:
+    """What the measured figures imply for ``recipients`` in ``seconds``, per variant.
+
+    Cores of a component = rate x CPU seconds per message / utilisation. A dispatcher is one
+    event loop (one core at most), so processes = rate / (utilisation / CPU per message).
+    Sizes scale linearly with the count: bytes per row or per job x recipients.
+    """
+    rate = recipients / seconds
+    out: dict[str, Any] = {"msgs_per_s_needed": round(rate, 1), "utilisation": utilisation}
+    for run in figures["runs"]:
+        cpu = run["cpu_ms_per_msg"]
+        cores = {name: round(rate * ms / 1000 / utilisation, 2) for name, ms in cpu.items()}
+        per_process = utilisation * 1000 / cpu["dispatcher"]
+        tables = run["tables"]
+        out[run["variant"]] = {
+            "cores": cores,
+            "dispatcher_msgs_per_s_per_process_at_utilisation": round(per_process, 1),
+            "dispatcher_processes": math.ceil(rate / per_process),
+            "postgres_bytes": {
+                name: round(table["bytes_per_row"] * recipients) for name, table in tables.items()
+            },
+            "wal_bytes": round(run["wal_bytes_per_msg"] * recipients),
+            "wal_bytes_per_s": round(run["wal_bytes_per_msg"] * rate),
+        }
+    if "queue_memory" in figures:
+        queues = figures["queue_memory"]
+        out["broker_memory_bytes_for_all_jobs_queued"] = {
+            kind: round(queues[kind]["node_memory_bytes_per_job"] * recipients)
+            for kind in ("classic", "quorum")
+        }
+    return out
+
+
 def summary(figures: dict[str, Any]) -> str:
     """A table of CPU ms per message per component, one row per variant."""
     columns = (
@@ -448,4 +493,5 @@ def summary(figures: dict[str, Any]) -> str:
             + " | ".join(str(cpu[c]) for c in columns)
             + f" | {run['wal_bytes_per_msg']} | {run['rss_mb_peak']} | {run['load_average_before']}"
         )
+    lines.append(f"model for {TARGET_RECIPIENTS} in {TARGET_SECONDS:.0f} s: {model(figures)}")
     return "\n".join(lines)

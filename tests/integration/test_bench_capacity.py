@@ -107,3 +107,6 @@ async def test_a_small_capacity_run_measures_every_component_on_its_own_servers(
     for kind in ("classic", "quorum"):
         assert figures["queue_memory"][kind]["messages"] == 500, figures["queue_memory"]
     assert "unsigned |" in capacity.summary(figures)
+    planned = capacity.model(figures)["unsigned"]
+    assert planned["dispatcher_processes"] >= 1
+    assert planned["postgres_bytes"]["delivery"] > 0
