@@ -8,16 +8,19 @@ of its own (:mod:`benchmarks.postgres_node`: its WAL and background processes ar
 only), then seeds N subscribers (:func:`benchmarks.dispatch._seed`), starts the fast SMTP sink
 and the dispatcher process(es), publishes ``PlanSend`` and waits for the send to be done.
 
-Around that send a :class:`~benchmarks.cpu_sampler.CpuSampler` reads, every
-``SAMPLE_EVERY_S``, utime+stime from ``/proc`` of: the dispatchers, the broker's process
-tree, the PostgreSQL backends serving the bench's database (``pg_stat_activity``, the
-monitor's own connection left out), the whole PostgreSQL server (backends plus the WAL
-writer, checkpointer, autovacuum), the SMTP sink, and this process (publisher and monitor).
-It also records the dispatchers' RSS against the number of deliveries sent, the WAL the
-server wrote (``pg_current_wal_lsn`` before and after), and afterwards the size of each table
-that grew with the audience (``pg_total_relation_size``). A last phase measures the broker's
-memory per queued ``DeliverIssue`` job on a classic and on a quorum queue of the same node
-(``erlang:memory(total)`` and ``rabbitmqctl list_queues messages memory message_bytes``).
+Around that send a :class:`~benchmarks.cpu_sampler.CpuSampler` reads, every ``SAMPLE_EVERY_S``,
+utime+stime from ``/proc`` of: the dispatchers, the broker's process tree, the PostgreSQL
+backends serving the bench's database (``pg_stat_activity``, the monitor's own connection left
+out), the whole PostgreSQL server (backends plus the WAL writer, checkpointer, autovacuum), the
+SMTP sink, and this process (publisher and monitor). Each component's idle rate (CPU per second
+over ``IDLE_S`` before the send, nothing to send) is read first: ``cpu_ms_per_msg`` is the
+whole CPU of the send over N, ``cpu_ms_per_msg_above_idle`` takes the idle rate times the
+send's duration off (on a starved machine a slow send pays its timers and heartbeats for
+longer). It also records the dispatchers' RSS against the number of deliveries sent, the WAL
+the server wrote (``pg_current_wal_lsn`` before and after), and afterwards the size of each
+table that grew with the audience (``pg_total_relation_size``). A last phase measures the
+broker's memory per queued ``DeliverIssue`` job on a classic and on a quorum queue of the same
+node (``erlang:memory(total)`` and ``rabbitmqctl list_queues messages memory message_bytes``).
 
 ``--variants unsigned,rsa,ed25519`` runs the send once per variant on the same servers (a
 fresh database each time), so the DKIM cost is read per message and per component.
@@ -54,6 +57,9 @@ from shared.messaging.topology import (
 )
 
 SAMPLE_EVERY_S = 0.25
+# Before the send, each component's CPU is read over this long with nothing to send: its idle
+# rate (timers, heartbeats, the reconciler, the broker's own ticks, this monitor's polling).
+IDLE_S = 5.0
 PROGRESS_EVERY_S = 1.0
 MONITOR_APP = "nl-capacity-monitor"
 VARIANTS = ("unsigned", "rsa", "ed25519")
@@ -245,6 +251,19 @@ async def _dispatchers(
                 await asyncio.wait_for(process.wait(), 30)
 
 
+async def _idle_rates(sampler: CpuSampler) -> dict[str, float]:
+    """CPU seconds per second of each group over IDLE_S with nothing to send."""
+    await sampler.begin()
+    started = time.perf_counter()
+    while time.perf_counter() - started < IDLE_S:
+        await asyncio.sleep(SAMPLE_EVERY_S)
+        await sampler.sample()
+    seconds = await sampler.end()
+    elapsed = time.perf_counter() - started
+    sampler.reset()
+    return {name: value / elapsed for name, value in seconds.items()}
+
+
 def _per_message(seconds: dict[str, float], count: int) -> dict[str, float]:
     return {name: round(value * 1000 / count, 3) for name, value in seconds.items()}
 
@@ -291,6 +310,7 @@ async def measure_send(
                             sink=sink.pid,
                             servers=servers,
                         )
+                        idle = await _idle_rates(sampler)
                         load = os.getloadavg()
                         wal_before = await _wal_lsn(monitor)
                         await sampler.begin()
@@ -331,6 +351,11 @@ async def measure_send(
         "load_average_after": [round(x, 2) for x in load_end],
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
         "cpu_ms_per_msg": _per_message(cpu, recipients),
+        # What the send added: the idle rate times the send's duration taken off.
+        "idle_cpu_share_of_a_core": {k: round(v, 3) for k, v in idle.items()},
+        "cpu_ms_per_msg_above_idle": _per_message(
+            {k: max(0.0, v - idle[k] * seconds) for k, v in cpu.items()}, recipients
+        ),
         "processes_counted": sampler.members(),
         "processes_exited_during_run": sampler.exited(),
         "wal_bytes": wal_after - wal_before,
@@ -452,8 +477,11 @@ def model(
     rate = recipients / seconds
     out: dict[str, Any] = {"msgs_per_s_needed": round(rate, 1), "utilisation": utilisation}
     for run in figures["runs"]:
-        cpu = run["cpu_ms_per_msg"]
-        cores = {name: round(rate * ms / 1000 / utilisation, 2) for name, ms in cpu.items()}
+        cpu = run.get("cpu_ms_per_msg_above_idle", run["cpu_ms_per_msg"])
+        cores = {
+            name: round(rate * cpu[name] / 1000 / utilisation, 2)
+            for name in ("dispatcher", "rabbitmq", "postgres_server", "smtp_sink")
+        }
         per_process = utilisation * 1000 / cpu["dispatcher"]
         tables = run["tables"]
         out[run["variant"]] = {

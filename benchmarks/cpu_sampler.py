@@ -73,6 +73,14 @@ class CpuSampler:
                     group.first[pid] = seconds
                 group.last[pid] = seconds
 
+    def reset(self) -> None:
+        """Forget every reading: the next :meth:`begin` starts a new phase."""
+        for group in self._groups.values():
+            group.first.clear()
+            group.last.clear()
+            group.exited.clear()
+        self._started = False
+
     async def begin(self) -> None:
         for group in self._groups.values():
             await self._read(group)

@@ -102,6 +102,8 @@ async def test_a_small_capacity_run_measures_every_component_on_its_own_servers(
         assert run["cpu_seconds"][component] > 0, f"{component} was measured at 0 CPU: {run}"
     assert run["cpu_seconds"]["postgres_server"] >= run["cpu_seconds"]["postgres_backends"]
     assert run["wal_bytes"] > 0
+    for component, ms in run["cpu_ms_per_msg_above_idle"].items():
+        assert 0 <= ms <= run["cpu_ms_per_msg"][component], (component, run)
     assert run["tables"]["delivery"]["rows"] == 300
     assert run["rss_mb_peak"] > run["rss_mb_idle"] * 0.5 > 0
     for kind in ("classic", "quorum"):
