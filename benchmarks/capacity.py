@@ -383,6 +383,18 @@ def _queue_line(node: rabbit_nodes.RabbitNode, name: str) -> dict[str, int]:
     raise RuntimeError(f"queue {name} not listed: {out!r}")
 
 
+async def _queue_line_when(
+    node: rabbit_nodes.RabbitNode, name: str, *, messages: int, timeout: float = 60.0
+) -> dict[str, int]:
+    """The queue's line once it lists every job (a quorum queue's figures lag its confirms)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = await asyncio.to_thread(_queue_line, node, name)
+        if line["messages"] >= messages or time.monotonic() > deadline:
+            return line
+        await asyncio.sleep(0.5)
+
+
 def _vm_memory(node: rabbit_nodes.RabbitNode) -> int:
     return int(node.ctl("eval", "erlang:memory(total).").strip())
 
@@ -415,9 +427,9 @@ async def measure_queue_memory(servers: Servers, *, jobs: int) -> dict[str, Any]
                         for _ in range(min(1000, jobs - start))
                     )
                 )
+            line = await _queue_line_when(node, name, messages=jobs)
             await asyncio.to_thread(node.ctl, "eval", "[garbage_collect(P) || P <- processes()].")
             after = _vm_memory(node)
-            line = await asyncio.to_thread(_queue_line, node, name)
             figures[kind] = {
                 **line,
                 "queue_memory_bytes_per_job": round(line["memory"] / max(line["messages"], 1), 1),
