@@ -1,4 +1,4 @@
-"""``newsletter bench render|dispatch|feedback|signups``: the benchmarks' commands (imports
+"""``newsletter bench render|dispatch|capacity|feedback|signups``: the benchmarks' commands (imports
 inside)."""
 
 from __future__ import annotations
@@ -77,6 +77,41 @@ def bench_dispatch(
                 dkim_algorithm=dkim_algorithm,
             )
         )
+    _print(figures, as_json=as_json)
+
+
+def bench_capacity(
+    *,
+    recipients: Annotated[int, typer.Option(help="Audience size (PostgreSQL).")] = 10_000,
+    variants: Annotated[
+        str, typer.Option(help="Comma-separated: unsigned, rsa (RSA-2048 DKIM), ed25519.")
+    ] = "unsigned",
+    connections: Annotated[int, typer.Option(help="SMTP connections per dispatcher.")] = 16,
+    processes: Annotated[int, typer.Option(help="Dispatcher processes on the queues.")] = 1,
+    queue_jobs: Annotated[
+        int, typer.Option(help="DeliverIssue jobs for the broker-memory probe (0: skip).")
+    ] = 20_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """CPU ms per message of the dispatcher, RabbitMQ, PostgreSQL and the sink; RSS; WAL; sizes."""
+    import uvloop
+
+    from benchmarks import capacity
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if not chosen or any(v not in capacity.VARIANTS for v in chosen):
+        raise typer.BadParameter("choose from unsigned, rsa, ed25519", param_hint="--variants")
+    figures = uvloop.run(
+        capacity.run_capacity(
+            recipients=recipients,
+            variants=chosen,
+            connections=connections,
+            processes=processes,
+            queue_jobs=queue_jobs,
+        )
+    )
+    if not as_json:
+        typer.echo(capacity.summary(figures))
     _print(figures, as_json=as_json)
 
 
