@@ -45,7 +45,7 @@ import aio_pika
 import asyncpg
 import psutil
 
-from benchmarks import dispatch, postgres_node, rabbit_nodes, scratch
+from benchmarks import audience, dispatch, postgres_node, rabbit_nodes, scratch
 from benchmarks.cpu_sampler import CpuSampler, PidSource, tree
 from shared.messaging.publisher import Publisher, to_amqp
 from shared.messaging.schemas import DeliverIssue, PlanSend
@@ -282,7 +282,7 @@ async def measure_send(
     amqp_url = servers.rabbit.amqp_url()
     dkim_key = None if variant == "unsigned" else dispatch._dkim_key(folder, variant)
     async with scratch.named_database(servers.postgres.admin_url, prefix="nlcap") as (name, url):
-        await dispatch._seed(url, recipients=recipients, send_id=send_id)
+        await audience.seed(url, recipients=recipients, send_id=send_id, issue_key="bench")
         monitor = await asyncpg.connect(url, server_settings={"application_name": MONITOR_APP})
         try:
             with dispatch._sink() as (smtp_url, sink):
@@ -319,7 +319,7 @@ async def measure_send(
                             PlanSend(
                                 send_id=send_id,
                                 issue_key="bench",
-                                segments=list(dispatch.LANGUAGES),
+                                segments=list(audience.LANGUAGES),
                             ),
                             routing_key=PLAN_SEND,
                         )
