@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,6 +31,7 @@ from shared.clock import Clock
 from shared.db.tables.deliveries import WarmupDomain
 from shared.db.tables.timestamps import UTCDateTime
 from shared.settings import Settings, parse_caps
+from shared.warmup_ramp import Ramp, day_start, ramp_today
 
 log = structlog.get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]
@@ -47,39 +48,12 @@ _CARRY = text(
     bindparam("next_day", type_=UTCDateTime()),
     bindparam("now", type_=UTCDateTime()),
 )
-_TODAY_ALL = text(
-    "SELECT email_domain, COUNT(*) FROM delivery WHERE kind = 'issue' AND queued_at >= :day_start "
-    "GROUP BY email_domain ORDER BY COUNT(*) DESC LIMIT 5"
-).bindparams(bindparam("day_start", type_=UTCDateTime()))
-
-
-@dataclass(frozen=True)
-class Ramp:
-    domain: str
-    day: int  # 1 on the first day
-    caps: tuple[int, ...]
-
-    @property
-    def cap(self) -> int | None:
-        """Today's cap per receiving domain; None once warm."""
-        return self.caps[self.day - 1] if 1 <= self.day <= len(self.caps) else None
-
-
-def day_start(now: datetime) -> datetime:
-    return datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
 
 
 async def ramp_of(sessions: Sessions, *, settings: Settings, now: datetime) -> Ramp | None:
     """The sender's warm-up ramp today, or None when its domain is not marked new."""
-    domain = settings.sender.domain.lower()
     async with sessions() as session:
-        row = await session.get(WarmupDomain, domain)
-    if row is None:
-        return None
-    caps = parse_caps(row.caps) if row.caps else settings.warmup_cap_list
-    return Ramp(
-        domain=domain, day=(now.astimezone(UTC).date() - row.started_on).days + 1, caps=caps
-    )
+        return await ramp_today(session, settings=settings, now=now)
 
 
 async def mark_new(
@@ -158,7 +132,8 @@ class WarmupGate:
 
 async def describe(sessions: Sessions, *, settings: Settings, now: datetime) -> list[str]:
     """Lines for ``send status``: the ramp today and what the busiest domains got."""
-    ramp = await ramp_of(sessions, settings=settings, now=now)
+    async with sessions() as session:
+        ramp = await ramp_today(session, settings=settings, now=now, busiest=5)
     if ramp is None:
         return []
     cap = ramp.cap
@@ -167,9 +142,6 @@ async def describe(sessions: Sessions, *, settings: Settings, now: datetime) -> 
         f"warm-up: {ramp.domain} day {ramp.day} of {len(ramp.caps)} (caps {caps}): "
         + (f"at most {cap} per receiving domain today" if cap is not None else "warm, no cap")
     ]
-    async with sessions() as session:
-        rows = await session.execute(_TODAY_ALL, {"day_start": day_start(now)})
-        today = ", ".join(f"{d} {n}" for d, n in rows)
-    if today:
-        lines.append(f"  today: {today}")
+    if ramp.today:
+        lines.append("  today: " + ", ".join(f"{d} {n}" for d, n in ramp.today))
     return lines

@@ -265,3 +265,42 @@ async def test_queue_gauges_are_exported_on_metrics(client: httpx.AsyncClient) -
         f'newsletter_queue_consumers{{queue="{topology.SUBSCRIPTION_FEEDBACK.name}"}} 1.0'
         in metrics
     )
+
+
+async def test_the_warm_up_ramp_of_a_new_sending_domain_is_shown(
+    client: httpx.AsyncClient, ops_settings: Settings
+) -> None:
+    """Issue 17: the ramp shows on the ops page (and in its JSON) as in ``send status``."""
+    from datetime import timedelta
+
+    from shared.db.tables.deliveries import WarmupDomain
+
+    domain = ops_settings.sender.domain.lower()
+    engine = create_engine(ops_settings.database_url)
+    sessions = session_factory(engine)
+    started = datetime.now(UTC).date() - timedelta(days=1)  # day 2 of the ramp
+    try:
+        async with sessions() as session:
+            session.add(WarmupDomain(domain=domain, started_on=started, caps="50,100,200"))
+            await session.commit()
+        summary = (await client.get("/admin/summary.json", headers=bearer())).json()
+        ramp = summary["warmup"]
+        assert (ramp["domain"], ramp["day"], ramp["caps"], ramp["cap_today"]) == (
+            domain,
+            2,
+            [50, 100, 200],
+            100,
+        )
+        page = await client.get("/admin?lang=be", headers=bearer())
+        assert page.status_code == 200
+        assert f"Разагрэў {domain}" in page.text
+        assert "Дзень 2 з 3" in page.text
+    finally:
+        async with sessions() as session:
+            row = await session.get(WarmupDomain, domain)
+            if row is not None:
+                await session.delete(row)
+                await session.commit()
+        await engine.dispose()
+    summary = (await client.get("/admin/summary.json", headers=bearer())).json()
+    assert summary["warmup"] is None, "a domain not marked new shows no ramp"

@@ -38,6 +38,7 @@ from shared.messaging.topology import DEAD_LETTER_QUEUE
 from shared.send_progress import SendProgress, send_progress
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
+from shared.warmup_ramp import Ramp, ramp_today
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,7 @@ class Summary:
     dead_letters: list[DeadLetter]
     generated_at: datetime
     kept_reports: ReportCounts | None = None
+    warmup: Ramp | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -169,6 +171,17 @@ class Summary:
             },
             "dead_letters": [d.as_dict() for d in self.dead_letters],
             "kept_reports": self.kept_reports.model_dump() if self.kept_reports else None,
+            "warmup": (
+                {
+                    "domain": self.warmup.domain,
+                    "day": self.warmup.day,
+                    "caps": list(self.warmup.caps),
+                    "cap_today": self.warmup.cap,
+                    "today": [{"domain": d, "count": n} for d, n in self.warmup.today],
+                }
+                if self.warmup
+                else None
+            ),
         }
 
 
@@ -193,4 +206,7 @@ async def build_summary(*, state: OpsState, session: AsyncSession) -> Summary:
         dead_letters=dead,
         generated_at=datetime.now(UTC),
         kept_reports=await kept_report_counts(session, hours=24),
+        warmup=await ramp_today(
+            session, settings=state.settings, now=datetime.now(UTC), busiest=10
+        ),
     )
