@@ -127,6 +127,10 @@ class TokenSigner:
             raise TokenInvalid("undecodable token") from err
         if len(raw) <= mac_bytes or len(token) > COMPACT_MAX_CHARS:
             raise TokenInvalid("token too short or too long")
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+            # The last character's unused bits must be zero: one spelling per token, so a
+            # changed character is never the same token (RFC 4648 section 3.5).
+            raise TokenInvalid("non-canonical token")
         data, mac = raw[:-mac_bytes], raw[-mac_bytes:]
         expected = hmac.new(self._compact_key(purpose), data, hashlib.sha256).digest()
         return data, hmac.compare_digest(mac, expected[:mac_bytes])

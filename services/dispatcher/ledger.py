@@ -319,6 +319,9 @@ async def record(
 ) -> list[None]:
     """Commit a batch of outcomes, then finish the sends that have nothing open any more."""
     now = utcnow()
+    # Rows are locked in id order, so two batches that share a row (a duplicate job) wait for
+    # each other instead of deadlocking.
+    results = sorted(results, key=lambda r: r.delivery_id)
     params = [
         {
             "id": r.delivery_id,

@@ -65,7 +65,10 @@ async def terminate_during_an_outcome_write(
     while time.monotonic() < deadline:
         async with observer.transaction():
             locked = await observer.fetch(
-                "SELECT id FROM delivery WHERE send_id = $1 AND status = 'sending' FOR UPDATE",
+                # SKIP LOCKED: the observer never waits for a row, so it can never be one
+                # side of a deadlock with the dispatcher's batch writes.
+                "SELECT id FROM delivery WHERE send_id = $1 AND status = 'sending' "
+                "FOR UPDATE SKIP LOCKED",
                 send_id,
             )
             if not locked:

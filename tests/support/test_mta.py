@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -27,6 +28,7 @@ class Accepted:
     mail_from: str
     rcpt: str
     data: bytes
+    at: float = field(default_factory=time.time)  # wall clock, when the 250 was given
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]

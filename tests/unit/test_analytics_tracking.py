@@ -45,6 +45,16 @@ def test_a_compact_token_is_short_and_verifies_only_unchanged_and_for_its_purpos
     assert LinkTokens(SIGNER).check("") == (None, False)
 
 
+def test_a_token_has_one_spelling_so_a_changed_last_character_never_verifies() -> None:
+    """23 characters carry 17 bytes: the last one's low four bits are unused. Every spelling
+    that differs only there decodes to the same bytes, and each must be refused."""
+    ref = LinkRef(issue=50, edition="en", article=0, link=0, links=3)
+    token = LinkTokens(SIGNER).mint(ref)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for other in alphabet.replace(token[-1], ""):
+        assert LinkTokens(SIGNER).check(token[:-1] + other)[1] is False, other
+
+
 def _rendered(*, tracker: EditionTracker | None) -> dict[str, str]:
     sources = {
         lang: text.rstrip("\n") + EXTRA_LINKS for lang, text in sample_sources("en", "be").items()
