@@ -47,7 +47,7 @@ def run() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(settings, stop=stop)
+        await service.run(settings, stop=stop, clock=settings.clock)
 
     # uvloop roughly halves the event loop's own cost per message (callbacks, sockets).
     import uvloop

@@ -395,19 +395,26 @@ class Planner:
             if not rows:
                 return published
             after = int(rows[-1][0])
-            rows = await self._warmup().admit(rows)  # a new sending domain's daily caps
+            async with self.sessions() as session:
+                # A new sending domain's daily caps, reserved in the transaction that marks
+                # the rows queued: what another relay marked first is given back at once.
+                rows, reserved = await self._warmup.reserve(session, rows, now=now)
+                marks = {
+                    "ids": ledger.padded([int(row[0]) for row in rows]),
+                    "queued": str(DeliveryStatus.QUEUED),
+                    "pending": str(DeliveryStatus.PENDING),
+                    "now": now,
+                    "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
+                }
+                taken = (
+                    set((await session.execute(_MARK_QUEUED, marks)).scalars()) if rows else set()
+                )
+                await reserved.give_back(
+                    session, (int(row[0]) for row in rows if int(row[0]) not in taken)
+                )
+                await session.commit()
             if not rows:
                 continue
-            marks = {
-                "ids": ledger.padded([int(row[0]) for row in rows]),
-                "queued": str(DeliveryStatus.QUEUED),
-                "pending": str(DeliveryStatus.PENDING),
-                "now": now,
-                "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
-            }
-            async with self.sessions() as session:
-                taken = set((await session.execute(_MARK_QUEUED, marks)).scalars())
-                await session.commit()
             jobs = [
                 (
                     DeliverIssue(
@@ -450,8 +457,9 @@ class Planner:
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
 
+    @property
     def _warmup(self) -> warmup.WarmupGate:
-        return warmup.WarmupGate(sessions=self.sessions, settings=self.settings, clock=self.clock)
+        return warmup.WarmupGate(settings=self.settings)
 
     async def _publish(self, jobs: list[tuple[DeliverIssue, int]]) -> None:
         """First attempts pipelined in one batch; retries each with its ``x-retry`` header."""

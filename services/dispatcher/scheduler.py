@@ -15,7 +15,9 @@ delivery rows' unique keys already make a re-plan harmless.
 A taken start that never reached the planner (its process died before the publish) is taken
 again after :data:`START_RETRY_S`. A send can be cancelled or rescheduled until it starts
 (:func:`reschedule`): rescheduling clears ``start_requested_at``, and a start message that
-arrives for a send no longer due is ignored.
+arrives for a send no longer due (moved later, not taken again since) is ignored. A send a
+scheduler took starts even if the planner's clock is a little behind the scheduler's (two
+hosts): whether it is due was decided once, by the take.
 """
 
 from __future__ import annotations
@@ -58,9 +60,13 @@ _TAKE = text(
     "AND scheduled_at <= :now "
     "AND (start_requested_at IS NULL OR start_requested_at <= :retry_before)"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("retry_before", type_=UTCDateTime()))
+# Due by this planner's clock, or taken by a scheduler since the send was last (re)scheduled:
+# a scheduler on a host whose clock runs a little ahead must not have its start ignored by a
+# planner whose clock runs a little behind (that start would wait START_RETRY_S).
 _START = text(
     "UPDATE send SET status = :planning, started_at = :now "
-    "WHERE id = :id AND status = :scheduled AND scheduled_at <= :now"
+    "WHERE id = :id AND status = :scheduled "
+    "AND (scheduled_at <= :now OR start_requested_at IS NOT NULL)"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _RESCHEDULE = text(
     "UPDATE send SET scheduled_at = :at, schedule_tz = :tz, start_requested_at = NULL "

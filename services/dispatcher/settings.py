@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from services.dispatcher.broker_connection import broker_urls
+from shared.clock import SYSTEM_CLOCK, Clock, OffsetFileClock
 from shared.messaging.topology import RETRY_TIERS, RetryTier
 from shared.settings import Settings, SettingsError
 
@@ -86,6 +87,26 @@ class DispatcherSettings(Settings):
     dkim_ed25519_selector: str = "newsletter-ed25519"
     # Who makes the signature: "fast" (cryptography, 0.45 ms) or "dkimpy" (about 9 ms)
     dkim_signer: Literal["fast", "dkimpy"] = "fast"
+    # Tests of real processes only (NEWSLETTER_MODE=test): the process's clock is the machine's
+    # moved by the seconds written in this file, so a test moves every dispatcher's time at once
+    # (a scheduled start, a warm-up day). Refused in any other mode.
+    dispatch_clock_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _clock_file_in_tests_only(self) -> DispatcherSettings:
+        if self.dispatch_clock_file is not None and self.mode != "test":
+            raise SettingsError(
+                "NEWSLETTER_DISPATCH_CLOCK_FILE moves the dispatcher's clock and is for tests "
+                f"only (NEWSLETTER_MODE=test, not {self.mode}): unset it"
+            )
+        return self
+
+    @property
+    def clock(self) -> Clock:
+        """The process's clock: the machine's, or a test's moved one."""
+        if self.dispatch_clock_file is None:
+            return SYSTEM_CLOCK
+        return OffsetFileClock(self.dispatch_clock_file)
 
     @field_validator("dispatch_retry_tiers")
     @classmethod

@@ -176,6 +176,10 @@ async def test_a_scheduled_send_moves_or_is_cancelled_until_it_starts(
     assert await scheduler.start_if_due(sessions, send_id=send_id, now=at) == "scheduled"
     assert await scheduler.start_if_due(sessions, send_id=send_id, now=later) == "planning"
     assert await scheduler.start_if_due(sessions, send_id=send_id, now=later) == "planning"
+    async with sessions() as session:
+        started = await session.get(Send, send_id)
+    assert started is not None
+    assert started.started_at == later, "a second start changed nothing"
     with pytest.raises(scheduler.NotScheduled):
         await scheduler.reschedule(sessions, send_id=send_id, at=later, tz=None)
 
@@ -191,6 +195,22 @@ async def test_a_scheduled_send_moves_or_is_cancelled_until_it_starts(
             )
         )
         await session.commit()
+    # Taken by a scheduler whose clock runs ahead of the planner's: it starts all the same.
+    skewed = str(uuid.uuid4())
+    async with sessions() as session:
+        session.add(
+            Send(
+                id=skewed,
+                issue_key="sched-skew",
+                languages="en",
+                status="scheduled",
+                scheduled_at=at,
+                start_requested_at=at,
+            )
+        )
+        await session.commit()
+    behind = at - timedelta(milliseconds=300)
+    assert await scheduler.start_if_due(sessions, send_id=skewed, now=behind) == "planning"
     assert await sends.set_status(sessions, send_id=other, action="pause") == "scheduled"
     assert await sends.set_status(sessions, send_id=other, action="cancel") == "cancelled"
     assert await scheduler.start_if_due(sessions, send_id=other, now=at) == "cancelled"

@@ -58,8 +58,13 @@ def edition_text(language: str, *, paragraphs: int = 20) -> str:
 
 
 async def add_editions(
-    sessions: async_sessionmaker[AsyncSession], send_id: str, languages: Iterable[str]
+    sessions: async_sessionmaker[AsyncSession],
+    send_id: str,
+    languages: Iterable[str],
+    *,
+    paragraphs: int = 20,
 ) -> None:
+    """The send's editions (``paragraphs`` long paragraphs each; 1 where bytes do not matter)."""
     async with sessions() as session:
         for language in languages:
             session.add(
@@ -69,8 +74,8 @@ async def add_editions(
                     language=language,
                     content_language=language,
                     subject=SUBJECTS[language],
-                    html=edition_html(language),
-                    text=edition_text(language),
+                    html=edition_html(language, paragraphs=paragraphs),
+                    text=edition_text(language, paragraphs=paragraphs),
                 )
             )
         await session.commit()
@@ -344,18 +349,12 @@ async def expected_copies(
         return {str(r[0]): int(r[1]) for r in rows}
 
 
-def spawn_dispatcher(
-    *, settings: object, log_path: object, **env_overrides: str
-) -> subprocess.Popen[bytes]:
-    """A real dispatcher process (``python -m services.dispatcher``) logging JSON to a file."""
+def settings_env(settings: object) -> dict[str, str]:
+    """The environment that makes a process read ``settings`` (``NEWSLETTER_*``, JSON logs)."""
     import os
-    import sys
-    from pathlib import Path
-
-    from tests.support.ports import free_port
 
     values = settings.model_dump(by_alias=False)  # type: ignore[attr-defined]
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     for key, value in values.items():
         if value is None:
             continue
@@ -363,6 +362,19 @@ def spawn_dispatcher(
         env[f"NEWSLETTER_{key.upper().rstrip('_')}"] = str(raw)
     env["NEWSLETTER_FROM"] = values["from_"]
     env["NEWSLETTER_LOG_FORMAT"] = "json"
+    return env
+
+
+def spawn_dispatcher(
+    *, settings: object, log_path: object, **env_overrides: str
+) -> subprocess.Popen[bytes]:
+    """A real dispatcher process (``python -m services.dispatcher``) logging JSON to a file."""
+    import sys
+    from pathlib import Path
+
+    from tests.support.ports import free_port
+
+    env = settings_env(settings)
     env["NEWSLETTER_DISPATCHER_PROBE_PORT"] = str(free_port())
     env.update(env_overrides)
     log = Path(str(log_path)).open("ab")  # noqa: SIM115 - closed with the process

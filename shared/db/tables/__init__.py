@@ -22,6 +22,7 @@ from shared.db.tables.deliveries import (
     SendIntent,
     SendStatus,
     WarmupDomain,
+    WarmupQuota,
 )
 from shared.db.tables.editions import Edition, IssueSend
 from shared.db.tables.reports import BounceReport, ReportStatus
@@ -61,4 +62,5 @@ __all__ = [
     "Suppression",
     "TrackedLink",
     "WarmupDomain",
+    "WarmupQuota",
 ]

@@ -169,6 +169,22 @@ class WarmupDomain(SQLModel, table=True):
     created_at: datetime = created_at_field()
 
 
+class WarmupQuota(SQLModel, table=True):
+    """What relays reserved of a warm-up day's cap for one receiving domain (migration 0012).
+
+    A relay reserves before it publishes, with one conditional ``UPDATE`` of this row; the
+    database serialises the reservations of every dispatcher process, so the day's cap holds
+    exactly. ``last_grant`` is what the latest reservation got."""
+
+    __tablename__ = "warmup_quota"
+
+    sending_domain: str = Field(primary_key=True, max_length=255)
+    day: date = Field(primary_key=True)
+    email_domain: str = Field(primary_key=True, max_length=255)
+    used: int = 0
+    last_grant: int = 0
+
+
 class DispatcherProcess(SQLModel, table=True):
     """A running dispatcher process and its heartbeat (migration 0007): a ``sending`` row whose
     claimer has stopped beating is taken over before its lease ends."""
