@@ -18,9 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
 
-from shared.db.tables.deliveries import Send
 from tests.support import dispatch_seed, schedule_seed
 from tests.support.own_database import OwnDatabase
 from tests.support.schedule_clock import wait_until
@@ -63,17 +61,6 @@ async def test_a_send_scheduled_two_minutes_ahead_starts_on_time_once_after_kill
         sessions, 12, prefix="restart", languages=SEGMENTS, domains=("example.org", "example.net")
     )
 
-    async def send_row(send_id: str) -> Send | None:
-        async with sessions() as session:
-            return await session.get(Send, send_id)
-
-    async def editions(send_id: str) -> int:
-        async with sessions() as session:
-            found = await session.execute(
-                text("SELECT COUNT(*) FROM edition WHERE send_id = :s"), {"s": send_id}
-            )
-            return int(found.scalar_one())
-
     with ScriptedMta() as mta:
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url,
@@ -89,17 +76,19 @@ async def test_a_send_scheduled_two_minutes_ahead_starts_on_time_once_after_kill
             send_id = await asyncio.to_thread(schedule, suite.env, at=due, tz="Europe/Minsk")
 
             async def scheduled() -> bool:
-                row = await send_row(send_id)
+                row = await schedule_seed.send_row(sessions, send_id)
                 return row is not None and row.status == "scheduled"
 
             await wait_until(scheduled, "the send recorded as scheduled")
-            assert await editions(send_id) == 3, "rendered and stored when scheduled"
+            assert await schedule_seed.edition_count(sessions, send_id) == 3, (
+                "rendered and stored when scheduled"
+            )
             suite.kill()  # every process, well before the start
             assert datetime.now(UTC) < due - timedelta(seconds=30)
             await suite.start()  # new processes: only the database knows the send
             suite.set_clock(due - timedelta(minutes=1))
             await suite.scheduler_passes_after(2)
-            row = await send_row(send_id)
+            row = await schedule_seed.send_row(sessions, send_id)
             assert row is not None
             assert row.status == "scheduled", f"started a minute early: {row.status}"
             assert await dispatch_seed.status_counts(sessions, send_id) == {}

@@ -42,6 +42,7 @@ _UNSETTLED = text(
     "SELECT COUNT(*) FROM delivery WHERE send_id = :s AND (status IN ('queued', 'sending', "
     "'deferred') OR (status = 'pending' AND (due_at IS NULL OR due_at <= :now)))"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
+_EDITIONS = text("SELECT COUNT(*) FROM edition WHERE send_id = :s")
 
 
 async def add_readers(
@@ -85,8 +86,19 @@ async def unsettled(sessions: Sessions, send_id: str, *, now: datetime) -> int:
         return int((await session.execute(_UNSETTLED, {"s": send_id, "now": now})).scalar_one())
 
 
+async def send_row(sessions: Sessions, send_id: str) -> Send | None:
+    async with sessions() as session:
+        return await session.get(Send, send_id)
+
+
 async def send_status(sessions: Sessions, send_id: str) -> tuple[str | None, int]:
     """The send's status (None: no such send) and how many deliveries it planned."""
-    async with sessions() as session:
-        send = await session.get(Send, send_id)
+    send = await send_row(sessions, send_id)
     return (None, 0) if send is None else (send.status, send.total)
+
+
+async def edition_count(sessions: Sessions, send_id: str) -> int:
+    """How many editions the renderer stored for the send."""
+    async with sessions() as session:
+        found = await session.execute(_EDITIONS, {"s": send_id})
+        return int(found.scalar_one())

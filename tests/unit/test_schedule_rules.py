@@ -4,6 +4,7 @@ and the settings that carry them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,8 +17,16 @@ from services.dispatcher.local_hours import (
     not_before,
     parse_local_time,
 )
+from services.dispatcher.settings import load_dispatcher_settings
 from services.dispatcher.warmup import Ramp
-from shared.clock import BadMoment, FakeClock, local_moment
+from shared.clock import (
+    SYSTEM_CLOCK,
+    BadMoment,
+    FakeClock,
+    OffsetFileClock,
+    local_moment,
+    write_clock_offset,
+)
 from shared.settings import Settings, SettingsError, load_settings
 
 MINSK = ZoneInfo("Europe/Minsk")
@@ -116,6 +125,27 @@ def test_the_fake_clock_only_moves_forward() -> None:
         clock.set(datetime(2026, 1, 1, tzinfo=UTC))
     with pytest.raises(ValueError, match="aware"):
         FakeClock(datetime(2027, 1, 1))  # the naive time is the point
+
+
+def test_an_offset_file_clock_moves_when_its_file_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    clock = OffsetFileClock(path)
+    assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=1), "no file: no offset"
+    target = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+    write_clock_offset(path, now=target)
+    assert timedelta(0) <= clock.now() - target < timedelta(seconds=1)
+    write_clock_offset(path, now=target + timedelta(days=1))
+    assert timedelta(days=1) <= clock.now() - target < timedelta(days=1, seconds=1)
+    assert OffsetFileClock(path).now() - clock.now() < timedelta(seconds=1), "one time for all"
+
+
+def test_a_dispatcher_clock_file_is_refused_outside_test_mode(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    with pytest.raises(SettingsError, match="NEWSLETTER_DISPATCH_CLOCK_FILE"):
+        load_dispatcher_settings(mode="demo", var_dir=tmp_path, dispatch_clock_file=path)
+    settings = load_dispatcher_settings(mode="test", dispatch_clock_file=path)
+    assert isinstance(settings.clock, OffsetFileClock)
+    assert load_dispatcher_settings(mode="test").clock is SYSTEM_CLOCK
 
 
 def test_the_month_of_a_cadence_starts_at_midnight_utc_on_the_first() -> None:
