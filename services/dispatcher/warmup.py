@@ -36,7 +36,7 @@ from shared.addresses import address_domain
 from shared.db.tables.deliveries import WarmupDomain
 from shared.db.tables.timestamps import UTCDateTime
 from shared.settings import Settings, parse_caps
-from shared.warmup_ramp import Ramp, day_start, ramp_today
+from shared.warmup_ramp import day_start, ramp_today
 
 log = structlog.get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]
@@ -106,12 +106,6 @@ class Reservation:
                 )
                 returned += n
         return returned
-
-
-async def ramp_of(sessions: Sessions, *, settings: Settings, now: datetime) -> Ramp | None:
-    """The sender's warm-up ramp today, or None when its domain is not marked new."""
-    async with sessions() as session:
-        return await ramp_today(session, settings=settings, now=now)
 
 
 async def mark_new(

@@ -354,7 +354,7 @@ def settings_env(settings: object) -> dict[str, str]:
     import os
 
     values = settings.model_dump(by_alias=False)  # type: ignore[attr-defined]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env = dict(os.environ)
     for key, value in values.items():
         if value is None:
             continue

@@ -18,7 +18,6 @@ from services.dispatcher.local_hours import (
     parse_local_time,
 )
 from services.dispatcher.settings import load_dispatcher_settings
-from services.dispatcher.warmup import Ramp
 from shared.clock import (
     SYSTEM_CLOCK,
     BadMoment,
@@ -28,6 +27,7 @@ from shared.clock import (
     write_clock_offset,
 )
 from shared.settings import Settings, SettingsError, load_settings
+from shared.warmup_ramp import Ramp
 
 MINSK = ZoneInfo("Europe/Minsk")
 NEW_YORK = ZoneInfo("America/New_York")
