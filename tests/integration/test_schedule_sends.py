@@ -35,7 +35,7 @@ async def test_a_send_scheduled_two_minutes_ahead_starts_on_time_once_after_a_re
     vhost_url: str, own_database: OwnDatabase, tmp_path: Path
 ) -> None:
     sessions, postgres_url = own_database.sessions, own_database.url
-    await dispatch_seed.add_subscribers(sessions, 5)
+    await schedule_seed.add_readers(sessions, 15, prefix="sched", languages=("en", "be", "ru"))
     clock = FakeClock(START)
     due = START + timedelta(minutes=2)
     send_id = str(uuid.uuid4())
