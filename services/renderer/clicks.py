@@ -16,11 +16,17 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from services.renderer.click_counter import ClickCounter
-from services.renderer.click_store import flush_counts, flush_open_counts, tracked_link
+from services.renderer.click_store import (
+    flush_counts,
+    flush_open_counts,
+    flush_reader_clicks,
+    tracked_link,
+)
 from services.renderer.opens import OpenCounter, OpenRef, OpenTokens
 from services.renderer.store import Sessions
 from services.renderer.tracking import LinkRef, LinkTokens
 from shared.db.tables import ClickVerdict, OpenVerdict
+from shared.reader_refs import ReaderRefs
 from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
@@ -70,9 +76,12 @@ class ClickService:
         flush_s: float = 2.0,
         burst_window_s: float = 10.0,
         metrics: ClickMetrics | None = None,
+        per_reader: bool = False,
     ) -> None:
         self.sessions = sessions
         self.tokens = LinkTokens(signer)
+        # Per-reader mode only: None otherwise, and a reference in a URL is then ignored.
+        self.reader_refs = ReaderRefs(signer) if per_reader else None
         self.counter = ClickCounter(
             burst_window_s=burst_window_s, on_count=metrics.observe if metrics else None
         )
@@ -106,6 +115,7 @@ class ClickService:
             self.counter.release_due(everything=everything)
             counts = self.counter.drain()
             opens = self.opens.drain()
+            await self._flush_readers()
             if not counts and not opens:
                 return 0
             try:
@@ -128,6 +138,18 @@ class ClickService:
                 loads=sum(opens.values()),
             )
             return len(counts) + len(opens)
+
+    async def _flush_readers(self) -> None:
+        readers = self.counter.drain_readers()
+        if not readers:
+            return
+        try:
+            written = await flush_reader_clicks(self.sessions, readers)
+        except Exception as err:  # any database error: they wait for the next flush
+            self.counter.restore_readers(readers)
+            log.warning("reader_clicks_flush_failed", error=type(err).__name__, rows=len(readers))
+            return
+        log.debug("reader_clicks_flushed", rows=written, dropped=len(readers) - written)
 
     async def run_flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
