@@ -153,6 +153,8 @@ class Settings(DatabaseSettings):
     # Per-reader clicks, only of readers who ticked the consent box (signup or preferences;
     # ledgered, in the GDPR export, deleted on erasure). Off: no table holds a subscriber id.
     per_reader_analytics: bool = False
+    # Seconds between two deletions of the per-reader clicks of readers who withdrew consent.
+    reader_click_sweep_s: float = Field(default=60.0, gt=0)
 
     @field_validator("public_url")
     @classmethod

@@ -155,11 +155,7 @@ class ClickCounter:
         a consenting reader's mail), else None.
         """
         day = self._today()
-        reader = (
-            ReaderEntry(delivery, ref, datetime.now(UTC).replace(microsecond=0))
-            if delivery is not None
-            else None
-        )
+        reader = ReaderEntry(delivery, ref, datetime.now(UTC)) if delivery is not None else None
         if ref.links < 2 or self._window <= 0:  # one link: "every link" proves nothing
             self._add(ref, ClickVerdict.COUNTED, day, reader=reader)
             return

@@ -182,6 +182,24 @@ async def flush_reader_clicks(sessions: Sessions, entries: Sequence[ReaderEntry]
         return len(rows)
 
 
+# A per-reader click is kept only while a grant made before it still stands: a withdrawal
+# (preference page, unsubscribe, complaint, erasure) deletes what was recorded under it, and a
+# later grant does not bring it back.
+_SWEEP = text(
+    "DELETE FROM reader_click WHERE NOT EXISTS (SELECT 1 FROM consent_record c "
+    "WHERE c.subscriber_id = reader_click.subscriber_id AND c.form = :form "
+    "AND c.withdrawn_at IS NULL AND c.given_at <= reader_click.clicked_at)"
+)
+
+
+async def sweep_withdrawn(sessions: Sessions) -> int:
+    """Delete the per-reader clicks no standing consent covers; returns how many."""
+    async with sessions() as session:
+        result = await session.execute(_SWEEP, {"form": READER_ANALYTICS_FORM})
+        await session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def forget_reader(sessions: Sessions, *, subscriber_id: int) -> int:
     """Delete every per-reader click of the subscriber (GDPR erasure); returns the count."""
     async with sessions() as session:

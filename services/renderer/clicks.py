@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -20,6 +21,7 @@ from services.renderer.click_store import (
     flush_counts,
     flush_open_counts,
     flush_reader_clicks,
+    sweep_withdrawn,
     tracked_link,
 )
 from services.renderer.opens import OpenCounter, OpenRef, OpenTokens
@@ -77,6 +79,7 @@ class ClickService:
         burst_window_s: float = 10.0,
         metrics: ClickMetrics | None = None,
         per_reader: bool = False,
+        sweep_s: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.tokens = LinkTokens(signer)
@@ -88,6 +91,8 @@ class ClickService:
         self.open_tokens = OpenTokens(signer)
         self.opens = OpenCounter(on_count=metrics.observe_open if metrics else None)
         self._flush_s = flush_s
+        self._sweep_s = sweep_s
+        self._swept_at = 0.0
         self._targets: dict[tuple[int, str, int, int], str] = {}
         self._flush_lock = asyncio.Lock()
 
@@ -151,9 +156,25 @@ class ClickService:
             return
         log.debug("reader_clicks_flushed", rows=written, dropped=len(readers) - written)
 
+    async def sweep(self) -> int:
+        """Delete the per-reader clicks of readers who withdrew (any path: the preference page,
+        an unsubscribe, a complaint, an erasure); run every ``sweep_s`` by the flusher, whether
+        or not per-reader mode is on now (rows written while it was on are covered too)."""
+        self._swept_at = time.monotonic()
+        try:
+            deleted = await sweep_withdrawn(self.sessions)
+        except Exception as err:  # any database error: the next sweep deletes them
+            log.warning("reader_clicks_sweep_failed", error=type(err).__name__)
+            return 0
+        if deleted:
+            log.info("reader_clicks_withdrawn_deleted", rows=deleted)
+        return deleted
+
     async def run_flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_s)
             await self.flush()
+            if time.monotonic() - self._swept_at >= self._sweep_s:
+                await self.sweep()
         await self.flush(everything=True)

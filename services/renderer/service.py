@@ -49,6 +49,7 @@ async def run(
             burst_window_s=config.click_burst_window_s,
             metrics=ClickMetrics(registry),
             per_reader=config.per_reader_analytics,
+            sweep_s=config.reader_click_sweep_s,
         )
         stop_flusher = asyncio.Event()
         flusher = asyncio.create_task(clicks.run_flusher(stop_flusher))
