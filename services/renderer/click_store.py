@@ -151,6 +151,9 @@ async def opens_of_issue(sessions: Sessions, *, issue: int) -> list[MailOpen]:
         return list(rows.all())
 
 
+_ID_CHUNK = 500  # deliveries per consent query (SQLite's and the planner's comfort)
+
+
 async def flush_reader_clicks(sessions: Sessions, entries: Sequence[ReaderEntry]) -> int:
     """Write the per-reader clicks of readers who consent at this moment; drop the others.
 
@@ -161,8 +164,12 @@ async def flush_reader_clicks(sessions: Sessions, entries: Sequence[ReaderEntry]
         return 0
     async with sessions() as session:
         ids = sorted({e.delivery_id for e in entries})
-        found = await session.execute(_CONSENTING, {"ids": ids, "form": READER_ANALYTICS_FORM})
-        readers = {int(row[0]): (int(row[1]), int(row[2])) for row in found}
+        readers: dict[int, tuple[int, int]] = {}
+        for start in range(0, len(ids), _ID_CHUNK):
+            found = await session.execute(
+                _CONSENTING, {"ids": ids[start : start + _ID_CHUNK], "form": READER_ANALYTICS_FORM}
+            )
+            readers.update({int(row[0]): (int(row[1]), int(row[2])) for row in found})
         rows = [
             {
                 "subscriber_id": readers[e.delivery_id][0],
