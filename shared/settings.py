@@ -150,8 +150,11 @@ class Settings(DatabaseSettings):
     click_burst_window_s: float = Field(default=10.0, ge=0)
     # Open pixel in issue mails (aggregate loads per edition and day; machine-inflated).
     open_tracking: bool = False
-    # Per-reader click records (consent text, ledger, GDPR export): not built; must stay false.
+    # Per-reader clicks, only of readers who ticked the consent box (signup or preferences;
+    # ledgered, in the GDPR export, deleted on erasure). Off: no table holds a subscriber id.
     per_reader_analytics: bool = False
+    # Seconds between two deletions of the per-reader clicks of readers who withdrew consent.
+    reader_click_sweep_s: float = Field(default=60.0, gt=0)
 
     @field_validator("public_url")
     @classmethod
@@ -160,16 +163,6 @@ class Settings(DatabaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise SettingsError(f"NEWSLETTER_PUBLIC_URL must be an http(s) URL, not {value!r}")
         return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _refuse_unbuilt_tracking(self) -> Settings:
-        if self.per_reader_analytics:
-            raise SettingsError(
-                "NEWSLETTER_PER_READER_ANALYTICS=true asks for per-reader click records, which "
-                "this version does not keep (no consent text, ledger or GDPR export for them): "
-                "unset it"
-            )
-        return self
 
     @model_validator(mode="after")
     def _require_real_secrets(self) -> Settings:

@@ -30,6 +30,7 @@ class Purpose(StrEnum):
     VERP = "verp"
     CLICK = "click"
     OPEN = "open"
+    READER = "reader"
 
 
 class TokenError(ValueError):

@@ -34,6 +34,7 @@ from shared.addresses import address_hash
 from shared.db.tables.editions import Edition
 from shared.links import ONE_CLICK_PATH, UNSUBSCRIBE_PATH, Links
 from shared.messaging import placeholders
+from shared.reader_refs import ReaderRefs
 from shared.tokens import TokenSigner
 
 DKIM_HEADERS = (
@@ -72,6 +73,8 @@ class Recipient:
     subscriber_id: int | None
     address: str
     message_key: str  # makes the Message-ID: stable across attempts of one delivery
+    # Per-reader mode, and the reader consents now: tracked links carry the delivery's ref.
+    reader_ref: bool = False
 
 
 class Composer:
@@ -79,10 +82,9 @@ class Composer:
 
     def __init__(self, *, settings: DispatcherSettings) -> None:
         self._settings = settings
-        self._links = Links(
-            public_url=settings.public_url,
-            signer=TokenSigner(settings.secret_key.get_secret_value()),
-        )
+        tokens = TokenSigner(settings.secret_key.get_secret_value())
+        self._links = Links(public_url=settings.public_url, signer=tokens)
+        self._reader_refs = ReaderRefs(tokens)
         self._secret = settings.secret_key.get_secret_value()
         self._sender = settings.sender
         self._date = DateHeader()
@@ -160,6 +162,11 @@ class Composer:
             placeholders.PREFERENCES_URL: self._links.preferences(sid, digest),
             placeholders.RECIPIENT: recipient.address,
             placeholders.VIEW_ONLINE_URL: self._settings.public_url + "/",
+            # Only a consenting reader's links name their delivery; everyone else's are the
+            # edition's aggregate links as rendered.
+            placeholders.READER_REF: (
+                "/" + self._reader_refs.mint(recipient.delivery_id) if recipient.reader_ref else ""
+            ),
         }
 
     def render(self, template: mime.MessageTemplate, values: dict[str, str]) -> bytes:

@@ -56,27 +56,35 @@ class CanonicalBodyTemplate:
     Relaxed body canonicalization only shrinks runs of spaces and tabs and drops them before a
     line break. A marker value with no whitespace and no line break (a URL, an address) ends
     any run on either side of it, so each literal piece can be canonicalized on its own and
-    the values joined in between. :meth:`canonical` returns None when that does not hold (an
-    empty value or one with whitespace, a base64 part): the caller canonicalizes the whole body.
+    the values joined in between. An empty value may stand where the byte before it is not a
+    space or a tab (the per-reader reference after a tracked link's token, empty for most
+    readers): no run, and no run before a line break, can then span it. :meth:`canonical`
+    returns None when that does not hold (an empty value after a blank, a value with white
+    space, a base64 part): the caller canonicalizes the whole body.
     """
 
     def __init__(self, template: mime.MessageTemplate) -> None:
         pieces = template.body_pieces()
         self._usable = bool(pieces) and not any(isinstance(p, mime.Base64Part) for p in pieces)
         self._pieces = tuple(_collapse(p) if isinstance(p, bytes) else p for p in pieces)
+        self._tight = frozenset(
+            index
+            for index, piece in enumerate(pieces)
+            if isinstance(piece, mime.Marker) and index > 0 and _ends_tight(pieces[index - 1])
+        )
 
     def canonical(self, values: Mapping[str, str]) -> bytes | None:
         if not self._usable:
             return None
         out: list[bytes] = []
         escaped: dict[str, bytes] = {}
-        for piece in self._pieces:
+        for index, piece in enumerate(self._pieces):
             if isinstance(piece, bytes):
                 out.append(piece)
                 continue
             assert isinstance(piece, mime.Marker)
             value = mime.marker_value(piece, values, escaped)
-            if not value or _BREAKS_RUNS.search(value):
+            if (not value and index not in self._tight) or _BREAKS_RUNS.search(value):
                 return None
             out.append(value)
         body = b"".join(out).rstrip(b"\r\n")
@@ -84,6 +92,11 @@ class CanonicalBodyTemplate:
 
 
 _BREAKS_RUNS = re.compile(rb"[ \t\r\n]")
+
+
+def _ends_tight(piece: mime.Piece) -> bool:
+    """Whether a literal piece ends with a byte that no run of blanks can continue."""
+    return isinstance(piece, bytes) and bool(piece) and piece[-1:] not in {b" ", b"\t"}
 
 
 def _collapse(chunk: bytes) -> bytes:

@@ -48,6 +48,9 @@ class Claim:
     claimed: bool
     reclaimed: bool = False  # it was left in "sending" by a consumer that went away
     status: str = ""  # the status found when not claimed
+    # Per-reader mode: the subscriber consents to per-reader analytics now (their tracked
+    # links carry a signed reference to this delivery).
+    reader_ref: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,14 @@ _REOPEN = text(
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
 )
+# Per-reader mode: which of the claimed deliveries are of readers whose per-reader analytics
+# consent stands (confirmed, not withdrawn), read in the claim's transaction.
+READER_ANALYTICS_FORM = "reader_analytics"
+_CONSENTING = text(
+    "SELECT d.id FROM delivery d WHERE d.id IN :ids AND d.subscriber_id IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM consent_record c WHERE c.subscriber_id = d.subscriber_id "
+    "AND c.form = :form AND c.confirmed_at IS NOT NULL AND c.withdrawn_at IS NULL)"
+).bindparams(bindparam("ids", expanding=True))
 _STATUS_OF = text("SELECT id, status FROM delivery WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
 )
@@ -224,13 +235,16 @@ async def claim(
     lease_s: float = DEFAULT_LEASE_S,
     owner: str | None = None,
     owner_stale_s: float = DEFAULT_OWNER_STALE_S,
+    reader_consent: bool = False,
 ) -> list[Claim]:
     """Claim a batch of deliveries in one transaction for process ``owner``, each leased for
     ``lease_s``; one :class:`Claim` per request. A redelivered job re-claims a ``sending`` row
     whose lease has ended or whose claimer has not beaten for ``owner_stale_s``.
 
     Deliveries nobody wants any more are marked ``unsubscribed`` on the way; a send whose last
-    open delivery that was gets its completion check, as after :func:`record`.
+    open delivery that was gets its completion check, as after :func:`record`. With
+    ``reader_consent`` (per-reader mode) each claim also says whether its reader consents to
+    per-reader analytics at this moment.
     """
     ids = sorted({r.delivery_id for r in requests})
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
@@ -293,6 +307,16 @@ async def claim(
                     )
                 ).scalars()
             )
+        consenting: set[int] = set()
+        if reader_consent and (claimed or reclaimed):
+            consenting = set(
+                (
+                    await session.execute(
+                        _CONSENTING,
+                        {"ids": padded(sorted(claimed | reclaimed)), "form": READER_ANALYTICS_FORM},
+                    )
+                ).scalars()
+            )
         missing = [i for i in ids if i not in claimed and i not in reclaimed]
         found: dict[int, str] = {}
         if missing:
@@ -306,9 +330,9 @@ async def claim(
         first = ident not in seen
         seen.add(ident)
         if first and ident in claimed:
-            results.append(Claim(claimed=True))
+            results.append(Claim(claimed=True, reader_ref=ident in consenting))
         elif first and ident in reclaimed:
-            results.append(Claim(claimed=True, reclaimed=True))
+            results.append(Claim(claimed=True, reclaimed=True, reader_ref=ident in consenting))
         else:
             results.append(Claim(claimed=False, status=found.get(ident, DeliveryStatus.SENDING)))
     return results

@@ -51,6 +51,8 @@ PROVIDER_HEADERS: tuple[tuple[str, str], ...] = (
 MAX_LINE = 998
 # Room left on a line for each marker it holds: a signed URL is about 150 bytes; 400 is generous.
 MARKER_ALLOWANCE = 400
+# A per-delivery reference after a tracked link ("/" and 20 characters, shared/reader_refs.py).
+_ALLOWANCES = {placeholders.READER_REF: 32}
 _MARKER_RE = re.compile(r"(@@NL_[A-Z_]+@@)")
 _MARKER_BYTES_RE = re.compile(rb"(@@NL_[A-Z_]+@@)")
 _CRLF = "\r\n"
@@ -190,7 +192,7 @@ def wrap_lines(text: str, *, limit: int = MAX_LINE - 2) -> str | None:
 
 def _cost(line: str) -> int:
     markers = _MARKER_RE.findall(line)
-    return len(line.encode()) + sum(MARKER_ALLOWANCE - len(m) for m in markers)
+    return len(line.encode()) + sum(_ALLOWANCES.get(m, MARKER_ALLOWANCE) - len(m) for m in markers)
 
 
 def _break_at(line: str, limit: int) -> int | None:

@@ -380,6 +380,7 @@ def _ledger_batchers(
             lease_s=config.dispatch_lease_s,
             owner=owner,
             owner_stale_s=config.dispatch_owner_stale_s,
+            reader_consent=config.per_reader_analytics,
         )
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:

@@ -123,7 +123,9 @@ class DeliveryWorker:
             send_id=job.send_id, language=job.language, test=job.subscriber_id is None
         )
         message_key = f"d{job.delivery_id}.{job.send_id[:8]}"
-        recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
+        recipient = Recipient(
+            job.delivery_id, job.subscriber_id, job.to, message_key, reader_ref=claim.reader_ref
+        )
         data = self.composer.render(template, self.composer.values(recipient))
         async with self.flow.slot(domain):
             # Waiting for a slot can take a while: look again before sending.

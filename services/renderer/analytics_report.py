@@ -6,7 +6,8 @@ export; every figure is an aggregate (clicks are never tied to a reader).
   reason (``head``, ``prefetch``, ``scanner``, ``burst``).
 - Share of the edition's deliveries: counted clicks on the article / mails of that edition
   delivered. Clicks, not readers: a reader who clicks twice counts twice (counting people would
-  need a per-reader record, which this suite does not keep).
+  need a per-reader record of everyone; per-reader mode keeps one only of readers who
+  consented, which is no basis for a share of all readers, so the report does not use it).
 - Per edition, over the issue's non-test sends: ``delivered`` (the receiving server took it:
   ``sent`` or later ``complained``), ``bounced`` (refused at once, or a bounce report about the
   delivery later), ``complaints`` (a complaint about the delivery, or its status), and

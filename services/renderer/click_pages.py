@@ -7,6 +7,13 @@ address as text (our own ``tracked_link`` row, never anything read from the toke
 issue's page in the archive. A good token of a link we do not know (a database restored from
 before the send) gets the same page without an address.
 
+Per-reader mode (``NEWSLETTER_PER_READER_ANALYTICS=true``) adds ``/{lang}/r/{token}/{ref}``:
+the same redirect, whose ``ref`` (checked with one more HMAC, :mod:`shared.reader_refs`) names
+the delivery of a consenting reader's mail. The click is counted in the aggregate as any other
+and, when counted as a reader's, buffered for the flusher, which writes it only while that
+reader's consent stands. A bad reference is ignored (the aggregate still counts). With the
+mode off the route does not exist.
+
 With ``NEWSLETTER_OPEN_TRACKING=true`` (only then) ``/{lang}/o/{token}.gif`` answers the open
 pixel (:mod:`services.renderer.opens`): always the same transparent GIF, so a mail never shows
 a broken image; a load is counted only when the token is authentic.
@@ -52,6 +59,13 @@ class ClickPages(PublicPages):
             Route(f"/{lang}/{CLICK_PATH}/{{token}}", self.follow, methods=["GET", "HEAD"])
             for lang in LANGUAGES
         ]
+        if self.clicks.reader_refs is not None:
+            routes += [
+                Route(
+                    f"/{lang}/{CLICK_PATH}/{{token}}/{{ref}}", self.follow, methods=["GET", "HEAD"]
+                )
+                for lang in LANGUAGES
+            ]
         if self.settings.open_tracking:
             routes += [
                 Route(f"/{lang}/{OPEN_PATH}/{{token}}.gif", self.pixel, methods=["GET", "HEAD"])
@@ -75,7 +89,11 @@ class ClickPages(PublicPages):
             return await self._damaged(request, None)
         verdict = classify(request.method, request.headers)
         if verdict is None:
-            self.clicks.counter.click(ref, client=_client(request))
+            delivery = None
+            reader_ref = request.path_params.get("ref")
+            if reader_ref is not None and self.clicks.reader_refs is not None:
+                delivery = self.clicks.reader_refs.check(reader_ref)
+            self.clicks.counter.click(ref, client=_client(request), delivery=delivery)
         else:
             self.clicks.counter.filtered(ref, verdict)
         return RedirectResponse(url, status_code=302, headers=REDIRECT_HEADERS)

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from services.renderer.click_counter import ClickCounter
-from services.renderer.click_store import flush_counts, flush_open_counts, tracked_link
+from services.renderer.click_store import (
+    flush_counts,
+    flush_open_counts,
+    flush_reader_clicks,
+    sweep_withdrawn,
+    tracked_link,
+)
 from services.renderer.opens import OpenCounter, OpenRef, OpenTokens
 from services.renderer.store import Sessions
 from services.renderer.tracking import LinkRef, LinkTokens
 from shared.db.tables import ClickVerdict, OpenVerdict
+from shared.reader_refs import ReaderRefs
 from shared.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
@@ -70,15 +78,21 @@ class ClickService:
         flush_s: float = 2.0,
         burst_window_s: float = 10.0,
         metrics: ClickMetrics | None = None,
+        per_reader: bool = False,
+        sweep_s: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.tokens = LinkTokens(signer)
+        # Per-reader mode only: None otherwise, and a reference in a URL is then ignored.
+        self.reader_refs = ReaderRefs(signer) if per_reader else None
         self.counter = ClickCounter(
             burst_window_s=burst_window_s, on_count=metrics.observe if metrics else None
         )
         self.open_tokens = OpenTokens(signer)
         self.opens = OpenCounter(on_count=metrics.observe_open if metrics else None)
         self._flush_s = flush_s
+        self._sweep_s = sweep_s
+        self._swept_at = 0.0
         self._targets: dict[tuple[int, str, int, int], str] = {}
         self._flush_lock = asyncio.Lock()
 
@@ -106,6 +120,7 @@ class ClickService:
             self.counter.release_due(everything=everything)
             counts = self.counter.drain()
             opens = self.opens.drain()
+            await self._flush_readers()
             if not counts and not opens:
                 return 0
             try:
@@ -129,9 +144,37 @@ class ClickService:
             )
             return len(counts) + len(opens)
 
+    async def _flush_readers(self) -> None:
+        readers = self.counter.drain_readers()
+        if not readers:
+            return
+        try:
+            written = await flush_reader_clicks(self.sessions, readers)
+        except Exception as err:  # any database error: they wait for the next flush
+            self.counter.restore_readers(readers)
+            log.warning("reader_clicks_flush_failed", error=type(err).__name__, rows=len(readers))
+            return
+        log.debug("reader_clicks_flushed", rows=written, dropped=len(readers) - written)
+
+    async def sweep(self) -> int:
+        """Delete the per-reader clicks of readers who withdrew (any path: the preference page,
+        an unsubscribe, a complaint, an erasure); run every ``sweep_s`` by the flusher, whether
+        or not per-reader mode is on now (rows written while it was on are covered too)."""
+        self._swept_at = time.monotonic()
+        try:
+            deleted = await sweep_withdrawn(self.sessions)
+        except Exception as err:  # any database error: the next sweep deletes them
+            log.warning("reader_clicks_sweep_failed", error=type(err).__name__)
+            return 0
+        if deleted:
+            log.info("reader_clicks_withdrawn_deleted", rows=deleted)
+        return deleted
+
     async def run_flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_s)
             await self.flush()
+            if time.monotonic() - self._swept_at >= self._sweep_s:
+                await self.sweep()
         await self.flush(everything=True)

@@ -32,6 +32,7 @@ from aio_pika.abc import (
 from services.renderer.catalogs import Templates
 from services.renderer.click_store import save_tracked_links
 from services.renderer.editions import render_plan_async
+from services.renderer.erasures import ErasureHandler
 from services.renderer.errors import RendererError
 from services.renderer.issue import parse_sources
 from services.renderer.issue_sends import IssueIdentity, intent_of_command, record_command
@@ -55,6 +56,7 @@ from shared.messaging.schemas import (
 from shared.messaging.topology import (
     DELIVER_TRANSACTIONAL,
     PLAN_SEND,
+    RENDERER_ERASURES,
     RENDERER_ISSUES,
     RENDERER_TRANSACTIONAL,
     declare_queue,
@@ -80,6 +82,7 @@ class RenderServices:
     pages_url: str
     link_tokens: LinkTokens | None = None  # None: no tracked links (tests of other concerns)
     open_tokens: OpenTokens | None = None  # None: no open pixel (NEWSLETTER_OPEN_TRACKING off)
+    per_reader: bool = False  # NEWSLETTER_PER_READER_ANALYTICS: the marker after tracked links
 
 
 async def handle_transactional(command: RenderTransactional, *, deps: RenderServices) -> None:
@@ -130,7 +133,9 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
     tracker = None
     pixel = None
     if command.tracking and command.test_to is None and deps.link_tokens is not None:
-        tracker = EditionTracker(tokens=deps.link_tokens, pages_url=deps.pages_url)
+        tracker = EditionTracker(
+            tokens=deps.link_tokens, pages_url=deps.pages_url, per_reader=deps.per_reader
+        )
     if command.tracking and command.test_to is None and deps.open_tokens is not None:
         pixel = OpenPixels(tokens=deps.open_tokens, pages_url=deps.pages_url)
     plan, rendered = await render_plan_async(
@@ -195,7 +200,8 @@ async def handle_issue(command: RenderIssue, *, deps: RenderServices) -> None:
 
 
 class RenderConsumers:
-    """Consumes both renderer queues on one channel; keeps strong references to them."""
+    """Consumes the renderer's queues on one channel (its two command queues and the
+    erasures); keeps strong references to them."""
 
     def __init__(self, deps: RenderServices) -> None:
         self._deps = deps
@@ -208,10 +214,12 @@ class RenderConsumers:
         await self._channel.set_qos(prefetch_count=PREFETCH)
         transactional = await declare_queue(self._channel, RENDERER_TRANSACTIONAL)
         issues = await declare_queue(self._channel, RENDERER_ISSUES)
-        self._queues = [transactional, issues]
+        erasures = await declare_queue(self._channel, RENDERER_ERASURES)
+        self._queues = [transactional, issues, erasures]
         self._tags = [
             await transactional.consume(self._on_transactional),
             await issues.consume(self._on_issue),
+            await erasures.consume(ErasureHandler(self._deps.sessions).handle),
         ]
 
     async def stop(self) -> None:

@@ -3,7 +3,8 @@
 The rules, for anyone who fills editions (the dispatcher mirrors them on its own MIME bytes):
 
 1. An edition's HTML and text hold the markers of :mod:`shared.messaging.placeholders`
-   (``@@NL_UNSUBSCRIBE_URL@@``, ``@@NL_PREFERENCES_URL@@``, ``@@NL_RECIPIENT@@``;
+   (``@@NL_UNSUBSCRIBE_URL@@``, ``@@NL_PREFERENCES_URL@@``, ``@@NL_RECIPIENT@@``, and in
+   per-reader mode ``@@NL_READER_REF@@`` after each tracked link;
    ``@@NL_VIEW_ONLINE_URL@@`` is already filled by the renderer). Markers are ASCII and match
    ``@@NL_[A-Z_]+@@``; quoted-printable and 8bit leave them intact.
 2. Split the edition once on that pattern (:class:`FillPlan`); per recipient, join the literal
@@ -25,7 +26,12 @@ from shared.messaging import placeholders
 
 MARKER = re.compile(r"(@@NL_[A-Z_]+@@)")
 PER_RECIPIENT: frozenset[str] = frozenset(
-    {placeholders.UNSUBSCRIBE_URL, placeholders.PREFERENCES_URL, placeholders.RECIPIENT}
+    {
+        placeholders.UNSUBSCRIBE_URL,
+        placeholders.PREFERENCES_URL,
+        placeholders.RECIPIENT,
+        placeholders.READER_REF,
+    }
 )
 
 
@@ -64,13 +70,15 @@ class FillPlan:
 
 
 def recipient_values(
-    *, unsubscribe_url: str, preferences_url: str, recipient: str
+    *, unsubscribe_url: str, preferences_url: str, recipient: str, reader_ref: str = ""
 ) -> dict[str, str]:
-    """The marker -> value mapping of one recipient."""
+    """The marker -> value mapping of one recipient (``reader_ref``: ``"/{ref}"`` for a reader
+    who consented to per-reader analytics, else nothing)."""
     return {
         placeholders.UNSUBSCRIBE_URL: unsubscribe_url,
         placeholders.PREFERENCES_URL: preferences_url,
         placeholders.RECIPIENT: recipient,
+        placeholders.READER_REF: reader_ref,
     }
 
 

@@ -48,6 +48,8 @@ async def run(
             flush_s=config.click_flush_s,
             burst_window_s=config.click_burst_window_s,
             metrics=ClickMetrics(registry),
+            per_reader=config.per_reader_analytics,
+            sweep_s=config.reader_click_sweep_s,
         )
         stop_flusher = asyncio.Event()
         flusher = asyncio.create_task(clicks.run_flusher(stop_flusher))
@@ -65,6 +67,7 @@ async def run(
             pages_url=config.pages_url,
             link_tokens=LinkTokens(signer),
             open_tokens=OpenTokens(signer) if config.open_tracking else None,
+            per_reader=config.per_reader_analytics,
         )
         consumers = RenderConsumers(deps)
         await consumers.start(connection)

@@ -9,6 +9,10 @@ rule needs). The target is not in the token: it is the ``tracked_link`` row the 
 for those four numbers when it rendered the edition, so a redirect can only go to a URL an
 issue linked, and a damaged token can only show a URL of ours.
 
+In per-reader mode (``NEWSLETTER_PER_READER_ANALYTICS=true``) each tracked URL ends with the
+``@@NL_READER_REF@@`` marker: the dispatcher fills it with ``/{ref}`` (a signed per-delivery
+reference, :mod:`shared.reader_refs`) for a reader who consented, and with nothing otherwise.
+
 Only ``http(s)`` links inside articles are tracked; the unsubscribe, preference, view-online
 and archive links of the layout never are (they are not article links), nor images.
 """
@@ -27,6 +31,7 @@ from markdown_it.token import Token
 
 from services.renderer.issue import IssueEdition
 from shared.db.tables import TrackedLink
+from shared.messaging.placeholders import READER_REF
 from shared.settings import LANGUAGES
 from shared.tokens import Purpose, TokenError, TokenSigner
 
@@ -101,7 +106,12 @@ def _trackable(href: str) -> bool:
 
 
 def track_edition(
-    edition: IssueEdition, *, segment: str, pages_url: str, tokens: LinkTokens
+    edition: IssueEdition,
+    *,
+    segment: str,
+    pages_url: str,
+    tokens: LinkTokens,
+    per_reader: bool = False,
 ) -> tuple[IssueEdition, list[TrackedLink]]:
     """A copy of ``edition`` whose article links go through click tokens, and their targets.
 
@@ -135,7 +145,8 @@ def track_edition(
                 url=str(link.attrGet("href")),
             )
         )
-        link.attrSet("href", click_url(pages_url, edition=segment, token=tokens.mint(ref)))
+        url = click_url(pages_url, edition=segment, token=tokens.mint(ref))
+        link.attrSet("href", url + READER_REF if per_reader else url)
     return tracked, rows
 
 
@@ -143,20 +154,31 @@ class EditionTracker:
     """The ``rewrite`` step of :func:`services.renderer.editions.render_plan` for one send:
     rewrites each segment's edition and keeps the targets to write."""
 
-    def __init__(self, *, tokens: LinkTokens, pages_url: str) -> None:
+    def __init__(self, *, tokens: LinkTokens, pages_url: str, per_reader: bool = False) -> None:
         self._tokens = tokens
         self._pages_url = pages_url
+        self._per_reader = per_reader
         self.links: list[TrackedLink] = []
 
     def __call__(self, edition: IssueEdition, segment: str) -> IssueEdition:
         tracked, rows = track_edition(
-            edition, segment=segment, pages_url=self._pages_url, tokens=self._tokens
+            edition,
+            segment=segment,
+            pages_url=self._pages_url,
+            tokens=self._tokens,
+            per_reader=self._per_reader,
         )
         self.links.extend(rows)
         return tracked
 
 
-_TRACKED_HREF = re.compile(r'href="[^"]*?/(?:en|be|ru)/' + CLICK_PATH + r'/([A-Za-z0-9_-]{8,64})"')
+_TRACKED_HREF = re.compile(
+    r'href="[^"]*?/(?:en|be|ru)/'
+    + CLICK_PATH
+    + r"/([A-Za-z0-9_-]{8,64})(?:"
+    + re.escape(READER_REF)
+    + r')?"'
+)
 
 
 def untracked_html(html: str, *, tokens: LinkTokens, links: Sequence[TrackedLink]) -> str:

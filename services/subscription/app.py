@@ -102,6 +102,7 @@ def build_components(
         ),
         metrics=SubscriptionMetrics.create(registry),
         ip_key=hashlib.sha256(b"newsletter.ip:" + secret.encode()).digest(),
+        reader_analytics=settings.per_reader_analytics,
     )
 
 

@@ -31,6 +31,8 @@ class Components:
     pages: Pages
     metrics: SubscriptionMetrics
     ip_key: bytes
+    # NEWSLETTER_PER_READER_ANALYTICS: the consent box on the signup and preference forms.
+    reader_analytics: bool = False
 
     def client_ip(self, request: Request) -> str:
         return request.client.host if request.client else "unknown"

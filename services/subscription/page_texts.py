@@ -59,6 +59,14 @@ CONSENT_TEXT_NAMED = N_(
     "We will send you %(name)s in the languages you choose. You can unsubscribe at any time "
     "with the link in every mail."
 )
+# The box of per-reader analytics (NEWSLETTER_PER_READER_ANALYTICS=true only); its version is
+# reader_consent.TEXT_VERSION, to be bumped with any change of meaning.
+READER_ANALYTICS_CONSENT = N_(
+    "Count my clicks as mine: keep a record of which links in these mails I follow (issue, "
+    "article, link and time), tied to my subscription, so that the editors see what I read. "
+    "This is optional: without it, clicks are only counted in totals. You can withdraw at any "
+    "time on the preferences page, and the record is then deleted."
+)
 # Sentences that name the publication: the sample's wording (its name declined in be/ru) while
 # the publication is the sample, the named form with the publication's own name otherwise.
 NAMED = {

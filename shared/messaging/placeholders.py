@@ -12,6 +12,9 @@ UNSUBSCRIBE_URL = "@@NL_UNSUBSCRIBE_URL@@"
 PREFERENCES_URL = "@@NL_PREFERENCES_URL@@"
 RECIPIENT = "@@NL_RECIPIENT@@"
 VIEW_ONLINE_URL = "@@NL_VIEW_ONLINE_URL@@"
+# After each tracked link when per-reader mode is on: "" for most readers, "/{ref}" (a signed
+# per-delivery reference, shared/reader_refs.py) for those who consented.
+READER_REF = "@@NL_READER_REF@@"
 
-ALL = (UNSUBSCRIBE_URL, PREFERENCES_URL, RECIPIENT, VIEW_ONLINE_URL)
+ALL = (UNSUBSCRIBE_URL, PREFERENCES_URL, RECIPIENT, VIEW_ONLINE_URL, READER_REF)
 PREFIX = "@@NL_"

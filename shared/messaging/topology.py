@@ -100,6 +100,8 @@ SUBSCRIPTION_FEEDBACK = QueueSpec(
 DISPATCHER_DOMAIN_ALERTS = QueueSpec("dispatcher.domain-alerts", EVENTS, (DOMAIN_POLICY_ALERTED,))
 # GDPR erasures, so that the dispatcher forgets the addresses in its delivery rows.
 DISPATCHER_ERASURES = QueueSpec("dispatcher.erasures", EVENTS, (SUBSCRIBER_ERASED,))
+# The same erasures, so that the renderer deletes the reader's per-reader clicks.
+RENDERER_ERASURES = QueueSpec("renderer.erasures", EVENTS, (SUBSCRIBER_ERASED,))
 
 WORK_QUEUES: tuple[QueueSpec, ...] = (
     RENDERER_TRANSACTIONAL,
@@ -111,6 +113,7 @@ WORK_QUEUES: tuple[QueueSpec, ...] = (
     SUBSCRIPTION_FEEDBACK,
     DISPATCHER_DOMAIN_ALERTS,
     DISPATCHER_ERASURES,
+    RENDERER_ERASURES,
 )
 
 

@@ -22,7 +22,7 @@ from services.renderer.opens import (
 )
 from services.renderer.tracking import LinkRef, LinkTokens
 from shared.db.tables import OpenVerdict
-from shared.settings import SettingsError, load_settings
+from shared.settings import load_settings
 from shared.tokens import TokenSigner
 from tests.integration.renderer_harness import sample_sources
 
@@ -82,10 +82,10 @@ def test_with_the_setting_on_each_edition_ends_with_its_own_pixel_in_the_html_on
         assert "Unsubscribe" in without_pixel(parts["en"])
 
 
-def test_setting_on_starts_and_per_reader_mode_still_refuses() -> None:
+def test_setting_on_starts_and_per_reader_mode_is_off_unless_set() -> None:
     assert load_settings(mode="test", open_tracking=True).open_tracking
-    with pytest.raises(SettingsError, match="PER_READER"):
-        load_settings(mode="test", per_reader_analytics=True)
+    assert not load_settings(mode="test").per_reader_analytics
+    assert load_settings(mode="test", per_reader_analytics=True).per_reader_analytics
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from sqlmodel import select
 from services.subscription.address_rules import normalize_address
 from services.subscription.csv_export import csv_lines
 from services.subscription.csv_import import MAX_IMPORT_BYTES, ImportReport, import_csv
+from services.subscription.data_export import SubscriberData, subscriber_data
 from services.subscription.dependencies import AdminDep, PublisherDep, SessionDep
 from services.subscription.directory import (
     SegmentCount,
@@ -130,6 +131,22 @@ async def subscriber(_: AdminDep, session: SessionDep, subscriber_id: RowId) -> 
     return found
 
 
+@router.get(
+    "/subscribers/{subscriber_id}/data",
+    summary="Everything kept about one subscriber (GDPR export)",
+    description="The subscriber, every consent ledger row (grants and withdrawals, per-reader "
+    "analytics included) and their per-reader clicks (per-reader mode, with consent).",
+    responses={404: {"description": "No such subscriber"}},
+)
+async def subscriber_export(
+    _: AdminDep, session: SessionDep, subscriber_id: RowId
+) -> SubscriberData:
+    found = await subscriber_data(session=session, subscriber_id=subscriber_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such subscriber")
+    return found
+
+
 @router.post(
     "/subscribers/import",
     summary="Import subscribers from CSV",
@@ -168,8 +185,9 @@ async def import_subscribers(
     "/subscribers/{subscriber_id}",
     summary="Erase a subscriber (GDPR)",
     description="Personal data is removed; a hashed suppression entry stays. The dispatcher "
-    "is told first (`SubscriberErased`) and blanks the address in its delivery rows; if it "
-    "cannot be told, nothing is erased and the answer is 503.",
+    "and the renderer are told first (`SubscriberErased`): the dispatcher blanks the address "
+    "in its delivery rows, the renderer deletes the per-reader clicks; if they cannot be told, "
+    "nothing is erased and the answer is 503.",
     responses={
         404: {"description": "No such subscriber"},
         503: {"description": "The message bus did not take the event; nothing was erased"},

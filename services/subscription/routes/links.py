@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.datastructures import FormData
 
 from services.subscription import page_texts as texts
+from services.subscription import reader_consent
 from services.subscription.components import Components
 from services.subscription.dependencies import ComponentsDep, MailDep, SessionDep
 from services.subscription.errors import ExpiredLinkToken, InvalidLinkToken, MailQueueUnavailable
@@ -370,7 +371,39 @@ async def _preferences_page(
         time_zones=zone_choices(subscriber.time_zone),
         notice=pages.text(lang, notice) if notice else None,
         error=pages.text(lang, error) if error else None,
+        reader_analytics_text=(
+            pages.text(lang, texts.READER_ANALYTICS_CONSENT)
+            if components.reader_analytics
+            else None
+        ),
+        reader_analytics_checked=components.reader_analytics
+        and await reader_consent.standing(session, subscriber_id=link.subscriber_id),
     )
+
+
+async def _change_reader_analytics(
+    session: SessionDep, *, subscriber: Subscriber, opted_in: bool, lang: str, ip_hash: str
+) -> None:
+    """The per-reader analytics box of the preference page, in the ledger (the caller commits):
+    a grant, confirmed at once for an active reader (they came through their own signed link),
+    or the withdrawal of every open grant. The renderer stops writing their clicks with the
+    next flush, and deletes what it holds of them with its next sweep."""
+    assert subscriber.id is not None
+    now = utcnow()
+    if opted_in:
+        await reader_consent.grant(
+            session,
+            subscriber=subscriber,
+            now=now,
+            language=lang,
+            source="preferences page",
+            confirmed=subscriber.status == SubscriberStatus.ACTIVE,
+            client_ip_hash=ip_hash,
+        )
+    else:
+        await reader_consent.withdraw(
+            session, subscriber_id=subscriber.id, now=now, method="preferences"
+        )
 
 
 @router.get(PREFERENCES_PATH, response_class=HTMLResponse, summary="Preferences page")
@@ -433,6 +466,14 @@ async def preferences_post(
             cadence=clean_cadence(_field(form, "cadence", 16)) or Cadence.EVERY,
             now=utcnow(),
         )
+        if components.reader_analytics:
+            await _change_reader_analytics(
+                session,
+                subscriber=subscriber,
+                opted_in=_field(form, reader_consent.FIELD, 8) == "yes",
+                lang=lang,
+                ip_hash=components.ip_hash(request),
+            )
         await session.commit()
         return await _preferences_page(
             request,

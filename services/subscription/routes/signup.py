@@ -15,8 +15,9 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData
 
 from services.subscription import page_texts as texts
+from services.subscription import reader_consent
 from services.subscription.address_rules import MAX_LENGTH, NormalizedAddress, normalize_address
-from services.subscription.dependencies import ComponentsDep, MailDep
+from services.subscription.dependencies import ComponentsDep, MailDep, SessionDep
 from services.subscription.errors import InvalidAddress, MailQueueUnavailable
 from services.subscription.form_guard import (
     CSRF_COOKIE,
@@ -28,6 +29,8 @@ from services.subscription.group_commit import SignupWriter
 from services.subscription.languages import clean_languages
 from services.subscription.reading_times import OFFERED_ZONES, TIME_ZONE_SCRIPT, clean_time_zone
 from services.subscription.signup import SignupOutcome, SignupRequest
+from shared.db.tables import Subscriber
+from shared.db.tables.timestamps import utcnow
 
 router = APIRouter(tags=["pages"])
 log = structlog.get_logger(__name__)
@@ -47,6 +50,7 @@ def _form_page(
     error: str | None = None,
     email: str = "",
     chosen: list[str] | None = None,
+    reader_analytics: bool = False,
 ) -> HTMLResponse:
     return components.pages.render(
         request,
@@ -62,6 +66,12 @@ def _form_page(
         ),
         time_zones=OFFERED_ZONES,
         time_zone_script=TIME_ZONE_SCRIPT,
+        reader_analytics_text=(
+            components.pages.text(lang, texts.READER_ANALYTICS_CONSENT)
+            if components.reader_analytics
+            else None
+        ),
+        reader_analytics_checked=reader_analytics,
     )
 
 
@@ -71,7 +81,9 @@ async def signup_form(request: Request, components: ComponentsDep) -> HTMLRespon
 
 
 @router.post("/subscribe", response_class=HTMLResponse, summary="Sign up (double opt-in)")
-async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) -> HTMLResponse:
+async def subscribe(
+    request: Request, components: ComponentsDep, mail: MailDep, session: SessionDep
+) -> HTMLResponse:
     started = components.floor.start()
     pages = components.pages
     form = await request.form()
@@ -81,6 +93,7 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
         return refusal
     raw_email = _field(form, "email", 20_000)
     chosen = clean_languages([v for v in form.getlist("languages") if isinstance(v, str)])
+    opted_in = components.reader_analytics and _field(form, reader_consent.FIELD, 8) == "yes"
     policy = components.policy
     age = components.time_trap.age_s(
         _field(form, STAMP_FIELD, 256), max_age_s=policy.signup_form_max_age_s
@@ -99,6 +112,7 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
             error=texts.FORM_EXPIRED,
             email=raw_email,
             chosen=chosen,
+            reader_analytics=opted_in,
         )
     address, problem = _checked_address(raw_email, chosen)
     if address is None or problem is not None:
@@ -110,6 +124,7 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
             error=problem,
             email=address.email if address else raw_email,
             chosen=chosen,
+            reader_analytics=opted_in,
         )
     shown_at = datetime.now(UTC) - timedelta(seconds=age)
     try:
@@ -137,10 +152,50 @@ async def subscribe(request: Request, components: ComponentsDep, mail: MailDep) 
             status_code=503,
             headers={"Retry-After": "60"},
         )
+    if components.reader_analytics and result.subscriber_id is not None:
+        await _record_reader_analytics(
+            session,
+            subscriber_id=result.subscriber_id,
+            opted_in=opted_in,
+            lang=lang,
+            ip_hash=components.ip_hash(request),
+        )
     if result.outcome in {SignupOutcome.CREATED, SignupOutcome.RESUBSCRIBED}:
         components.metrics.signups.labels(language=lang).inc()
     await components.floor.hold(started)
     return _done_page(request, components, lang)
+
+
+async def _record_reader_analytics(
+    session: SessionDep, *, subscriber_id: int, opted_in: bool, lang: str, ip_hash: str
+) -> None:
+    """The per-reader analytics box of a stored signup, in the ledger: a grant that the double
+    opt-in confirms, or (unticked) the withdrawal of a grant still waiting for it. An active
+    reader's signup stores nothing (no subscriber id here): only their preference page, reached
+    through their own signed link, changes a consent they confirmed."""
+    subscriber = await session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return
+    now = utcnow()
+    if opted_in:
+        await reader_consent.grant(
+            session,
+            subscriber=subscriber,
+            now=now,
+            language=lang,
+            source="signup form",
+            confirmed=False,
+            client_ip_hash=ip_hash,
+        )
+    else:
+        await reader_consent.withdraw(
+            session,
+            subscriber_id=subscriber_id,
+            now=now,
+            method="signup form",
+            unconfirmed_only=True,
+        )
+    await session.commit()
 
 
 def _checked_address(

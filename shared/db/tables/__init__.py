@@ -7,13 +7,21 @@ A table has exactly one writing service:
 - ``editions``: renderer (one rendered edition per send and language; the send requests of
   each issue);
 - ``deliveries``: dispatcher (sends and their per-recipient delivery ledger);
-- ``analytics``: renderer (tracked article links and aggregate click counters, issue 18);
+- ``analytics``: renderer (tracked article links and aggregate click counters, issue 18; the
+  per-reader clicks of consenting readers when per-reader mode is on);
 - ``reports``: bounce receiver (reports that matched no delivery of ours, kept for ops).
 
 Importing this package registers all tables on ``SQLModel.metadata`` (Alembic uses it).
 """
 
-from shared.db.tables.analytics import ClickVerdict, LinkClick, MailOpen, OpenVerdict, TrackedLink
+from shared.db.tables.analytics import (
+    ClickVerdict,
+    LinkClick,
+    MailOpen,
+    OpenVerdict,
+    ReaderClick,
+    TrackedLink,
+)
 from shared.db.tables.deliveries import (
     Delivery,
     DeliveryKind,
@@ -51,6 +59,7 @@ __all__ = [
     "LinkClick",
     "MailOpen",
     "OpenVerdict",
+    "ReaderClick",
     "ReportStatus",
     "Send",
     "SendIntent",

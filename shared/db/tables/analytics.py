@@ -78,3 +78,22 @@ class MailOpen(SQLModel, table=True):
     day: date = Field(primary_key=True)
     verdict: str = Field(primary_key=True, max_length=16)
     count: int = 0
+
+
+class ReaderClick(SQLModel, table=True):
+    """Per-reader mode only (``NEWSLETTER_PER_READER_ANALYTICS=true``): one row per click of a
+    reader who consented (``consent_record`` with ``form="reader_analytics"``, confirmed and not
+    withdrawn when the click is written). No address, no client: the subscriber and delivery
+    ids, the link and the time. Covered by the GDPR export (subscription admin API) and deleted
+    on erasure (``SubscriberErased`` -> ``renderer.erasures``)."""
+
+    __tablename__ = "reader_click"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(index=True)
+    delivery_id: int
+    issue_number: int
+    edition: str = Field(max_length=8)
+    article: int
+    link: int
+    clicked_at: datetime = created_at_field()
