@@ -4,8 +4,8 @@
   ``consent_record`` row with ``form = 'reader_analytics'``, confirmed, not withdrawn). Empty
   while the mode is off; read by the GDPR export, deleted by the erasure.
 
-Revision ID: 0012_reader
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from shared.db.tables.timestamps import UTCDateTime
 
-revision: str = "0012_reader"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
