@@ -27,8 +27,10 @@ unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it th
 
 The relay is also how a delivery goes out again: parked while paused or held by an open
 breaker (``pending``, not before its ``due_at``), due for another attempt, or re-driven by the
-reconciler. A job carries its retry count (``x-retry``) and its first attempt from the ledger,
-and a queued row gets the deadline by which its job should have been consumed.
+reconciler. Whatever brought a row to the relay, a reader in their quiet hours keeps it
+``pending`` until their end (:class:`~services.dispatcher.local_hours.QuietGate`). A job
+carries its retry count (``x-retry``), its first attempt from the ledger and its reader's
+zone, and a queued row gets the deadline by which its job should have been consumed.
 """
 
 from __future__ import annotations
@@ -141,10 +143,12 @@ _INSERT_TEST = text(
     "VALUES (:key, :kind, :send_id, NULL, :email, :domain, :language, :pending, 0, '', '', "
     ":now, :now) ON CONFLICT DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
+# With the reader's zone (a primary-key lookup per row): the quiet hours are kept with it.
 _PENDING_PAGE_SQL = text(
-    "SELECT id, subscriber_id, email, language, retries, queued_at FROM delivery "
-    "WHERE send_id = :send_id AND status = :pending AND id > :after "
-    "AND (due_at IS NULL OR due_at <= :now) ORDER BY id LIMIT :limit"
+    "SELECT d.id, d.subscriber_id, d.email, d.language, d.retries, d.queued_at, s.time_zone "
+    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
+    "WHERE d.send_id = :send_id AND d.status = :pending AND d.id > :after "
+    "AND (d.due_at IS NULL OR d.due_at <= :now) ORDER BY d.id LIMIT :limit"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 # SQLite hands timestamps of a textual query back as text: say what the column is.
 _PENDING_PAGE = _PENDING_PAGE_SQL.columns(
@@ -154,6 +158,7 @@ _PENDING_PAGE = _PENDING_PAGE_SQL.columns(
     column("language"),
     column("retries"),
     column("queued_at", UTCDateTime()),
+    column("time_zone"),
 )
 # Marked before the publish: a job the workers give back at once (an open breaker, a paused
 # send) finds its row queued and parks it, where marking after the confirm would overwrite
@@ -395,6 +400,7 @@ class Planner:
             if not rows:
                 return published
             after = int(rows[-1][0])
+            rows = await self._quiet().admit(rows)  # readers in their quiet hours wait
             rows = await self._warmup().admit(rows)  # a new sending domain's daily caps
             if not rows:
                 continue
@@ -417,6 +423,7 @@ class Planner:
                         to=str(row[2]),
                         language=row[3],
                         first_attempt_at=row[5] or now,  # the retry window runs from the first
+                        time_zone=row[6],
                     ),
                     int(row[4] or 0),
                 )
@@ -449,6 +456,11 @@ class Planner:
                     self.metrics.planned.labels(job.language).inc()
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
+
+    def _quiet(self) -> local_hours.QuietGate:
+        return local_hours.QuietGate(
+            sessions=self.sessions, settings=self.settings, clock=self.clock
+        )
 
     def _warmup(self) -> warmup.WarmupGate:
         return warmup.WarmupGate(sessions=self.sessions, settings=self.settings, clock=self.clock)
