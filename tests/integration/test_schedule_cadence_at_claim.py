@@ -166,8 +166,9 @@ async def test_readers_who_pause_go_monthly_or_leave_after_planning_get_nothing_
                     assert answer.status_code == 200, answer.text[:300]
             changed = await subscribers(sessions, addresses)
             assert changed[pauser].cadence == "paused"
-            assert changed[pauser].paused_until is not None
-            assert changed[pauser].paused_until > claim_at
+            paused_until = changed[pauser].paused_until
+            assert paused_until is not None
+            assert paused_until > claim_at
             assert changed[monthly].cadence == "monthly"
             assert changed[leaver].status == "unsubscribed"
 
