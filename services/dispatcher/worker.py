@@ -12,9 +12,10 @@ with their reason after a few deliveries.
 
 Quiet hours (``NEWSLETTER_QUIET_HOURS``) hold here too: a job met while its reader is in
 them (it waited in the queue past their start) is parked in the outbox until their end,
-unclaimed, and a deferral's next attempt, or a breaker's hold, that would fall inside them
-moves to their end (the reader's zone travels in the job; see
-:mod:`services.dispatcher.local_hours`). Time comes from the dispatcher's clock.
+unclaimed (or, met after the wait for a slot, with its claim given back), and a deferral's
+next attempt, or a breaker's hold, that would fall inside them moves to their end (the
+reader's zone travels in the job; see :mod:`services.dispatcher.local_hours`). Time comes
+from the dispatcher's clock.
 """
 
 from __future__ import annotations
@@ -111,12 +112,7 @@ class DeliveryWorker:
             await self._stand_down(job, message, status)
             return
         domain = address_domain(job.to)
-        if self.flow.is_open(domain):
-            await self._hold(job, message, domain)  # not claimed: the row stays queued
-            return
-        quiet_end = self._quiet_end(job)
-        if quiet_end is not None:
-            await self._park_quiet(job, message, domain, until=quiet_end)
+        if await self._held_back(job, message, domain):  # not claimed: the row stays open
             return
         claim = await self.claims.submit(
             ledger.ClaimRequest(
@@ -139,9 +135,7 @@ class DeliveryWorker:
         data = self.composer.render(template, self.composer.values(recipient))
         async with self.flow.slot(domain):
             # Waiting for a slot can take a while: look again before sending.
-            status = await self.sends.status(job.send_id)
-            if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
-                await self._stand_down(job, message, status)
+            if await self._called_off(job, message, domain):
                 return
             if self.flow.is_open(domain):
                 outcome: Outcome = breaker_open(domain)
@@ -163,6 +157,35 @@ class DeliveryWorker:
             await self._hold(job, message, domain, claimed=True)
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+
+    async def _held_back(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str
+    ) -> bool:
+        """Before the claim: the domain's breaker is open, or the reader is in their quiet
+        hours. True when the job was parked (and acked)."""
+        if self.flow.is_open(domain):
+            await self._hold(job, message, domain)
+            return True
+        quiet_end = self._quiet_end(job)
+        if quiet_end is not None:
+            await self._park_quiet(job, message, domain, until=quiet_end)
+            return True
+        return False
+
+    async def _called_off(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str
+    ) -> bool:
+        """After the slot's wait: the send was paused or cancelled meanwhile, or the wait ran
+        into the reader's quiet hours. True when the claimed delivery was given back."""
+        status = await self.sends.status(job.send_id)
+        if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
+            await self._stand_down(job, message, status)
+            return True
+        quiet_end = self._quiet_end(job)
+        if quiet_end is not None:
+            await self._park_quiet(job, message, domain, until=quiet_end, claimed=True)
+            return True
+        return False
 
     async def _skip(
         self, job: DeliverIssue, message: AbstractIncomingMessage, claim: ledger.Claim, domain: str
@@ -206,13 +229,20 @@ class DeliveryWorker:
         )
 
     async def _park_quiet(
-        self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str, *, until: datetime
+        self,
+        job: DeliverIssue,
+        message: AbstractIncomingMessage,
+        domain: str,
+        *,
+        until: datetime,
+        claimed: bool = False,
     ) -> None:
-        """The reader is in their quiet hours: park the delivery in the outbox (``pending``,
-        unclaimed, no attempt counted) until they end, and ack the job."""
+        """The reader is in their quiet hours: park the delivery in the outbox (``pending``)
+        until they end, and ack the job. Met before the claim, no attempt is counted; met
+        after it (the slot's wait ran past 22:00), the claim is given back."""
         await self._record(
             ledger.Result(
-                job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=False
+                job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
             )
         )
         await self.acks.ack(message)

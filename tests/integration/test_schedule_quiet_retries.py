@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.dispatcher.local_hours import in_quiet_hours
 from shared.clock import FakeClock
 from shared.db.engine import create_engine, session_factory
-from shared.db.tables.deliveries import Delivery
+from shared.db.tables.deliveries import Delivery, Send
 from shared.messaging.schemas import DeliverTransactional, PlanSend
 from shared.messaging.topology import (
     DELIVER_TRANSACTIONAL,
@@ -112,6 +112,24 @@ def counts_are(
 ) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await dispatch_seed.status_counts(sessions, send_id) == expected
+
+    return check
+
+
+def published(
+    sessions: async_sessionmaker[AsyncSession], send_id: str
+) -> Callable[[], Awaitable[bool]]:
+    """Planned and every job confirmed by the broker: the send runs (its planning's relay has
+    returned) and all five rows are queued."""
+
+    async def check() -> bool:
+        async with sessions() as session:
+            send = await session.get(Send, send_id)
+        return (
+            send is not None
+            and send.status == "running"
+            and await dispatch_seed.status_counts(sessions, send_id) == {"queued": 5}
+        )
 
     return check
 
@@ -227,7 +245,7 @@ async def test_jobs_the_reconciler_re_drives_at_23_30_local_wait_until_seven(
         planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
         async with ClockedDispatcher(planner_only, clock=clock):
             send_id = await plan(vhost_url, sessions)
-            await wait_until(counts_are(sessions, send_id, {"queued": 5}), "every job published")
+            await wait_until(published(sessions, send_id), "every job published")
         assert await purge_jobs(vhost_url) == 5
         clock.set(minsk(1, 23, 30))  # the jobs' deadlines are long past: the reconciler acts
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
@@ -274,7 +292,7 @@ async def test_a_job_that_waited_in_the_queue_past_22_00_local_is_parked_until_s
         planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
         async with ClockedDispatcher(planner_only, clock=clock):
             send_id = await plan(vhost_url, sessions)
-            await wait_until(counts_are(sessions, send_id, {"queued": 5}), "every job published")
+            await wait_until(published(sessions, send_id), "every job published")
         # Published at 21:59, taken by a worker at 22:10 (a backlog, a slow start).
         clock.set(minsk(1, 22, 10))
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
