@@ -39,6 +39,9 @@ FAILURE_STATUSES: tuple[str, ...] = (
     DeliveryStatus.UNKNOWN,
 )
 _RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+# Not sent on purpose, with the reason the dispatcher's claim wrote (unsubscribed or
+# suppressed since the planning, a cadence that now leaves the issue out).
+NOT_SENT_STATUSES: tuple[str, ...] = (DeliveryStatus.UNSUBSCRIBED, DeliveryStatus.CANCELLED)
 # Queue ids, message ids and long numbers vary per message: one reason, many spellings.
 _LONG_ID = re.compile(r"\b(?=\w*\d)[0-9A-Za-z]{10,}\b|\b\d{5,}\b")
 
@@ -313,7 +316,8 @@ async def _progress(
 async def top_reasons(
     *, session: AsyncSession, send_ids: list[str], per_send: int = 10
 ) -> dict[str, list[Reason]]:
-    """Deferred and failed deliveries of each send grouped by SMTP reply, most frequent first.
+    """Deferred and failed deliveries of each send grouped by SMTP reply, most frequent first,
+    and those not sent on purpose that carry a reason (``NOT_SENT_STATUSES``).
 
     A deferred delivery keeps the reply of its latest attempt; one that is being retried right
     now (queued or sending again, with that reply still on it) counts as deferred too, so the
@@ -333,7 +337,10 @@ async def top_reasons(
             col(Delivery.send_id).in_(send_ids),
             or_(
                 col(Delivery.status).in_((DeliveryStatus.DEFERRED, *FAILURE_STATUSES)),
-                and_(col(Delivery.status).in_(_RETRYING), col(Delivery.smtp_reply) != ""),
+                and_(
+                    col(Delivery.status).in_((*_RETRYING, *NOT_SENT_STATUSES)),
+                    col(Delivery.smtp_reply) != "",
+                ),
             ),
         )
         .group_by(

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.dispatcher import cadence
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 
@@ -51,6 +52,7 @@ class Claim:
     # Per-reader mode: the subscriber consents to per-reader analytics now (their tracked
     # links carry a signed reference to this delivery).
     reader_ref: bool = False
+    reason: str = ""  # why this claim dropped it (unsubscribed, cadence), "" otherwise
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,42 @@ class Result:
 # Still wanted: the subscriber is active, still reads this edition and the address is not
 # suppressed, as when the send was planned (a test send has no subscriber). Someone who
 # unsubscribes, unticks the edition, bounces, complains or is erased while a send runs, or
-# while their delivery waits in a retry tier, is not mailed.
-_DROP_UNWANTED = text(
-    "UPDATE delivery SET status = :unsubscribed, updated_at = :now "
-    "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
-    "AND NOT EXISTS (SELECT 1 FROM subscriber s "
-    "WHERE s.id = delivery.subscriber_id AND s.status = 'active' "
-    "AND EXISTS (SELECT 1 FROM subscriber_language sl "
+# while their delivery waits in a retry tier, is not mailed (``unsubscribed``). Nor, for issue
+# mail, is a reader whose cadence now leaves this issue out (paused, or monthly with this
+# month's issue delivered; see :mod:`services.dispatcher.cadence`): ``cancelled``. Each such
+# row keeps its reason in ``smtp_reply`` (``send status`` shows it). One statement per batch;
+# the reasons' ``CASE`` runs only for the rows it drops.
+_WANTED = (
+    "s.status = 'active' AND EXISTS (SELECT 1 FROM subscriber_language sl "
     "WHERE sl.subscriber_id = s.id AND sl.language = delivery.language) "
     "AND NOT EXISTS (SELECT 1 FROM suppression p "
-    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)) RETURNING send_id"
+    "WHERE p.email_hash = s.email_hash AND p.lifted_at IS NULL)"
+)
+_HIS = "FROM subscriber s WHERE s.id = delivery.subscriber_id"
+NOT_SUBSCRIBED = "not sent: the reader is no longer subscribed"
+EDITION_DROPPED = "not sent: the reader no longer reads this edition"
+SUPPRESSED = "not sent: the address is suppressed"
+# The statement is built from constants of this package, never from input.
+_DROP_UNWANTED = text(
+    f"UPDATE delivery SET status = CASE WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) "  # noqa: S608
+    "THEN :cancelled ELSE :unsubscribed END, smtp_reply = CASE "
+    f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND s.status = 'active') THEN :not_subscribed "
+    "WHEN NOT EXISTS (SELECT 1 FROM subscriber_language sl "
+    "WHERE sl.subscriber_id = delivery.subscriber_id AND sl.language = delivery.language) "
+    "THEN :edition_dropped "
+    f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :suppressed "
+    f"WHEN EXISTS (SELECT 1 {_HIS} AND {cadence.PAUSED_AT_CLAIM}) THEN :paused "
+    "ELSE :monthly END, updated_at = :now "
+    "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
+    f"AND NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED} AND (delivery.kind <> 'issue' OR NOT "
+    f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))) "
+    "RETURNING id, send_id, status, smtp_reply"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
     bindparam("now", type_=UTCDateTime()),
+    bindparam("cadence_now", type_=UTCDateTime()),
+    bindparam("month_start", type_=UTCDateTime()),
 )
 _CLAIM = text(
     "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
@@ -236,37 +260,48 @@ async def claim(
     owner: str | None = None,
     owner_stale_s: float = DEFAULT_OWNER_STALE_S,
     reader_consent: bool = False,
+    schedule_now: datetime | None = None,
 ) -> list[Claim]:
     """Claim a batch of deliveries in one transaction for process ``owner``, each leased for
     ``lease_s``; one :class:`Claim` per request. A redelivered job re-claims a ``sending`` row
     whose lease has ended or whose claimer has not beaten for ``owner_stale_s``.
 
-    Deliveries nobody wants any more are marked ``unsubscribed`` on the way; a send whose last
-    open delivery that was gets its completion check, as after :func:`record`. With
-    ``reader_consent`` (per-reader mode) each claim also says whether its reader consents to
-    per-reader analytics at this moment.
+    Deliveries nobody wants any more are marked ``unsubscribed`` on the way, issue deliveries
+    the reader's cadence now leaves out ``cancelled`` (a pause, or this month's issue for a
+    monthly reader, as of ``schedule_now``: the dispatcher's clock), each with its reason; a
+    send whose last open delivery that was gets its completion check, as after :func:`record`.
+    With ``reader_consent`` (per-reader mode) each claim also says whether its reader
+    consents to per-reader analytics at this moment.
     """
     ids = sorted({r.delivery_id for r in requests})
     redelivered = sorted({r.delivery_id for r in requests if r.redelivered})
     now = utcnow()
+    today = schedule_now or now
     lease = now + timedelta(seconds=lease_s)
     claimer = {"lease": lease, "owner": owner}
     async with engine.begin() as session:
-        dropped_sends = {
-            str(send_id)
-            for send_id in (
-                await session.execute(
-                    _DROP_UNWANTED,
-                    {
-                        "ids": padded(ids),
-                        "claimable": [str(s) for s in _CLAIMABLE],
-                        "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
-                        "now": now,
-                    },
-                )
-            ).scalars()
-            if send_id is not None
-        }
+        dropped: dict[int, tuple[str, str]] = {}
+        dropped_sends: set[str] = set()
+        for ident, send_id, status, reason in await session.execute(
+            _DROP_UNWANTED,
+            {
+                "ids": padded(ids),
+                "claimable": [str(s) for s in _CLAIMABLE],
+                "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
+                "cancelled": str(DeliveryStatus.CANCELLED),
+                "not_subscribed": NOT_SUBSCRIBED,
+                "edition_dropped": EDITION_DROPPED,
+                "suppressed": SUPPRESSED,
+                "paused": cadence.PAUSED_REASON,
+                "monthly": cadence.MONTHLY_REASON,
+                "now": now,
+                "cadence_now": today,
+                "month_start": cadence.month_start(today),
+            },
+        ):
+            dropped[int(ident)] = (str(status), str(reason))
+            if send_id is not None:
+                dropped_sends.add(str(send_id))
         claimed = set(
             (
                 await session.execute(
@@ -317,7 +352,7 @@ async def claim(
                     )
                 ).scalars()
             )
-        missing = [i for i in ids if i not in claimed and i not in reclaimed]
+        missing = [i for i in ids if i not in claimed and i not in reclaimed and i not in dropped]
         found: dict[int, str] = {}
         if missing:
             rows = await session.execute(_STATUS_OF, {"ids": padded(missing)})
@@ -333,8 +368,12 @@ async def claim(
             results.append(Claim(claimed=True, reader_ref=ident in consenting))
         elif first and ident in reclaimed:
             results.append(Claim(claimed=True, reclaimed=True, reader_ref=ident in consenting))
+        elif first and ident in dropped:
+            status, reason = dropped[ident]
+            results.append(Claim(claimed=False, status=status, reason=reason))
         else:
-            results.append(Claim(claimed=False, status=found.get(ident, DeliveryStatus.SENDING)))
+            status = dropped[ident][0] if ident in dropped else found.get(ident, "")
+            results.append(Claim(claimed=False, status=status or DeliveryStatus.SENDING))
     return results
 
 

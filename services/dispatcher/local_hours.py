@@ -5,21 +5,36 @@ with ``--local-time 09:00`` the next 09:00 in the reader's zone at or after the 
 without it, the start itself. Either moves to the end of the quiet hours when it falls inside
 them. Nothing waits in a queue: the outbox sweeper publishes rows as they become due.
 Zones come from the subscriber (NULL or unknown: the language's default from the settings).
+
+The quiet hours hold for every later attempt of an issue mail too, whoever sets it
+(:func:`outside_quiet_hours`): a deferral's next attempt (the worker), a breaker's hold, and
+two gates every issue job passes, the relay (:class:`QuietGate`: a row due while its reader
+is in quiet hours stays ``pending`` until their end, which covers the reconciler's re-drives,
+resumed sends and warm-up carries) and the worker before its claim (a job that waited in the
+queue into the quiet hours is parked the same way). Test sends (no reader) and transactional
+mail are never held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import text
+import structlog
+from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.clock import Clock
 from shared.db.tables.deliveries import Send
+from shared.db.tables.timestamps import UTCDateTime
 from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 QuietHours = tuple[time, time]
 
@@ -50,6 +65,19 @@ def _after_quiet(local: datetime, quiet: QuietHours) -> datetime:
     if end <= local:
         end = datetime.combine(local.date() + timedelta(days=1), quiet[1], tzinfo=local.tzinfo)
     return end
+
+
+def outside_quiet_hours(moment: datetime, *, where: ZoneInfo, quiet: QuietHours | None) -> datetime:
+    """``moment`` (aware), or the end of the reader's quiet hours when it falls inside them
+    (UTC either way)."""
+    if quiet is None:
+        return moment.astimezone(UTC)
+    return _after_quiet(moment.astimezone(where), quiet).astimezone(UTC)
+
+
+def reader_zone(settings: Settings, *, time_zone: str | None, language: str) -> ZoneInfo:
+    """The reader's zone as the planner uses it: their own, else their edition's default."""
+    return zone(time_zone, settings.time_zone_for(language))
 
 
 def not_before(
@@ -148,3 +176,48 @@ async def due_clause(
     if dialect == "postgresql":  # parameters inside CASE have no type of their own there
         expression = f"CAST({expression} AS TIMESTAMP WITH TIME ZONE)"
     return expression, params
+
+
+# Positions in the relay's pending rows (``id, subscriber_id, email, language, retries,
+# queued_at, time_zone``).
+_ID, _SUBSCRIBER, _LANGUAGE, _TIME_ZONE = 0, 1, 3, 6
+_HOLD = text(
+    "UPDATE delivery SET due_at = :until, updated_at = :now WHERE id = :id AND status = 'pending'"
+).bindparams(bindparam("until", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+
+
+@dataclass
+class QuietGate:
+    """The relay's check before it publishes: a row whose reader is in their quiet hours now
+    stays ``pending`` with ``due_at`` at the end of them (one ``UPDATE`` per batch, and none
+    while nobody is in quiet hours); the outbox sweeper publishes it then."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Settings
+    clock: Clock
+
+    async def admit(self, rows: Sequence[Any]) -> list[Any]:
+        quiet = self.settings.quiet_window
+        if quiet is None:
+            return list(rows)
+        now = self.clock.now()
+        ends: dict[tuple[str | None, str], datetime] = {}  # one zone computation per batch
+        held: dict[int, datetime] = {}
+        for row in rows:
+            if row[_SUBSCRIBER] is None:  # a test send's row: the editor wants it now
+                continue
+            key = (row[_TIME_ZONE], str(row[_LANGUAGE]))
+            if key not in ends:
+                where = reader_zone(self.settings, time_zone=key[0], language=key[1])
+                ends[key] = outside_quiet_hours(now, where=where, quiet=quiet)
+            if ends[key] > now:
+                held[int(row[_ID])] = ends[key]
+        if not held:
+            return list(rows)
+        async with self.sessions() as session:
+            await session.execute(
+                _HOLD, [{"id": i, "until": until, "now": now} for i, until in held.items()]
+            )
+            await session.commit()
+        log.info("quiet_hours_held", count=len(held), until=str(min(held.values())))
+        return [row for row in rows if int(row[_ID]) not in held]

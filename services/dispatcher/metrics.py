@@ -16,6 +16,7 @@ class DispatcherMetrics:
     test_deliveries: Counter
     redriven: Counter
     planning_recoveries: Counter
+    reconcile_passes: Counter
 
     def delivery(self, outcome: str, language: str, domain: str, *, test: bool) -> None:
         """Count one delivery outcome; a test send's ("[TEST]" to one address) apart."""
@@ -69,6 +70,11 @@ class DispatcherMetrics:
                 "a batch while planning; it waits in the outbox) and replanned (a send stuck in "
                 "planning whose PlanSend the reconciler published again).",
                 ["event"],
+                registry=registry,
+            ),
+            reconcile_passes=Counter(
+                "newsletter_reconcile_passes_total",
+                "Passes of the reconciler over the ledger (due retries, lost jobs, leases).",
                 registry=registry,
             ),
         )

@@ -2,13 +2,19 @@
 
 Per edition: planned, sent, deferred, failed, bounced, the rest, the percentage done, the
 current rate and the time left; then the top deferral and failure reasons (SMTP replies
-grouped, with counts and the domains that gave them). A send still being planned says
+grouped, with counts and the domains that gave them), and why deliveries were not sent on
+purpose (unsubscribed since the planning, a cadence changed since). A send still being planned says
 "planning…" rather than showing zeros; a test send says it is one.
 """
 
 from __future__ import annotations
 
-from shared.send_progress import FAILURE_STATUSES, LanguageProgress, SendProgress
+from shared.send_progress import (
+    FAILURE_STATUSES,
+    NOT_SENT_STATUSES,
+    LanguageProgress,
+    SendProgress,
+)
 
 COLUMNS = ("planned", "sent", "deferred", "failed", "bounced", "other", "done", "rate", "left")
 _OPEN = ("pending", "queued", "sending")
@@ -83,6 +89,7 @@ def lines(progress: SendProgress, *, reasons: int = 3) -> list[str]:
     for label, statuses in (
         ("deferral", ("deferred",)),
         ("failure", FAILURE_STATUSES),
+        ("not-sent", NOT_SENT_STATUSES),
     ):
         top = progress.top(*statuses, limit=reasons)
         if not top:

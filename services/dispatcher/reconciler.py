@@ -25,7 +25,11 @@ retry falls due before that):
    send is not stuck: the scheduler starts it when due;
 
 then the planner's relay publishes the outbox rows of those sends (confirms first, then
-``queued`` with a new deadline). A relay that fails (the broker cannot take the jobs) leaves
+``queued`` with a new deadline), except rows whose reader is in their quiet hours: those stay
+``pending`` until the quiet hours end (the relay's quiet gate, :mod:`.local_hours`), so a
+re-drive at 23:30 local mails nobody before 07:00. Deferrals and queued deadlines are read on
+the dispatcher's clock (the one the planner and the workers write them with), leases and
+heartbeats on the wall clock. A relay that fails (the broker cannot take the jobs) leaves
 them ``pending``: the next pass tries again, and the receiving server sees nothing meanwhile.
 Running sends with nothing open left are marked done. A send therefore finishes whatever
 happened to the queues.
@@ -173,6 +177,7 @@ class Reconciler:
         metrics: DispatcherMetrics | None = None,
         queue_depth: QueueDepth | None = None,
         clock: Callable[[], datetime] = utcnow,
+        schedule_clock: Callable[[], datetime] | None = None,
     ) -> None:
         settings = planner.settings
         self._engine = engine
@@ -180,6 +185,9 @@ class Reconciler:
         self._metrics = metrics
         self._queue_depth = queue_depth
         self._clock = clock
+        # The deadlines the planner's side writes (a deferral's next attempt, a queued job's
+        # deadline) are on the dispatcher's clock; leases and heartbeats on ``clock``.
+        self._schedule_clock = schedule_clock or clock
         self._interval = settings.dispatch_reconcile_s
         self._grace = timedelta(seconds=settings.dispatch_reconcile_grace_s)
         self._batch = settings.dispatch_reconcile_batch
@@ -202,18 +210,19 @@ class Reconciler:
         lost now, whatever its deadline and the queue's depth (an operator who knows the jobs
         are gone); a deferral still waits for its time, and a live lease is respected."""
         now = self._clock()
+        today = self._schedule_clock()
         report = ReconcileReport()
         report.due_retries = await self._take(
             _DUE,
             "due_at",
             DeliveryStatus.DEFERRED,
-            cutoff=now,
+            cutoff=today,
             send_id=send_id,
             report=report,
             count=False,
         )
         if force or await self._queue_may_have_lost_jobs(report):
-            lost_cutoff = now + _FAR_FUTURE if force else now - self._grace
+            lost_cutoff = today + _FAR_FUTURE if force else today - self._grace
             report.lost_queued = await self._take(
                 _DUE,
                 "due_at",
@@ -246,6 +255,8 @@ class Reconciler:
         report.finished = await self._finish_idle_sends(send_id)
         planning_cutoff = now + _FAR_FUTURE if force else now - self._planning_stale
         report.replanned = await self._replan_stalled(send_id, cutoff=planning_cutoff)
+        if self._metrics is not None:
+            self._metrics.reconcile_passes.inc()
         if report.sends or report.finished or report.replanned:
             log.info(
                 "ledger_reconciled",
@@ -400,5 +411,5 @@ class Reconciler:
             return self._interval
         if not isinstance(next_at, datetime):
             return self._interval
-        until = (next_at - self._clock()).total_seconds()
+        until = (next_at - self._schedule_clock()).total_seconds()
         return min(self._interval, max(_MIN_PAUSE_S, until))

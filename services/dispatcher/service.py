@@ -97,7 +97,9 @@ async def run(
 
         finisher = _send_finisher(engine, stack)
         owner = (await _heartbeat(config, engine, stack)).process_id
-        claims, results = _ledger_batchers(config, engine, finisher, owner=owner)  # started
+        claims, results = _ledger_batchers(
+            config, engine, finisher, owner=owner, clock=clock
+        )  # started
         stack.push_async_callback(results.close)
         stack.push_async_callback(claims.close)
 
@@ -140,6 +142,7 @@ async def run(
                     )
                 ),
                 gate=gate,
+                clock=clock,
             )
             consumers.append(
                 QueueConsumer(
@@ -250,6 +253,7 @@ def _planner_consumer(
         planner=planner,
         metrics=planner.metrics,
         queue_depth=work_queue_depth(connection, prefetch=config.dispatch_prefetch),
+        schedule_clock=planner.clock.now,
     )
     reconciler.start()
     stack.push_async_callback(reconciler.close)
@@ -367,10 +371,15 @@ async def apply_control(engine: AsyncEngine, event: SendControlled) -> None:
 
 
 def _ledger_batchers(
-    config: DispatcherSettings, engine: AsyncEngine, finisher: ledger.SendFinisher, *, owner: str
+    config: DispatcherSettings,
+    engine: AsyncEngine,
+    finisher: ledger.SendFinisher,
+    *,
+    owner: str,
+    clock: Clock,
 ) -> tuple[Batcher[ledger.ClaimRequest, ledger.Claim], Batcher[ledger.Result, None]]:
-    """Claims (leased, in this process's name) and outcomes, each committed in batches (the
-    batchers are started)."""
+    """Claims (leased, in this process's name; the reader's cadence read again as of
+    ``clock``) and outcomes, each committed in batches (the batchers are started)."""
 
     async def claim_batch(items: Sequence[ledger.ClaimRequest]) -> list[ledger.Claim]:
         return await ledger.claim(
@@ -381,6 +390,7 @@ def _ledger_batchers(
             owner=owner,
             owner_stale_s=config.dispatch_owner_stale_s,
             reader_consent=config.per_reader_analytics,
+            schedule_now=clock.now(),
         )
 
     async def record_batch(items: Sequence[ledger.Result]) -> list[None]:

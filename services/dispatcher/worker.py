@@ -9,18 +9,26 @@ reconciler publishes it when due: no publish can fail here and turn into an imme
 Hard bounces raise a ``BounceReceived`` event; jobs of a paused send or of a domain whose
 breaker is open are parked in the outbox without being claimed; poison jobs are dead-lettered
 with their reason after a few deliveries.
+
+Quiet hours (``NEWSLETTER_QUIET_HOURS``) hold here too: a job met while its reader is in
+them (it waited in the queue past their start) is parked in the outbox until their end,
+unclaimed (or, met after the wait for a slot, with its claim given back), and a deferral's
+next attempt, or a breaker's hold, that would fall inside them moves to their end (the
+reader's zone travels in the job; see :mod:`services.dispatcher.local_hours`). Time comes
+from the dispatcher's clock.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.dispatcher import ledger
+from services.dispatcher import ledger, local_hours
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
@@ -41,8 +49,8 @@ from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from shared.addresses import address_domain, mask_email
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
-from shared.db.tables.timestamps import utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
 from shared.messaging.topology import BOUNCE_RECEIVED
@@ -69,6 +77,7 @@ class DeliveryWorker:
     gate: DatabaseGate | None = None  # retries outcome writes; None: a failed write raises
     outcomes: DeliveryLog = field(default_factory=lambda: DeliveryLog(__name__))
     in_flight: set[int] = field(default_factory=set)  # deliveries this process handles now
+    clock: Clock = SYSTEM_CLOCK  # deferrals' next attempts, holds, the retry window, quiet hours
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -103,8 +112,7 @@ class DeliveryWorker:
             await self._stand_down(job, message, status)
             return
         domain = address_domain(job.to)
-        if self.flow.is_open(domain):
-            await self._hold(job, message, domain)  # not claimed: the row stays queued
+        if await self._held_back(job, message, domain):  # not claimed: the row stays open
             return
         claim = await self.claims.submit(
             ledger.ClaimRequest(
@@ -115,7 +123,7 @@ class DeliveryWorker:
             )
         )
         if not claim.claimed:
-            await self._skip(job, message, claim.status, domain)
+            await self._skip(job, message, claim, domain)
             return
         if claim.reclaimed:
             log.warning("possible_duplicate_resend", reason="redelivered while sending")
@@ -129,9 +137,7 @@ class DeliveryWorker:
         data = self.composer.render(template, self.composer.values(recipient))
         async with self.flow.slot(domain):
             # Waiting for a slot can take a while: look again before sending.
-            status = await self.sends.status(job.send_id)
-            if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
-                await self._stand_down(job, message, status)
+            if await self._called_off(job, message, domain):
                 return
             if self.flow.is_open(domain):
                 outcome: Outcome = breaker_open(domain)
@@ -154,18 +160,96 @@ class DeliveryWorker:
             return
         await self._settle(job, message, outcome, message_key=message_key, domain=domain)
 
+    async def _held_back(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str
+    ) -> bool:
+        """Before the claim: the domain's breaker is open, or the reader is in their quiet
+        hours. True when the job was parked (and acked)."""
+        if self.flow.is_open(domain):
+            await self._hold(job, message, domain)
+            return True
+        quiet_end = self._quiet_end(job)
+        if quiet_end is not None:
+            await self._park_quiet(job, message, domain, until=quiet_end)
+            return True
+        return False
+
+    async def _called_off(
+        self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str
+    ) -> bool:
+        """After the slot's wait: the send was paused or cancelled meanwhile, or the wait ran
+        into the reader's quiet hours. True when the claimed delivery was given back."""
+        status = await self.sends.status(job.send_id)
+        if status in {SendStatus.CANCELLED, SendStatus.PAUSED}:
+            await self._stand_down(job, message, status)
+            return True
+        quiet_end = self._quiet_end(job)
+        if quiet_end is not None:
+            await self._park_quiet(job, message, domain, until=quiet_end, claimed=True)
+            return True
+        return False
+
     async def _skip(
-        self, job: DeliverIssue, message: AbstractIncomingMessage, status: str, domain: str
+        self, job: DeliverIssue, message: AbstractIncomingMessage, claim: ledger.Claim, domain: str
     ) -> None:
         """The job did not claim its delivery: a duplicate, or nobody to mail any more."""
-        if status == DeliveryStatus.UNSUBSCRIBED:
-            # Unsubscribed, suppressed or erased since the send was planned (the claim marked
-            # the row and had the send checked for completion).
+        if claim.reason:
+            # Unsubscribed, suppressed or erased since the send was planned, or a cadence now
+            # leaving this issue out (the claim marked the row with its reason and had the send
+            # checked for completion).
+            outcome = "unsubscribed" if claim.status == DeliveryStatus.UNSUBSCRIBED else "skipped"
+            log.info("delivery_dropped", reason=claim.reason, status=claim.status)
+            self.metrics.delivery(outcome, job.language, domain, test=_is_test(job))
+        elif claim.status == DeliveryStatus.UNSUBSCRIBED:  # an erasure marked it meanwhile
             log.info("delivery_dropped", reason="no longer subscribed")
             self.metrics.delivery("unsubscribed", job.language, domain, test=_is_test(job))
         else:
-            log.info("duplicate_job_skipped", found_status=status)
+            log.info("duplicate_job_skipped", found_status=claim.status)
         await self.acks.ack(message)
+
+    def _quiet_end(self, job: DeliverIssue) -> datetime | None:
+        """The end of the reader's quiet hours when they are in them now, else None (test
+        sends have no reader and are never held)."""
+        quiet = self.settings.quiet_window
+        if quiet is None or job.subscriber_id is None:
+            return None
+        now = self.clock.now()
+        end = local_hours.outside_quiet_hours(now, where=self._zone(job), quiet=quiet)
+        return end if end > now else None
+
+    def _not_in_quiet_hours(self, job: DeliverIssue, moment: datetime) -> datetime:
+        """A next attempt for ``job`` at ``moment``, or at the end of the reader's quiet hours
+        when it falls inside them."""
+        if job.subscriber_id is None:
+            return moment
+        quiet = self.settings.quiet_window
+        return local_hours.outside_quiet_hours(moment, where=self._zone(job), quiet=quiet)
+
+    def _zone(self, job: DeliverIssue) -> ZoneInfo:
+        return local_hours.reader_zone(
+            self.settings, time_zone=job.time_zone, language=job.language
+        )
+
+    async def _park_quiet(
+        self,
+        job: DeliverIssue,
+        message: AbstractIncomingMessage,
+        domain: str,
+        *,
+        until: datetime,
+        claimed: bool = False,
+    ) -> None:
+        """The reader is in their quiet hours: park the delivery in the outbox (``pending``)
+        until they end, and ack the job. Met before the claim, no attempt is counted; met
+        after it (the slot's wait ran past 22:00), the claim is given back."""
+        await self._record(
+            ledger.Result(
+                job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
+            )
+        )
+        await self.acks.ack(message)
+        self.metrics.delivery("held", job.language, domain, test=_is_test(job))
+        log.info("email_held", to=mask_email(job.to), reason="quiet_hours", until=str(until))
 
     async def _hold(
         self,
@@ -178,7 +262,9 @@ class DeliveryWorker:
         """The domain's breaker is open: park the delivery in the outbox (``pending``) until
         the breaker's pause ends, without an attempt (its retry count and window are
         untouched), and ack the job: nothing cycles through the broker meanwhile."""
-        until = utcnow() + timedelta(seconds=self.flow.open_remaining(domain))
+        until = self._not_in_quiet_hours(
+            job, self.clock.now() + timedelta(seconds=self.flow.open_remaining(domain))
+        )
         await self._record(
             ledger.Result(
                 job.delivery_id, job.send_id, DeliveryStatus.PENDING, due_at=until, claimed=claimed
@@ -213,11 +299,12 @@ class DeliveryWorker:
         status = outcome.status
         attempt = attempt_of(message)
         tier = tier_for(self.settings.retry_tiers, attempt)
+        now = self.clock.now()
         if status == "deferred" and window_exhausted(
             first_attempt_at=job.first_attempt_at,
             tier=tier,
             window_s=self.settings.dispatch_retry_window_s,
-            now=utcnow(),
+            now=now,
         ):
             status = "failed"
         if status == "bounced":
@@ -241,7 +328,8 @@ class DeliveryWorker:
                 smtp_code=outcome.code,
                 smtp_reply=outcome.reply,
                 message_id=self.composer.message_id(message_key),
-                due_at=utcnow() + timedelta(milliseconds=tier.delay_ms)
+                # The tier's delay, kept out of the reader's quiet hours.
+                due_at=self._not_in_quiet_hours(job, now + timedelta(milliseconds=tier.delay_ms))
                 if status == "deferred"
                 else None,
             )

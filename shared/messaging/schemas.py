@@ -133,6 +133,9 @@ class DeliverIssue(Message):
     to: SafeAddress
     language: Language
     first_attempt_at: datetime = Field(default_factory=_now)
+    # The reader's own zone when they gave one (None: their edition's default): the worker
+    # keeps the quiet hours with it, for the job and for a deferral's next attempt.
+    time_zone: str | None = Field(default=None, max_length=64)
 
 
 class SendControlled(Message):

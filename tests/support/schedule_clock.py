@@ -25,6 +25,17 @@ class ClockedDispatcher:
     def scheduler_passes(self) -> float:
         return self.registry.get_sample_value("newsletter_scheduler_passes_total") or 0.0
 
+    def reconcile_passes(self) -> float:
+        return self.registry.get_sample_value("newsletter_reconcile_passes_total") or 0.0
+
+    async def reconciled_after(self, count: int = 2) -> None:
+        """Wait until this dispatcher's reconciler has gone over the ledger ``count`` more
+        times (due retries taken, lost jobs re-driven, their relay done)."""
+        start = self.reconcile_passes()
+        await wait_until(
+            lambda: _true(self.reconcile_passes() >= start + count), "reconciler passes"
+        )
+
     async def __aenter__(self) -> ClockedDispatcher:
         from services.dispatcher import service
 

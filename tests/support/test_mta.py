@@ -1,9 +1,9 @@
 """A scripted test MTA (aiosmtpd over a real socket) that can misbehave on purpose.
 
 Rules are per recipient address or random per message: answer 550 5.1.1 (unknown user),
-554 5.7.1 (policy), 421/451 (slow down), drop the connection at RCPT, or stall at DATA past the
-client's timeout. Every accepted message is kept with its envelope, so tests can count copies
-per recipient.
+554 5.7.1 (policy), 421/451 (slow down), 451 once, drop the connection at RCPT, or stall at DATA
+past the client's timeout. Every accepted message is kept with its envelope (and the time of a
+test's clock, when given), so tests can count copies per recipient and say when each came.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from shared.clock import Clock
 from tests.support.ports import free_port
 
 
@@ -29,6 +31,7 @@ class Accepted:
     rcpt: str
     data: bytes
     at: float = field(default_factory=time.time)  # wall clock, when the 250 was given
+    clock_at: datetime | None = None  # the test's clock then (``ScriptedHandler.clock``)
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
@@ -41,6 +44,7 @@ class MtaScript:
     hard_bounce: set[str] = field(default_factory=set)  # 550 5.1.1 at RCPT
     policy_reject: set[str] = field(default_factory=set)  # 554 5.7.1 at RCPT
     defer: set[str] = field(default_factory=set)  # 451 4.2.0 at RCPT, every time
+    defer_once: set[str] = field(default_factory=set)  # 451 4.2.0 at RCPT, the first time only
     throttle_ratio: float = 0.0  # share of RCPTs answered 421/451 (alternating)
     drop_ratio: float = 0.0  # share of RCPTs where the connection is dropped
     stall_data: set[str] = field(default_factory=set)  # stall after DATA, once per address
@@ -60,6 +64,9 @@ class ScriptedHandler:
         self._admitted = 0
         self._released = threading.Event()
         self.waiting = 0  # messages held at DATA right now (see hold_after)
+        # A test's (fake) clock: accepted messages and deferrals are stamped with it too.
+        self.clock: Clock | None = None
+        self.deferred: list[tuple[str, datetime | None]] = []  # (recipient, clock time) per 451
 
     def hold_after(self, count: int) -> None:
         """Take ``count`` messages, then keep every later one waiting at DATA, unanswered,
@@ -93,7 +100,11 @@ class ScriptedHandler:
             return self._reply(f"550 5.1.1 <{address}>: user unknown")
         if address in script.policy_reject:
             return self._reply("554 5.7.1 message refused by policy")
-        if address in script.defer:
+        if address in script.defer or (
+            address in script.defer_once and all(a != address for a, _ in self.deferred)
+        ):
+            with self.lock:
+                self.deferred.append((address, self._clock_now()))
             return self._reply("451 4.2.0 mailbox busy, try again later")
         roll = self.random.random()
         if roll < script.drop_ratio:
@@ -107,6 +118,9 @@ class ScriptedHandler:
             return self._reply("451 4.7.1 greylisted, try again")
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+    def _clock_now(self) -> datetime | None:
+        return self.clock.now() if self.clock is not None else None
 
     def _reply(self, reply: str) -> str:
         self.replies[reply[:3]] += 1
@@ -125,7 +139,9 @@ class ScriptedHandler:
                 return "250 OK (too late)"
         with self.lock:
             for rcpt in envelope.rcpt_tos:
-                self.accepted.append(Accepted(str(envelope.mail_from), rcpt, data))
+                self.accepted.append(
+                    Accepted(str(envelope.mail_from), rcpt, data, clock_at=self._clock_now())
+                )
         return "250 2.0.0 OK"
 
     def copies(self) -> Counter[str]:

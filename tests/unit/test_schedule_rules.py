@@ -15,7 +15,9 @@ from services.dispatcher.local_hours import (
     due_by_zone,
     in_quiet_hours,
     not_before,
+    outside_quiet_hours,
     parse_local_time,
+    reader_zone,
 )
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.clock import (
@@ -61,6 +63,30 @@ def test_a_send_without_local_time_waits_only_through_the_quiet_hours() -> None:
     due = not_before(start=night, where=MINSK, local_time=None, quiet=QUIET)
     assert due.astimezone(MINSK) == datetime(2026, 12, 8, 7, 0, tzinfo=MINSK)
     assert not_before(start=night, where=MINSK, local_time=None, quiet=None) == night
+
+
+def test_a_later_attempt_inside_the_quiet_hours_moves_to_their_end_in_the_readers_zone() -> None:
+    retry = datetime(2027, 3, 1, 19, 0, tzinfo=UTC)  # 22:00 in Minsk, 14:00 in New York
+    assert outside_quiet_hours(retry, where=MINSK, quiet=QUIET) == datetime(
+        2027, 3, 2, 7, 0, tzinfo=MINSK
+    )
+    assert outside_quiet_hours(retry, where=NEW_YORK, quiet=QUIET) == retry
+    assert outside_quiet_hours(retry, where=MINSK, quiet=None) == retry
+    # After midnight the end is the same morning's 07:00; at 07:00 itself nothing moves.
+    small_hours = datetime(2027, 3, 1, 23, 30, tzinfo=UTC)  # 02:30 in Minsk
+    assert outside_quiet_hours(small_hours, where=MINSK, quiet=QUIET) == datetime(
+        2027, 3, 2, 7, 0, tzinfo=MINSK
+    )
+    seven = datetime(2027, 3, 2, 7, 0, tzinfo=MINSK)
+    assert outside_quiet_hours(seven, where=MINSK, quiet=QUIET) == seven
+
+
+def test_a_reader_without_a_zone_has_their_editions_default() -> None:
+    settings = load_settings(mode="test")
+    assert reader_zone(settings, time_zone=None, language="be") == MINSK
+    assert reader_zone(settings, time_zone=None, language="en") == ZoneInfo("Europe/London")
+    assert reader_zone(settings, time_zone="America/New_York", language="be") == NEW_YORK
+    assert reader_zone(settings, time_zone="Mars/Base", language="ru") == MINSK
 
 
 def test_daylight_saving_days_keep_nine_oclock_local() -> None:
