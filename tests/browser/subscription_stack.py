@@ -65,6 +65,7 @@ async def subscription_stack(
     tmp_path: Path,
     secret_key: str,
     policy: SignupPolicy,
+    per_reader_analytics: bool = False,
 ) -> AsyncIterator[SubscriptionStack]:
     """Start the three services; ``smtp_sink`` must keep a Maildir (the ``smtp_sink`` fixture)."""
     maildir = smtp_sink.handler.maildir
@@ -82,6 +83,7 @@ async def subscription_stack(
         smtp_url=smtp_sink.url,
         renderer_probe_port=free_port(),
         dispatcher_probe_port=free_port(),
+        per_reader_analytics=per_reader_analytics,
     )
     server = ProbeServer(create_app(settings, policy=policy), host="127.0.0.1", port=port)
     await server.start()
