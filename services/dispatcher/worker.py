@@ -20,7 +20,7 @@ from datetime import timedelta
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.dispatcher import ledger
+from services.dispatcher import ledger, mime
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
@@ -124,7 +124,8 @@ class DeliveryWorker:
         )
         message_key = f"d{job.delivery_id}.{job.send_id[:8]}"
         recipient = Recipient(job.delivery_id, job.subscriber_id, job.to, message_key)
-        data = self.composer.render(template, self.composer.values(recipient))
+        values = self.composer.values(recipient)
+        data = await self.composer.compose(template, values)
         async with self.flow.slot(domain):
             # Waiting for a slot can take a while: look again before sending.
             status = await self.sends.status(job.send_id)
@@ -150,7 +151,7 @@ class DeliveryWorker:
             # The breaker opened while this job waited: give the claim back, parked.
             await self._hold(job, message, domain, claimed=True)
             return
-        await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+        await self._settle(job, message, outcome, message_id=values[mime.MESSAGE_ID], domain=domain)
 
     async def _skip(
         self, job: DeliverIssue, message: AbstractIncomingMessage, status: str, domain: str
@@ -205,7 +206,7 @@ class DeliveryWorker:
         message: AbstractIncomingMessage,
         outcome: Outcome,
         *,
-        message_key: str,
+        message_id: str,
         domain: str,
     ) -> None:
         status = outcome.status
@@ -238,7 +239,7 @@ class DeliveryWorker:
                 status,
                 smtp_code=outcome.code,
                 smtp_reply=outcome.reply,
-                message_id=self.composer.message_id(message_key),
+                message_id=message_id,  # the signed one of the message's header
                 due_at=utcnow() + timedelta(milliseconds=tier.delay_ms)
                 if status == "deferred"
                 else None,
