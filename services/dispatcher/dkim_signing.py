@@ -21,8 +21,9 @@ A signature is made in two steps, so that its costly part can run off the event 
 operation and its base64). ``hashlib`` releases the GIL for data over 2 KB and cryptography 50
 releases it for the RSA signature (measured here: two threads signing with one RSA-2048 key
 made 5,480 signatures/s against 2,600 for one, at 1.9 cores busy), so ``finish`` in a thread
-runs on the second core. Cost per 33 KB message here: RSA-2048 0.36 ms (worth a thread),
-Ed25519 0.05 ms and the body hash about 0.02 ms (less than the hop to a thread and back).
+runs on the second core. Cost per 33 KB message here: RSA-2048 0.3-0.4 ms (worth a thread),
+Ed25519 0.05 ms and the body hash 0.02-0.04 ms (measured: together less than the hop to a
+thread and back costs the event loop, so Ed25519 signs inline).
 
 dkimpy signs a 30 KB message in about 9 ms here, mostly in pure-Python RSA and parsing; the
 same signature with ``cryptography`` costs about 0.4 ms. dkimpy stays the reference: the tests
