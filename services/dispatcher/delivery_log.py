@@ -37,6 +37,25 @@ def _json_handler(root: logging.Logger) -> logging.StreamHandler[TextIO] | None:
     return handler
 
 
+_ENCODE_STR = json.encoder.encode_basestring  # the C encoder of json.dumps(ensure_ascii=False)
+_OWN_KEYS = frozenset({"event", "level", "logger", "timestamp", "to"})
+
+
+def _value(value: Any) -> str:
+    """One value as ``json.dumps(..., ensure_ascii=False, default=str)`` writes it."""
+    if isinstance(value, str):
+        return _ENCODE_STR(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 class DeliveryLog:
     """Writes the canonical line of each delivery for the logger ``name``."""
 
@@ -47,6 +66,44 @@ class DeliveryLog:
         self._handler = _json_handler(logging.getLogger())
         # Bound once per process (``service``); per-message ids are passed as fields.
         self._context = structlog.contextvars.get_contextvars()
+        # What follows the event in every line, and the context after the timestamp, as JSON
+        # once: a line is then a few string joins (the same text json.dumps makes).
+        self._after_event = ', "level": "info", "logger": ' + _ENCODE_STR(name)
+        self._after_timestamp = "".join(
+            f", {_ENCODE_STR(key)}: {_value(value)}" for key, value in self._context.items()
+        )
+        self._joinable = self._context.keys().isdisjoint(_OWN_KEYS)
+
+    def line(self, event: str, *, to: str, **fields: Any) -> str:
+        """The JSON line (with its newline) of one outcome: what ``json.dumps`` writes for
+        ``{event, level, logger, timestamp, **context, to (masked), **fields}``."""
+        timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        if not (self._joinable and self._context.keys().isdisjoint(fields)):
+            # A key given twice: the dict decides which value stays where.
+            line: dict[str, Any] = {
+                "event": event,
+                "level": "info",
+                "logger": self._name,
+                "timestamp": timestamp,
+                **self._context,
+                "to": mask_email(to),
+            }
+            line.update(fields)
+            return json.dumps(line, ensure_ascii=False, default=str) + "\n"
+        parts = [
+            '{"event": ',
+            _ENCODE_STR(event),
+            self._after_event,
+            ', "timestamp": ',
+            _ENCODE_STR(timestamp),
+            self._after_timestamp,
+            ', "to": ',
+            _ENCODE_STR(mask_email(to)),
+        ]
+        for key, value in fields.items():
+            parts += (", ", _ENCODE_STR(key), ": ", _value(value))
+        parts.append("}\n")
+        return "".join(parts)
 
     def outcome(self, event: str, *, to: str, **fields: Any) -> None:
         enabled = self._stdlib.isEnabledFor(logging.INFO)
@@ -59,16 +116,7 @@ class DeliveryLog:
             return
         if not enabled:
             return
-        line: dict[str, Any] = {
-            "event": event,
-            "level": "info",
-            "logger": self._name,
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            **self._context,
-            "to": mask_email(to),
-        }
-        line.update(fields)
-        text = json.dumps(line, ensure_ascii=False, default=str) + "\n"
+        text = self.line(event, to=to, **fields)
         handler.acquire()
         try:
             handler.stream.write(text)

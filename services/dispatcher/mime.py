@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import html
 import re
 import uuid
@@ -111,16 +112,23 @@ class MessageTemplate:
     size_hint: int
     dot_safe: bool = True  # no line starts with "." (SMTP dot-stuffing can be skipped)
 
+    @functools.cached_property
+    def _slots(self) -> tuple[list[bytes], tuple[tuple[int, Marker | Base64Part], ...]]:
+        """The literal pieces in place, and where each marker or base64 part goes: a render
+        copies the list and fills only those (no type test per literal piece)."""
+        literals = [p if isinstance(p, bytes) else b"" for p in self.pieces]
+        slots = tuple((i, p) for i, p in enumerate(self.pieces) if not isinstance(p, bytes))
+        return literals, slots
+
     def render(self, values: Mapping[str, str]) -> bytes:
-        out: list[bytes] = []
+        literals, slots = self._slots
+        out = literals.copy()
         escaped: dict[str, bytes] = {}
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                out.append(piece)
-            elif isinstance(piece, Marker):
-                out.append(marker_value(piece, values, escaped))
+        for index, piece in slots:
+            if isinstance(piece, Marker):
+                out[index] = marker_value(piece, values, escaped)
             else:
-                out.append(_base64_body(piece, values))
+                out[index] = _base64_body(piece, values)
         return b"".join(out)
 
     def body_pieces(self) -> tuple[Piece, ...]:
@@ -141,7 +149,7 @@ def marker_value(marker: Marker, values: Mapping[str, str], escaped: dict[str, b
         if marker.name not in escaped:
             escaped[marker.name] = html.escape(raw, quote=True).encode()
         return escaped[marker.name]
-    if marker.context == "header" and any(c in raw for c in "\r\n\0"):
+    if marker.context == "header" and ("\n" in raw or "\r" in raw or "\0" in raw):
         raise TemplateError(f"header value for {marker.name} holds a line break")
     return raw.encode()
 

@@ -9,6 +9,7 @@ Everything is opened in one ``AsyncExitStack`` and closed in reverse order when 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
@@ -89,7 +90,8 @@ async def run(
         raw_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         stack.push_async_callback(raw_channel.close)
 
-        composer = Composer(settings=config)
+        # Its signing threads stop after the consumers (callbacks run last pushed, first run).
+        composer = stack.enter_context(contextlib.closing(Composer(settings=config)))
         sends = SendDirectory(sessions=sessions)
         issue_pool, tx_pool = _smtp_pools(config)
         stack.push_async_callback(issue_pool.close)

@@ -116,27 +116,31 @@ class _Wire(asyncio.Protocol):
         self._transport.writelines(chunks)
 
     async def drain(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while self._paused and self._lost is None:
-                self._drained = asyncio.get_running_loop().create_future()
-                try:
-                    await self._drained
-                finally:
-                    self._drained = None
+        # A timer only when there is something to wait for (most writes go straight out).
+        if self._paused and self._lost is None:
+            async with asyncio.timeout(timeout):
+                while self._paused and self._lost is None:
+                    self._drained = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._drained
+                    finally:
+                        self._drained = None
         if self._lost is not None:
             raise self._lost
 
     async def reply(self, timeout: float) -> SMTPResponse:
         """The next reply; raises :class:`_Lost` if the connection went first."""
-        async with asyncio.timeout(timeout):
-            while not self._replies:
-                if self._lost is not None:
-                    raise self._lost
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+        # Pipelined replies often arrive together: one already read needs no timer.
+        if not self._replies:
+            async with asyncio.timeout(timeout):
+                while not self._replies:
+                    if self._lost is not None:
+                        raise self._lost
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
         return self._replies.popleft()
 
     def close(self) -> None:

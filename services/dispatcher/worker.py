@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.dispatcher import ledger, local_hours
+from services.dispatcher import ledger, local_hours, mime
 from services.dispatcher.acks import BatchAcker
 from services.dispatcher.batching import Batcher
 from services.dispatcher.composer import Composer, EditionCache, Recipient
@@ -134,7 +134,8 @@ class DeliveryWorker:
         recipient = Recipient(
             job.delivery_id, job.subscriber_id, job.to, message_key, reader_ref=claim.reader_ref
         )
-        data = self.composer.render(template, self.composer.values(recipient))
+        values = self.composer.values(recipient)
+        data = await self.composer.compose(template, values)
         async with self.flow.slot(domain):
             # Waiting for a slot can take a while: look again before sending.
             if await self._called_off(job, message, domain):
@@ -158,7 +159,7 @@ class DeliveryWorker:
             # The breaker opened while this job waited: give the claim back, parked.
             await self._hold(job, message, domain, claimed=True)
             return
-        await self._settle(job, message, outcome, message_key=message_key, domain=domain)
+        await self._settle(job, message, outcome, message_id=values[mime.MESSAGE_ID], domain=domain)
 
     async def _held_back(
         self, job: DeliverIssue, message: AbstractIncomingMessage, domain: str
@@ -293,7 +294,7 @@ class DeliveryWorker:
         message: AbstractIncomingMessage,
         outcome: Outcome,
         *,
-        message_key: str,
+        message_id: str,
         domain: str,
     ) -> None:
         status = outcome.status
@@ -327,7 +328,7 @@ class DeliveryWorker:
                 status,
                 smtp_code=outcome.code,
                 smtp_reply=outcome.reply,
-                message_id=self.composer.message_id(message_key),
+                message_id=message_id,  # the signed one of the message's header
                 # The tier's delay, kept out of the reader's quiet hours.
                 due_at=self._not_in_quiet_hours(job, now + timedelta(milliseconds=tier.delay_ms))
                 if status == "deferred"

@@ -24,6 +24,7 @@ from shared.messaging.schemas import DeliverTransactional
 from shared.messaging.topology import DELIVER_TRANSACTIONAL
 from shared.settings import SmtpTarget
 from tests.support import dispatch_seed
+from tests.support.pipelining_servers import asyncio_and_uvloop, message
 from tests.support.raw_mta import RawMta, RawScript
 
 pytestmark = pytest.mark.integration
@@ -31,24 +32,8 @@ pytestmark = pytest.mark.integration
 SENDER = "bounces@news.example"
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Each test on asyncio's loop and on uvloop, the dispatcher's loop in production (it hands
-    data to protocols in another order)."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
-
-def _message(recipient: str, *, size: int = 60_000) -> bytes:
-    line = b"The council met on Tuesday and agreed the budget for the new library.\r\n"
-    head = (
-        f"From: news@news.example\r\nTo: {recipient}\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@news.example>\r\nSubject: test\r\n\r\n"
-    ).encode()
-    return head + line * (size // len(line))
+# Every test on asyncio's loop and on uvloop, the dispatcher's loop in production.
+event_loop_policy = asyncio_and_uvloop
 
 
 # The client's timeout, with room on a loaded machine: a stall meant to come in under it (or to
@@ -60,7 +45,10 @@ async def _send_once(mta: RawMta, recipient: str, *, size: int = 60_000) -> tupl
     pool = SmtpPool(target=SmtpTarget(mta.url), size=1, timeout=CLIENT_TIMEOUT_S)
     try:
         outcome = await pool.send(
-            sender=SENDER, recipient=recipient, data=_message(recipient, size=size), dot_safe=True
+            sender=SENDER,
+            recipient=recipient,
+            data=message(recipient, size=size, message_id=True),
+            dot_safe=True,
         )
     finally:
         await pool.close()

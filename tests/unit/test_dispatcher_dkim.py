@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
 from services.dispatcher.dkim_signing import (
-    CanonicalBodyTemplate,
     DkimError,
-    canonical_body,
+    DkimSigner,
+    Pending,
     canonical_header,
+    simple_body_hash,
 )
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging import placeholders
@@ -74,49 +75,28 @@ def test_a_signed_message_verifies_and_covers_the_unsubscribe_headers(
     assert "list-unsubscribe-post" in signed.lower().split(":")
 
 
-def _template() -> mime.MessageTemplate:
-    settings = load_dispatcher_settings(mode="test", secret_key="k" * 40)
-    return mime.build_template(
-        envelope=Composer(settings=settings).envelope(
-            subject="Weekly", language="en", campaign="c"
-        ),
-        # Runs of spaces and tabs next to markers, trailing blanks, blank lines at the end.
-        text=(
-            f"Hello \t  {placeholders.RECIPIENT}  ,\t\n"
-            f"  indented   line  \n\n{placeholders.UNSUBSCRIBE_URL}\t\n\n\n"
-        ),
-        html_body=(f'<p>  a  \t b </p>  \n<a href="{placeholders.PREFERENCES_URL}">  x  </a>   \n'),
-    )
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\r\n",
+        b"\r\n\r\n\r\n",
+        b"no final line break",
+        b"one line\r\n",
+        b"trailing blank lines\r\n\r\n\r\n",
+        b"  runs \t of  blanks  \r\n\tare kept \r\n",
+        "Прывітанне, чытач\r\n\r\nПривет\r\n\r\n".encode(),
+    ],
+)
+def test_the_simple_body_hash_is_dkimpys_simple_canonical_body_hashed(body: bytes) -> None:
+    import hashlib
 
+    from dkim.canonicalization import Simple
 
-def test_the_canonical_body_built_from_the_template_is_the_whole_body_canonicalized() -> None:
-    template = _template()
-    canonical = CanonicalBodyTemplate(template)
-    values = {
-        placeholders.RECIPIENT: "reader@example.org",
-        placeholders.UNSUBSCRIBE_URL: "https://example.org/unsubscribe?token=a.b-c",
-        placeholders.PREFERENCES_URL: "https://example.org/preferences?token=a&b",
-    }
-    body = template.render(values).partition(b"\r\n\r\n")[2]
-    assert canonical.canonical(values) == canonical_body(body)
-
-
-def test_a_value_with_whitespace_or_an_empty_one_after_a_blank_falls_back() -> None:
-    template = _template()
-    canonical = CanonicalBodyTemplate(template)
-    base = {
-        placeholders.RECIPIENT: "reader@example.org",
-        placeholders.UNSUBSCRIBE_URL: "https://example.org/u",
-        placeholders.PREFERENCES_URL: "https://example.org/p",
-    }
-    assert canonical.canonical(base) is not None
-    assert canonical.canonical({**base, placeholders.RECIPIENT: "two  words"}) is None
-    # An empty value after a blank ("Hello \t  " before the address) cannot take the quick
-    # path; one at the start of a line can, and gives the whole body's canonical form.
-    assert canonical.canonical({**base, placeholders.RECIPIENT: ""}) is None
-    empty = {**base, placeholders.UNSUBSCRIBE_URL: ""}
-    body = template.render(empty).partition(b"\r\n\r\n")[2]
-    assert canonical.canonical(empty) == canonical_body(body)
+    message = b"Subject: x\r\n\r\n" + body
+    start = message.index(b"\r\n\r\n") + 4
+    expected = hashlib.sha256(Simple.canonicalize_body(body)).digest()
+    assert simple_body_hash(message, start) == expected
 
 
 def _pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, path: Path) -> Path:
@@ -164,7 +144,10 @@ def _verify(data: bytes, records: dict[bytes, bytes], idx: int) -> bool:
     def dns(name: bytes, timeout: int = 5) -> bytes:
         return records[name]
 
-    return bool(dkim.DKIM(data).verify(idx=idx, dnsfunc=dns))
+    try:
+        return bool(dkim.DKIM(data).verify(idx=idx, dnsfunc=dns))
+    except dkim.ValidationError:  # a body hash mismatch is raised, not returned
+        return False
 
 
 @pytest.mark.parametrize("signer", ["fast", "dkimpy"])
@@ -241,3 +224,116 @@ def test_the_quick_path_of_header_canonicalization_agrees_with_the_rules(value: 
     unfolded = re.sub(rb"\r\n(?=[ \t])", b"", value)
     expected = b"subject:" + re.sub(rb"[ \t]+", b" ", unfolded).strip(b" \t")
     assert canonical_header(b"Subject ", value) == expected
+
+
+# --- real composed mails: both algorithms, both paths (inline and the signing threads) -------
+
+_WORD = "Доўгаеслова" * 120  # longer than a line: that part falls back to base64
+
+
+def _edition(composer: Composer, language: str, *, base64_part: bool) -> mime.MessageTemplate:
+    """A be or ru edition as the renderer makes them: Cyrillic subject, sender name and list
+    name (encoded words, folded), Cyrillic text with the blanks relaxed canonicalization would
+    have collapsed, a line starting with a dot, blank lines at the end."""
+    paragraph = {
+        "be": "Рада сабралася ў аўторак  і зацвердзіла\tбюджэт новай бібліятэкі. ",
+        "ru": "Совет собрался во вторник  и утвердил\tбюджет новой библиотеки. ",
+    }[language]
+    text = (
+        f"{paragraph * 20}\n\n   з водступам  \n.радок з кропкай\n"
+        f"{placeholders.UNSUBSCRIBE_URL}\n{_WORD if base64_part else ''}\n\n\n"
+    )
+    html = (
+        f"<p>{paragraph * 20}</p>\n<p>  {placeholders.RECIPIENT}  </p>\n"
+        f'<a href="{placeholders.UNSUBSCRIBE_URL}">адпісацца</a>\n'
+        f'<a href="{placeholders.PREFERENCES_URL}">налады</a>   \n'
+    )
+    subject = {"be": "Штотыднёвы дайджэст: навіны тыдня №48", "ru": "Дайджест: новости недели"}
+    envelope = composer.envelope(subject=subject[language] * 3, language=language, campaign="c")
+    return mime.build_template(envelope=envelope, text=text, html_body=html)
+
+
+def _composer(tmp_path: Path, signer: str, *, algorithms: tuple[str, ...]) -> Composer:
+    keys: dict[str, Path] = {}
+    if "rsa" in algorithms:
+        keys["dkim_private_key_path"] = _pem(_RSA_KEY, tmp_path / "rsa.pem")
+    if "ed25519" in algorithms:
+        name = "dkim_ed25519_private_key_path" if "rsa" in algorithms else "dkim_private_key_path"
+        keys[name] = _pem(_ED_KEY, tmp_path / "ed.pem")
+    settings = load_dispatcher_settings(
+        mode="test",
+        secret_key="k" * 40,
+        dkim_selector="ed1" if algorithms == ("ed25519",) else "rsa1",
+        dkim_ed25519_selector="ed1",
+        dkim_domain="example.org",
+        dkim_signer=signer,
+        **keys,
+    )
+    return Composer(settings=settings)
+
+
+_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+_ED_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.mark.parametrize("algorithms", [("rsa",), ("ed25519",), ("rsa", "ed25519")])
+@pytest.mark.parametrize("signer", ["fast", "dkimpy"])
+@pytest.mark.parametrize("language", ["be", "ru"])
+async def test_composed_cyrillic_mails_verify_with_dkimpy_on_both_paths(
+    tmp_path: Path, signer: str, algorithms: tuple[str, ...], language: str
+) -> None:
+    composer = _composer(tmp_path, signer, algorithms=algorithms)
+    records = _records(
+        _RSA_KEY if "rsa" in algorithms else None,
+        _ED_KEY if "ed25519" in algorithms else None,
+    )
+    try:
+        for base64_part in (False, True):
+            template = _edition(composer, language, base64_part=base64_part)
+            assert template.dot_safe is base64_part, "the dot line is literal unless in base64"
+            values = composer.values(Recipient(7, 11, "чытач@example.net", "d7.abcdef01"))
+            for path, data in (
+                ("compose", await composer.compose(template, values)),
+                ("render", composer.render(template, values)),
+            ):
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.count(b"DKIM-Signature:") == len(algorithms), path
+                assert b"c=relaxed/simple" in head, f"{path}: not relaxed/simple"
+                assert (b"Content-Transfer-Encoding: base64" in body) == base64_part, path
+                for idx in range(len(algorithms)):
+                    what = f"{path}, {signer}, signature {idx} of {algorithms}, {language}"
+                    assert _verify(data, records, idx), f"dkimpy rejects: {what}"
+                # The body is covered as sent: one blank more anywhere in it breaks every one.
+                tampered = data.replace("  і ".encode(), "   і ".encode(), 1).replace(
+                    "  и ".encode(), "   и ".encode(), 1
+                )
+                assert tampered != data
+                for idx in range(len(algorithms)):
+                    assert not _verify(tampered, records, idx), f"{path}: a changed body verified"
+    finally:
+        composer.close()
+
+
+async def test_rsa_signatures_are_made_on_the_signing_threads(tmp_path: Path) -> None:
+    import threading
+
+    composer = _composer(tmp_path, "fast", algorithms=("rsa",))
+    template = _edition(composer, "ru", base64_part=False)
+    values = composer.values(Recipient(7, 11, "reader@example.net", "d7.abcdef01"))
+    seen: set[str] = set()
+    signer = composer._dkim[0]
+    assert isinstance(signer, DkimSigner)
+    finish = signer.finish
+
+    def spying(pending: Pending) -> bytes:
+        seen.add(threading.current_thread().name)
+        return finish(pending)
+
+    signer.finish = spying  # type: ignore[method-assign]
+    try:
+        data = await composer.compose(template, values)
+    finally:
+        composer.close()
+    assert _verify(data, _records(_RSA_KEY, None), 0)
+    assert seen, "finish() was never called"
+    assert all(name.startswith("dkim-sign") for name in seen), f"signed on {seen}"

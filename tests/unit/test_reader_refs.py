@@ -4,13 +4,12 @@ buffer (only a click counted as a reader's makes a per-reader entry)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
-from services.dispatcher.dkim_signing import CanonicalBodyTemplate, canonical_body
 from services.dispatcher.settings import load_dispatcher_settings
 from services.renderer.click_counter import ClickCounter
 from services.renderer.fill import FillPlan, recipient_values
@@ -20,6 +19,7 @@ from shared.messaging import placeholders
 from shared.reader_refs import ReaderRefs
 from shared.tokens import TokenSigner
 from tests.unit.test_analytics_tracking import DAY, PAGES, SIGNER, FakeClock, _rendered
+from tests.unit.test_dispatcher_dkim import _ED_KEY, _RSA_KEY, _composer, _records, _verify
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -99,44 +99,27 @@ def test_only_a_click_counted_as_a_reader_s_makes_a_per_reader_entry() -> None:
     assert counter.drain_readers() == [entry], "a failed flush puts them back"
 
 
-def test_an_empty_reference_between_a_token_and_a_quote_keeps_dkim_s_quick_path() -> None:
-    settings = load_dispatcher_settings(mode="test", secret_key="k" * 40)
+async def test_mail_with_an_empty_or_a_filled_reference_verifies_with_dkimpy(
+    tmp_path: Path,
+) -> None:
+    """The per-reader reference after a tracked link's token is empty for most readers and a
+    signed ref for consenting ones; both bodies are signed as sent (c=relaxed/simple)."""
+    composer = _composer(tmp_path, "fast", algorithms=("rsa", "ed25519"))
+    records = _records(_RSA_KEY, _ED_KEY)
     link = f"https://example.org/en/r/TOKEN{placeholders.READER_REF}"
     template = mime.build_template(
-        envelope=Composer(settings=settings).envelope(subject="W", language="en", campaign="c"),
+        envelope=composer.envelope(subject="W", language="en", campaign="c"),
         text=f"Read  [1]\n\n[1] {link}\n  {placeholders.RECIPIENT} \n",
         html_body=f'<p>  a <a href="{link}">one</a>  </p>\n<p>{placeholders.RECIPIENT}</p>\n',
     )
-    canonical = CanonicalBodyTemplate(template)
-    for ref in ("", "/AQAAAAAAAQAAAAAAAAAA"):
-        values = {placeholders.READER_REF: ref, placeholders.RECIPIENT: "r@example.org"}
-        body = template.render(values).partition(b"\r\n\r\n")[2]
-        quick = canonical.canonical(values)
-        assert quick is not None, f"the quick path for {ref!r}"
-        assert quick == canonical_body(body)
-    # An empty value after white space still falls back to the whole body.
-    assert canonical.canonical({placeholders.READER_REF: "", placeholders.RECIPIENT: ""}) is None
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.text(alphabet=" \tab\r\n", max_size=6).map(lambda t: t.replace("\r", "\r\n")),
-            st.sampled_from(["", "x", "/ref"]),
-        ),
-        max_size=8,
-    )
-)
-def test_the_quick_canonical_body_is_the_whole_body_s_whenever_it_is_given(
-    chunks: list[tuple[str, str]],
-) -> None:
-    pieces: list[mime.Piece] = [b"X-Test: 1\r\n\r\n"]
-    values: dict[str, str] = {}
-    for n, (literal, value) in enumerate(chunks):
-        name = f"@@NL_M{chr(65 + n)}@@"
-        pieces += [literal.encode(), mime.Marker(name, "text")]
-        values[name] = value
-    template = mime.MessageTemplate(pieces=tuple(pieces), size_hint=0)
-    quick = CanonicalBodyTemplate(template).canonical(values)
-    body = template.render(values).partition(b"\r\n\r\n")[2]
-    assert quick is None or quick == canonical_body(body), (pieces, values)
+    try:
+        for reader_ref in (False, True):
+            values = composer.values(
+                Recipient(7, 11, "r@example.org", "d7.abcdef01", reader_ref=reader_ref)
+            )
+            data = await composer.compose(template, values)
+            assert (b"/r/TOKEN/" in data) is reader_ref, "the reference only for consent"
+            for idx in range(2):
+                assert _verify(data, records, idx), f"signature {idx}, reference {reader_ref}"
+    finally:
+        composer.close()
