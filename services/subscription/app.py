@@ -171,7 +171,6 @@ def create_app(
                 )
                 liveness.start()
                 stack.callback(liveness.stop)
-            _freeze_startup_heap()
             log.info("subscription_started")
             yield
         log.info("subscription_stopped")
@@ -212,9 +211,11 @@ def create_app(
 GC_THRESHOLDS = (20_000, 20, 50)
 
 
-def _freeze_startup_heap() -> None:
+def freeze_startup_heap() -> None:
     """Keep the garbage collector's passes off the objects that live as long as the process
-    (modules, the app, templates, metadata: about a million of them).
+    (modules, the app, templates, metadata: about a million of them). Called by the serving
+    process once its app is built (``cli.worker_app``), not by ``create_app``: a test process
+    builds many apps, and would keep every one of them for good.
 
     Under a rush a full collection ran about once a second and traversed all of them, 110-140
     ms each with the event loop stopped: ``/healthz`` and every signup waited behind it.

@@ -1,19 +1,26 @@
-"""``/healthz`` on a port of its own, answered by a thread, never queued behind signups.
+"""``/healthz`` on a port of its own, answered by a small process, never queued behind signups.
 
 On the app's port ``/healthz`` is answered by the same event loop as the signups: under a rush
 that loop is busy, and a probe waits for the iterations ahead of it (40-60 ms of CPU each at
-600 signups/s, measured by a loop-lag monitor), 100-300 ms in all. A liveness probe that
+600 signups/s, measured by a loop-lag monitor), 100-700 ms in all. A liveness probe that
 times out under load gets a healthy process restarted in the middle of its busiest minute.
 
-:class:`LivenessServer` listens on ``NEWSLETTER_SUBSCRIPTION_HEALTH_PORT`` in a daemon thread
-with a blocking socket: the only thing it shares with the loop is the GIL, which the loop's
-thread hands over at least every switch interval (5 ms). It does not pretend: the loop beats
-a heartbeat every :data:`BEAT_S`, and the answer is 200 only while the last beat is younger
-than ``stale_after_s``; a loop stuck in a blocking call or an endless callback gets 503, which
-the loop-served ``/healthz`` could only show by timing out.
+:class:`LivenessServer` binds ``NEWSLETTER_SUBSCRIPTION_HEALTH_PORT`` and hands the socket to
+a child process (``python -m services.subscription.liveness``, standard library only, about
+10 MB). A thread of the service would have shared its GIL: on a loaded machine the service's
+thread is preempted while holding it, and a probe then waited for the whole process to get a
+core back (up to 400 ms at a load average of 8 on 2 cores, measured); the child sleeps in
+``select`` and is woken at once by the scheduler.
 
-With ``serve --workers N`` every worker binds the port with ``SO_REUSEPORT`` and the kernel
-hands each probe to one of them (uvicorn's supervisor already restarts a worker that dies).
+The child does not pretend: the service's event loop writes a byte down a pipe every
+:data:`BEAT_S`, and the answer is 200 only while the last beat is younger than
+``stale_after_s``. A loop stuck in a blocking call or an endless callback gets 503 (the
+loop-served ``/healthz`` could only time out); when the service dies the pipe closes and the
+child exits, so the port stops answering.
+
+With ``serve --workers N`` every worker binds the port with ``SO_REUSEPORT`` and starts its
+own child; the kernel hands each probe to one of them (uvicorn's supervisor restarts a worker
+that dies).
 """
 
 from __future__ import annotations
@@ -21,110 +28,133 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import selectors
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
-from collections.abc import Callable
 
-import structlog
-
-log = structlog.get_logger(__name__)
 BEAT_S = 0.5
-_READ_TIMEOUT_S = 2.0  # a probe that sends nothing cannot hold the thread longer
+_READ_TIMEOUT_S = 2.0  # a probe that sends nothing cannot hold the child longer
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 503: b"Service Unavailable"}
+
+
+def answer(path: bytes, *, silent_s: float, stale_after_s: float) -> tuple[int, dict[str, object]]:
+    """The status and body for a request's path, ``silent_s`` after the loop's last beat."""
+    if path.split(b"?", 1)[0] != b"/healthz":
+        return 404, {"detail": "not found"}
+    if silent_s > stale_after_s:
+        return 503, {"status": "event loop stalled", "silent_s": round(silent_s, 1)}
+    return 200, {"status": "alive"}
 
 
 class LivenessServer:
-    """``GET /healthz`` on its own socket and thread; 200 while the event loop beats."""
+    """The service's side: the socket, the child that answers on it, the heartbeat."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        stale_after_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._clock = clock
+    def __init__(self, *, host: str, port: int, stale_after_s: float = 10.0) -> None:
         self._stale_after_s = stale_after_s
-        self._last_beat = clock()
-        self._beating: asyncio.TimerHandle | None = None
-        self._stopped = threading.Event()
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):  # the workers of one service share the port
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._socket.bind((host, port))
         self._socket.listen(64)
-        self._thread = threading.Thread(target=self._serve, name="liveness", daemon=True)
+        self._beats: int | None = None  # write end of the heartbeat pipe
+        self._beating: asyncio.TimerHandle | None = None
+        self.child: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
         return int(self._socket.getsockname()[1])
 
     def start(self) -> None:
-        """Start beating on the running loop and answering on the thread."""
+        """Start the child and beat on the running loop."""
+        read_end, self._beats = os.pipe()
+        os.set_blocking(self._beats, False)
+        listener = self._socket.fileno()
+        command = [
+            sys.executable, "-m", "services.subscription.liveness",
+            str(read_end), str(listener), str(self._stale_after_s),
+        ]  # fmt: skip
+        try:
+            self.child = subprocess.Popen(command, pass_fds=(read_end, listener))  # noqa: S603
+        finally:
+            os.close(read_end)
+        self._socket.close()  # the child holds it now
         self._beat()
-        self._thread.start()
-        log.info("liveness_port_open", port=self.port)
 
     def stop(self) -> None:
+        """Close the pipe (the child sees its end and exits) and wait for the child."""
         if self._beating is not None:
             self._beating.cancel()
-        self._stopped.set()
-        if self._thread.is_alive():
-            # The thread waits in a blocking accept (a timeout would wake it for nothing):
-            # one connection of our own lets it see the flag.
-            host, port = self._socket.getsockname()[:2]
-            with contextlib.suppress(OSError), socket.create_connection((host, port), 2):
-                pass
-            self._thread.join(timeout=5)
+        if self._beats is not None:
+            os.close(self._beats)
+            self._beats = None
+        if self.child is not None:
+            try:
+                self.child.wait(5)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                self.child.wait()
         self._socket.close()
 
     def _beat(self) -> None:
-        self._last_beat = self._clock()
+        if self._beats is None:
+            return
+        # A full pipe means the child is behind on reading: it has beats enough.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._beats, b".")
         self._beating = asyncio.get_running_loop().call_later(BEAT_S, self._beat)
 
-    def answer(self, path: bytes) -> tuple[int, dict[str, object]]:
-        """The status and body for a request line's path (the thread's one decision)."""
-        if path.split(b"?", 1)[0] != b"/healthz":
-            return 404, {"detail": "not found"}
-        silent_s = self._clock() - self._last_beat
-        if silent_s > self._stale_after_s:
-            return 503, {"status": "event loop stalled", "silent_s": round(silent_s, 1)}
-        return 200, {"status": "alive"}
 
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            if self._stopped.is_set():
-                connection.close()
-                return
-            with contextlib.suppress(OSError), connection:
-                self._reply(connection)
+def _reply(connection: socket.socket, *, silent_s: float, stale_after_s: float) -> None:
+    connection.settimeout(_READ_TIMEOUT_S)
+    head = b""
+    while b"\r\n" not in head and len(head) < 8192:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return
+        head += chunk
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    body: dict[str, object]
+    if len(parts) != 3 or parts[0] not in {b"GET", b"HEAD"}:
+        status, body = 400, {"detail": "bad request"}
+    else:
+        status, body = answer(parts[1], silent_s=silent_s, stale_after_s=stale_after_s)
+    payload = json.dumps(body).encode()
+    connection.sendall(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s"
+        % (status, _REASONS[status], len(payload), payload if parts[0] != b"HEAD" else b"")
+    )
 
-    def _reply(self, connection: socket.socket) -> None:
-        connection.settimeout(_READ_TIMEOUT_S)
-        head = b""
-        while b"\r\n" not in head and len(head) < 8192:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            head += chunk
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        body: dict[str, object]
-        if len(parts) != 3 or parts[0] not in {b"GET", b"HEAD"}:
-            status, body = 400, {"detail": "bad request"}
-        else:
-            status, body = self.answer(parts[1])
-        payload = json.dumps(body).encode()
-        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(
-            status, b"Service Unavailable"
-        )
-        connection.sendall(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s"
-            % (status, reason, len(payload), payload if parts[0] != b"HEAD" else b"")
-        )
+
+def serve(beats: int, listener: socket.socket, *, stale_after_s: float) -> None:
+    """The child: answer probes until the service's end of the pipe closes."""
+    last_beat = time.monotonic()
+    listener.setblocking(False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(beats, selectors.EVENT_READ)
+        selector.register(listener, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == beats:
+                    if not os.read(beats, 4096):
+                        return  # the service is gone
+                    last_beat = time.monotonic()
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    connection, _ = listener.accept()
+                    with contextlib.suppress(OSError), connection:
+                        connection.setblocking(True)
+                        silent_s = time.monotonic() - last_beat
+                        _reply(connection, silent_s=silent_s, stale_after_s=stale_after_s)
+
+
+if __name__ == "__main__":
+    # The service stops us by closing the pipe, also after a Ctrl-C of the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    beats_fd, listener_fd, stale = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    serve(beats_fd, socket.socket(fileno=listener_fd), stale_after_s=stale)
