@@ -149,7 +149,10 @@ class Profile:
     functions: Counter[str]
 
     @classmethod
-    def read(cls, path: Path) -> Profile:
+    def read(cls, path: Path) -> Profile | None:
+        """The samples py-spy wrote to ``path``; None if it wrote nothing."""
+        if not path.exists():
+            return None
         areas: Counter[str] = Counter()
         packages: Counter[str] = Counter()
         functions: Counter[str] = Counter()

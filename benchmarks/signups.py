@@ -100,7 +100,7 @@ class BenchReport:
                 f" signups/s on a free core)",
                 f"load generator (this process) CPU: {self.client_cpu_s / total * 1000:.1f} ms "
                 "per signup",
-                "responsiveness (a fresh connection every 50 ms during the load): "
+                "responsiveness (a fresh connection every 100 ms during the load): "
                 f"/healthz on the health port {_spread(self.liveness_s)}; "
                 f"on the app's port {_spread(self.healthz_s)}; "
                 f"probes not answered 200: {self.probes_failed}",
@@ -267,7 +267,7 @@ def _probe(
     done: threading.Event,
     timings: list[float],
     failed: list[int],
-    every_s: float = 0.05,
+    every_s: float = 0.1,
 ) -> None:
     """Time ``GET url`` every ``every_s`` until ``done``: is the service still responsive?
 
@@ -539,6 +539,7 @@ async def _fire(
         healthz_s=health,
         liveness_s=liveness,
         probes_failed=len(failed),
+        profile=await asyncio.to_thread(Profile.read, samples) if samples is not None else None,
         workers=workers,
         load_average=load_average,
         transport_errors=load.errors,
