@@ -68,6 +68,7 @@ class BenchReport:
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     transport_errors: list[str] = field(default_factory=list)
     service_cpu_s: float = 0.0
+    service_rss_mb: float = 0.0
     client_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
     profile: Profile | None = None  # py-spy's samples of the service during the load
@@ -97,7 +98,8 @@ class BenchReport:
                 f"service CPU: {self.service_cpu_s:.1f} s in all, "
                 f"{self.service_cpu_s / total * 1000:.1f} ms per signup "
                 f"(the ceiling of one process is about {total / max(self.service_cpu_s, 1e-9):.0f}"
-                f" signups/s on a free core)",
+                f" signups/s on a free core); resident memory at the end "
+                f"{self.service_rss_mb:.0f} MB",
                 f"load generator (this process) CPU: {self.client_cpu_s / total * 1000:.1f} ms "
                 "per signup",
                 "responsiveness (a fresh connection every 100 ms during the load): "
@@ -287,6 +289,20 @@ def _probe(
         if code != HTTPStatus.OK:
             failed.append(code)
         done.wait(every_s)
+
+
+def _rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """Resident memory of the service process and its live workers, in MB."""
+    try:
+        parent = psutil.Process(process.pid)
+        members = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total / 1e6
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
@@ -517,6 +533,7 @@ async def _fire(
     await asyncio.gather(*(load.connection() for _ in range(min(concurrency, len(posts)))))
     elapsed = time.perf_counter() - started
     service_cpu = _cpu_seconds(process) - cpu_before
+    service_rss = _rss_mb(process)
     client_cpu = time.process_time() - client_cpu_before
     if sampler is not None:
         await asyncio.to_thread(sampler.stop)
@@ -544,6 +561,7 @@ async def _fire(
         load_average=load_average,
         transport_errors=load.errors,
         service_cpu_s=service_cpu,
+        service_rss_mb=service_rss,
         client_cpu_s=client_cpu,
     )
     _judge(report, posts=len(posts), process=process)
