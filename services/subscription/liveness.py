@@ -7,10 +7,11 @@ times out under load gets a healthy process restarted in the middle of its busie
 
 :class:`LivenessServer` binds ``NEWSLETTER_SUBSCRIPTION_HEALTH_PORT`` and hands the socket to
 a child process (``python -m services.subscription.liveness``, standard library only, about
-10 MB). A thread of the service would have shared its GIL: on a loaded machine the service's
-thread is preempted while holding it, and a probe then waited for the whole process to get a
-core back (up to 400 ms at a load average of 8 on 2 cores, measured); the child sleeps in
-``select`` and is woken at once by the scheduler.
+20 MB); the service keeps the socket too, and starts a new child if one dies. A thread of the
+service would have shared its GIL: on a loaded machine the service's thread is preempted while
+holding it, and a probe then waited for the whole process to get a core back (up to 400 ms at
+a load average of 8 on 2 cores, measured); the child sleeps in ``select`` and is woken at once
+by the scheduler.
 
 The child does not pretend: the service's event loop writes a byte down a pipe every
 :data:`BEAT_S`, and the answer is 200 only while the last beat is younger than
@@ -59,7 +60,13 @@ class LivenessServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):  # the workers of one service share the port
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._socket.bind((host, port))
+        try:
+            self._socket.bind((host, port))
+        except OSError as err:
+            self._socket.close()
+            raise OSError(
+                f"NEWSLETTER_SUBSCRIPTION_HEALTH_PORT={port} cannot be bound on {host}: {err}"
+            ) from err
         self._socket.listen(64)
         self._beats: int | None = None  # write end of the heartbeat pipe
         self._beating: asyncio.TimerHandle | None = None
@@ -71,6 +78,10 @@ class LivenessServer:
 
     def start(self) -> None:
         """Start the child and beat on the running loop."""
+        self._spawn()
+        self._beat()
+
+    def _spawn(self) -> None:
         read_end, self._beats = os.pipe()
         os.set_blocking(self._beats, False)
         listener = self._socket.fileno()
@@ -82,13 +93,16 @@ class LivenessServer:
             self.child = subprocess.Popen(command, pass_fds=(read_end, listener))  # noqa: S603
         finally:
             os.close(read_end)
-        self._socket.close()  # the child holds it now
-        self._beat()
 
     def stop(self) -> None:
         """Close the pipe (the child sees its end and exits) and wait for the child."""
         if self._beating is not None:
             self._beating.cancel()
+            self._beating = None
+        self._close_pipe()
+        self._socket.close()
+
+    def _close_pipe(self) -> None:
         if self._beats is not None:
             os.close(self._beats)
             self._beats = None
@@ -98,14 +112,22 @@ class LivenessServer:
             except subprocess.TimeoutExpired:
                 self.child.kill()
                 self.child.wait()
-        self._socket.close()
 
     def _beat(self) -> None:
-        if self._beats is None:
-            return
-        # A full pipe means the child is behind on reading: it has beats enough.
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(self._beats, b".")
+        if self.child is not None and self.child.poll() is not None:
+            # The child died (killed, out of memory): the socket is still ours, so a new
+            # child takes it over instead of the probes failing until the pod is restarted.
+            import structlog  # here: the child imports this module, and only the stdlib
+
+            structlog.get_logger(__name__).warning(
+                "liveness_child_restarted", returncode=self.child.returncode
+            )
+            self._close_pipe()
+            self._spawn()
+        if self._beats is not None:
+            # A full pipe means the child is behind on reading: it has beats enough.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self._beats, b".")
         self._beating = asyncio.get_running_loop().call_later(BEAT_S, self._beat)
 
 

@@ -109,3 +109,22 @@ async def test_the_app_opens_the_health_port_when_it_is_set(
         assert await asyncio.to_thread(_get, port) == (200, b'{"status": "alive"}')
     with pytest.raises(ConnectionRefusedError):
         _get(port)
+
+
+async def test_a_child_that_dies_is_replaced() -> None:
+    port = free_port()
+    liveness = LivenessServer(host="127.0.0.1", port=port)
+    liveness.start()
+    try:
+        assert _get(port)[0] == 200
+        first = liveness.child
+        assert first is not None
+        first.kill()
+        first.wait()
+        deadline = time.monotonic() + 30
+        while liveness.child is first:  # the next beat notices and starts another
+            assert time.monotonic() < deadline, "no new child"
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(_get, port) == (200, b'{"status": "alive"}')
+    finally:
+        liveness.stop()
