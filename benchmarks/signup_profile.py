@@ -1,5 +1,9 @@
 """Where the CPU of a signup goes: py-spy samples of the service during the load, by area.
 
+py-spy attaches to the service with ptrace: that needs root, or ``kernel.yama.ptrace_scope``
+0 (py-spy is the bench's child, the service its sibling); otherwise the report says why there
+are no samples and ``--profiler cprofile`` still works.
+
 ``bench signups --profile PATH`` attaches py-spy (a sampling profiler from PyPI, a dev
 dependency) to the running service and its workers for the length of the load, with
 ``--nonblocking`` (the process is never paused) and without ``--idle`` (a thread waiting in
@@ -87,6 +91,7 @@ class Sampler:
     def __init__(self, pid: int, output: Path, *, rate: int = 250) -> None:
         self.output = output
         output.parent.mkdir(parents=True, exist_ok=True)
+        output.unlink(missing_ok=True)  # never read an earlier run's samples as this one's
         command = [
             py_spy(), "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
             "--full-filenames", "--rate", str(rate), "--format", "raw",
@@ -103,6 +108,14 @@ class Sampler:
         except subprocess.TimeoutExpired:
             self._process.kill()
         self._log.close()
+
+    def failure(self) -> str:
+        """Why there are no samples (py-spy's last words), or "" if there are."""
+        if self.output.exists():
+            return ""
+        said = self.output.with_suffix(".py-spy.log").read_text(errors="replace").strip()
+        # Attaching needs ptrace rights over the service: root, or kernel.yama.ptrace_scope 0.
+        return "py-spy wrote no samples: " + (said.splitlines()[-1] if said else "(no output)")
 
 
 def _file_of(frame: str) -> str:

@@ -72,6 +72,7 @@ class BenchReport:
     client_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
     profile: Profile | None = None  # py-spy's samples of the service during the load
+    profile_failure: str = ""  # why --profile has no samples
 
     def percentile(self, share: float) -> float:
         return _percentile(self.latencies_s, share)
@@ -113,6 +114,7 @@ class BenchReport:
                 if self.profile is not None
                 else []
             )
+            + ([self.profile_failure] if self.profile_failure else [])
         )
 
 
@@ -535,8 +537,10 @@ async def _fire(
     service_cpu = _cpu_seconds(process) - cpu_before
     service_rss = _rss_mb(process)
     client_cpu = time.process_time() - client_cpu_before
+    profile_failure = ""
     if sampler is not None:
         await asyncio.to_thread(sampler.stop)
+        profile_failure = await asyncio.to_thread(sampler.failure)
     load_average = os.getloadavg()
     done.set()
     await asyncio.gather(*probers)
@@ -557,6 +561,7 @@ async def _fire(
         liveness_s=liveness,
         probes_failed=len(failed),
         profile=await asyncio.to_thread(Profile.read, samples) if samples is not None else None,
+        profile_failure=profile_failure,
         workers=workers,
         load_average=load_average,
         transport_errors=load.errors,
