@@ -52,6 +52,14 @@ async def _stored(database_url: str, email: str) -> int:
         await engine.dispose()
 
 
+def _logs(directory: Path) -> str:
+    """The tails of the services' logs, for a failure message."""
+    return "\n".join(
+        f"--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+        for log in sorted(directory.glob("service-*.log"))
+    )
+
+
 async def test_two_processes_mail_an_address_once(
     postgres_url: str, vhost_url: str, tmp_path: Path
 ) -> None:
@@ -79,7 +87,10 @@ async def test_two_processes_mail_an_address_once(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) for port in ports
         ]
         for client, process in zip(clients, processes, strict=True):
-            await _until_ready(client, process)
+            try:
+                await _until_ready(client, process)
+            except AssertionError as err:
+                raise AssertionError(f"{err}\n{_logs(tmp_path)}") from err
         fields = await _form_fields(clients[0])  # the form of one, posted to both
         for client in clients[1:]:
             client.cookies = clients[0].cookies
@@ -92,9 +103,10 @@ async def test_two_processes_mail_an_address_once(
 
         codes = await asyncio.gather(*(sign_up(n) for n in range(12)))
         codes += [await sign_up(n) for n in range(4)]  # and again, one after the other
-        assert codes == [200] * 16, codes
-        assert await _stored(postgres_url, email) == 1
-        assert await _queued_commands(vhost_url) == 1, "the address was mailed more than once"
+        assert codes == [200] * 16, f"{codes}\n{_logs(tmp_path)}"
+        assert await _stored(postgres_url, email) == 1, _logs(tmp_path)
+        commands = await _queued_commands(vhost_url)
+        assert commands == 1, f"{commands} confirmation commands queued\n{_logs(tmp_path)}"
         for client in clients:
             await client.aclose()
     finally:
