@@ -168,15 +168,26 @@ def bench_signups(  # noqa: PLR0917 (one parameter per command-line option)
     profile: Annotated[
         Path | None,
         typer.Option(
-            help="Run the service (one worker) under cProfile, save the dump here and print "
-            "its top functions"
+            help="Profile the service during the load, save the samples here and print where "
+            "a signup's CPU goes"
         ),
     ] = None,
+    profiler: Annotated[
+        str,
+        typer.Option(
+            help="py-spy: samples of every worker during the load (CPU only, nothing paused); "
+            "cprofile: one worker under cProfile from start to stop (slower, counts every call)"
+        ),
+    ] = "py-spy",
+    log_level: Annotated[
+        str, typer.Option(help="NEWSLETTER_LOG_LEVEL of the service (INFO as in production)")
+    ] = "WARNING",
 ) -> None:
     """Load test: start the service in its own process, fire concurrent signups from this one,
     check that none is lost and none duplicated, and print signups/s and p50/p99 latency."""
     import asyncio
 
+    from benchmarks.signup_profile import ProfilerMissing
     from benchmarks.signups import BenchFailed, run_bench
 
     try:
@@ -189,13 +200,15 @@ def bench_signups(  # noqa: PLR0917 (one parameter per command-line option)
                 response_floor_s=response_floor,
                 workers=workers,
                 profile=profile,
+                profiler=profiler,
+                log_level=log_level,
             )
         )
-    except BenchFailed as err:
+    except (BenchFailed, ProfilerMissing) as err:
         typer.echo(f"bench signups FAILED: {err}", err=True)
         raise typer.Exit(1) from err
     finally:
-        if profile is not None and profile.exists():
+        if profiler == "cprofile" and profile is not None and profile.exists():
             from benchmarks.signups import top_functions
 
             typer.echo(top_functions(profile))

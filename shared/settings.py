@@ -117,6 +117,9 @@ class Settings(DatabaseSettings):
     http_host: str = "127.0.0.1"
     # Port of the subscription pages and admin API.
     subscription_port: int = 8000
+    # Port of the subscription service's /healthz answered off its event loop (a child process;
+    # not queued behind signups under a rush, 503 if the loop stops beating); 0: not opened.
+    subscription_health_port: int = 0
     # Port of the renderer's probes, archive and editor pages.
     renderer_probe_port: int = 9101
     # Port of the dispatcher's probes and metrics.

@@ -25,7 +25,9 @@ def serve(
         typer.Option(
             min=1,
             help="Worker processes sharing the listening socket (uvicorn's supervisor). The "
-            "per-address and per-IP limits live in the database, so they hold across workers.",
+            "per-address limit (one confirmation mail per interval) lives in the database; each "
+            "worker gets NEWSLETTER_IP_LIMIT // N of the per-IP limit, so together they never "
+            "allow more than the limit.",
         ),
     ] = 1,
 ) -> None:
@@ -88,13 +90,15 @@ def worker_app() -> FastAPI:
 
     from prometheus_client import REGISTRY
 
-    from services.subscription.app import create_app
+    from services.subscription.app import create_app, freeze_startup_heap
     from shared.logging import configure_logging
 
     settings, policy = _load_configuration()
     configure_logging(service="subscription", level=settings.log_level, fmt=settings.log_format)
     workers = int(os.environ.get(WORKERS_ENV, "1"))
-    return create_app(settings, policy=policy, registry=REGISTRY, workers=workers)
+    app = create_app(settings, policy=policy, registry=REGISTRY, workers=workers)
+    freeze_startup_heap()
+    return app
 
 
 def run_service() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -40,4 +39,4 @@ class Components:
     def ip_hash(self, request: Request) -> str:
         """A keyed hash of the client IP for the consent ledger (not reversible offline)."""
         ip = self.client_ip(request).encode()
-        return hmac.new(self.ip_key, ip, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self.ip_key, ip, "sha256").hex()[:32]

@@ -17,7 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, want_bytes
 
 CSRF_COOKIE = "nl_csrf"
 CSRF_FIELD = "csrf_token"
@@ -37,7 +37,8 @@ class CsrfGuard:
         self._key = hashlib.sha256(b"newsletter.csrf:" + secret_key.encode()).digest()
 
     def _mac(self, cookie: str) -> str:
-        return hmac.new(self._key, cookie.encode(), hashlib.sha256).hexdigest()
+        # hmac.digest is the one-shot C path: the same MAC as hmac.new(...).hexdigest().
+        return hmac.digest(self._key, cookie.encode(), "sha256").hex()
 
     def pair_for(self, cookie: str | None) -> CsrfPair:
         if cookie and 16 <= len(cookie) <= 128 and cookie.isascii():
@@ -51,11 +52,26 @@ class CsrfGuard:
         return hmac.compare_digest(self._mac(cookie), field)
 
 
+class _StampSigner(TimestampSigner):
+    """itsdangerous derives the signing key from the secret on every sign and unsign; the
+    key is the same each time, so it is derived once (the stamps are unchanged)."""
+
+    _derived: dict[bytes, bytes]
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        secret = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        cache = self.__dict__.setdefault("_derived", {})
+        key: bytes | None = cache.get(secret)
+        if key is None:
+            key = cache[secret] = super().derive_key(secret)
+        return key
+
+
 class TimeTrap:
     """Signs the render time of a form and measures how long the person took."""
 
     def __init__(self, secret_key: str) -> None:
-        self._signer = TimestampSigner(secret_key, salt="newsletter.form-stamp")
+        self._signer = _StampSigner(secret_key, salt="newsletter.form-stamp")
 
     def stamp(self) -> str:
         return self._signer.sign("signup").decode()

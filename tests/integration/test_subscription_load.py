@@ -29,6 +29,10 @@ async def test_concurrent_signups_lose_none_and_duplicate_none(
     assert report.distinct == 300
     assert report.commands == 300
     assert report.statuses == {200: 330}
+    # /healthz was probed on both ports during the load, and every probe was answered 200.
+    assert report.liveness_s, "the health port was never probed"
+    assert report.healthz_s, "the app's /healthz was never probed"
+    assert report.probes_failed == 0
 
 
 async def test_two_workers_lose_none_and_mail_each_address_once(

@@ -45,3 +45,25 @@ def test_time_trap_refuses_tampered_or_missing_stamps_and_flags_stale_ones() -> 
     assert trap.age_s("signup.AAAA.BBBB", max_age_s=3600) is None
     assert TimeTrap("x" * 40).age_s(stamp, max_age_s=3600) is None
     assert trap.age_s(stamp, max_age_s=-1) == float("inf")
+
+
+def test_stamps_and_csrf_fields_are_the_same_as_before_the_cached_keys() -> None:
+    """Forms rendered by a process of the previous release still pass (and the other way):
+    the cached stamp key and the one-shot HMAC change no byte."""
+    import hashlib
+    import hmac
+
+    from itsdangerous import TimestampSigner
+
+    secret = "form-guard-secret-" + "s" * 32
+    plain = TimestampSigner(secret, salt="newsletter.form-stamp")
+    trap = TimeTrap(secret)
+    age = trap.age_s(plain.sign("signup").decode(), max_age_s=60)
+    assert age is not None
+    assert 0 <= age < 60
+    assert plain.unsign(trap.stamp(), max_age=60) == b"signup"
+    assert TimeTrap("another-secret-" + "x" * 32).age_s(trap.stamp(), max_age_s=60) is None
+    key = hashlib.sha256(b"newsletter.csrf:" + secret.encode()).digest()
+    cookie = "c" * 40
+    expected = hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
+    assert CsrfGuard(secret).pair_for(cookie).field == expected
