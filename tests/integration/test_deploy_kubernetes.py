@@ -103,8 +103,12 @@ def test_each_service_has_a_deployment_with_probes_resources_and_secrets(service
 def test_ports_match_the_settings_defaults() -> None:
     defaults = Settings.model_fields
     bounces = BouncesSettings.model_fields
+    (config,) = by_kind("ConfigMap").values()
     expected = {
-        "newsletter-subscription": {defaults["subscription_port"].default},
+        "newsletter-subscription": {
+            defaults["subscription_port"].default,
+            int(config["data"]["NEWSLETTER_SUBSCRIPTION_HEALTH_PORT"]),
+        },
         "newsletter-renderer": {defaults["renderer_probe_port"].default},
         "newsletter-dispatcher": {defaults["dispatcher_probe_port"].default},
         "newsletter-bounces": {
