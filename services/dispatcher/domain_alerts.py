@@ -28,7 +28,8 @@ from aio_pika.abc import (
 )
 
 from services.dispatcher.flow import FlowControl
-from shared.messaging.schemas import DomainPolicyAlerted, UndecodableMessage, decode
+from shared.messaging.poison import decode_or_dead_letter
+from shared.messaging.schemas import DomainPolicyAlerted
 from shared.messaging.topology import (
     DISPATCHER_DOMAIN_ALERTS,
     DOMAIN_POLICY_ALERTED,
@@ -65,11 +66,10 @@ class DomainAlertListener:
         log.info("domain_alerts_listening", queue=self.private_queue_name)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            alert = decode(DomainPolicyAlerted, message.body)
-        except UndecodableMessage as err:
-            log.warning("domain_alert_undecodable", reason=str(err)[:300])
-            await message.reject(requeue=False)  # dead-lettered by the topology
+        alert = await decode_or_dead_letter(
+            DomainPolicyAlerted, message, event="domain_alert_undecodable"
+        )
+        if alert is None:
             return
         self.apply(alert)
         await message.ack()

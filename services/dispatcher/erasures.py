@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.tables.deliveries import DeliveryStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
-from shared.messaging.schemas import SubscriberErased, UndecodableMessage, decode
+from shared.messaging.poison import decode_or_dead_letter
+from shared.messaging.schemas import SubscriberErased
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +63,10 @@ class ErasureHandler:
     engine: AsyncEngine
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = decode(SubscriberErased, message.body)
-        except UndecodableMessage as err:
-            log.warning("erasure_event_rejected", reason=str(err)[:300])
-            await message.reject(requeue=False)  # to the dead-letter queue, with the body
+        event = await decode_or_dead_letter(
+            SubscriberErased, message, event="erasure_event_rejected"
+        )
+        if event is None:
             return
         rows = await forget_subscriber(self.engine, subscriber_id=event.subscriber_id)
         log.info("subscriber_forgotten", subscriber_id=event.subscriber_id, deliveries=rows)

@@ -16,7 +16,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from services.renderer.click_store import forget_reader
 from services.renderer.store import Sessions
-from shared.messaging.schemas import SubscriberErased, UndecodableMessage, decode
+from shared.messaging.poison import decode_or_dead_letter
+from shared.messaging.schemas import SubscriberErased
 
 log = structlog.get_logger(__name__)
 
@@ -26,11 +27,10 @@ class ErasureHandler:
     sessions: Sessions
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = decode(SubscriberErased, message.body)
-        except UndecodableMessage as err:
-            log.warning("erasure_event_rejected", reason=str(err)[:300])
-            await message.reject(requeue=False)  # to the dead-letter queue, with the body
+        event = await decode_or_dead_letter(
+            SubscriberErased, message, event="erasure_event_rejected"
+        )
+        if event is None:
             return
         rows = await forget_reader(self.sessions, subscriber_id=event.subscriber_id)
         log.info("reader_clicks_forgotten", subscriber_id=event.subscriber_id, rows=rows)
