@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 import structlog
+from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.engine import create_engine, session_factory
 from shared.messaging.schemas import DomainPolicyAlerted
 from shared.messaging.topology import (
+    DEAD_LETTER_QUEUE,
     DISPATCHER_DOMAIN_ALERTS,
     DOMAIN_POLICY_ALERTED,
     EVENTS,
+    SUBSCRIBER_ERASED,
     connect,
 )
+from tests.integration.renderer_harness import take
 from tests.support import dispatch_seed, infra
 from tests.support.test_mta import ScriptedMta
 
@@ -121,3 +125,51 @@ async def test_a_policy_alert_pauses_its_domain_in_every_process_while_others_fl
     assert rows == dict.fromkeys(addresses, "sent"), "held mail went out after the pause"
     assert copies == dict.fromkeys(addresses, 1), "exactly one copy each"
     assert await shared_queue_depth(vhost_url) == 0, "the shared alerts queue was drained"
+
+
+async def test_poison_alerts_and_erasures_are_dead_lettered_and_the_dispatcher_carries_on(
+    vhost_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """A body that is not the event's schema, on the alert and the erasure queues: dead-lettered
+    with its body, logged, and a valid alert behind it still opens the breaker."""
+    import aio_pika
+
+    poison = {DOMAIN_POLICY_ALERTED: uuid.uuid4().hex, SUBSCRIBER_ERASED: uuid.uuid4().hex}
+    alert = DomainPolicyAlerted(
+        domain=PAUSED, policy_bounces=5, window_s=60, threshold=5, pause_s=PAUSE_S
+    )
+    with ScriptedMta() as mta:
+        settings = dispatch_seed.make_settings(
+            amqp_url=vhost_url, database_url=postgres_url, smtp_url=mta.url, tmp_path=tmp_path
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with dispatch_seed.RunningDispatcher(settings):
+                connection = await connect(vhost_url)
+                try:
+                    channel = await connection.channel(publisher_confirms=True)
+                    events = await channel.get_exchange(EVENTS)
+                    for key, message_id in poison.items():
+                        await events.publish(
+                            aio_pika.Message(
+                                b'{"domain": 5, "subscriber_id": []}', message_id=message_id
+                            ),
+                            routing_key=key,
+                        )
+                    dead = {}
+                    for key, message_id in poison.items():
+
+                        def same_id(m: AbstractIncomingMessage, wanted: str = message_id) -> bool:
+                            return m.message_id == wanted
+
+                        dead[key] = await take(connection, DEAD_LETTER_QUEUE, same_id)
+                    await dispatch_seed.publish(
+                        vhost_url, alert, routing_key=DOMAIN_POLICY_ALERTED, exchange=EVENTS
+                    )
+                    await dispatch_seed.wait_until(
+                        lambda: any(e.get("reason") == "policy_alert" for e in logs)
+                    )
+                finally:
+                    await connection.close()
+    assert all(dead.values()), f"not dead-lettered: {[k for k, v in dead.items() if not v]}"
+    events_logged = {e["event"] for e in logs}
+    assert {"domain_alert_undecodable", "erasure_event_rejected"} <= events_logged, logs

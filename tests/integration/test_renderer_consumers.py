@@ -20,15 +20,18 @@ from shared.messaging.schemas import (
     PlanSend,
     RenderIssue,
     RenderTransactional,
+    SubscriberErased,
     decode,
 )
 from shared.messaging.topology import (
     DEAD_LETTER_QUEUE,
     DISPATCHER_PLANNER,
     DISPATCHER_TRANSACTIONAL,
+    EVENTS,
     RENDER_ISSUE,
     RENDER_TRANSACTIONAL,
     RENDERER_ISSUES,
+    SUBSCRIBER_ERASED,
 )
 from shared.settings import Settings
 from tests.integration.renderer_harness import (
@@ -255,6 +258,44 @@ async def test_a_poison_message_is_dead_lettered(settings: Settings, tmp_path: P
         await channel.close()
     assert dead, "the poison message was not dead-lettered"
     assert any(e["event"] == "poison_message_rejected" for e in logs)
+
+
+async def test_a_poison_erasure_event_is_dead_lettered_and_the_next_one_still_applied(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``renderer.erasures``: a body that is not a ``SubscriberErased`` goes to the dead
+    letters, logged; the consumer carries on with the valid event behind it."""
+    import asyncio
+    import time
+
+    import aio_pika
+
+    poison_id = uuid.uuid4().hex
+    erased = SubscriberErased(subscriber_id=424242)
+    async with running_renderer(settings, tmp_path) as renderer:
+        channel = await renderer.connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS)
+        with capture_logs() as logs:
+            await exchange.publish(
+                aio_pika.Message(b'{"subscriber_id": "DROP TABLE"}', message_id=poison_id),
+                routing_key=SUBSCRIBER_ERASED,
+            )
+            dead = await take(
+                renderer.connection, DEAD_LETTER_QUEUE, lambda m: m.message_id == poison_id
+            )
+            await exchange.publish(
+                aio_pika.Message(erased.model_dump_json().encode(), message_id=erased.message_id),
+                routing_key=SUBSCRIBER_ERASED,
+            )
+            deadline = time.monotonic() + 20
+            while not any(e["event"] == "reader_clicks_forgotten" for e in logs):
+                assert time.monotonic() < deadline, "the valid erasure was not applied"
+                await asyncio.sleep(0.02)
+        await channel.close()
+    assert dead, "the poison erasure event was not dead-lettered"
+    assert [e for e in logs if e["event"] == "erasure_event_rejected"], logs
+    forgotten = [e for e in logs if e["event"] == "reader_clicks_forgotten"]
+    assert forgotten[0]["subscriber_id"] == 424242
 
 
 async def test_a_transactional_command_with_a_relative_link_is_dead_lettered(
