@@ -64,6 +64,20 @@ async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
         await engine.dispose()
 
 
+def parked_until_seven(
+    sessions: async_sessionmaker[AsyncSession], send_id: str, addresses: list[str]
+) -> Callable[[], Awaitable[bool]]:
+    """Whether every one of ``addresses`` waits ``pending`` until 07:00 in Minsk."""
+
+    async def parked() -> bool:
+        rows = await rows_by_address(sessions, send_id)
+        return all(
+            rows[a].status == "pending" and rows[a].due_at == SEVEN_IN_MINSK for a in addresses
+        )
+
+    return parked
+
+
 def settings_for(
     vhost_url: str, postgres_url: str, mta: ScriptedMta, tmp_path: Path, **extra: object
 ) -> object:
@@ -251,13 +265,9 @@ async def test_jobs_the_reconciler_re_drives_at_23_30_local_wait_until_seven(
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
             await wait_until(accepted_for(mta, *en), "the Londoners' mail at 20:30 there")
 
-            async def waiting_for_seven() -> bool:
-                rows = await rows_by_address(sessions, send_id)
-                return all(
-                    rows[a].status == "pending" and rows[a].due_at == SEVEN_IN_MINSK for a in be
-                )
-
-            await wait_until(waiting_for_seven, "the Minsk readers parked until 07:00")
+            await wait_until(
+                parked_until_seven(sessions, send_id, be), "the Minsk readers parked until 07:00"
+            )
             await dispatcher.reconciled_after(3)
             assert not set(be) & set(mta.handler.copies()), "mailed inside the quiet hours"
             rows = await rows_by_address(sessions, send_id)
@@ -298,13 +308,10 @@ async def test_a_job_that_waited_in_the_queue_past_22_00_local_is_parked_until_s
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
             await wait_until(accepted_for(mta, *en), "the Londoners' mail at 19:10 there")
 
-            async def parked() -> bool:
-                rows = await rows_by_address(sessions, send_id)
-                return all(
-                    rows[a].status == "pending" and rows[a].due_at == SEVEN_IN_MINSK for a in be
-                )
-
-            await wait_until(parked, "the Minsk readers' jobs parked until 07:00")
+            await wait_until(
+                parked_until_seven(sessions, send_id, be),
+                "the Minsk readers' jobs parked until 07:00",
+            )
             await dispatcher.reconciled_after(3)
             assert not set(be) & set(mta.handler.copies()), "mailed inside the quiet hours"
             rows = await rows_by_address(sessions, send_id)
