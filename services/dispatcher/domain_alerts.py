@@ -39,6 +39,7 @@ from shared.messaging.topology import (
 
 log = structlog.get_logger(__name__)
 PREFETCH = 50
+CANCEL_TIMEOUT_S = 5.0
 
 
 class DomainAlertListener:
@@ -95,8 +96,9 @@ class DomainAlertListener:
     async def stop(self) -> None:
         for queue, tag in self._queues:
             try:
-                await queue.cancel(tag)
-            except Exception as err:  # the channel may already be gone
+                # Bounded: a broker that does not answer must not hold the shutdown.
+                await queue.cancel(tag, timeout=CANCEL_TIMEOUT_S)
+            except Exception as err:  # the channel may already be gone, or the broker slow
                 log.warning("consumer_cancel_failed", queue=queue.name, error=str(err)[:200])
         self._queues.clear()
         if self._channel is not None and not self._channel.is_closed:

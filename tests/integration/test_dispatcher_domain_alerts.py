@@ -135,9 +135,6 @@ async def test_poison_alerts_and_erasures_are_dead_lettered_and_the_dispatcher_c
     import aio_pika
 
     poison = {DOMAIN_POLICY_ALERTED: uuid.uuid4().hex, SUBSCRIBER_ERASED: uuid.uuid4().hex}
-    alert = DomainPolicyAlerted(
-        domain=PAUSED, policy_bounces=5, window_s=60, threshold=5, pause_s=PAUSE_S
-    )
     with ScriptedMta() as mta:
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url, database_url=postgres_url, smtp_url=mta.url, tmp_path=tmp_path
@@ -162,6 +159,9 @@ async def test_poison_alerts_and_erasures_are_dead_lettered_and_the_dispatcher_c
                             return m.message_id == wanted
 
                         dead[key] = await take(connection, DEAD_LETTER_QUEUE, same_id)
+                    alert = DomainPolicyAlerted(  # its pause counts from now
+                        domain=PAUSED, policy_bounces=5, window_s=60, threshold=5, pause_s=PAUSE_S
+                    )
                     await dispatch_seed.publish(
                         vhost_url, alert, routing_key=DOMAIN_POLICY_ALERTED, exchange=EVENTS
                     )

@@ -426,9 +426,6 @@ async def test_jobs_held_by_an_open_breaker_wait_in_the_outbox_and_return_after_
     held = {a for a in addresses if a.endswith("@" + held_domain)}
     send_id = str(uuid.uuid4())
     await dispatch_seed.add_editions(sessions, send_id, ("en",))
-    alert = DomainPolicyAlerted(
-        domain=held_domain, policy_bounces=5, window_s=60, threshold=5, pause_s=6
-    )
     with ScriptedMta() as mta:
         settings = dispatch_seed.make_settings(
             amqp_url=vhost_url,
@@ -439,6 +436,11 @@ async def test_jobs_held_by_an_open_breaker_wait_in_the_outbox_and_return_after_
         )
         with structlog.testing.capture_logs() as logs:
             async with dispatch_seed.RunningDispatcher(settings):
+                # Made once the dispatcher runs: the pause counts from the alert's creation,
+                # and a slow start on a loaded machine must not use it up.
+                alert = DomainPolicyAlerted(
+                    domain=held_domain, policy_bounces=5, window_s=60, threshold=5, pause_s=6
+                )
                 await dispatch_seed.publish(
                     vhost_url, alert, routing_key=DOMAIN_POLICY_ALERTED, exchange=EVENTS
                 )
