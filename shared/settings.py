@@ -153,7 +153,7 @@ class Settings(DatabaseSettings):
     click_burst_window_s: float = Field(default=10.0, ge=0)
     # Open pixel in issue mails (aggregate loads per edition and day; machine-inflated).
     open_tracking: bool = False
-    # Per-reader clicks, only of readers who ticked the consent box (signup or preferences;
+    # Per-reader clicks, only of readers who ticked the consent box (opt-in or preferences;
     # ledgered, in the GDPR export, deleted on erasure). Off: no table holds a subscriber id.
     per_reader_analytics: bool = False
     # Seconds between two deletions of the per-reader clicks of readers who withdrew consent.

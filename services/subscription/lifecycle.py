@@ -21,6 +21,7 @@ from services.subscription.languages import as_language
 from services.subscription.link_tokens import VerifiedLink
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.metrics import SubscriptionMetrics
+from services.subscription.reader_consent import OptInTick, settle_at_opt_in
 from services.subscription.records import (
     claim_confirmation_slot,
     confirm_consents,
@@ -68,7 +69,10 @@ async def confirm(
     metrics: SubscriptionMetrics,
     link: VerifiedLink,
     welcome: bool = True,
+    reader_analytics: OptInTick | None = None,
 ) -> LinkResult:
+    """The double opt-in. ``reader_analytics``: the per-reader analytics box was ticked on the
+    confirmation page (a signup's waiting grant is confirmed only then, else withdrawn)."""
     subscriber = await subscriber_for(
         session, subscriber_id=link.subscriber_id, email_hash_prefix=link.email_hash_prefix
     )
@@ -91,6 +95,7 @@ async def confirm(
         await session.rollback()
         return LinkResult.ALREADY
     await confirm_consents(session, subscriber_id=link.subscriber_id, now=now)
+    await settle_at_opt_in(session, subscriber=subscriber, now=now, tick=reader_analytics)
     suppressed = await is_suppressed(session, subscriber.email_hash)
     await session.commit()
     metrics.confirmations.labels(language=subscriber.locale).inc()

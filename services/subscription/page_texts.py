@@ -67,6 +67,12 @@ READER_ANALYTICS_CONSENT = N_(
     "This is optional: without it, clicks are only counted in totals. You can withdraw at any "
     "time on the preferences page, and the record is then deleted."
 )
+# On the confirmation page, above the same box, when the signup form's box was ticked: anyone
+# can post that form for any address, so only the owner's tick here counts.
+READER_ANALYTICS_WAITING = N_(
+    "The box below was ticked on the signup form. Tick it here as well to give your consent; "
+    "otherwise it is not kept."
+)
 # Sentences that name the publication: the sample's wording (its name declined in be/ru) while
 # the publication is the sample, the named form with the publication's own name otherwise.
 NAMED = {

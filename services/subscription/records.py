@@ -10,6 +10,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription.reader_consent import FORM as READER_ANALYTICS_FORM
 from shared.db.tables import ConsentRecord, Subscriber, SubscriberLanguage, Suppression
 
 
@@ -112,10 +113,14 @@ async def withdraw_consents(
 
 
 async def confirm_consents(session: AsyncSession, *, subscriber_id: int, now: datetime) -> None:
+    """The double opt-in confirms the signup's consent to the mailing. Not the per-reader
+    analytics box: that one is confirmed only by its own tick at the opt-in
+    (``reader_consent.settle_at_opt_in``)."""
     await session.execute(
         update(ConsentRecord)
         .where(
             col(ConsentRecord.subscriber_id) == subscriber_id,
+            col(ConsentRecord.form) != READER_ANALYTICS_FORM,
             col(ConsentRecord.confirmed_at).is_(None),
             col(ConsentRecord.withdrawn_at).is_(None),
         )

@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from newsletter_cli.forms import Form, find_forms
-from services.subscription.page_texts import READER_ANALYTICS_CONSENT
+from services.subscription.page_texts import READER_ANALYTICS_CONSENT, READER_ANALYTICS_WAITING
 from shared.addresses import address_hash
 from shared.db.tables import ConsentRecord, Delivery, LinkClick, ReaderClick, Subscriber
 from shared.db.tables.timestamps import utcnow
@@ -53,6 +53,7 @@ BOX = 'name="reader_analytics"'
 ON = {"per_reader_analytics": True, "click_burst_window_s": 0.0}
 BE_TEXT = "Улічваць мае пераходы асабіста"
 RU_TEXT = "Учитывать мои переходы лично"
+WAITING_NOTE = READER_ANALYTICS_WAITING
 
 
 async def ids_of(sessions: async_sessionmaker[AsyncSession], addresses: Sequence[str]) -> list[int]:
@@ -288,6 +289,28 @@ async def _counted_is(sessions: async_sessionmaker[AsyncSession], issue: int, n:
     return await counted(sessions, issue) == n
 
 
+async def opt_in(stack: AnalyticsStack, page: str, *, ticked: bool) -> None:
+    """Post the confirmation page's form, with or without its per-reader analytics box."""
+    form = post_form(page, stack.base, "/confirm")
+    pairs = [(k, v) for k, v in form.fields if k != "reader_analytics"]
+    if ticked:
+        pairs.append(("reader_analytics", "yes"))
+    done = await stack.client.post(form.action.removeprefix(stack.base), data=multi(pairs))
+    assert done.status_code == 200, done.text[:300]
+
+
+async def sign_up(stack: AnalyticsStack, address: str, *, ticked: bool) -> None:
+    """Post the public signup form for ``address`` (anyone can), box ticked or not."""
+    page = await stack.client.get("/", params={"lang": "en"})
+    form = post_form(page.text, stack.base, "/subscribe")
+    pairs = [(k, v) for k, v in form.fields if k not in {"email", "reader_analytics"}]
+    pairs.append(("email", address))
+    if ticked:
+        pairs.append(("reader_analytics", "yes"))
+    answer = await stack.client.post("/subscribe", data=multi(pairs))
+    assert answer.status_code == 200, answer.text[:300]
+
+
 def confirm_link(mail: EmailMessage, base: str) -> str:
     text = mail.get_body(("plain",))
     assert text is not None
@@ -329,15 +352,14 @@ async def test_a_signup_grant_holds_from_the_opt_in_and_an_unsubscribe_deletes_t
             lambda: any(a.rcpt == address for a in stack.mta.handler.accepted), timeout=60
         )
         mail = next(a.parsed() for a in stack.mta.handler.accepted if a.rcpt == address)
-        link = confirm_link(mail, stack.base)
-        page = await client.get(link.removeprefix(stack.base))
-        confirm = post_form(page.text, stack.base, "/confirm")
-        done = await client.post(
-            confirm.action.removeprefix(stack.base), data=multi(confirm.fields)
-        )
-        assert done.status_code == 200, done.text[:300]
+        page = await client.get(confirm_link(mail, stack.base).removeprefix(stack.base))
+        assert READER_ANALYTICS_CONSENT in page.text, "the box is on the confirmation page"
+        assert WAITING_NOTE in page.text, "the page says the signup's tick waits for this one"
+        assert not box_checked(page.text), "unticked: only the owner's own tick counts"
+        await opt_in(stack, page.text, ticked=True)
         [grant] = await ledger(sessions, subscriber_id)
-        assert grant.confirmed_at is not None, "the opt-in confirms the grant"
+        assert grant.confirmed_at is not None, "the opt-in with the box ticked confirms the grant"
+        assert grant.source == "signup form"
 
         mails = await stack.send_issue(sessions, number=number, extra=EXTRA)
         links, _ = tracked_links(mails[address], base=stack.base, lang="en", with_ref=True)
@@ -369,6 +391,69 @@ async def test_a_signup_grant_holds_from_the_opt_in_and_an_unsubscribe_deletes_t
         export = await client.get(f"/api/subscribers/{subscriber_id}/data", headers=stack.admin)
         assert export.json()["reader_clicks"] == []
         assert export.json()["consents"][-1]["withdrawal_method"] == "one-click"
+
+
+async def test_a_box_ticked_by_a_stranger_on_the_signup_form_is_not_confirmed_by_the_opt_in(
+    vhost_url: str,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    """The race: the owner signs up without the box; before they open their confirmation
+    mail, a stranger posts the public form again for the same address with the box ticked.
+    The owner confirms without ticking it: the stranger's grant is withdrawn, not confirmed,
+    and the reader's issue mail names no delivery. A second reader who ticks the box only on
+    the confirmation page (none ticked at signup) is recorded from there."""
+    number = random.randint(400_001, 700_000)
+    owner = f"race{number}.{random.randint(0, 10**9)}@example.org"
+    late = f"late{number}.{random.randint(0, 10**9)}@example.org"
+    async with analytics_stack(vhost_url, database_url, tmp_path, **ON) as stack:
+        await sign_up(stack, owner, ticked=False)
+        await sign_up(stack, late, ticked=False)
+        await sign_up(stack, owner, ticked=True)  # the stranger
+        owner_id, late_id = await ids_of(sessions, [owner, late])
+        [wish] = await ledger(sessions, owner_id)
+        assert (wish.confirmed_at, wish.withdrawn_at) == (None, None), "a grant that waits"
+        assert await ledger(sessions, late_id) == []
+
+        await dispatch_seed.wait_until(
+            lambda: {owner, late} <= {a.rcpt for a in stack.mta.handler.accepted}, timeout=60
+        )
+        mails = {a.rcpt: a.parsed() for a in stack.mta.handler.accepted}
+        page = await stack.client.get(
+            confirm_link(mails[owner], stack.base).removeprefix(stack.base)
+        )
+        assert WAITING_NOTE in page.text
+        assert not box_checked(page.text), "the stranger's tick does not show as the owner's"
+        prefs = stack.links.preferences(owner_id, address_hash(owner))
+        owner_page = await stack.client.get(prefs.removeprefix(stack.base))
+        assert not box_checked(owner_page.text), "a waiting grant is no consent on that page"
+        await opt_in(stack, page.text, ticked=False)
+        [wish] = await ledger(sessions, owner_id)
+        assert wish.confirmed_at is None, "the owner did not tick it: not confirmed"
+        assert wish.withdrawn_at is not None
+        assert wish.withdrawal_method == "not ticked at opt-in"
+
+        page = await stack.client.get(
+            confirm_link(mails[late], stack.base).removeprefix(stack.base)
+        )
+        assert WAITING_NOTE not in page.text, "nothing was ticked at this signup"
+        await opt_in(stack, page.text, ticked=True)
+        [grant] = await ledger(sessions, late_id)
+        assert grant.source == "confirmation page"
+        assert grant.confirmed_at is not None
+
+        sent = await stack.send_issue(sessions, number=number, extra=EXTRA)
+        owner_links, owner_text = tracked_links(
+            sent[owner], base=stack.base, lang="en", with_ref=True
+        )
+        assert owner_links, "the owner's mail has tracked links"
+        assert all(ref_of(link) is None for link in owner_links + owner_text), (
+            "no per-reader reference for a reader who did not consent"
+        )
+        late_links, _ = tracked_links(sent[late], base=stack.base, lang="en", with_ref=True)
+        assert late_links
+        assert all(ref_of(link) for link in late_links)
 
 
 async def test_with_the_mode_off_there_is_no_box_no_reference_and_no_row(

@@ -8,6 +8,8 @@ send it with no cookie, and it needs only the signed token and the RFC 8058 body
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
@@ -86,6 +88,14 @@ def _unavailable(request: Request, components: Components, lang: str) -> HTMLRes
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReaderBox:
+    """The per-reader analytics box on the confirmation page, always unticked; ``waiting``: a
+    grant ticked on the signup form waits for it (the page says that only this tick counts)."""
+
+    waiting: bool
+
+
 def _action_page(
     request: Request,
     components: Components,
@@ -97,11 +107,18 @@ def _action_page(
     button: str,
     token: str,
     link: tuple[str, str] | None = None,
+    reader_box: ReaderBox | None = None,
 ) -> HTMLResponse:
     pages = components.pages
     return pages.render(
         request,
         "action.html",
+        reader_analytics_text=pages.text(lang, texts.READER_ANALYTICS_CONSENT)
+        if reader_box
+        else None,
+        reader_analytics_note=pages.text(lang, texts.READER_ANALYTICS_WAITING)
+        if reader_box and reader_box.waiting
+        else None,
         lang=lang,
         heading=pages.text(lang, heading),
         explanation=pages.naming_text(lang, explanation, texts.NAMED[explanation])
@@ -175,6 +192,11 @@ async def confirm_page(
         action=CONFIRM_PATH,
         button=texts.CONFIRM_BUTTON,
         token=token,
+        reader_box=ReaderBox(
+            waiting=await reader_consent.waiting(session, subscriber_id=link.subscriber_id)
+        )
+        if components.reader_analytics
+        else None,
     )
 
 
@@ -188,12 +210,18 @@ async def confirm_post(
     token = _field(form, "token")
     try:
         link = components.reader.read(Purpose.CONFIRM, token, max_age_s=CONFIRM_MAX_AGE_S)
+        ticked = components.reader_analytics and _field(form, reader_consent.FIELD, 8) == "yes"
         await confirm(
             session=session,
             mail=mail,
             metrics=components.metrics,
             link=link,
             welcome=components.policy.welcome_mail,
+            reader_analytics=reader_consent.OptInTick(
+                language=lang, client_ip_hash=components.ip_hash(request)
+            )
+            if ticked
+            else None,
         )
     except ExpiredLinkToken:
         return _expired_page(request, components, lang, token)
