@@ -18,16 +18,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
@@ -36,7 +34,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.bounces import service as receiver_service
 from services.bounces.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from services.bounces.settings import BouncesSettings, load_bounces_settings
-from services.bounces.sns import string_to_sign
 from services.subscription.feedback.consumer import FeedbackConsumer
 from shared import message_ids, verp
 from shared.addresses import address_hash
@@ -45,31 +42,14 @@ from shared.db.tables import BounceDecision, BounceReport, Delivery, Subscriber
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import BOUNCE_RECEIVED, EVENTS, UNSUBSCRIBE_REQUESTED, connect
 from tests.support.ports import free_port
+from tests.support.sns_signing import CERT_URL, signing_certificate, sns_signed
 
 SECRET = "test-secret-key-" + "x" * 32
 DOMAIN = "bounces.example.org"
 SENDER_DOMAIN = "example.org"
-CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "pm-" + "p" * 30
 POSTMARK_TOKEN = "pm-token-" + "t" * 30
-
-
-def self_signed() -> tuple[rsa.RSAPrivateKey, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
 def sendgrid_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -124,11 +104,8 @@ class Receiver:
             "TopicArn": TOPIC,
             "Message": json.dumps(message),
             "Timestamp": "2026-11-27T07:00:00.000Z",
-            "SignatureVersion": "2",
-            "SigningCertURL": CERT_URL,
         }
-        signature = self.sns_key.sign(string_to_sign(body), padding.PKCS1v15(), hashes.SHA256())
-        return {**body, "Signature": base64.b64encode(signature).decode()}
+        return sns_signed(self.sns_key, body)
 
 
 @asynccontextmanager
@@ -152,7 +129,7 @@ async def start_receiver(
         "var_dir": var_dir,
     }
     settings = load_bounces_settings(**{**values, **overrides})
-    sns_key, pem = self_signed()
+    sns_key, pem = signing_certificate()
     fetched: list[str] = []
 
     async def fetch(url: str) -> bytes:  # certificates and the SNS SubscribeURL
@@ -191,6 +168,16 @@ async def start_receiver(
         await engine.dispose()
         stop.set()
         await asyncio.wait_for(receiver, 15)
+
+
+@pytest.fixture
+async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
+    """The receiver on the session's vhost and PostgreSQL database, with its defaults (a test
+    module imports this fixture; one that needs other settings calls :func:`start_receiver`)."""
+    async with start_receiver(
+        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
+    ) as running:
+        yield running
 
 
 async def add_subscriber(

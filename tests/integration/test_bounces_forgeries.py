@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -39,21 +38,14 @@ from tests.integration.bounces_support import (
     decision_for,
     eventually,
     kept_reports,
+    receiver,
     return_path,
     send_with_null_sender,
-    start_receiver,
     status_of,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
-    async with start_receiver(
-        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
-    ) as running:
-        yield running
+__all__ = ["receiver"]  # the fixture
 
 
 async def victim_of(r: Receiver) -> tuple[Subscriber, Delivery, str, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosmtplib
@@ -30,6 +29,7 @@ from tests.integration.bounces_support import (
     add_subscriber,
     decision_for,
     kept_reports,
+    receiver,
     return_path,
     send_with_null_sender,
     start_receiver,
@@ -37,14 +37,7 @@ from tests.integration.bounces_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
-    async with start_receiver(
-        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
-    ) as running:
-        yield running
+__all__ = ["receiver"]  # the fixture
 
 
 async def victim_of(r: Receiver) -> tuple[Subscriber, Delivery]:
