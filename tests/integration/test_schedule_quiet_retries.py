@@ -131,6 +131,21 @@ def published(
     return check
 
 
+async def planned_and_published(
+    settings: object,
+    clock: FakeClock,
+    vhost_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> str:
+    """Plan the send with a planner-only dispatcher (no worker takes a job) until every job is
+    published; the send's id."""
+    planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
+    async with ClockedDispatcher(planner_only, clock=clock):
+        send_id = await plan(vhost_url, sessions)
+        await wait_until(published(sessions, send_id), "every job published")
+    return send_id
+
+
 def accepted_for(mta: ScriptedMta, *addresses: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         copies = mta.handler.copies()
@@ -239,10 +254,7 @@ async def test_jobs_the_reconciler_re_drives_at_23_30_local_wait_until_seven(
     with ScriptedMta() as mta:
         mta.handler.clock = clock
         settings = settings_for(vhost_url, postgres_url, mta, tmp_path)
-        planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
-        async with ClockedDispatcher(planner_only, clock=clock):
-            send_id = await plan(vhost_url, sessions)
-            await wait_until(published(sessions, send_id), "every job published")
+        send_id = await planned_and_published(settings, clock, vhost_url, sessions)
         assert await purge_jobs(vhost_url) == 5
         clock.set(minsk(1, 23, 30))  # the jobs' deadlines are long past: the reconciler acts
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
@@ -282,10 +294,7 @@ async def test_a_job_that_waited_in_the_queue_past_22_00_local_is_parked_until_s
         settings = settings_for(
             vhost_url, postgres_url, mta, tmp_path, dispatch_queued_deadline_s=3600.0
         )
-        planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
-        async with ClockedDispatcher(planner_only, clock=clock):
-            send_id = await plan(vhost_url, sessions)
-            await wait_until(published(sessions, send_id), "every job published")
+        send_id = await planned_and_published(settings, clock, vhost_url, sessions)
         # Published at 21:59, taken by a worker at 22:10 (a backlog, a slow start).
         clock.set(minsk(1, 22, 10))
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
