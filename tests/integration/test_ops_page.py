@@ -34,18 +34,7 @@ ALICE = "alice.liddell@mail.example.org"
 @pytest.fixture(scope="module")
 def ops_amqp_url() -> Iterator[str]:
     """A private vhost with the suite's topology: dead letters here are this module's own."""
-    name, url = infra.create_vhost()
-
-    async def prepare() -> None:
-        connection = await topology.connect(url)
-        try:
-            channel = await connection.channel()
-            await topology.declare_topology(channel)
-            await dead_letter_two_messages(channel)
-        finally:
-            await connection.close()
-
-    asyncio.run(prepare())
+    name, url = infra.declared_vhost(dead_letter_two_messages)
     try:
         yield url
     finally:

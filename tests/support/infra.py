@@ -14,10 +14,12 @@ import atexit
 import os
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from aio_pika.abc import AbstractChannel
 
 from benchmarks import scratch
 from benchmarks.scratch import rabbitmqctl, unique_name
@@ -115,8 +117,12 @@ def off_thread(function: Callable[..., T], *args: object) -> T:
         return pool.submit(function, *args).result()
 
 
-def declared_vhost() -> tuple[str, str]:
-    """A fresh vhost, as :func:`create_vhost`, with the suite's topology declared in it."""
+def declared_vhost(
+    prepare: Callable[[AbstractChannel], Awaitable[None]] | None = None,
+) -> tuple[str, str]:
+    """A fresh vhost, as :func:`create_vhost`, with the suite's topology declared in it; then
+    ``prepare`` on the same channel (the messages a module's tests expect to find there). If
+    either fails, the vhost is given back before the error is raised."""
     name, url = create_vhost()
 
     async def declare() -> None:
@@ -124,10 +130,16 @@ def declared_vhost() -> tuple[str, str]:
         try:
             channel = await connection.channel()
             await declare_topology(channel)
+            if prepare is not None:
+                await prepare(channel)
         finally:
             await connection.close()
 
-    off_thread(asyncio.run, declare())
+    try:
+        off_thread(asyncio.run, declare())
+    except BaseException:
+        delete_vhost(name)
+        raise
     return name, url
 
 
