@@ -8,27 +8,24 @@ page per language are kept in tests/artifacts/ops/.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import update
 from sqlmodel import col
 
-from services.subscription.app import create_app
 from shared.db.tables import Delivery, Send
 from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.browser.axe_checks import check_and_shoot
+from tests.integration.subscription_http import served_subscription
 from tests.support import infra
 from tests.support.chromium import ARTIFACTS
 from tests.support.database import session_on
-from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -59,21 +56,8 @@ def ops_settings(browser_amqp_url: str, sqlite_url: str, tmp_path: Path) -> Sett
 
 @pytest.fixture
 async def base_url(ops_settings: Settings) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(ops_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served_subscription(ops_settings) as base:
+        yield base
 
 
 @pytest.fixture
