@@ -218,6 +218,30 @@ async def add_delivery(
         return delivery
 
 
+def abuse_report(
+    *,
+    to: str,
+    recipient: str,
+    message_id: str = "<d1.abcdef12@example.org>",
+    original_mail_from: str = "",
+) -> bytes:
+    """An ARF abuse report (RFC 5965) to ``to`` about a mail of ours to ``recipient``, quoting
+    that mail's ``message_id``, with an Original-Mail-From line if one is given."""
+    mail_from = f"Original-Mail-From: {original_mail_from}\r\n" if original_mail_from else ""
+    return (
+        f"From: abuse-desk@isp.example.net\r\nTo: {to}\r\nSubject: Abuse report\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@isp.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
+        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n"
+        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/2.0\r\nVersion: 1\r\n{mail_from}"
+        f"Original-Rcpt-To: {recipient}\r\n\r\n"
+        "--arf\r\nContent-Type: message/rfc822\r\n\r\n"
+        f"From: digest@{SENDER_DOMAIN}\r\nTo: {recipient}\r\nSubject: Weekly\r\n"
+        f"Message-ID: {message_id}\r\n\r\nHello\r\n--arf--\r\n"
+    ).encode()
+
+
 def signed_message_id(delivery_id: int) -> str:
     key = message_ids.delivery_key(delivery_id, "tx.0123abcd")
     return message_ids.signed_message_id(secret_key=SECRET, key=key, domain=SENDER_DOMAIN)
