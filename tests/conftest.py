@@ -7,48 +7,21 @@ Integration tests take ``amqp_url``, ``postgres_url``, ``sqlite_url`` or ``datab
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from newsletter_cli.smtp_sink import SmtpSink
 from shared.db.migrate import upgrade
-from shared.messaging.topology import connect, declare_topology
+from shared.messaging.topology import connect
 from shared.settings import Settings, load_settings
 from tests.support import infra
 from tests.support.ports import free_port
 
-T = TypeVar("T")
-
-
-def _off_thread(function: Callable[..., T], *args: object) -> T:
-    """Run set-up that owns an event loop (Alembic's env, asyncio.run) on a thread of its own,
-    so that it never replaces the loop pytest-asyncio set for this thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(function, *args).result()
-
 
 def _migrate(url: str) -> None:
-    _off_thread(upgrade, url)
-
-
-def _declared_vhost() -> tuple[str, str]:
-    """A fresh vhost on the local RabbitMQ with the suite's topology declared."""
-    name, url = infra.create_vhost()
-
-    async def declare() -> None:
-        connection = await connect(url)
-        try:
-            channel = await connection.channel()
-            await declare_topology(channel)
-        finally:
-            await connection.close()
-
-    _off_thread(asyncio.run, declare())
-    return name, url
+    infra.off_thread(upgrade, url)
 
 
 # How `make test` spreads the suite over its pytest-xdist workers (``--dist loadgroup``): each
@@ -96,7 +69,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A vhost shared by the session's tests."""
-    name, url = _declared_vhost()
+    name, url = infra.declared_vhost()
     try:
         yield url
     finally:
@@ -106,7 +79,7 @@ def amqp_url() -> Iterator[str]:
 @pytest.fixture
 def vhost_url() -> Iterator[str]:
     """A vhost of this test's own, so no job of another test can reach it."""
-    name, url = _declared_vhost()
+    name, url = infra.declared_vhost()
     try:
         yield url
     finally:
@@ -116,12 +89,12 @@ def vhost_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for the session."""
-    name, url = _off_thread(asyncio.run, infra.create_database())
+    name, url = infra.off_thread(asyncio.run, infra.create_database())
     _migrate(url)
     try:
         yield url
     finally:
-        _off_thread(asyncio.run, infra.drop_database(name))
+        infra.off_thread(asyncio.run, infra.drop_database(name))
 
 
 @pytest.fixture

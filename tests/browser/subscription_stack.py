@@ -20,9 +20,12 @@ from services.dispatcher import service as dispatcher_service
 from services.renderer import service as renderer_service
 from services.subscription.app import create_app
 from services.subscription.policy import SignupPolicy
-from shared.probes import ProbeServer
 from shared.settings import Settings, load_settings
 from tests.support.ports import free_port
+from tests.support.socket_app import on_socket
+
+# No time trap and no response floor: the pages answer at once (the journey test sets its own).
+QUICK = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ async def subscription_stack(
     smtp_sink: SmtpSink,
     tmp_path: Path,
     secret_key: str,
-    policy: SignupPolicy,
+    policy: SignupPolicy = QUICK,
     per_reader_analytics: bool = False,
 ) -> AsyncIterator[SubscriptionStack]:
     """Start the three services; ``smtp_sink`` must keep a Maildir (the ``smtp_sink`` fixture)."""
@@ -85,10 +88,8 @@ async def subscription_stack(
         dispatcher_probe_port=free_port(),
         per_reader_analytics=per_reader_analytics,
     )
-    server = ProbeServer(create_app(settings, policy=policy), host="127.0.0.1", port=port)
-    await server.start()
-    try:
-        async with _renderer_and_dispatcher(settings):
-            yield SubscriptionStack(base=base, settings=settings, maildir=maildir)
-    finally:
-        await server.stop()
+    async with (
+        on_socket(create_app(settings, policy=policy), port=port),
+        _renderer_and_dispatcher(settings),
+    ):
+        yield SubscriptionStack(base=base, settings=settings, maildir=maildir)

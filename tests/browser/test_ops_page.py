@@ -8,27 +8,24 @@ page per language are kept in tests/artifacts/ops/.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import update
 from sqlmodel import col
 
-from services.subscription.app import create_app
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Delivery, Send
 from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.browser.axe_checks import check_and_shoot
+from tests.integration.subscription_http import served_subscription
 from tests.support import infra
 from tests.support.chromium import ARTIFACTS
-from tests.support.ports import free_port
+from tests.support.database import session_on
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -59,21 +56,8 @@ def ops_settings(browser_amqp_url: str, sqlite_url: str, tmp_path: Path) -> Sett
 
 @pytest.fixture
 async def base_url(ops_settings: Settings) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(ops_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served_subscription(ops_settings) as base:
+        yield base
 
 
 @pytest.fixture
@@ -90,47 +74,39 @@ async def page(base_url: str, browser: Browser) -> AsyncIterator[Page]:
 async def seed(settings: Settings) -> str:
     """A running send: en 3 sent of 4, be 1 failed, 1 sent."""
     send_id = str(uuid.uuid4())
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
+    async with session_on(settings.database_url) as session:
+        session.add(
+            Send(id=send_id, issue_key="2026-48", languages="en,be", status="running", total=6)
+        )
+        await session.flush()
+        rows = [("en", "sent")] * 3 + [("en", "queued"), ("be", "sent"), ("be", "failed")]
+        for n, (language, status) in enumerate(rows):
             session.add(
-                Send(id=send_id, issue_key="2026-48", languages="en,be", status="running", total=6)
-            )
-            await session.flush()
-            rows = [("en", "sent")] * 3 + [("en", "queued"), ("be", "sent"), ("be", "failed")]
-            for n, (language, status) in enumerate(rows):
-                session.add(
-                    Delivery(
-                        dedupe_key=f"send:{send_id}:{n}",
-                        send_id=send_id,
-                        subscriber_id=n,
-                        email=f"reader{n}@example.net",
-                        email_domain="example.net",
-                        language=language,
-                        status=status,
-                        smtp_code=550 if status == "failed" else None,
-                        smtp_reply="5.7.1 message refused by policy" if status == "failed" else "",
-                        sent_at=datetime.now(UTC) if status == "sent" else None,
-                    )
+                Delivery(
+                    dedupe_key=f"send:{send_id}:{n}",
+                    send_id=send_id,
+                    subscriber_id=n,
+                    email=f"reader{n}@example.net",
+                    email_domain="example.net",
+                    language=language,
+                    status=status,
+                    smtp_code=550 if status == "failed" else None,
+                    smtp_reply="5.7.1 message refused by policy" if status == "failed" else "",
+                    sent_at=datetime.now(UTC) if status == "sent" else None,
                 )
-            await session.commit()
-    finally:
-        await engine.dispose()
+            )
+        await session.commit()
     return send_id
 
 
 async def finish_english(settings: Settings, send_id: str) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            await session.execute(
-                update(Delivery)
-                .where(col(Delivery.send_id) == send_id, col(Delivery.status) == "queued")
-                .values(status="sent", sent_at=datetime.now(UTC))
-            )
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with session_on(settings.database_url) as session:
+        await session.execute(
+            update(Delivery)
+            .where(col(Delivery.send_id) == send_id, col(Delivery.status) == "queued")
+            .values(status="sent", sent_at=datetime.now(UTC))
+        )
+        await session.commit()
 
 
 async def test_operator_signs_in_and_watches_a_send_progress(

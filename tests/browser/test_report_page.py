@@ -10,16 +10,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser
 
-from services.renderer.click_store import flush_counts, flush_open_counts, save_tracked_links
-from shared.db.engine import create_engine, session_factory
-from shared.db.tables import TrackedLink
+from services.renderer.click_store import flush_counts, flush_open_counts
 from shared.settings import Settings
 from tests.browser.axe_checks import check_and_shoot
-from tests.browser.test_editor_pages import GROUP, TOKEN, heading, no_sideways_scroll
 from tests.integration.renderer_harness import running_renderer
-from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.support.analytics_stack import save_articles
+from tests.support.database import sessions_on
+from tests.support.editor_pages import GROUP, heading, no_sideways_scroll, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -40,25 +39,8 @@ ARTICLES = (
 
 
 async def seed(database_url: str) -> None:
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    try:
-        await save_tracked_links(
-            sessions,
-            links=[
-                TrackedLink(
-                    issue_number=50,
-                    edition=edition,
-                    article=article,
-                    link=0,
-                    article_key=key,
-                    article_title=title,
-                    url=f"https://example.net/{key}",
-                )
-                for edition in ("en", "be", "ru")
-                for article, (key, title) in enumerate(ARTICLES)
-            ],
-        )
+    async with sessions_on(database_url) as sessions:
+        await save_articles(sessions, issue=50, articles=ARTICLES)
         day = date(2021, 12, 20)
         await flush_counts(
             sessions,
@@ -88,43 +70,32 @@ async def seed(database_url: str) -> None:
                 (50, "ru", day, "head"): 3,
             },
         )
-    finally:
-        await engine.dispose()
 
 
 async def test_the_report_page_reads_well_in_every_language_and_at_390_px(
-    settings: Settings, sqlite_url: str, tmp_path: Path
+    settings: Settings, sqlite_url: str, tmp_path: Path, browser: Browser
 ) -> None:
     await seed(sqlite_url)
     found: list[str] = []
     async with running_renderer(settings, tmp_path) as renderer:
         base = renderer.base_url
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                for lang in ("en", "be", "ru"):
-                    context = await browser.new_context()
-                    page = await context.new_page()
-                    await page.goto(f"{base}/editor?lang={lang}")
-                    await page.fill("#token", TOKEN)
-                    await page.locator("form button[type=submit]").click()
-                    await page.wait_for_url(f"{base}/editor")
-                    await page.goto(f"{base}/editor/report/50")
-                    assert await heading(page) == TITLE[lang], "the title is translated"
-                    assert await page.get_attribute("html", "lang") == lang
-                    assert await page.locator("#opens-title").inner_text() == OPENS[lang]
-                    assert await page.locator("svg[role=img]").count() == 2
-                    label = await page.locator("svg[role=img]").first.get_attribute("aria-label")
-                    assert (lang == "en") == (label == "Readers' clicks per article and edition")
-                    found += await no_sideways_scroll(page, f"report-{lang}")
-                    # At 390 px a row is a card whose cells carry their column's name.
-                    cell = page.locator("table.report tbody tr").first.locator("td").nth(1)
-                    before = await cell.evaluate("td => getComputedStyle(td, '::before').content")
-                    assert before.strip('"'), "a narrow cell shows its column's name"
-                    found += await check_and_shoot(page, group=GROUP, name=f"report-{lang}")
-                    await context.close()
-            finally:
-                await browser.close()
+        for lang in ("en", "be", "ru"):
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto(f"{base}/editor?lang={lang}")
+            await sign_in(page, base)
+            await page.goto(f"{base}/editor/report/50")
+            assert await heading(page) == TITLE[lang], "the title is translated"
+            assert await page.get_attribute("html", "lang") == lang
+            assert await page.locator("#opens-title").inner_text() == OPENS[lang]
+            assert await page.locator("svg[role=img]").count() == 2
+            label = await page.locator("svg[role=img]").first.get_attribute("aria-label")
+            assert (lang == "en") == (label == "Readers' clicks per article and edition")
+            found += await no_sideways_scroll(page, f"report-{lang}")
+            # At 390 px a row is a card whose cells carry their column's name.
+            cell = page.locator("table.report tbody tr").first.locator("td").nth(1)
+            before = await cell.evaluate("td => getComputedStyle(td, '::before').content")
+            assert before.strip('"'), "a narrow cell shows its column's name"
+            found += await check_and_shoot(page, group=GROUP, name=f"report-{lang}")
+            await context.close()
     assert not found, "\n".join(found)

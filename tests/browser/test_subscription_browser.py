@@ -18,11 +18,11 @@ from sqlmodel import select
 
 from newsletter_cli.smtp_sink import SmtpSink
 from services.subscription.policy import SignupPolicy
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Subscriber
 from tests.browser.subscription_stack import subscription_stack
 from tests.integration.subscription_support import private_amqp_url, unique_address
 from tests.support.chromium import ARTIFACTS
+from tests.support.database import session_on
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]
@@ -56,13 +56,9 @@ TEXTS = {
 
 
 async def _status(database_url: str, email: str) -> str | None:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            found = await session.exec(select(Subscriber.status).where(Subscriber.email == email))
-            return found.first()
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        found = await session.exec(select(Subscriber.status).where(Subscriber.email == email))
+        return found.first()
 
 
 async def _heading(page: Page) -> str:

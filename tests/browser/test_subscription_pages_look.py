@@ -21,8 +21,6 @@ from playwright.async_api import Browser, Page
 from sqlmodel import select
 
 from newsletter_cli.smtp_sink import SmtpSink
-from services.subscription.policy import SignupPolicy
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Subscriber
 from shared.links import payload
 from shared.settings import DEFAULT_PITCH
@@ -30,6 +28,7 @@ from shared.tokens import Purpose, TokenSigner
 from tests.browser.axe_checks import check_and_shoot
 from tests.browser.subscription_stack import subscription_stack
 from tests.integration.subscription_support import private_amqp_url, unique_address
+from tests.support.database import session_on
 
 pytestmark = pytest.mark.browser
 __all__ = ["private_amqp_url"]
@@ -60,13 +59,9 @@ def _confirm_token_signed_eight_days_ago(subscriber: Subscriber) -> str:
 
 
 async def _subscriber(database_url: str, email: str) -> Subscriber:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            found = await session.exec(select(Subscriber).where(Subscriber.email == email))
-            return found.one()
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        found = await session.exec(select(Subscriber).where(Subscriber.email == email))
+        return found.one()
 
 
 async def test_every_subscription_page_is_readable_and_holds_together(
@@ -76,7 +71,6 @@ async def test_every_subscription_page_is_readable_and_holds_together(
     tmp_path: Path,
     browser: Browser,
 ) -> None:
-    policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
     found: list[str] = []
     async with subscription_stack(
         amqp_url=private_amqp_url,
@@ -84,7 +78,6 @@ async def test_every_subscription_page_is_readable_and_holds_together(
         smtp_sink=smtp_sink,
         tmp_path=tmp_path,
         secret_key=SECRET,
-        policy=policy,
     ) as stack:
         base = stack.base
         for lang in ("en", "be", "ru"):

@@ -18,16 +18,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
@@ -36,7 +34,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.bounces import service as receiver_service
 from services.bounces.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from services.bounces.settings import BouncesSettings, load_bounces_settings
-from services.bounces.sns import string_to_sign
 from services.subscription.feedback.consumer import FeedbackConsumer
 from shared import message_ids, verp
 from shared.addresses import address_hash
@@ -45,31 +42,14 @@ from shared.db.tables import BounceDecision, BounceReport, Delivery, Subscriber
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import BOUNCE_RECEIVED, EVENTS, UNSUBSCRIBE_REQUESTED, connect
 from tests.support.ports import free_port
+from tests.support.sns_signing import CERT_URL, signing_certificate, sns_signed
 
 SECRET = "test-secret-key-" + "x" * 32
 DOMAIN = "bounces.example.org"
 SENDER_DOMAIN = "example.org"
-CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "pm-" + "p" * 30
 POSTMARK_TOKEN = "pm-token-" + "t" * 30
-
-
-def self_signed() -> tuple[rsa.RSAPrivateKey, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
 def sendgrid_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -124,11 +104,8 @@ class Receiver:
             "TopicArn": TOPIC,
             "Message": json.dumps(message),
             "Timestamp": "2026-11-27T07:00:00.000Z",
-            "SignatureVersion": "2",
-            "SigningCertURL": CERT_URL,
         }
-        signature = self.sns_key.sign(string_to_sign(body), padding.PKCS1v15(), hashes.SHA256())
-        return {**body, "Signature": base64.b64encode(signature).decode()}
+        return sns_signed(self.sns_key, body)
 
 
 @asynccontextmanager
@@ -152,7 +129,7 @@ async def start_receiver(
         "var_dir": var_dir,
     }
     settings = load_bounces_settings(**{**values, **overrides})
-    sns_key, pem = self_signed()
+    sns_key, pem = signing_certificate()
     fetched: list[str] = []
 
     async def fetch(url: str) -> bytes:  # certificates and the SNS SubscribeURL
@@ -193,6 +170,16 @@ async def start_receiver(
         await asyncio.wait_for(receiver, 15)
 
 
+@pytest.fixture
+async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
+    """The receiver on the session's vhost and PostgreSQL database, with its defaults (a test
+    module imports this fixture; one that needs other settings calls :func:`start_receiver`)."""
+    async with start_receiver(
+        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
+    ) as running:
+        yield running
+
+
 async def add_subscriber(
     sessions: async_sessionmaker[AsyncSession], prefix: str = "reader"
 ) -> Subscriber:
@@ -229,6 +216,30 @@ async def add_delivery(
         await session.commit()
         await session.refresh(delivery)
         return delivery
+
+
+def abuse_report(
+    *,
+    to: str,
+    recipient: str,
+    message_id: str = "<d1.abcdef12@example.org>",
+    original_mail_from: str = "",
+) -> bytes:
+    """An ARF abuse report (RFC 5965) to ``to`` about a mail of ours to ``recipient``, quoting
+    that mail's ``message_id``, with an Original-Mail-From line if one is given."""
+    mail_from = f"Original-Mail-From: {original_mail_from}\r\n" if original_mail_from else ""
+    return (
+        f"From: abuse-desk@isp.example.net\r\nTo: {to}\r\nSubject: Abuse report\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@isp.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
+        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n"
+        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/2.0\r\nVersion: 1\r\n{mail_from}"
+        f"Original-Rcpt-To: {recipient}\r\n\r\n"
+        "--arf\r\nContent-Type: message/rfc822\r\n\r\n"
+        f"From: digest@{SENDER_DOMAIN}\r\nTo: {recipient}\r\nSubject: Weekly\r\n"
+        f"Message-ID: {message_id}\r\n\r\nHello\r\n--arf--\r\n"
+    ).encode()
 
 
 def signed_message_id(delivery_id: int) -> str:

@@ -18,7 +18,6 @@ from services.subscription.policy import SignupPolicy
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import RenderIssue, SendIntentName
 from shared.messaging.topology import DISPATCHER_PLANNER, RENDER_ISSUE
-from shared.probes import ProbeServer
 from shared.settings import load_settings
 from tests.integration.renderer_harness import (
     RunningRenderer,
@@ -27,6 +26,7 @@ from tests.integration.renderer_harness import (
     take,
 )
 from tests.support.ports import free_port
+from tests.support.socket_app import on_socket
 
 SECRET = "public-site-secret-" + "s" * 32
 SAMPLE_DATES = "dates: 2021-12-13 .. 2021-12-19"
@@ -102,9 +102,5 @@ async def running_public_site(
             update={"renderer_probe_port": renderer.settings.renderer_probe_port}
         )
         policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
-        server = ProbeServer(create_app(public, policy=policy), host="127.0.0.1", port=port)
-        await server.start()
-        try:
+        async with on_socket(create_app(public, policy=policy), port=port):
             yield PublicSite(base=base, renderer=renderer)
-        finally:
-            await server.stop()

@@ -19,9 +19,8 @@ from tests.support.ports import free_port
 START_DEADLINE_S = 20.0
 
 
-@contextlib.asynccontextmanager
-async def served_subscription(settings: Settings) -> AsyncIterator[str]:
-    """Yield the base URL (``http://127.0.0.1:<port>``) while the app is being served."""
+def _server(settings: Settings) -> tuple[uvicorn.Server, int]:
+    """The app under uvicorn on a free port, its lifespan on (a start-up error stops it)."""
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, policy=QUICK),
@@ -30,7 +29,13 @@ async def served_subscription(settings: Settings) -> AsyncIterator[str]:
         log_config=None,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config), port
+
+
+@contextlib.asynccontextmanager
+async def served_subscription(settings: Settings) -> AsyncIterator[str]:
+    """Yield the base URL (``http://127.0.0.1:<port>``) while the app is being served."""
+    server, port = _server(settings)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + START_DEADLINE_S
     try:
@@ -51,15 +56,7 @@ async def served_subscription(settings: Settings) -> AsyncIterator[str]:
 def subscription_in_thread(settings: Settings) -> Iterator[str]:
     """The same, served from a thread with its own event loop, for synchronous callers
     (Hypothesis drives plain functions, not coroutines)."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, policy=QUICK),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server, port = _server(settings)
     thread = threading.Thread(target=server.run, name="subscription-app", daemon=True)
     thread.start()
     deadline = time.monotonic() + START_DEADLINE_S

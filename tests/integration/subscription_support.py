@@ -23,7 +23,7 @@ from newsletter_cli.forms import Form, find_forms
 from services.subscription.app import create_app
 from services.subscription.policy import SignupPolicy
 from shared.messaging.schemas import RenderTransactional, decode
-from shared.messaging.topology import RENDERER_TRANSACTIONAL, connect, declare_topology
+from shared.messaging.topology import RENDERER_TRANSACTIONAL, connect
 from shared.settings import Settings, load_settings
 from tests.support import infra
 
@@ -36,16 +36,7 @@ QUICK = SignupPolicy(
 
 @pytest.fixture(scope="module")
 def private_amqp_url() -> Iterator[str]:
-    name, url = infra.create_vhost()
-
-    async def declare() -> None:
-        connection = await connect(url)
-        try:
-            await declare_topology(await connection.channel())
-        finally:
-            await connection.close()
-
-    asyncio.run(declare())
+    name, url = infra.declared_vhost()
     try:
         yield url
     finally:

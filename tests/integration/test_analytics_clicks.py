@@ -10,18 +10,17 @@ import random
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.renderer.analytics_report import issue_report
-from shared.db.engine import create_engine
 from tests.support import dispatch_seed
 from tests.support.analytics_stack import (
     analytics_stack,
     database_sessions,  # noqa: F401 - the sessions fixture
     tracked_links,
 )
+from tests.support.database import column_names
 
 pytestmark = pytest.mark.integration
 
@@ -135,17 +134,7 @@ READER_WORDS = ("subscriber", "email", "address", "delivery", "recipient", "clie
 
 
 async def test_no_table_of_the_feature_has_a_column_naming_a_reader(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            columns = await conn.run_sync(
-                lambda sync: {
-                    table: [c["name"] for c in inspect(sync).get_columns(table)]
-                    for table in ("tracked_link", "link_click")
-                }
-            )
-    finally:
-        await engine.dispose()
+    columns = await column_names(database_url, "tracked_link", "link_click")
     assert columns["link_click"], "the migration created link_click"
     offenders = [
         f"{table}.{name}"

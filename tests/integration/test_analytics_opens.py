@@ -12,17 +12,16 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.renderer.analytics_report import issue_report
-from shared.db.engine import create_engine
 from tests.support import dispatch_seed
 from tests.support.analytics_stack import (
     analytics_stack,
     database_sessions,  # noqa: F401 - the sessions fixture
 )
+from tests.support.database import column_names
 
 pytestmark = pytest.mark.integration
 
@@ -109,12 +108,5 @@ async def test_with_the_setting_off_no_mail_has_a_pixel_and_there_is_no_route(
 
 
 async def test_mail_open_has_no_column_naming_a_reader(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            names = await conn.run_sync(
-                lambda sync: [c["name"] for c in inspect(sync).get_columns("mail_open")]
-            )
-    finally:
-        await engine.dispose()
+    names = (await column_names(database_url, "mail_open"))["mail_open"]
     assert names == ["issue_number", "edition", "day", "verdict", "count"], names

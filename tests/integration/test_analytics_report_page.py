@@ -8,35 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from services.renderer.click_store import flush_counts, save_tracked_links
-from shared.db.engine import create_engine, session_factory
-from shared.db.tables import TrackedLink
+from services.renderer.click_store import flush_counts
 from shared.settings import Settings
 from tests.integration.renderer_harness import running_renderer
+from tests.support.analytics_stack import save_articles
+from tests.support.database import sessions_on
 
 pytestmark = pytest.mark.integration
 
 
 async def seed(database_url: str) -> None:
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    try:
-        await save_tracked_links(
-            sessions,
-            links=[
-                TrackedLink(
-                    issue_number=50,
-                    edition=edition,
-                    article=article,
-                    link=0,
-                    article_key=key,
-                    article_title=f"<{key}> & co",
-                    url=f"https://example.net/{key}",
-                )
-                for edition in ("en", "be", "ru")
-                for article, key in enumerate(("minsk-escalation", "economy"))
-            ],
-        )
+    async with sessions_on(database_url) as sessions:
+        keys = ("minsk-escalation", "economy")
+        await save_articles(sessions, issue=50, articles=[(key, f"<{key}> & co") for key in keys])
         day = date(2021, 12, 20)
         await flush_counts(
             sessions,
@@ -49,8 +33,6 @@ async def seed(database_url: str) -> None:
         )
         # A second flush adds to the same rows (the upsert).
         await flush_counts(sessions, {(50, "en", 0, 0, day, "counted"): 1})
-    finally:
-        await engine.dispose()
 
 
 async def test_the_report_page_draws_the_issue_s_clicks_for_a_signed_in_editor(

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -34,26 +33,20 @@ from tests.integration.bounces_support import (
     SECRET,
     SENDER_DOMAIN,
     Receiver,
+    abuse_report,
     add_delivery,
     add_subscriber,
     decision_for,
     eventually,
     kept_reports,
+    receiver,
     return_path,
     send_with_null_sender,
-    start_receiver,
     status_of,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
-    async with start_receiver(
-        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
-    ) as running:
-        yield running
+__all__ = ["receiver"]  # the fixture
 
 
 async def victim_of(r: Receiver) -> tuple[Subscriber, Delivery, str, int]:
@@ -167,22 +160,6 @@ async def test_sns_with_a_forged_certificate_host_is_refused_unfetched(
 # ---- SMTP: forged proof ----------------------------------------------------------------
 
 
-def arf(*, to: str, recipient: str, message_id: str, original_mail_from: str = "") -> bytes:
-    mail_from = f"Original-Mail-From: {original_mail_from}\r\n" if original_mail_from else ""
-    return (
-        f"From: abuse-desk@isp.example.net\r\nTo: {to}\r\nSubject: Abuse report\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@isp.example.net>\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
-        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n"
-        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
-        f"Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/2.0\r\nVersion: 1\r\n{mail_from}"
-        f"Original-Rcpt-To: {recipient}\r\n\r\n"
-        "--arf\r\nContent-Type: message/rfc822\r\n\r\n"
-        f"From: digest@{SENDER_DOMAIN}\r\nTo: {recipient}\r\nSubject: Weekly\r\n"
-        f"Message-ID: {message_id}\r\n\r\nHello\r\n--arf--\r\n"
-    ).encode()
-
-
 def dsn(*, to: str, recipients: list[str], message_id: str = "", extra: str = "") -> bytes:
     blocks = "".join(
         f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
@@ -224,7 +201,7 @@ async def test_arf_with_our_message_id_format_but_a_wrong_tag_changes_nobody(
     forged = our_format_with_a_wrong_tag(delivery_id)
     for recipient in (email, "[redacted]", ""):
         reply = await send_with_null_sender(
-            arf(to=f"abuse@{DOMAIN}", recipient=recipient, message_id=forged),
+            abuse_report(to=f"abuse@{DOMAIN}", recipient=recipient, message_id=forged),
             recipient=f"abuse@{DOMAIN}",
             port=receiver.smtp_port,
         )
@@ -240,7 +217,7 @@ async def test_a_real_message_id_with_another_recipient_changes_nobody(
     attacker = await add_subscriber(receiver.sessions, "mallory")
     theirs = await add_delivery(receiver.sessions, attacker)
     for data in (
-        arf(to=f"abuse@{DOMAIN}", recipient=email, message_id=theirs.message_id),
+        abuse_report(to=f"abuse@{DOMAIN}", recipient=email, message_id=theirs.message_id),
         dsn(to=f"postmaster@{DOMAIN}", recipients=[email], message_id=theirs.message_id),
         # upper-cased Message-ID and a victim with different case: still not the same person
         dsn(

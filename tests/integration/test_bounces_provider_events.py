@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -25,20 +24,13 @@ from tests.integration.bounces_support import (
     Receiver,
     decision_for,
     eventually,
-    start_receiver,
+    receiver,
 )
 from tests.support import dispatch_seed
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
-    async with start_receiver(
-        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
-    ) as running:
-        yield running
+__all__ = ["receiver"]  # the fixture
 
 
 async def sent_by_the_dispatcher(

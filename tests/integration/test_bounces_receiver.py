@@ -11,7 +11,6 @@ returns our signed Message-ID, reach the right reader too.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -23,20 +22,16 @@ import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from prometheus_client import CollectorRegistry
 from sqlmodel import select
 
 from newsletter_cli.smtp_sink import SmtpSink
-from services.bounces.sns import string_to_sign
 from shared import verp
 from shared.db.tables import Delivery, Suppression
 from shared.messaging.schemas import DeliverTransactional
 from shared.messaging.topology import DELIVER_TRANSACTIONAL
 from shared.settings import Settings
 from tests.integration.bounces_support import (
-    CERT_URL,
     DOMAIN,
     POSTMARK_PASSWORD,
     POSTMARK_USER,
@@ -53,6 +48,7 @@ from tests.integration.bounces_support import (
     status_of,
 )
 from tests.support.ports import free_port
+from tests.support.sns_signing import sns_signed
 
 pytestmark = pytest.mark.integration
 
@@ -289,9 +285,7 @@ async def test_signed_ses_complaint_unsubscribes_and_a_forged_one_is_refused(
         accepted = await http.post(f"{r.http}/webhooks/ses", json=envelope)
         assert accepted.status_code == 200, accepted.text
         assert accepted.json() == {"events": 1}
-        body = {**json.loads(json.dumps(foreign)), "TopicArn": TOPIC + "-other"}
-        signature = r.sns_key.sign(string_to_sign(body), padding.PKCS1v15(), hashes.SHA256())
-        body["Signature"] = base64.b64encode(signature).decode()
+        body = sns_signed(r.sns_key, {**foreign, "TopicArn": TOPIC + "-other"})
         other = await http.post(f"{r.http}/webhooks/ses", json=body)
         assert other.status_code == 403, "a topic that is not ours is refused, signed or not"
         metrics = (await http.get(f"{r.http}/metrics")).text
@@ -340,11 +334,8 @@ async def test_sns_subscription_is_confirmed_only_when_signed(running: Running) 
         "Message": "You have chosen to subscribe to the topic.",
         "SubscribeURL": subscribe_url,
         "Timestamp": "2026-11-27T07:00:00.000Z",
-        "SignatureVersion": "2",
-        "SigningCertURL": CERT_URL,
     }
-    signature = r.sns_key.sign(string_to_sign(body), padding.PKCS1v15(), hashes.SHA256())
-    signed = {**body, "Signature": base64.b64encode(signature).decode()}
+    signed = sns_signed(r.sns_key, body)
     evil = {**signed, "SubscribeURL": "https://attacker.example/?Action=ConfirmSubscription"}
     async with httpx.AsyncClient() as http:
         assert (await http.post(f"{r.http}/webhooks/ses", json=evil)).status_code == 403

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosmtplib
@@ -26,10 +25,12 @@ from tests.integration.bounces_support import (
     POSTMARK_TOKEN,
     POSTMARK_USER,
     Receiver,
+    abuse_report,
     add_delivery,
     add_subscriber,
     decision_for,
     kept_reports,
+    receiver,
     return_path,
     send_with_null_sender,
     start_receiver,
@@ -37,14 +38,7 @@ from tests.integration.bounces_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def receiver(amqp_url: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Receiver]:
-    async with start_receiver(
-        amqp_url=amqp_url, database_url=postgres_url, var_dir=tmp_path
-    ) as running:
-        yield running
+__all__ = ["receiver"]  # the fixture
 
 
 async def victim_of(r: Receiver) -> tuple[Subscriber, Delivery]:
@@ -146,21 +140,6 @@ async def test_sendgrid_event_with_an_attackers_address_and_a_guessed_delivery_i
     }
 
 
-def arf(*, to: str, recipient: str) -> bytes:
-    return (
-        f"From: abuse-desk@isp.example.net\r\nTo: {to}\r\nSubject: Abuse report\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@isp.example.net>\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
-        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n"
-        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
-        f"Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/2.0\r\nVersion: 1\r\n"
-        f"Original-Rcpt-To: {recipient}\r\n\r\n"
-        "--arf\r\nContent-Type: message/rfc822\r\n\r\n"
-        f"From: digest@example.org\r\nTo: {recipient}\r\nSubject: Weekly\r\n"
-        "Message-ID: <d1.abcdef12@example.org>\r\n\r\nHello\r\n--arf--\r\n"
-    ).encode()
-
-
 def dsn(*, to: str, recipient: str) -> bytes:
     return (
         "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
@@ -182,7 +161,7 @@ async def test_arf_to_abuse_naming_a_victim_is_kept_for_ops_and_changes_nobody(
     victim, _ = await victim_of(receiver)
     assert victim.email is not None
     reply = await send_with_null_sender(
-        arf(to=f"abuse@{DOMAIN}", recipient=victim.email),
+        abuse_report(to=f"abuse@{DOMAIN}", recipient=victim.email),
         recipient=f"abuse@{DOMAIN}",
         port=receiver.smtp_port,
     )
@@ -350,7 +329,7 @@ async def test_one_source_is_capped_per_minute(
         for _ in range(4):  # the same budget over SMTP, per client IP
             try:
                 reply = await send_with_null_sender(
-                    arf(to=f"abuse@{DOMAIN}", recipient=reader.email),
+                    abuse_report(to=f"abuse@{DOMAIN}", recipient=reader.email),
                     recipient=f"abuse@{DOMAIN}",
                     port=r.smtp_port,
                 )

@@ -5,16 +5,12 @@ out once the pause ends. The shared alerts queue is left empty."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.messaging.schemas import DomainPolicyAlerted
 from shared.messaging.topology import (
     DEAD_LETTER_QUEUE,
@@ -25,34 +21,18 @@ from shared.messaging.topology import (
     connect,
 )
 from tests.integration.renderer_harness import take
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
 from tests.support.test_mta import ScriptedMta
 
+# A database of each test's own: readers other tests left in the session's shared database
+# would otherwise join its ``en`` send.
+pytest_plugins = ("tests.support.dispatch_fixtures",)  # own_database
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PAUSED, OPEN = "paused.example", "open.example"
 # Long enough for the open domain's mail to go out on a loaded machine; the checks below are
 # on the MTA's accept times against the pause's end, not on how fast the test ran.
 PAUSE_S = 15
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A database of this test's own: readers other tests left in the session's shared
-    database would otherwise join its ``en`` send."""
-    name, url = await dispatch_seed.fresh_postgres()
-    try:
-        yield url
-    finally:
-        await infra.drop_database(name)
-
-
-@pytest.fixture
-async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(postgres_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def shared_queue_depth(amqp_url: str) -> int:
@@ -67,10 +47,10 @@ async def shared_queue_depth(amqp_url: str) -> int:
 
 async def test_a_policy_alert_pauses_its_domain_in_every_process_while_others_flow(
     vhost_url: str,
-    postgres_url: str,
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
+    sessions, postgres_url = own_database.sessions, own_database.url
     addresses = await dispatch_seed.add_subscribers(
         sessions, 12, languages=("en",), domains=(PAUSED, OPEN)
     )
@@ -128,12 +108,13 @@ async def test_a_policy_alert_pauses_its_domain_in_every_process_while_others_fl
 
 
 async def test_poison_alerts_and_erasures_are_dead_lettered_and_the_dispatcher_carries_on(
-    vhost_url: str, postgres_url: str, tmp_path: Path
+    vhost_url: str, own_database: OwnDatabase, tmp_path: Path
 ) -> None:
     """A body that is not the event's schema, on the alert and the erasure queues: dead-lettered
     with its body, logged, and a valid alert behind it still opens the breaker."""
     import aio_pika
 
+    postgres_url = own_database.url
     poison = {DOMAIN_POLICY_ALERTED: uuid.uuid4().hex, SUBSCRIBER_ERASED: uuid.uuid4().hex}
     with ScriptedMta() as mta:
         settings = dispatch_seed.make_settings(

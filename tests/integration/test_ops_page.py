@@ -19,11 +19,11 @@ import pytest
 
 from services.subscription.app import create_app
 from services.subscription.ops.passive_declares import read_by_declares
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import BounceDecision, Delivery, Send
 from shared.messaging import topology
 from shared.settings import Settings, load_settings
 from tests.support import infra
+from tests.support.database import session_on, sessions_on
 
 pytestmark = pytest.mark.integration
 
@@ -34,18 +34,7 @@ ALICE = "alice.liddell@mail.example.org"
 @pytest.fixture(scope="module")
 def ops_amqp_url() -> Iterator[str]:
     """A private vhost with the suite's topology: dead letters here are this module's own."""
-    name, url = infra.create_vhost()
-
-    async def prepare() -> None:
-        connection = await topology.connect(url)
-        try:
-            channel = await connection.channel()
-            await topology.declare_topology(channel)
-            await dead_letter_two_messages(channel)
-        finally:
-            await connection.close()
-
-    asyncio.run(prepare())
+    name, url = infra.declared_vhost(dead_letter_two_messages)
     try:
         yield url
     finally:
@@ -90,51 +79,47 @@ async def seed(settings: Settings) -> str:
     """One running send: en 5 sent, 1 bounced, 2 queued; be 3 sent, 1 deferred; ru none."""
     send_id = str(uuid.uuid4())
     now = datetime.now(UTC)
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            session.add(Send(id=send_id, issue_key="2026-11-ops", languages="en,be,ru",
-                             status="running", total=12))  # fmt: skip
-            await session.flush()
-            rows: list[tuple[str, str, dict[str, Any]]] = [
-                *(("en", "sent", {"sent_at": now}) for _ in range(5)),
-                (
-                    "en",
-                    "bounced",
-                    {"smtp_code": 550, "smtp_reply": f"5.1.1 <{ALICE}>: no such user"},
-                ),
-                *(("en", "queued", {}) for _ in range(2)),
-                *(("be", "sent", {"sent_at": now}) for _ in range(3)),
-                ("be", "deferred", {"smtp_code": 451, "smtp_reply": "4.7.1 greylisted"}),
-            ]
-            for n, (language, status, extra) in enumerate(rows):
-                session.add(
-                    Delivery(
-                        dedupe_key=f"send:{send_id}:{n}",
-                        send_id=send_id,
-                        subscriber_id=n,
-                        email=ALICE if n == 5 else f"user{n}@example.com",
-                        email_domain="mail.example.org" if n == 5 else "example.com",
-                        language=language,
-                        status=status,
-                        attempts=1,
-                        **extra,
-                    )
+    async with session_on(settings.database_url) as session:
+        session.add(Send(id=send_id, issue_key="2026-11-ops", languages="en,be,ru",
+                         status="running", total=12))  # fmt: skip
+        await session.flush()
+        rows: list[tuple[str, str, dict[str, Any]]] = [
+            *(("en", "sent", {"sent_at": now}) for _ in range(5)),
+            (
+                "en",
+                "bounced",
+                {"smtp_code": 550, "smtp_reply": f"5.1.1 <{ALICE}>: no such user"},
+            ),
+            *(("en", "queued", {}) for _ in range(2)),
+            *(("be", "sent", {"sent_at": now}) for _ in range(3)),
+            ("be", "deferred", {"smtp_code": 451, "smtp_reply": "4.7.1 greylisted"}),
+        ]
+        for n, (language, status, extra) in enumerate(rows):
+            session.add(
+                Delivery(
+                    dedupe_key=f"send:{send_id}:{n}",
+                    send_id=send_id,
+                    subscriber_id=n,
+                    email=ALICE if n == 5 else f"user{n}@example.com",
+                    email_domain="mail.example.org" if n == 5 else "example.com",
+                    language=language,
+                    status=status,
+                    attempts=1,
+                    **extra,
                 )
-            for bounce_class in ("hard", "complaint"):
-                session.add(
-                    BounceDecision(
-                        event_id=f"{send_id[:20]}-{bounce_class}",
-                        email_hash="h" * 64,
-                        email_domain="mail.example.org",
-                        language="en",
-                        bounce_class=bounce_class,
-                        decision="suppressed",
-                    )
+            )
+        for bounce_class in ("hard", "complaint"):
+            session.add(
+                BounceDecision(
+                    event_id=f"{send_id[:20]}-{bounce_class}",
+                    email_hash="h" * 64,
+                    email_domain="mail.example.org",
+                    language="en",
+                    bounce_class=bounce_class,
+                    decision="suppressed",
                 )
-            await session.commit()
-    finally:
-        await engine.dispose()
+            )
+        await session.commit()
     return send_id
 
 
@@ -276,31 +261,29 @@ async def test_the_warm_up_ramp_of_a_new_sending_domain_is_shown(
     from shared.db.tables.deliveries import WarmupDomain
 
     domain = ops_settings.sender.domain.lower()
-    engine = create_engine(ops_settings.database_url)
-    sessions = session_factory(engine)
-    started = datetime.now(UTC).date() - timedelta(days=1)  # day 2 of the ramp
-    try:
-        async with sessions() as session:
-            session.add(WarmupDomain(domain=domain, started_on=started, caps="50,100,200"))
-            await session.commit()
-        summary = (await client.get("/admin/summary.json", headers=bearer())).json()
-        ramp = summary["warmup"]
-        assert (ramp["domain"], ramp["day"], ramp["caps"], ramp["cap_today"]) == (
-            domain,
-            2,
-            [50, 100, 200],
-            100,
-        )
-        page = await client.get("/admin?lang=be", headers=bearer())
-        assert page.status_code == 200
-        assert f"Разагрэў {domain}" in page.text
-        assert "Дзень 2 з 3" in page.text
-    finally:
-        async with sessions() as session:
-            row = await session.get(WarmupDomain, domain)
-            if row is not None:
-                await session.delete(row)
+    async with sessions_on(ops_settings.database_url) as sessions:
+        started = datetime.now(UTC).date() - timedelta(days=1)  # day 2 of the ramp
+        try:
+            async with sessions() as session:
+                session.add(WarmupDomain(domain=domain, started_on=started, caps="50,100,200"))
                 await session.commit()
-        await engine.dispose()
+            summary = (await client.get("/admin/summary.json", headers=bearer())).json()
+            ramp = summary["warmup"]
+            assert (ramp["domain"], ramp["day"], ramp["caps"], ramp["cap_today"]) == (
+                domain,
+                2,
+                [50, 100, 200],
+                100,
+            )
+            page = await client.get("/admin?lang=be", headers=bearer())
+            assert page.status_code == 200
+            assert f"Разагрэў {domain}" in page.text
+            assert "Дзень 2 з 3" in page.text
+        finally:
+            async with sessions() as session:
+                row = await session.get(WarmupDomain, domain)
+                if row is not None:
+                    await session.delete(row)
+                    await session.commit()
     summary = (await client.get("/admin/summary.json", headers=bearer())).json()
     assert summary["warmup"] is None, "a domain not marked new shows no ramp"

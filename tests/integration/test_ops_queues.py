@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import aio_pika
 import httpx
 import pytest
+from aio_pika.abc import AbstractChannel
 
 from services.subscription.ops.queue_reader import QueueStatsReader
 from services.subscription.ops.rabbitmqctl import local_rabbitmqctl
@@ -29,23 +30,16 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def vhost_url() -> Iterator[str]:
     """A private vhost with the topology and 3 jobs waiting in ``dispatcher.deliveries``."""
-    name, url = infra.create_vhost()
 
-    async def prepare() -> None:
-        connection = await topology.connect(url)
-        try:
-            channel = await connection.channel()
-            await topology.declare_topology(channel)
-            for n in range(3):
-                await channel.default_exchange.publish(
-                    aio_pika.Message(b"{}", message_id=f"job-{n}"),
-                    routing_key=topology.DISPATCHER_DELIVERIES.name,
-                )
-        finally:
-            await connection.close()
+    async def three_jobs(channel: AbstractChannel) -> None:
+        for n in range(3):
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}", message_id=f"job-{n}"),
+                routing_key=topology.DISPATCHER_DELIVERIES.name,
+            )
 
+    name, url = infra.declared_vhost(three_jobs)
     try:
-        asyncio.run(prepare())
         yield url
     finally:
         infra.delete_vhost(name)

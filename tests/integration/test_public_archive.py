@@ -203,8 +203,8 @@ async def test_a_renderer_that_does_not_answer_gives_a_502_not_a_hang(
     vhost_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     from services.subscription.app import create_app
-    from shared.probes import ProbeServer
     from tests.support.ports import free_port
+    from tests.support.socket_app import on_socket
 
     port = free_port()
     settings = load_settings(
@@ -216,13 +216,11 @@ async def test_a_renderer_that_does_not_answer_gives_a_502_not_a_hang(
         secret_key="public-site-secret-" + "s" * 32,
         renderer_probe_port=free_port(),  # nothing listens there
     )
-    server = ProbeServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
-            archive = await client.get("/en/")
-            signup = await client.get("/?lang=en")
-    finally:
-        await server.stop()
+    async with (
+        on_socket(create_app(settings), port=port) as base,
+        httpx.AsyncClient(base_url=base, timeout=15) as client,
+    ):
+        archive = await client.get("/en/")
+        signup = await client.get("/?lang=en")
     assert archive.status_code == 502
     assert signup.status_code == 200, "the signup pages do not depend on the renderer"

@@ -20,10 +20,10 @@ import pytest
 
 from services.subscription.app import create_app
 from services.subscription.archive_proxy import ARCHIVE_PATHS
-from shared.probes import ProbeServer
 from shared.settings import LANGUAGES, load_settings
 from tests.integration.renderer_harness import running_renderer
 from tests.support.ports import free_port
+from tests.support.socket_app import on_socket
 
 pytestmark = pytest.mark.integration
 
@@ -86,48 +86,48 @@ async def test_nginx_serves_signup_and_archive_on_one_origin(
     )
     async with running_renderer(settings, tmp_path) as renderer:
         dead = settings.model_copy(update={"renderer_probe_port": free_port()})
-        server = ProbeServer(create_app(dead), host="127.0.0.1", port=app_port)
-        await server.start()
-        prefix = tmp_path / "nginx"
-        prefix.mkdir()
-        site = prefix / "newsletter.conf"
-        site.write_text(
-            rendered(
-                port=port, subscription=app_port, renderer=renderer.settings.renderer_probe_port
-            ),
-            encoding="utf-8",
-        )
-        config = main_config(prefix, site)
-        try:
-            check = await asyncio.create_subprocess_exec(
-                NGINX, "-t", "-p", str(prefix), "-c", str(config), stderr=subprocess.PIPE
+        async with on_socket(create_app(dead), port=app_port):
+            prefix = tmp_path / "nginx"
+            prefix.mkdir()
+            site = prefix / "newsletter.conf"
+            site.write_text(
+                rendered(
+                    port=port, subscription=app_port, renderer=renderer.settings.renderer_probe_port
+                ),
+                encoding="utf-8",
             )
-        except FileNotFoundError as err:
-            raise AssertionError("install Debian's nginx: apt-get install nginx-light") from err
-        _, errors = await check.communicate()
-        assert check.returncode == 0, errors.decode()
-        nginx = await asyncio.create_subprocess_exec(NGINX, "-p", str(prefix), "-c", str(config))
-        try:
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                deadline = time.monotonic() + 10
-                while True:
-                    try:
-                        signup = await client.get("/?lang=be")
-                        break
-                    except httpx.TransportError:
-                        assert time.monotonic() < deadline, "nginx did not start"
-                        await asyncio.sleep(0.05)
-                archive = await client.get("/be/")
-                old = await client.get("/archive/ru")
-                sitemap = await client.get("/sitemap.xml")
-                missing = await client.get("/ru/issues/999")
-                editor = await client.get("/editor")
-                probe = await client.get("/metrics")
-                posted = await client.post("/en/", data={"x": "1"})
-        finally:
-            nginx.terminate()
-            await asyncio.wait_for(nginx.wait(), 10)
-            await server.stop()
+            config = main_config(prefix, site)
+            try:
+                check = await asyncio.create_subprocess_exec(
+                    NGINX, "-t", "-p", str(prefix), "-c", str(config), stderr=subprocess.PIPE
+                )
+            except FileNotFoundError as err:
+                raise AssertionError("install Debian's nginx: apt-get install nginx-light") from err
+            _, errors = await check.communicate()
+            assert check.returncode == 0, errors.decode()
+            nginx = await asyncio.create_subprocess_exec(
+                NGINX, "-p", str(prefix), "-c", str(config)
+            )
+            try:
+                async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                    deadline = time.monotonic() + 10
+                    while True:
+                        try:
+                            signup = await client.get("/?lang=be")
+                            break
+                        except httpx.TransportError:
+                            assert time.monotonic() < deadline, "nginx did not start"
+                            await asyncio.sleep(0.05)
+                    archive = await client.get("/be/")
+                    old = await client.get("/archive/ru")
+                    sitemap = await client.get("/sitemap.xml")
+                    missing = await client.get("/ru/issues/999")
+                    editor = await client.get("/editor")
+                    probe = await client.get("/metrics")
+                    posted = await client.post("/en/", data={"x": "1"})
+            finally:
+                nginx.terminate()
+                await asyncio.wait_for(nginx.wait(), 10)
     assert signup.status_code == 200
     assert 'name="email"' in signup.text
     assert archive.status_code == 200, "nginx routed the archive to the renderer"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +21,6 @@ from typer.testing import CliRunner
 from newsletter_cli.main import app as cli
 from services.dispatcher import cadence, ledger
 from shared.clock import FakeClock
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
 from shared.db.tables.subscribers import Subscriber
 from shared.links import Links
@@ -37,31 +35,15 @@ from tests.integration.subscription_support import (
 from tests.integration.subscription_support import (
     settings_for as subscription_settings,
 )
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
 from tests.support.schedule_clock import ClockedDispatcher, wait_until
 from tests.support.test_mta import ScriptedMta
 
+pytest_plugins = ("tests.support.dispatch_fixtures",)  # own_database
 pytestmark = pytest.mark.integration
 
 MINSK = ZoneInfo("Europe/Minsk")  # the be edition's default zone
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    name, url = await dispatch_seed.fresh_postgres()
-    try:
-        yield url
-    finally:
-        await infra.drop_database(name)
-
-
-@pytest.fixture
-async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(postgres_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def subscribers(
@@ -76,11 +58,11 @@ async def subscribers(
 
 async def test_readers_who_pause_go_monthly_or_leave_after_planning_get_nothing_and_say_why(
     vhost_url: str,
-    postgres_url: str,
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: OwnDatabase,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    sessions, postgres_url = own_database.sessions, own_database.url
     addresses = await dispatch_seed.add_subscribers(sessions, 5, languages=("be",), prefix="claim")
     keeper, other_keeper, pauser, monthly, leaver = addresses
     # The preference page stores a pause of four weeks from the real clock: the fake one starts

@@ -7,7 +7,7 @@ get theirs meanwhile, and transactional mail is never held."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,7 +18,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher.local_hours import in_quiet_hours
 from shared.clock import FakeClock
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables.deliveries import Delivery, Send
 from shared.messaging.schemas import DeliverTransactional, PlanSend
 from shared.messaging.topology import (
@@ -27,10 +26,12 @@ from shared.messaging.topology import (
     PLAN_SEND,
     connect,
 )
-from tests.support import dispatch_seed, infra
+from tests.support import dispatch_seed
+from tests.support.own_database import OwnDatabase
 from tests.support.schedule_clock import ClockedDispatcher, wait_until
 from tests.support.test_mta import Accepted, MtaScript, ScriptedMta
 
+pytest_plugins = ("tests.support.dispatch_fixtures",)  # own_database
 pytestmark = pytest.mark.integration
 
 MINSK = ZoneInfo("Europe/Minsk")  # the be edition's default zone (UTC+3 all year)
@@ -44,24 +45,6 @@ def minsk(day: int, hour: int, minute: int, second: int = 0) -> datetime:
 
 
 SEVEN_IN_MINSK = minsk(2, 7, 0)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    name, url = await dispatch_seed.fresh_postgres()
-    try:
-        yield url
-    finally:
-        await infra.drop_database(name)
-
-
-@pytest.fixture
-async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(postgres_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 def parked_until_seven(
@@ -148,6 +131,21 @@ def published(
     return check
 
 
+async def planned_and_published(
+    settings: object,
+    clock: FakeClock,
+    vhost_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> str:
+    """Plan the send with a planner-only dispatcher (no worker takes a job) until every job is
+    published; the send's id."""
+    planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
+    async with ClockedDispatcher(planner_only, clock=clock):
+        send_id = await plan(vhost_url, sessions)
+        await wait_until(published(sessions, send_id), "every job published")
+    return send_id
+
+
 def accepted_for(mta: ScriptedMta, *addresses: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         copies = mta.handler.copies()
@@ -184,10 +182,10 @@ async def purge_jobs(vhost_url: str) -> int:
 
 async def test_a_451_at_21_59_local_is_retried_at_seven_and_nothing_goes_out_in_quiet_hours(
     vhost_url: str,
-    postgres_url: str,
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
+    sessions, postgres_url = own_database.sessions, own_database.url
     be, en = await readers(sessions)
     night_owl, londoner = be[0], en[0]
     zones = {**dict.fromkeys(be, MINSK), **dict.fromkeys(en, LONDON)}
@@ -246,20 +244,17 @@ async def test_a_451_at_21_59_local_is_retried_at_seven_and_nothing_goes_out_in_
 
 async def test_jobs_the_reconciler_re_drives_at_23_30_local_wait_until_seven(
     vhost_url: str,
-    postgres_url: str,
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
+    sessions, postgres_url = own_database.sessions, own_database.url
     be, en = await readers(sessions)
     zones = {**dict.fromkeys(be, MINSK), **dict.fromkeys(en, LONDON)}
     clock = FakeClock(minsk(1, 21, 50))
     with ScriptedMta() as mta:
         mta.handler.clock = clock
         settings = settings_for(vhost_url, postgres_url, mta, tmp_path)
-        planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
-        async with ClockedDispatcher(planner_only, clock=clock):
-            send_id = await plan(vhost_url, sessions)
-            await wait_until(published(sessions, send_id), "every job published")
+        send_id = await planned_and_published(settings, clock, vhost_url, sessions)
         assert await purge_jobs(vhost_url) == 5
         clock.set(minsk(1, 23, 30))  # the jobs' deadlines are long past: the reconciler acts
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:
@@ -286,10 +281,10 @@ async def test_jobs_the_reconciler_re_drives_at_23_30_local_wait_until_seven(
 
 async def test_a_job_that_waited_in_the_queue_past_22_00_local_is_parked_until_seven(
     vhost_url: str,
-    postgres_url: str,
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: OwnDatabase,
     tmp_path: Path,
 ) -> None:
+    sessions, postgres_url = own_database.sessions, own_database.url
     be, en = await readers(sessions)
     zones = {**dict.fromkeys(be, MINSK), **dict.fromkeys(en, LONDON)}
     clock = FakeClock(minsk(1, 21, 59))
@@ -299,10 +294,7 @@ async def test_a_job_that_waited_in_the_queue_past_22_00_local_is_parked_until_s
         settings = settings_for(
             vhost_url, postgres_url, mta, tmp_path, dispatch_queued_deadline_s=3600.0
         )
-        planner_only = settings.model_copy(update={"dispatch_roles": "planner"})  # type: ignore[attr-defined]
-        async with ClockedDispatcher(planner_only, clock=clock):
-            send_id = await plan(vhost_url, sessions)
-            await wait_until(published(sessions, send_id), "every job published")
+        send_id = await planned_and_published(settings, clock, vhost_url, sessions)
         # Published at 21:59, taken by a worker at 22:10 (a backlog, a slow start).
         clock.set(minsk(1, 22, 10))
         async with ClockedDispatcher(settings, clock=clock) as dispatcher:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import ConsentRecord, Subscriber
 from shared.db.tables.timestamps import utcnow
 from tests.integration.subscription_support import (
@@ -25,28 +24,23 @@ from tests.integration.subscription_support import (
     sign_up,
     unique_address,
 )
+from tests.support.database import session_on
 
 pytestmark = pytest.mark.integration
 __all__ = ["private_amqp_url"]
 
 
 async def _reader(database_url: str, email: str) -> tuple[Subscriber, list[ConsentRecord]]:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            subscriber = (
-                await session.exec(select(Subscriber).where(Subscriber.email == email))
-            ).one()
-            consents = (
-                await session.exec(
-                    select(ConsentRecord)
-                    .where(ConsentRecord.subscriber_id == subscriber.id)
-                    .order_by(col(ConsentRecord.id))
-                )
-            ).all()
-            return subscriber, list(consents)
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        subscriber = (await session.exec(select(Subscriber).where(Subscriber.email == email))).one()
+        consents = (
+            await session.exec(
+                select(ConsentRecord)
+                .where(ConsentRecord.subscriber_id == subscriber.id)
+                .order_by(col(ConsentRecord.id))
+            )
+        ).all()
+        return subscriber, list(consents)
 
 
 async def test_the_signup_form_offers_a_zone_that_works_without_script_and_one_the_csp_allows(

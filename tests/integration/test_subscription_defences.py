@@ -14,7 +14,6 @@ from sqlmodel import func, select
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.policy import SignupPolicy
 from shared.addresses import address_hash
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import Subscriber, Suppression
 from shared.links import payload
 from shared.messaging.publisher import PublishError
@@ -31,41 +30,30 @@ from tests.integration.subscription_support import (
     signup_form,
     unique_address,
 )
+from tests.support.database import session_on
 
 pytestmark = pytest.mark.integration
 __all__ = ["private_amqp_url"]
 
 
 async def _count(database_url: str, email: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            found = await session.exec(
-                select(func.count()).select_from(Subscriber).where(Subscriber.email == email)
-            )
-            return int(found.one())
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        found = await session.exec(
+            select(func.count()).select_from(Subscriber).where(Subscriber.email == email)
+        )
+        return int(found.one())
 
 
 async def _status(database_url: str, email: str) -> str | None:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            found = await session.exec(select(Subscriber.status).where(Subscriber.email == email))
-            return found.first()
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        found = await session.exec(select(Subscriber.status).where(Subscriber.email == email))
+        return found.first()
 
 
 async def _suppress(database_url: str, email: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            session.add(Suppression(email_hash=address_hash(email), reason="hard_bounce"))
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with session_on(database_url) as session:
+        session.add(Suppression(email_hash=address_hash(email), reason="hard_bounce"))
+        await session.commit()
 
 
 async def test_the_answer_is_the_same_for_new_pending_active_unsubscribed_and_suppressed(

@@ -9,7 +9,6 @@ import pytest
 from sqlmodel import select
 
 from services.subscription.link_tokens import LinkTokenReader
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import ConsentRecord, Subscriber, SubscriberLanguage
 from shared.tokens import Purpose
 from tests.integration.subscription_support import (
@@ -22,6 +21,7 @@ from tests.integration.subscription_support import (
     sign_up,
     unique_address,
 )
+from tests.support.database import session_on
 
 pytestmark = pytest.mark.integration
 __all__ = ["private_amqp_url"]
@@ -30,33 +30,27 @@ __all__ = ["private_amqp_url"]
 async def _subscriber(
     database_url: str, email: str
 ) -> tuple[Subscriber, list[str], list[ConsentRecord]]:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            subscriber = (
-                await session.exec(select(Subscriber).where(Subscriber.email == email))
-            ).one()
-            languages = sorted(
-                (
-                    await session.exec(
-                        select(SubscriberLanguage.language).where(
-                            SubscriberLanguage.subscriber_id == subscriber.id
-                        )
+    async with session_on(database_url) as session:
+        subscriber = (await session.exec(select(Subscriber).where(Subscriber.email == email))).one()
+        languages = sorted(
+            (
+                await session.exec(
+                    select(SubscriberLanguage.language).where(
+                        SubscriberLanguage.subscriber_id == subscriber.id
                     )
-                ).all()
-            )
-            consents = list(
-                (
-                    await session.exec(
-                        select(ConsentRecord)
-                        .where(ConsentRecord.subscriber_id == subscriber.id)
-                        .order_by(ConsentRecord.id)  # type: ignore[arg-type]
-                    )
-                ).all()
-            )
-            return subscriber, languages, consents
-    finally:
-        await engine.dispose()
+                )
+            ).all()
+        )
+        consents = list(
+            (
+                await session.exec(
+                    select(ConsentRecord)
+                    .where(ConsentRecord.subscriber_id == subscriber.id)
+                    .order_by(ConsentRecord.id)  # type: ignore[arg-type]
+                )
+            ).all()
+        )
+        return subscriber, languages, consents
 
 
 async def test_signup_confirm_preferences_unsubscribe_and_resubscribe(

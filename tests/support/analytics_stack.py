@@ -9,6 +9,9 @@ Used by ``tests/integration/test_analytics_clicks.py``, ``test_analytics_opens.p
     async with analytics_stack(vhost_url, database_url, tmp_path, **settings) as stack:
         mails = await stack.send_issue(sessions, number=number)
         answer = await stack.client.get(path)
+
+The report page tests (``tests/integration/test_analytics_report_page.py``,
+``tests/browser/test_report_page.py``) seed an issue's tracked links with :func:`save_articles`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,18 +29,20 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.renderer.click_store import save_tracked_links
 from services.subscription.app import create_app
 from services.subscription.policy import SignupPolicy
-from shared.db.engine import create_engine, session_factory
+from shared.db.tables import TrackedLink
 from shared.links import Links
 from shared.messaging.schemas import RenderIssue
 from shared.messaging.topology import RENDER_ISSUE
-from shared.probes import ProbeServer
 from shared.settings import Settings, load_settings
 from shared.tokens import TokenSigner
 from tests.integration.renderer_harness import running_renderer, sample_sources
 from tests.support import dispatch_seed
+from tests.support.database import sessions_on
 from tests.support.ports import free_port
+from tests.support.socket_app import on_socket
 from tests.support.test_mta import ScriptedMta
 
 SECRET = "analytics-secret-" + "a" * 32
@@ -49,11 +54,8 @@ QUICK = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=1000
 async def database_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """The ``sessions`` of an analytics test: on the test's ``database_url`` (PostgreSQL or
     SQLite), which the stack's processes use too. Import it into the test module."""
-    engine = create_engine(database_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with sessions_on(database_url) as sessions:
+        yield sessions
 
 
 def issue_sources(number: int, *, extra: str = "") -> dict[str, str]:
@@ -62,6 +64,29 @@ def issue_sources(number: int, *, extra: str = "") -> dict[str, str]:
         lang: text.replace("issue: 50\n", f"issue: {number}\n").rstrip("\n") + extra + "\n"
         for lang, text in sample_sources("en", "be", "ru").items()
     }
+
+
+async def save_articles(
+    sessions: async_sessionmaker[AsyncSession], *, issue: int, articles: Sequence[tuple[str, str]]
+) -> None:
+    """Issue ``issue``'s tracked links as the renderer stores them: one link per article, given
+    as (key, title), in each of the en/be/ru editions, to ``https://example.net/{key}``."""
+    await save_tracked_links(
+        sessions,
+        links=[
+            TrackedLink(
+                issue_number=issue,
+                edition=edition,
+                article=article,
+                link=0,
+                article_key=key,
+                article_title=title,
+                url=f"https://example.net/{key}",
+            )
+            for edition in ("en", "be", "ru")
+            for article, (key, title) in enumerate(articles)
+        ],
+    )
 
 
 def tracked_links(
@@ -170,15 +195,11 @@ async def analytics_stack(
             public = settings.model_copy(
                 update={"renderer_probe_port": renderer.settings.renderer_probe_port}
             )
-            server = ProbeServer(create_app(public, policy=QUICK), host="127.0.0.1", port=port)
-            await server.start()
-            try:
-                async with (
-                    dispatch_seed.RunningDispatcher(dispatcher),
-                    httpx.AsyncClient(base_url=base, timeout=15.0) as client,
-                ):
-                    yield AnalyticsStack(
-                        base=base, settings=settings, mta=mta, client=client, amqp_url=amqp_url
-                    )
-            finally:
-                await server.stop()
+            async with (
+                on_socket(create_app(public, policy=QUICK), port=port),
+                dispatch_seed.RunningDispatcher(dispatcher),
+                httpx.AsyncClient(base_url=base, timeout=15.0) as client,
+            ):
+                yield AnalyticsStack(
+                    base=base, settings=settings, mta=mta, client=client, amqp_url=amqp_url
+                )

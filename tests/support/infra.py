@@ -9,14 +9,23 @@ only a test run needs.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import subprocess
 import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from aio_pika.abc import AbstractChannel
 
 from benchmarks import scratch
 from benchmarks.scratch import rabbitmqctl, unique_name
+from shared.messaging.topology import connect, declare_topology
+
+T = TypeVar("T")
 
 RABBIT_BASE_URL = os.environ.get("NEWSLETTER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -31,8 +40,10 @@ __all__ = [
     "RABBIT_BASE_URL",
     "create_database",
     "create_vhost",
+    "declared_vhost",
     "delete_vhost",
     "drop_database",
+    "off_thread",
     "rabbitmqctl",
     "unique_name",
     "urlsplit",
@@ -97,6 +108,39 @@ def create_vhost() -> tuple[str, str]:
         name = _stock.pop()
     parts = urlsplit(RABBIT_BASE_URL)
     return name, urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
+
+
+def off_thread(function: Callable[..., T], *args: object) -> T:
+    """Run set-up that owns an event loop (Alembic's env, asyncio.run) on a thread of its own,
+    so that it never replaces the loop pytest-asyncio set for this thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
+def declared_vhost(
+    prepare: Callable[[AbstractChannel], Awaitable[None]] | None = None,
+) -> tuple[str, str]:
+    """A fresh vhost, as :func:`create_vhost`, with the suite's topology declared in it; then
+    ``prepare`` on the same channel (the messages a module's tests expect to find there). If
+    either fails, the vhost is given back before the error is raised."""
+    name, url = create_vhost()
+
+    async def declare() -> None:
+        connection = await connect(url)
+        try:
+            channel = await connection.channel()
+            await declare_topology(channel)
+            if prepare is not None:
+                await prepare(channel)
+        finally:
+            await connection.close()
+
+    try:
+        off_thread(asyncio.run, declare())
+    except BaseException:
+        delete_vhost(name)
+        raise
+    return name, url
 
 
 def delete_vhost(name: str) -> None:
