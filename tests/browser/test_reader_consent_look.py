@@ -18,7 +18,6 @@ import pytest
 from playwright.async_api import Browser
 
 from newsletter_cli.smtp_sink import SmtpSink
-from services.subscription.policy import SignupPolicy
 from tests.browser.axe_checks import check_and_shoot
 from tests.browser.subscription_stack import subscription_stack
 from tests.integration.subscription_support import private_amqp_url, unique_address
@@ -55,7 +54,6 @@ async def test_the_consent_box_is_unticked_labelled_and_whole_in_every_language(
     tmp_path: Path,
     browser: Browser,
 ) -> None:
-    policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=100)
     found: list[str] = []
     async with subscription_stack(
         amqp_url=private_amqp_url,
@@ -63,7 +61,6 @@ async def test_the_consent_box_is_unticked_labelled_and_whole_in_every_language(
         smtp_sink=smtp_sink,
         tmp_path=tmp_path,
         secret_key=SECRET,
-        policy=policy,
         per_reader_analytics=True,
     ) as stack:
         for lang in ("en", "be", "ru"):
