@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, text
@@ -172,6 +173,22 @@ _RECORD = text(
     bindparam("sent_at", type_=UTCDateTime()),
     bindparam("due_at", type_=UTCDateTime()),
 )
+# The same write for a whole batch on PostgreSQL, in one statement: one plan and one execution
+# per batch instead of one per row (the engine plans every execution afresh, see
+# shared/db/engine.py), the values travelling as arrays. Used when no delivery appears twice in
+# the batch (the per-row statement applies duplicates in turn).
+_RECORD_MANY = text(
+    "UPDATE delivery SET status = v.status, smtp_code = v.smtp_code, "
+    "smtp_reply = v.smtp_reply, message_id = COALESCE(v.message_id, delivery.message_id), "
+    "sent_at = COALESCE(v.sent_at, delivery.sent_at), due_at = v.due_at, lease_until = NULL, "
+    "retries = delivery.retries + v.retry, updated_at = :now "
+    "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:statuses AS VARCHAR[]), "
+    "CAST(:codes AS INTEGER[]), CAST(:replies AS TEXT[]), CAST(:message_ids AS VARCHAR[]), "
+    "CAST(:sent_ats AS TIMESTAMPTZ[]), CAST(:due_ats AS TIMESTAMPTZ[]), "
+    "CAST(:retries AS INTEGER[])) "
+    "AS v(id, status, smtp_code, smtp_reply, message_id, sent_at, due_at, retry) "
+    "WHERE delivery.id = v.id AND delivery.status <> 'sent'"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 # A job that gives its delivery back (to the queue, to the outbox while its send is paused or
 # its domain's breaker is open) or finds its send cancelled changes only an open row: a
 # duplicate job of a delivery that has bounced or failed must not reopen it. A job that never
@@ -412,13 +429,34 @@ async def record(
     ]
     async with engine.begin() as connection:
         if params:
-            await connection.execute(_RECORD, params)
+            await _record_outcomes(connection, params)
         if given_back:
             await connection.execute(_GIVE_BACK, given_back)
         if held:
             await connection.execute(_GIVE_BACK_UNCLAIMED, held)
     await _check_finished(engine, {r.send_id for r in results if r.send_id}, finisher)
     return [None] * len(results)
+
+
+async def _record_outcomes(connection: AsyncConnection, params: list[dict[str, Any]]) -> None:
+    """The outcome rows of a batch: one statement on PostgreSQL, one per row elsewhere."""
+    if connection.dialect.name != "postgresql" or len({p["id"] for p in params}) < len(params):
+        await connection.execute(_RECORD, params)
+        return
+    await connection.execute(
+        _RECORD_MANY,
+        {
+            "ids": [p["id"] for p in params],
+            "statuses": [str(p["status"]) for p in params],
+            "codes": [p["smtp_code"] for p in params],
+            "replies": [p["smtp_reply"] for p in params],
+            "message_ids": [p["message_id"] for p in params],
+            "sent_ats": [p["sent_at"] for p in params],
+            "due_ats": [p["due_at"] for p in params],
+            "retries": [p["retry"] for p in params],
+            "now": params[0]["now"],
+        },
+    )
 
 
 async def _check_finished(
