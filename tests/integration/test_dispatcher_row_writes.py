@@ -22,7 +22,7 @@ from services.dispatcher import ledger
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.planner import Planner
 from shared.db.engine import create_engine, session_factory
-from shared.db.tables.deliveries import Delivery, DeliveryStatus, Send
+from shared.db.tables.deliveries import Delivery, Send
 from shared.db.tables.timestamps import utcnow
 from shared.messaging.schemas import DeliverIssue
 from tests.support import dispatch_seed, infra
