@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import structlog
 from aio_pika.abc import (
@@ -61,7 +60,7 @@ class QueueConsumer:
         if self.gate is not None:
             self.gate.attach(self)  # paused at once if the database is away
         if not self.paused:
-            self.tag = await self.queue.consume(self._consume)
+            self.tag = await self.queue.consume(self._on_message)
         log.info("consumer_started", queue=self.spec.name, prefetch=self.prefetch)
 
     def set_paused(self, paused: bool) -> None:
@@ -78,7 +77,7 @@ class QueueConsumer:
             while self.queue is not None and not self.stopping:
                 try:
                     if not self.paused and self.tag is None:
-                        self.tag = await self.queue.consume(self._consume)
+                        self.tag = await self.queue.consume(self._on_message)
                         log.info("consumer_resumed", queue=self.spec.name)
                     elif self.paused and self.tag is not None:
                         await self.queue.cancel(self.tag)
@@ -91,22 +90,14 @@ class QueueConsumer:
                     )
                 await asyncio.sleep(FAILURE_PAUSE_S)
 
-    def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels consumer tasks when their channel closes (a broker restart). The work
         # runs in a task of its own, which nothing cancels, so that an SMTP transaction in
         # progress completes and its outcome is committed; only the ack is lost, and the
-        # redelivered copy finds the row. The prefetch bounds how many run at once. A plain
-        # function, not a coroutine: aio-pika calls it from a callback instead of wrapping it
-        # in one more task per message (see _consume).
+        # redelivered copy finds the row. The prefetch bounds how many run at once.
         task = asyncio.create_task(self._run(message))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
-
-    @property
-    def _consume(self) -> Handler:
-        """:meth:`_on_message` as aio-pika's ``consume`` is typed; it takes a plain function
-        too (``aio_pika.tools.create_task`` runs one with ``call_soon``)."""
-        return cast(Handler, self._on_message)
 
     async def _run(self, message: AbstractIncomingMessage) -> None:
         try:
