@@ -89,10 +89,24 @@ _HIS = "FROM subscriber s WHERE s.id = delivery.subscriber_id"
 NOT_SUBSCRIBED = "not sent: the reader is no longer subscribed"
 EDITION_DROPPED = "not sent: the reader no longer reads this edition"
 SUPPRESSED = "not sent: the address is suppressed"
+# The claim of a batch, one statement: each claimable row is either claimed (``sending``,
+# leased) or, when nobody wants it any more, marked with its reason. ``w.keep`` is computed
+# once per row; the reasons' ``CASE`` runs only for the rows it drops. (Two statements, a drop
+# then a claim, read every row twice and cost the dispatcher one more round trip per batch.)
 # The statement is built from constants of this package, never from input.
-_DROP_UNWANTED = text(
-    f"UPDATE delivery SET status = CASE WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) "  # noqa: S608
-    "THEN :cancelled ELSE :unsubscribed END, smtp_reply = CASE "
+_KEEP = (
+    "(delivery.subscriber_id IS NULL OR EXISTS (SELECT 1 "
+    f"{_HIS} AND {_WANTED} AND (delivery.kind <> 'issue' OR NOT "
+    f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))))"
+)
+_CLAIM = text(
+    "UPDATE delivery SET status = CASE WHEN w.keep THEN :sending "  # noqa: S608
+    f"WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :cancelled ELSE :unsubscribed END, "
+    "attempts = CASE WHEN w.keep THEN delivery.attempts + 1 ELSE delivery.attempts END, "
+    "lease_until = CASE WHEN w.keep THEN :lease ELSE delivery.lease_until END, "
+    "claimed_by = CASE WHEN w.keep THEN :owner ELSE delivery.claimed_by END, "
+    "due_at = CASE WHEN w.keep THEN NULL ELSE delivery.due_at END, "
+    "smtp_reply = CASE WHEN w.keep THEN delivery.smtp_reply "
     f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND s.status = 'active') THEN :not_subscribed "
     "WHEN NOT EXISTS (SELECT 1 FROM subscriber_language sl "
     "WHERE sl.subscriber_id = delivery.subscriber_id AND sl.language = delivery.language) "
@@ -100,26 +114,17 @@ _DROP_UNWANTED = text(
     f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :suppressed "
     f"WHEN EXISTS (SELECT 1 {_HIS} AND {cadence.PAUSED_AT_CLAIM}) THEN :paused "
     "ELSE :monthly END, updated_at = :now "
-    "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
-    f"AND NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED} AND (delivery.kind <> 'issue' OR NOT "
-    f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))) "
-    "RETURNING id, send_id, status, smtp_reply"
-).bindparams(
-    bindparam("ids", expanding=True),
-    bindparam("claimable", expanding=True),
-    bindparam("now", type_=UTCDateTime()),
-    bindparam("cadence_now", type_=UTCDateTime()),
-    bindparam("month_start", type_=UTCDateTime()),
-)
-_CLAIM = text(
-    "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
-    "claimed_by = :owner, due_at = NULL, updated_at = :now "
-    "WHERE id IN :ids AND status IN :claimable RETURNING id"
+    f"FROM (SELECT id, {_KEEP} AS keep FROM delivery "
+    "WHERE id IN :ids AND status IN :claimable) AS w "
+    "WHERE delivery.id = w.id AND delivery.status IN :claimable "
+    "RETURNING delivery.id, delivery.send_id, delivery.status, delivery.smtp_reply"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
+    bindparam("cadence_now", type_=UTCDateTime()),
+    bindparam("month_start", type_=UTCDateTime()),
 )
 # Only a lease that has run out, or whose process has stopped beating (killed): a live
 # claimer may still record its outcome.
@@ -299,11 +304,13 @@ async def claim(
     async with engine.begin() as session:
         dropped: dict[int, tuple[str, str]] = {}
         dropped_sends: set[str] = set()
+        claimed: set[int] = set()
         for ident, send_id, status, reason in await session.execute(
-            _DROP_UNWANTED,
+            _CLAIM,
             {
                 "ids": padded(ids),
                 "claimable": [str(s) for s in _CLAIMABLE],
+                "sending": str(DeliveryStatus.SENDING),
                 "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
                 "cancelled": str(DeliveryStatus.CANCELLED),
                 "not_subscribed": NOT_SUBSCRIBED,
@@ -314,25 +321,15 @@ async def claim(
                 "now": now,
                 "cadence_now": today,
                 "month_start": cadence.month_start(today),
+                **claimer,
             },
         ):
+            if status == DeliveryStatus.SENDING:
+                claimed.add(int(ident))
+                continue
             dropped[int(ident)] = (str(status), str(reason))
             if send_id is not None:
                 dropped_sends.add(str(send_id))
-        claimed = set(
-            (
-                await session.execute(
-                    _CLAIM,
-                    {
-                        "ids": padded(ids),
-                        "claimable": [str(s) for s in _CLAIMABLE],
-                        "sending": str(DeliveryStatus.SENDING),
-                        "now": now,
-                        **claimer,
-                    },
-                )
-            ).scalars()
-        )
         own = {r.delivery_id for r in requests if r.redelivered and r.own_idle}
         reclaimed = await take_over(
             session,
