@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -454,10 +455,14 @@ class Planner:
                     await session.commit()
                 raise
             self.metrics.confirms.inc(len(jobs))
-            for job, retries in jobs:
-                # a retry was counted when first planned; a test send's jobs are not planned mail
-                if not retries and job.subscriber_id is not None:
-                    self.metrics.planned.labels(job.language).inc()
+            # a retry was counted when first planned; a test send's jobs are not planned mail
+            planned = Counter(
+                job.language
+                for job, retries in jobs
+                if not retries and job.subscriber_id is not None
+            )
+            for language, count in planned.items():  # one labels() per edition, not per job
+                self.metrics.planned.labels(language).inc(count)
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
 
