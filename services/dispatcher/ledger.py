@@ -91,8 +91,9 @@ EDITION_DROPPED = "not sent: the reader no longer reads this edition"
 SUPPRESSED = "not sent: the address is suppressed"
 # The claim of a batch, one statement: each claimable row is either claimed (``sending``,
 # leased) or, when nobody wants it any more, marked with its reason. ``w.keep`` is computed
-# once per row; the reasons' ``CASE`` runs only for the rows it drops. (Two statements, a drop
-# then a claim, read every row twice and cost the dispatcher one more round trip per batch.)
+# once per row (a materialized CTE); the reasons' ``CASE`` runs only for the rows it drops.
+# (Two statements, a drop then a claim, read every row twice and cost the dispatcher one more
+# round trip per batch.)
 # The statement is built from constants of this package, never from input.
 _KEEP = (
     "(delivery.subscriber_id IS NULL OR EXISTS (SELECT 1 "
@@ -100,7 +101,10 @@ _KEEP = (
     f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))))"
 )
 _CLAIM = text(
-    "UPDATE delivery SET status = CASE WHEN w.keep THEN :sending "  # noqa: S608
+    # MATERIALIZED: inlined, the subquery's ``keep`` would be evaluated again in every CASE.
+    f"WITH w AS MATERIALIZED (SELECT id, {_KEEP} AS keep FROM delivery "  # noqa: S608
+    "WHERE id IN :ids AND status IN :claimable) "
+    "UPDATE delivery SET status = CASE WHEN w.keep THEN :sending "
     f"WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :cancelled ELSE :unsubscribed END, "
     "attempts = CASE WHEN w.keep THEN delivery.attempts + 1 ELSE delivery.attempts END, "
     "lease_until = CASE WHEN w.keep THEN :lease ELSE delivery.lease_until END, "
@@ -114,9 +118,7 @@ _CLAIM = text(
     f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :suppressed "
     f"WHEN EXISTS (SELECT 1 {_HIS} AND {cadence.PAUSED_AT_CLAIM}) THEN :paused "
     "ELSE :monthly END, updated_at = :now "
-    f"FROM (SELECT id, {_KEEP} AS keep FROM delivery "
-    "WHERE id IN :ids AND status IN :claimable) AS w "
-    "WHERE delivery.id = w.id AND delivery.status IN :claimable "
+    "FROM w WHERE delivery.id = w.id AND delivery.status IN :claimable "
     "RETURNING delivery.id, delivery.send_id, delivery.status, delivery.smtp_reply"
 ).bindparams(
     bindparam("ids", expanding=True),
