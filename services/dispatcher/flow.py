@@ -88,6 +88,13 @@ class AdaptiveLimit:
         self.in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting; False when none is free (then :meth:`acquire`)."""
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
     async def acquire(self) -> None:
         while self.in_use >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
@@ -229,10 +236,13 @@ class FlowControl:
     async def slot(self, domain: str) -> AsyncIterator[None]:
         """Wait for the global rate, the domain's concurrency, rate and pace; then send."""
         state = self._state(domain)
-        await self._global.acquire()
-        await state.slots.acquire()
+        if self._global.rate > 0:  # unlimited (the default): not even a coroutine per message
+            await self._global.acquire()
+        if not state.slots.try_acquire():
+            await state.slots.acquire()
         try:
-            await state.limiter.acquire()
+            if state.limiter.rate > 0:
+                await state.limiter.acquire()
             if state.pace_s > 0:
                 now = self._clock()
                 start = max(state.next_at, now)

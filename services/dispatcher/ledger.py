@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, text
@@ -88,10 +89,28 @@ _HIS = "FROM subscriber s WHERE s.id = delivery.subscriber_id"
 NOT_SUBSCRIBED = "not sent: the reader is no longer subscribed"
 EDITION_DROPPED = "not sent: the reader no longer reads this edition"
 SUPPRESSED = "not sent: the address is suppressed"
+# The claim of a batch, one statement: each claimable row is either claimed (``sending``,
+# leased) or, when nobody wants it any more, marked with its reason. ``w.keep`` is computed
+# once per row (a materialized CTE); the reasons' ``CASE`` runs only for the rows it drops.
+# (Two statements, a drop then a claim, read every row twice and cost the dispatcher one more
+# round trip per batch.)
 # The statement is built from constants of this package, never from input.
-_DROP_UNWANTED = text(
-    f"UPDATE delivery SET status = CASE WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) "  # noqa: S608
-    "THEN :cancelled ELSE :unsubscribed END, smtp_reply = CASE "
+_KEEP = (
+    "(delivery.subscriber_id IS NULL OR EXISTS (SELECT 1 "
+    f"{_HIS} AND {_WANTED} AND (delivery.kind <> 'issue' OR NOT "
+    f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))))"
+)
+_CLAIM = text(
+    # MATERIALIZED: inlined, the subquery's ``keep`` would be evaluated again in every CASE.
+    f"WITH w AS MATERIALIZED (SELECT id, {_KEEP} AS keep FROM delivery "  # noqa: S608
+    "WHERE id IN :ids AND status IN :claimable) "
+    "UPDATE delivery SET status = CASE WHEN w.keep THEN :sending "
+    f"WHEN EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :cancelled ELSE :unsubscribed END, "
+    "attempts = CASE WHEN w.keep THEN delivery.attempts + 1 ELSE delivery.attempts END, "
+    "lease_until = CASE WHEN w.keep THEN :lease ELSE delivery.lease_until END, "
+    "claimed_by = CASE WHEN w.keep THEN :owner ELSE delivery.claimed_by END, "
+    "due_at = CASE WHEN w.keep THEN NULL ELSE delivery.due_at END, "
+    "smtp_reply = CASE WHEN w.keep THEN delivery.smtp_reply "
     f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND s.status = 'active') THEN :not_subscribed "
     "WHEN NOT EXISTS (SELECT 1 FROM subscriber_language sl "
     "WHERE sl.subscriber_id = delivery.subscriber_id AND sl.language = delivery.language) "
@@ -99,26 +118,15 @@ _DROP_UNWANTED = text(
     f"WHEN NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED}) THEN :suppressed "
     f"WHEN EXISTS (SELECT 1 {_HIS} AND {cadence.PAUSED_AT_CLAIM}) THEN :paused "
     "ELSE :monthly END, updated_at = :now "
-    "WHERE id IN :ids AND status IN :claimable AND delivery.subscriber_id IS NOT NULL "
-    f"AND NOT EXISTS (SELECT 1 {_HIS} AND {_WANTED} AND (delivery.kind <> 'issue' OR NOT "
-    f"({cadence.PAUSED_AT_CLAIM} OR {cadence.MONTHLY_AT_CLAIM}))) "
-    "RETURNING id, send_id, status, smtp_reply"
-).bindparams(
-    bindparam("ids", expanding=True),
-    bindparam("claimable", expanding=True),
-    bindparam("now", type_=UTCDateTime()),
-    bindparam("cadence_now", type_=UTCDateTime()),
-    bindparam("month_start", type_=UTCDateTime()),
-)
-_CLAIM = text(
-    "UPDATE delivery SET status = :sending, attempts = attempts + 1, lease_until = :lease, "
-    "claimed_by = :owner, due_at = NULL, updated_at = :now "
-    "WHERE id IN :ids AND status IN :claimable RETURNING id"
+    "FROM w WHERE delivery.id = w.id AND delivery.status IN :claimable "
+    "RETURNING delivery.id, delivery.send_id, delivery.status, delivery.smtp_reply"
 ).bindparams(
     bindparam("ids", expanding=True),
     bindparam("claimable", expanding=True),
     bindparam("now", type_=UTCDateTime()),
     bindparam("lease", type_=UTCDateTime()),
+    bindparam("cadence_now", type_=UTCDateTime()),
+    bindparam("month_start", type_=UTCDateTime()),
 )
 # Only a lease that has run out, or whose process has stopped beating (killed): a live
 # claimer may still record its outcome.
@@ -172,6 +180,22 @@ _RECORD = text(
     bindparam("sent_at", type_=UTCDateTime()),
     bindparam("due_at", type_=UTCDateTime()),
 )
+# The same write for a whole batch on PostgreSQL, in one statement: one plan and one execution
+# per batch instead of one per row (the engine plans every execution afresh, see
+# shared/db/engine.py), the values travelling as arrays. Used when no delivery appears twice in
+# the batch (the per-row statement applies duplicates in turn).
+_RECORD_MANY = text(
+    "UPDATE delivery SET status = v.status, smtp_code = v.smtp_code, "
+    "smtp_reply = v.smtp_reply, message_id = COALESCE(v.message_id, delivery.message_id), "
+    "sent_at = COALESCE(v.sent_at, delivery.sent_at), due_at = v.due_at, lease_until = NULL, "
+    "retries = delivery.retries + v.retry, updated_at = :now "
+    "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:statuses AS VARCHAR[]), "
+    "CAST(:codes AS INTEGER[]), CAST(:replies AS TEXT[]), CAST(:message_ids AS VARCHAR[]), "
+    "CAST(:sent_ats AS TIMESTAMPTZ[]), CAST(:due_ats AS TIMESTAMPTZ[]), "
+    "CAST(:retries AS INTEGER[])) "
+    "AS v(id, status, smtp_code, smtp_reply, message_id, sent_at, due_at, retry) "
+    "WHERE delivery.id = v.id AND delivery.status <> 'sent'"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 # A job that gives its delivery back (to the queue, to the outbox while its send is paused or
 # its domain's breaker is open) or finds its send cancelled changes only an open row: a
 # duplicate job of a delivery that has bounced or failed must not reopen it. A job that never
@@ -282,11 +306,13 @@ async def claim(
     async with engine.begin() as session:
         dropped: dict[int, tuple[str, str]] = {}
         dropped_sends: set[str] = set()
+        claimed: set[int] = set()
         for ident, send_id, status, reason in await session.execute(
-            _DROP_UNWANTED,
+            _CLAIM,
             {
                 "ids": padded(ids),
                 "claimable": [str(s) for s in _CLAIMABLE],
+                "sending": str(DeliveryStatus.SENDING),
                 "unsubscribed": str(DeliveryStatus.UNSUBSCRIBED),
                 "cancelled": str(DeliveryStatus.CANCELLED),
                 "not_subscribed": NOT_SUBSCRIBED,
@@ -297,25 +323,15 @@ async def claim(
                 "now": now,
                 "cadence_now": today,
                 "month_start": cadence.month_start(today),
+                **claimer,
             },
         ):
+            if status == DeliveryStatus.SENDING:
+                claimed.add(int(ident))
+                continue
             dropped[int(ident)] = (str(status), str(reason))
             if send_id is not None:
                 dropped_sends.add(str(send_id))
-        claimed = set(
-            (
-                await session.execute(
-                    _CLAIM,
-                    {
-                        "ids": padded(ids),
-                        "claimable": [str(s) for s in _CLAIMABLE],
-                        "sending": str(DeliveryStatus.SENDING),
-                        "now": now,
-                        **claimer,
-                    },
-                )
-            ).scalars()
-        )
         own = {r.delivery_id for r in requests if r.redelivered and r.own_idle}
         reclaimed = await take_over(
             session,
@@ -412,13 +428,34 @@ async def record(
     ]
     async with engine.begin() as connection:
         if params:
-            await connection.execute(_RECORD, params)
+            await _record_outcomes(connection, params)
         if given_back:
             await connection.execute(_GIVE_BACK, given_back)
         if held:
             await connection.execute(_GIVE_BACK_UNCLAIMED, held)
     await _check_finished(engine, {r.send_id for r in results if r.send_id}, finisher)
     return [None] * len(results)
+
+
+async def _record_outcomes(connection: AsyncConnection, params: list[dict[str, Any]]) -> None:
+    """The outcome rows of a batch: one statement on PostgreSQL, one per row elsewhere."""
+    if connection.dialect.name != "postgresql" or len({p["id"] for p in params}) < len(params):
+        await connection.execute(_RECORD, params)
+        return
+    await connection.execute(
+        _RECORD_MANY,
+        {
+            "ids": [p["id"] for p in params],
+            "statuses": [str(p["status"]) for p in params],
+            "codes": [p["smtp_code"] for p in params],
+            "replies": [p["smtp_reply"] for p in params],
+            "message_ids": [p["message_id"] for p in params],
+            "sent_ats": [p["sent_at"] for p in params],
+            "due_ats": [p["due_at"] for p in params],
+            "retries": [p["retry"] for p in params],
+            "now": params[0]["now"],
+        },
+    )
 
 
 async def _check_finished(

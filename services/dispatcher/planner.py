@@ -21,8 +21,8 @@ goes on, so every row is written; the rows wait in the outbox for the next relay
 sweeper's, once the send runs). A ``PlanSend`` lost all the same (purged, dead-lettered) leaves
 the send in ``planning``: the reconciler publishes it again once the planning has made no
 progress for ``dispatch_planning_stale_s``. A crash after the ``queued`` commit but before
-the confirms leaves that one batch queued without jobs, with the short deadline of an
-unconfirmed publish (:data:`CONFIRM_DEADLINE_S`): the reconciler re-drives it then (see
+the confirms leaves that one batch queued without jobs: the reconciler re-drives it at its
+deadline (``dispatch_queued_deadline_s`` from the mark; see
 :mod:`services.dispatcher.reconciler`).
 
 The relay is also how a delivery goes out again: parked while paused or held by an open
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -200,20 +201,6 @@ _UNMARK_QUEUED = text(
     bindparam("now", type_=UTCDateTime()),
     bindparam("deadline", type_=UTCDateTime()),
 )
-# Confirmed: the job's deadline runs from now (rows a worker took or gave back meanwhile are
-# no longer "queued until the confirm deadline", and are left alone).
-_CONFIRMED = text(
-    "UPDATE delivery SET due_at = :deadline WHERE id IN :ids AND status = :queued "
-    "AND due_at = :confirm_by"
-).bindparams(
-    bindparam("ids", expanding=True),
-    bindparam("deadline", type_=UTCDateTime()),
-    bindparam("confirm_by", type_=UTCDateTime()),
-)
-# Until the confirm, a marked row's deadline is the publish's own (its timeout and a margin):
-# a planner killed between the mark and the confirms leaves rows the reconciler re-drives
-# soon, not after the whole queued deadline.
-CONFIRM_DEADLINE_S = 35.0
 _COUNT = text("SELECT COUNT(*) FROM delivery WHERE send_id = :send_id")
 _FINISH_PLANNING = text(
     "UPDATE send SET total = :total, planned_at = COALESCE(planned_at, :now), "
@@ -430,7 +417,10 @@ class Planner:
                     "queued": str(DeliveryStatus.QUEUED),
                     "pending": str(DeliveryStatus.PENDING),
                     "now": now,
-                    "deadline": now + timedelta(seconds=CONFIRM_DEADLINE_S),
+                    # One deadline from the mark on: a write per row at the confirm as well
+                    # (a fifth version of every row) cost more than a faster re-drive of a
+                    # batch whose planner died between the mark and its confirms is worth.
+                    "deadline": now + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
                 }
                 taken = (
                     set((await session.execute(_MARK_QUEUED, marks)).scalars()) if rows else set()
@@ -464,23 +454,15 @@ class Planner:
                     await session.execute(_UNMARK_QUEUED, marks)
                     await session.commit()
                 raise
-            async with self.sessions() as session:
-                await session.execute(
-                    _CONFIRMED,
-                    {
-                        "ids": marks["ids"],
-                        "queued": str(DeliveryStatus.QUEUED),
-                        "confirm_by": marks["deadline"],
-                        "deadline": self.clock.now()
-                        + timedelta(seconds=self.settings.dispatch_queued_deadline_s),
-                    },
-                )
-                await session.commit()
             self.metrics.confirms.inc(len(jobs))
-            for job, retries in jobs:
-                # a retry was counted when first planned; a test send's jobs are not planned mail
-                if not retries and job.subscriber_id is not None:
-                    self.metrics.planned.labels(job.language).inc()
+            # a retry was counted when first planned; a test send's jobs are not planned mail
+            planned = Counter(
+                job.language
+                for job, retries in jobs
+                if not retries and job.subscriber_id is not None
+            )
+            for language, count in planned.items():  # one labels() per edition, not per job
+                self.metrics.planned.labels(language).inc(count)
             published += len(jobs)
             log.debug("jobs_queued", count=len(jobs))
 

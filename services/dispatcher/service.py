@@ -79,7 +79,9 @@ async def run(
     metrics = DispatcherMetrics.create(registry)
     roles = config.roles
     async with AsyncExitStack() as stack:
-        engine = create_engine(config.database_url, pool_size=10, custom_plans=True)
+        engine = create_engine(
+            config.database_url, pool_size=10, custom_plans=True, quick_ping=True
+        )
         stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
         connection = await broker_connection.connect(config.broker_urls)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -18,6 +20,9 @@ from aio_pika.abc import (
     DeliveryMode,
     HeadersType,
 )
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.header import ContentHeader
 
 from shared.messaging.schemas import Message
 from shared.messaging.topology import COMMANDS, EVENTS
@@ -46,6 +51,86 @@ def _properties(message: Message) -> aiormq.spec.Basic.Properties:
         message_type=message.type_name,
         headers={"schema_version": message.schema_version},
     )
+
+
+# What :func:`_write_batch` uses of an aiormq channel (aiormq 7), the state its own
+# ``basic_publish`` keeps per message; a channel without it is published to one by one.
+_CHANNEL_STATE = (
+    "lock",
+    "delivery_tag",
+    "confirmations",
+    "message_id_delivery_tag",
+    "write_queue",
+    "number",
+    "create_future",
+    "_split_body",
+)
+
+
+def _batchable(channel: Any) -> bool:
+    return bool(getattr(channel, "publisher_confirms", False)) and all(
+        hasattr(channel, name) for name in _CHANNEL_STATE
+    )
+
+
+def _forget(ids: dict[str, int], message_id: str, tag: int, _: object) -> None:
+    if ids.get(message_id) == tag:
+        del ids[message_id]
+
+
+async def _write_batch(
+    channel: Any, messages: Iterable[Message], exchange: str, routing_key: str
+) -> list[asyncio.Future[object]]:
+    """Publish ``messages`` as one write and return one confirm future per message.
+
+    aiormq's ``basic_publish`` costs, per message, a task (when gathered), a timeout, a lock,
+    two futures and a socket write: about a third of a dispatcher's CPU while its planner
+    relays an audience. Here the batch takes the channel's publish lock once, numbers its
+    messages as ``basic_publish`` does (the delivery tags the broker's confirms name, and the
+    message ids its returns name), and goes to the connection's writer as one frame buffer.
+    Confirms, nacks and returns then resolve the futures through aiormq's own handlers, and a
+    closing channel fails them, exactly as for ``basic_publish``.
+    """
+    prepared = [(m.model_dump_json().encode(), _properties(m)) for m in messages]
+    futures: list[asyncio.Future[object]] = []
+    numbered: list[tuple[str, int]] = []  # message id, delivery tag
+    ids: dict[str, int] = channel.message_id_delivery_tag
+    async with channel.lock:
+        first = channel.delivery_tag
+        frames: list[Any] = []
+        try:
+            for body, properties in prepared:
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                future = channel.create_future()
+                channel.confirmations[tag] = future
+                message_id = str(properties.message_id)  # every Message has one
+                ids[message_id] = tag
+                futures.append(future)
+                numbered.append((message_id, tag))
+                frames.append(
+                    spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
+                )
+                frames.append(ContentHeader(properties=properties, body_size=len(body)))
+                frames += channel._split_body(body)
+            drained = channel.create_future()
+            await channel.write_queue.put(
+                ChannelFrame.marshall(
+                    frames=frames, channel_number=channel.number, drain_future=drained
+                )
+            )
+        except BaseException:
+            # Nothing reached the writer: the broker has not seen these delivery tags.
+            for (message_id, tag), future in zip(numbered, futures, strict=True):
+                channel.confirmations.pop(tag, None)
+                _forget(ids, message_id, tag, None)
+                future.cancel()
+            channel.delivery_tag = first
+            raise
+    for (message_id, tag), future in zip(numbered, futures, strict=True):
+        future.add_done_callback(partial(_forget, ids, message_id, tag))
+    await drained
+    return futures
 
 
 class Publisher:
@@ -108,23 +193,35 @@ class Publisher:
         job cost more than the publish itself when the planner queues a large audience. The
         properties are the same as :func:`to_amqp`'s; a nack or a return still fails the batch.
         One deadline covers the whole batch (a timer per message cost about 3 % of a
-        dispatcher's CPU while it planned).
+        dispatcher's CPU while it planned), and on aiormq 7 the batch is one write
+        (:func:`_write_batch`).
         """
         await self._exchange(exchange)  # declared (passively) once, as for publish()
         channel = await self._channel.get_underlay_channel()
-        futures = [
-            channel.basic_publish(
-                m.model_dump_json().encode(),
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=_properties(m),
-                mandatory=True,
-            )
-            for m in messages
-        ]
         try:
             async with asyncio.timeout(timeout):
-                results = await asyncio.gather(*futures, return_exceptions=True)
+                if _batchable(channel):
+                    try:
+                        futures = await _write_batch(channel, messages, exchange, routing_key)
+                    except (aio_pika.exceptions.AMQPError, RuntimeError) as err:
+                        raise PublishError(
+                            f"{routing_key}: the batch was not sent: {err!r}"
+                        ) from err
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+                else:
+                    results = await asyncio.gather(
+                        *(
+                            channel.basic_publish(
+                                m.model_dump_json().encode(),
+                                exchange=exchange,
+                                routing_key=routing_key,
+                                properties=_properties(m),
+                                mandatory=True,
+                            )
+                            for m in messages
+                        ),
+                        return_exceptions=True,
+                    )
         except TimeoutError as err:
             raise PublishError(f"{routing_key}: no publisher confirms in {timeout}s") from err
         failures = [r for r in results if isinstance(r, BaseException)]

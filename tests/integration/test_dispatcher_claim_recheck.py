@@ -1,7 +1,8 @@
 """The claim reads the reader again, on SQLite and PostgreSQL: whoever unsubscribed, unticked
 the edition, was suppressed, paused or went monthly (with this month's issue delivered) after
 the send was planned is not claimed, and the row says why; everyone else is claimed. The whole
-batch costs one statement that reads the readers, however many rows it holds."""
+batch costs one statement that reads the readers and claims or drops each row, however many
+rows it holds."""
 
 from __future__ import annotations
 
@@ -124,6 +125,8 @@ async def test_a_claim_drops_readers_who_changed_their_minds_with_the_reason_in_
     assert all(stored[n][0] == DeliveryStatus.SENDING for n in READERS if n not in expected)
     reading_readers = [s for s in statements if "subscriber" in s]
     assert len(reading_readers) == 1, f"one statement per batch reads the readers: {statements}"
+    writes = [s for s in statements if "UPDATE delivery" in s]
+    assert len(writes) == 1, f"one statement claims the batch and drops the unwanted: {writes}"
 
 
 def _delivery(send_id: str, reader: Subscriber, *, status: str, created_at: datetime) -> Delivery:

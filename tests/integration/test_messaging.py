@@ -104,3 +104,46 @@ async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fa
             assert decode(RenderTransactional, incoming.body) == command
         with pytest.raises(PublishError):
             await publisher.publish_many(batch, routing_key="no.such.route")
+
+
+async def test_a_large_batch_goes_out_as_one_write_and_leaves_nothing_pending(
+    amqp_url: str,
+) -> None:
+    """The planner relays 1,000 jobs at a time: one write to the connection, every message
+    confirmed, and no delivery tag or message id left behind on the channel afterwards; a
+    batch with an unroutable route still fails, and the channel publishes on after it."""
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = await Publisher.open(connection)
+        channel = await publisher._channel.get_underlay_channel()
+        queue_name = f"test.batch.{id(channel)}"
+        declaring = await connection.channel()
+        queue = await declaring.declare_queue(queue_name, auto_delete=True)
+        await queue.bind(COMMANDS, routing_key=queue_name)
+        await publisher.publish_many([], routing_key=queue_name)  # the exchange, declared once
+        writes = 0
+        put = channel.write_queue.put
+
+        async def counted(frame: object) -> None:
+            nonlocal writes
+            writes += 1
+            await put(frame)
+
+        channel.write_queue.put = counted
+        batch = [
+            RenderTransactional(kind="welcome", language="en", subscriber_id=n, to="c@example.org")
+            for n in range(1000)
+        ]
+        await publisher.publish_many(batch, routing_key=queue_name)
+        assert writes == 1, f"the batch took {writes} writes"
+        assert not channel.confirmations, "every delivery tag was confirmed and forgotten"
+        assert not channel.message_id_delivery_tag, "no message id kept after its confirm"
+        with pytest.raises(PublishError):
+            await publisher.publish_many(batch[:3], routing_key="no.such.route")
+        await publisher.publish_many(batch[:2], routing_key=queue_name)
+        for _ in range(100):
+            declared = await queue.declare()
+            if declared.message_count == 1002:
+                break
+            await asyncio.sleep(0.05)
+        assert declared.message_count == 1002, "every message of the batches that went reached it"

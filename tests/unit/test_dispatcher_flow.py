@@ -205,3 +205,20 @@ async def test_the_adaptive_limit_admits_no_more_than_its_current_size() -> None
     await asyncio.gather(*(use() for _ in range(20)))
     assert peak == 2
     assert slots.in_use == 0
+
+
+async def test_a_free_slot_is_taken_without_waiting_and_a_full_domain_says_so() -> None:
+    from services.dispatcher.flow import AdaptiveLimit
+
+    slots = AdaptiveLimit(2)
+    assert slots.try_acquire(), "a free slot, taken at once"
+    assert slots.try_acquire(), "the second free slot, taken at once"
+    assert not slots.try_acquire(), "the third must wait (acquire), not be taken"
+    assert slots.in_use == 2
+    slots.release()
+    assert slots.try_acquire(), "a released slot is free again"
+    flow = FlowControl(domain_concurrency=1)
+    async with flow.slot("example.org"):
+        assert flow.concurrency("example.org") == 1
+    async with flow.slot("example.org"):  # the slot was given back
+        pass
