@@ -37,7 +37,6 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
@@ -100,19 +99,18 @@ def is_ed25519(private_key: bytes) -> bool:
     return isinstance(load_key(private_key), ed25519.Ed25519PrivateKey)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A signature prepared on the loop: what :meth:`DkimSigner.finish` needs."""
-
-    message: bytes
-    body_start: int  # where the body begins in ``message``
-    signed: str  # the h= tag's value
-    headers: bytes  # the signed header fields, canonicalized, each with its CRLF
+def split_head(message: bytes) -> tuple[bytes, int]:
+    """The header block of ``message`` (each field with its CRLF; a copy of the header part
+    only, never of the body) and where the body begins."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return message + b"\r\n", len(message)
+    return message[: end + 2], end + 4
 
 
 class DkimSigner:
-    """Signs with one key, loaded once; :attr:`offload` says whether :meth:`finish` is worth
-    a thread (an RSA key: the private-key operation is most of the cost)."""
+    """Signs with one key, loaded once; :attr:`offload` says whether the signature is worth
+    another process (an RSA key: the private-key operation is most of the cost)."""
 
     def __init__(
         self, *, private_key: bytes, selector: str, domain: str, headers: Sequence[bytes]
@@ -126,33 +124,36 @@ class DkimSigner:
         self._headers = [h.lower() for h in headers]
         self._padding = padding.PKCS1v15()
         self._hash = hashes.SHA256()
+        # The tag list up to t=, and from h= on, are the same for every message but for t=.
+        self._tags = (
+            f" v=1; a={self.algorithm}; c={CANONICALIZATION}; d={domain}; s={selector}; t="
+        ).encode()
 
-    def prepare(self, message: bytes) -> Pending:
-        """The header part of a signature of ``message`` (cheap Python; on the loop)."""
-        # Only the header block is copied, never the body.
-        end = message.find(b"\r\n\r\n")
-        head = message[: end + 2] if end >= 0 else message + b"\r\n"
+    def field(self, head: bytes, body_hash: bytes) -> bytes:
+        """The ``DKIM-Signature`` field (with its CRLF) of a message with this header block
+        (:func:`split_head`) and body hash (:func:`simple_body_hash`): the relaxed header
+        canonicalization, the tag list and the private-key operation."""
         by_name: dict[bytes, bytes] = {}
         for name, value in _fields(head):
             by_name[name.strip().lower()] = value  # the last one wins, as verifiers pick it
         signed = [h for h in self._headers if h in by_name]
-        return Pending(
-            message=message,
-            body_start=end + 4 if end >= 0 else len(message),
-            signed=":".join(h.decode() for h in signed),
-            headers=b"".join(canonical_header(h, by_name[h]) + b"\r\n" for h in signed),
+        value = b"".join(
+            [
+                self._tags,
+                str(int(time.time())).encode(),
+                b"; h=",
+                b":".join(signed),
+                b"; bh=",
+                base64.b64encode(body_hash),
+                b"; b=",
+            ]
         )
-
-    def finish(self, pending: Pending) -> bytes:
-        """The ``DKIM-Signature`` field (with its CRLF): the body hash and the private-key
-        operation, both outside the GIL for the most part (may run in a thread)."""
-        body_hash = base64.b64encode(simple_body_hash(pending.message, pending.body_start))
-        value = (
-            f" v=1; a={self.algorithm}; c={CANONICALIZATION}; d={self._domain};"
-            f" s={self._selector}; t={int(time.time())}; h={pending.signed};"
-            f" bh={body_hash.decode()}; b="
-        ).encode()
-        data = pending.headers + canonical_header(b"DKIM-Signature", value)
+        data = b"".join(
+            [
+                *(canonical_header(h, by_name[h]) + b"\r\n" for h in signed),
+                canonical_header(b"DKIM-Signature", value),
+            ]
+        )
         if isinstance(self._key, rsa.RSAPrivateKey):
             signature = self._key.sign(data, self._padding, self._hash)
         else:
@@ -164,7 +165,8 @@ class DkimSigner:
 
     def sign(self, message: bytes) -> bytes:
         """The ``DKIM-Signature`` field (with its CRLF) to put in front of ``message``."""
-        return self.finish(self.prepare(message))
+        head, body_start = split_head(message)
+        return self.field(head, simple_body_hash(message, body_start))
 
 
 class DkimpySigner:
