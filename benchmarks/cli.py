@@ -54,7 +54,7 @@ def bench_dispatch(
     ] = False,
     dkim_rounds: Annotated[
         int, typer.Option(help="With --compare-dkim: sends of each kind (at least 2).")
-    ] = 2,
+    ] = 3,
     dkim_algorithm: Annotated[
         str, typer.Option(help="The DKIM key: rsa (RSA-2048) or ed25519 (RFC 8463).")
     ] = "rsa",

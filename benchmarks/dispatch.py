@@ -472,7 +472,7 @@ async def run_dkim_comparison(
     connections: int,
     processes: int = 1,
     dkim_algorithm: str = "rsa",
-    rounds: int = 2,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """End-to-end sends unsigned and signed, interleaved: the DKIM cost as a ratio.
 

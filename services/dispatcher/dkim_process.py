@@ -12,13 +12,16 @@ the loop once per batch.
 
 The protocol, on the child's stdin and stdout, is frames of a 4-byte big-endian length and a
 payload. The first frame to the child is its configuration (JSON: the PEM key, selector,
-domain, header names), so the key never appears on a command line or in the environment.
-Each later frame is one message: the 32-byte body hash, then the header block. The child
-answers every frame in order with the ``DKIM-Signature`` field, or with an empty frame when it
-could not sign it. It exits when its stdin closes (the dispatcher stopped).
+domain, header names), so the key never appears on a command line or in the environment; the
+child answers it with an empty frame once it can sign (``START_TIMEOUT_S``). Each later
+frame is one message: the 32-byte body hash, then the header block. The child answers every
+frame in order with the ``DKIM-Signature`` field, or with an empty frame when it could not
+sign it. It exits when its stdin closes (the dispatcher stopped).
 
-Nothing is lost when the child dies or cannot sign: every waiting message is signed inline in
-the dispatcher, with the same key, and the next message starts a new child.
+Nothing is lost when the child dies, hangs or cannot sign: every waiting message is signed
+inline in the dispatcher, with the same key, and the next message starts a new child. A child
+that has not answered a request for ``ANSWER_TIMEOUT_S`` is taken for hung and killed; one
+that does not start is tried again after ``RETRY_AFTER_S``, signing inline meanwhile.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ _HASH_BYTES = 32
 # are sent while the child signs the rest.
 _ANSWERS_PER_WRITE = 32
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+# A child signs about 3,000 messages a second: a request unanswered this long means it hangs.
+ANSWER_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 30.0  # imports and the key, on a loaded machine
+RETRY_AFTER_S = 60.0
 
 
 class _Channel(asyncio.SubprocessProtocol):
@@ -62,6 +69,9 @@ class _Channel(asyncio.SubprocessProtocol):
             collections.deque()
         )
         self._buffer = bytearray()
+        self._answered = 0  # requests answered so far: the watchdog's progress mark
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.ready: asyncio.Future[bool] = self._loop.create_future()  # True: it can sign
         self.alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,6 +89,8 @@ class _Channel(asyncio.SubprocessProtocol):
             return future
         if not self._queued:
             self._loop.call_soon(self._flush)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(ANSWER_TIMEOUT_S, self._watch, self._answered)
         self._queued += (_LENGTH.pack(_HASH_BYTES + len(head)), body_hash, head)
         self._waiting.append((future, head, body_hash))
         return future
@@ -94,6 +106,11 @@ class _Channel(asyncio.SubprocessProtocol):
         buffer = self._buffer
         buffer += data
         start, size = 0, len(buffer)
+        if not self.ready.done():
+            if size < 4:
+                return
+            self.ready.set_result(True)  # the empty frame that says the key is loaded
+            start = 4
         while size - start >= 4:
             (length,) = _LENGTH.unpack_from(buffer, start)
             end = start + 4 + length
@@ -105,7 +122,23 @@ class _Channel(asyncio.SubprocessProtocol):
             elif not future.done():  # its compose may have been cancelled meanwhile
                 future.set_result(bytes(buffer[start + 4 : end]))
             start = end
+            self._answered += 1
         del buffer[:start]
+
+    def _watch(self, answered: int) -> None:
+        """ANSWER_TIMEOUT_S after the first request, and again while requests wait: a whole
+        period without one answer, while the oldest request waited, means the child hangs;
+        it is killed (what waits is then signed here)."""
+        self._watchdog = None
+        if not self.alive or not self._waiting:
+            return
+        if self._answered == answered:
+            log.warning("dkim_signing_process_hung", waiting=len(self._waiting))
+            if self._transport is not None:
+                self._transport.kill()
+            self._lost()
+            return
+        self._watchdog = self._loop.call_later(ANSWER_TIMEOUT_S, self._watch, self._answered)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -118,10 +151,17 @@ class _Channel(asyncio.SubprocessProtocol):
         if not self.alive:
             return
         self.alive = False
+        if not self.ready.done():
+            self.ready.set_result(False)
         code = self._transport.get_returncode() if self._transport is not None else None
         log.warning("dkim_signing_process_lost", waiting=len(self._waiting), exit_code=code)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiting:
             self._sign_here(*self._waiting.popleft())
+        if self._transport is not None:
+            self._transport.close()  # its pipes; the process has gone (or is killed now)
 
     def _sign_here(self, future: asyncio.Future[bytes], head: bytes, body_hash: bytes) -> None:
         if future.done():
@@ -131,8 +171,16 @@ class _Channel(asyncio.SubprocessProtocol):
         except Exception as err:  # the composing task gets the error
             future.set_exception(err)
 
+    @property
+    def pid(self) -> int | None:
+        return self._transport.get_pid() if self._transport is not None and self.alive else None
+
     def close(self) -> None:
         self.alive = False
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._transport is not None:
             self._transport.close()  # closes stdin (the child exits), kills it if it lingers
 
@@ -161,7 +209,7 @@ class SigningProcess:
         ).encode()
         self._channel: _Channel | None = None
         self._starting: asyncio.Lock | None = None
-        self.pid: int | None = None
+        self._retry_at = 0.0  # after a start that failed: sign inline until then
 
     async def submit(self, message: bytes) -> asyncio.Future[bytes]:
         """Queue ``message``'s signature (its body is hashed here, now) and return the future
@@ -170,8 +218,17 @@ class SigningProcess:
         body_hash = simple_body_hash(message, body_start)
         channel = self._channel
         if channel is None or not channel.alive:
+            if asyncio.get_running_loop().time() < self._retry_at:
+                future = asyncio.get_running_loop().create_future()
+                future.set_result(self._signer.field(head, body_hash))
+                return future
             channel = await self._start()
         return channel.request(head, body_hash)
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running signing process, if one runs."""
+        return self._channel.pid if self._channel is not None else None
 
     async def _start(self) -> _Channel:
         if self._starting is None:
@@ -196,9 +253,17 @@ class SigningProcess:
                 env=env,
             )
             channel.configure(self._config)
-            self.pid = transport.get_pid()
             self._channel = channel
-            log.info("dkim_signing_process_started", pid=self.pid)
+            try:
+                started = await asyncio.wait_for(asyncio.shield(channel.ready), START_TIMEOUT_S)
+            except TimeoutError:
+                started = False
+            if not started:
+                log.warning("dkim_signing_process_not_started", retry_after_s=RETRY_AFTER_S)
+                channel.close()
+                self._retry_at = loop.time() + RETRY_AFTER_S
+                return channel  # not alive: it signs inline
+            log.info("dkim_signing_process_started", pid=transport.get_pid())
             return channel
 
     def close(self) -> None:
@@ -241,6 +306,7 @@ def serve(stdin: int = 0, stdout: int = 1) -> None:
         domain=config["domain"],
         headers=[h.encode("ascii") for h in config["headers"]],
     )
+    _write_all(stdout, [_LENGTH.pack(0)])  # ready
     while True:
         answers: list[bytes] = []
         start, size = 0, len(buffer)

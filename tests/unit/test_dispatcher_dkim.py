@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -366,3 +367,69 @@ async def test_signatures_waiting_on_a_signing_process_that_dies_are_made_inline
         assert _verify(data, records, 1), "an Ed25519 signature does not verify"
     assert pids, "no signing process after the loss"
     assert pids != [first], "the dead signing process was not replaced"
+
+
+async def test_a_signing_process_that_stops_answering_is_killed_and_its_mails_signed_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import psutil
+    import structlog
+
+    from services.dispatcher import dkim_process
+    from tests.support.dispatch_seed import eventually
+
+    monkeypatch.setattr(dkim_process, "ANSWER_TIMEOUT_S", 0.3)
+    composer = _composer(tmp_path, "fast", algorithms=("rsa",))
+    template = _edition(composer, "ru", base64_part=False)
+    values = composer.values(Recipient(7, 11, "reader@example.net", "d7.abcdef01"))
+    try:
+        await composer.compose(template, values)
+        (pid,) = composer.signing_pids
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        with structlog.testing.capture_logs() as logs:
+            mails = await asyncio.wait_for(
+                asyncio.gather(*(composer.compose(template, values) for _ in range(5))), 10
+            )
+
+        async def gone() -> bool:
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        await eventually(gone, timeout=10, what="the hung signing process killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        composer.close()
+    assert all(_verify(m, _records(_RSA_KEY, None), 0) for m in mails)
+    assert "dkim_signing_process_hung" in [e["event"] for e in logs]
+
+
+async def test_a_signing_process_that_cannot_start_leaves_rsa_signing_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import sys
+
+    import structlog
+
+    false = shutil.which("false")
+    assert false is not None
+    monkeypatch.setattr(sys, "executable", false)  # the child exits at once, unconfigured
+    composer = _composer(tmp_path, "fast", algorithms=("rsa", "ed25519"))
+    template = _edition(composer, "be", base64_part=False)
+    values = composer.values(Recipient(7, 11, "чытач@example.net", "d7.abcdef01"))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            mails = [await composer.compose(template, values) for _ in range(3)]
+        pids = composer.signing_pids
+    finally:
+        composer.close()
+    records = _records(_RSA_KEY, _ED_KEY)
+    assert all(_verify(m, records, 0) and _verify(m, records, 1) for m in mails)
+    events = [e["event"] for e in logs]
+    assert events.count("dkim_signing_process_not_started") == 1, f"retried at once: {events}"
+    assert pids == []
