@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -218,11 +219,11 @@ class SigningProcess:
         body_hash = simple_body_hash(message, body_start)
         channel = self._channel
         if channel is None or not channel.alive:
-            if asyncio.get_running_loop().time() < self._retry_at:
-                future = asyncio.get_running_loop().create_future()
-                future.set_result(self._signer.field(head, body_hash))
-                return future
             channel = await self._start()
+        if channel is None:  # no signing process for now: sign here
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(self._signer.field(head, body_hash))
+            return future
         return channel.request(head, body_hash)
 
     @property
@@ -230,39 +231,46 @@ class SigningProcess:
         """The process id of the running signing process, if one runs."""
         return self._channel.pid if self._channel is not None else None
 
-    async def _start(self) -> _Channel:
+    async def _start(self) -> _Channel | None:
+        """A running signing process, or None while a failed start waits to be retried."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
             if self._channel is not None and self._channel.alive:
                 return self._channel
             loop = asyncio.get_running_loop()
+            if loop.time() < self._retry_at:
+                return None
             path = os.environ.get("PYTHONPATH")
             env = {
                 **os.environ,
                 "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else ""),
             }
-            transport, channel = await loop.subprocess_exec(
-                lambda: _Channel(self._signer),
-                sys.executable,
-                "-m",
-                __name__,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=None,  # the child's own errors go where the dispatcher's go
-                env=env,
-            )
-            channel.configure(self._config)
-            self._channel = channel
+            started = False
             try:
-                started = await asyncio.wait_for(asyncio.shield(channel.ready), START_TIMEOUT_S)
-            except TimeoutError:
-                started = False
+                transport, channel = await loop.subprocess_exec(
+                    lambda: _Channel(self._signer),
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=None,  # the child's own errors go where the dispatcher's go
+                    env=env,
+                )
+            except OSError as err:
+                log.warning("dkim_signing_process_not_started", error=str(err)[:200])
+            else:
+                channel.configure(self._config)
+                self._channel = channel
+                with contextlib.suppress(TimeoutError):
+                    started = await asyncio.wait_for(asyncio.shield(channel.ready), START_TIMEOUT_S)
+                if not started:
+                    log.warning("dkim_signing_process_not_started", error="no ready frame")
+                    channel.close()
             if not started:
-                log.warning("dkim_signing_process_not_started", retry_after_s=RETRY_AFTER_S)
-                channel.close()
                 self._retry_at = loop.time() + RETRY_AFTER_S
-                return channel  # not alive: it signs inline
+                return None
             log.info("dkim_signing_process_started", pid=transport.get_pid())
             return channel
 
