@@ -15,7 +15,12 @@ def _print(figures: dict[str, Any], *, as_json: bool) -> None:
         typer.echo(json.dumps(figures, ensure_ascii=False))
         return
     for key, value in figures.items():
-        typer.echo(f"{key}: {value}")
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            typer.echo(f"{key}:")  # one line each (the runs of --compare-dkim)
+            for item in value:
+                typer.echo(f"  {json.dumps(item, ensure_ascii=False)}")
+        else:
+            typer.echo(f"{key}: {value}")
 
 
 def bench_render(
@@ -42,9 +47,14 @@ def bench_dispatch(
     compare_dkim: Annotated[
         bool,
         typer.Option(
-            "--compare-dkim", help="Run unsigned, then signed, and print signed/unsigned."
+            "--compare-dkim",
+            help="Run unsigned and signed sends in turn (end to end only, one sink) and print"
+            " each run and signed/unsigned of the medians.",
         ),
     ] = False,
+    dkim_rounds: Annotated[
+        int, typer.Option(help="With --compare-dkim: sends of each kind (at least 2).")
+    ] = 3,
     dkim_algorithm: Annotated[
         str, typer.Option(help="The DKIM key: rsa (RSA-2048) or ed25519 (RFC 8463).")
     ] = "rsa",
@@ -58,6 +68,8 @@ def bench_dispatch(
 
     if dkim_algorithm not in {"rsa", "ed25519"}:
         raise typer.BadParameter("choose rsa or ed25519", param_hint="--dkim-algorithm")
+    if dkim_rounds < 2:
+        raise typer.BadParameter("at least 2 of each, for a median", param_hint="--dkim-rounds")
     if compare_dkim:
         figures = uvloop.run(
             dispatch.run_dkim_comparison(
@@ -65,6 +77,7 @@ def bench_dispatch(
                 connections=connections,
                 processes=processes,
                 dkim_algorithm=dkim_algorithm,
+                rounds=dkim_rounds,
             )
         )
     else:

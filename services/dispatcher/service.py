@@ -92,7 +92,7 @@ async def run(
         raw_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         stack.push_async_callback(raw_channel.close)
 
-        # Its signing threads stop after the consumers (callbacks run last pushed, first run).
+        # Its signing process stops after the consumers (callbacks run last pushed, first run).
         composer = stack.enter_context(contextlib.closing(Composer(settings=config)))
         sends = SendDirectory(sessions=sessions)
         issue_pool, tx_pool = _smtp_pools(config)

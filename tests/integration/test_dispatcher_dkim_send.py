@@ -1,8 +1,8 @@
 """A signed send through the real planner, RabbitMQ, workers and an SMTP server over a socket:
 every mail the server took carries an RSA and an Ed25519 signature that dkimpy verifies.
 
-The workers sign with ``Composer.compose`` (the RSA private-key operation and the body hash on
-the signing threads); the editions are the seed's en/be/ru ones (Cyrillic subjects, sender
+The workers sign with ``Composer.compose`` (the body hashed on the event loop, the RSA signature
+made by the signing process); the editions are the seed's en/be/ru ones (Cyrillic subjects, sender
 names and bodies, a line that starts with a dot, so dot-stuffing is on the way too).
 """
 

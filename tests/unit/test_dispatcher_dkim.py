@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from pathlib import Path
 
 import dkim
@@ -13,8 +16,6 @@ from services.dispatcher import mime
 from services.dispatcher.composer import Composer, Recipient
 from services.dispatcher.dkim_signing import (
     DkimError,
-    DkimSigner,
-    Pending,
     canonical_header,
     simple_body_hash,
 )
@@ -314,26 +315,121 @@ async def test_composed_cyrillic_mails_verify_with_dkimpy_on_both_paths(
         composer.close()
 
 
-async def test_rsa_signatures_are_made_on_the_signing_threads(tmp_path: Path) -> None:
-    import threading
+async def test_rsa_signatures_are_made_by_the_signing_process(tmp_path: Path) -> None:
+    import psutil
 
     composer = _composer(tmp_path, "fast", algorithms=("rsa",))
     template = _edition(composer, "ru", base64_part=False)
     values = composer.values(Recipient(7, 11, "reader@example.net", "d7.abcdef01"))
-    seen: set[str] = set()
-    signer = composer._dkim[0]
-    assert isinstance(signer, DkimSigner)
-    finish = signer.finish
-
-    def spying(pending: Pending) -> bytes:
-        seen.add(threading.current_thread().name)
-        return finish(pending)
-
-    signer.finish = spying  # type: ignore[method-assign]
     try:
         data = await composer.compose(template, values)
+        (pid,) = composer.signing_pids
+        child = psutil.Process(pid)
+        assert child.ppid() == os.getpid(), "the signer is not this process's child"
+        assert "services.dispatcher.dkim_process" in child.cmdline()
+        # Signing is all the child does: its CPU grows with the signatures it makes.
+        before = child.cpu_times()
+        many = await asyncio.gather(*(composer.compose(template, values) for _ in range(300)))
+        after = child.cpu_times()
     finally:
         composer.close()
     assert _verify(data, _records(_RSA_KEY, None), 0)
-    assert seen, "finish() was never called"
-    assert all(name.startswith("dkim-sign") for name in seen), f"signed on {seen}"
+    assert all(_verify(m, _records(_RSA_KEY, None), 0) for m in many[::50])
+    spent = (after.user + after.system) - (before.user + before.system)
+    assert spent >= 300 * 0.0001, f"the child spent {spent:.3f} s on 300 signatures"
+
+
+async def test_signatures_waiting_on_a_signing_process_that_dies_are_made_inline(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import psutil
+
+    composer = _composer(tmp_path, "fast", algorithms=("rsa", "ed25519"))
+    template = _edition(composer, "be", base64_part=False)
+    values = composer.values(Recipient(7, 11, "чытач@example.net", "d7.abcdef01"))
+    records = _records(_RSA_KEY, _ED_KEY)
+    try:
+        await composer.compose(template, values)
+        (first,) = composer.signing_pids
+        os.kill(first, signal.SIGKILL)
+        psutil.Process(first).wait(5)
+        mails = await asyncio.gather(*(composer.compose(template, values) for _ in range(40)))
+        # The loss is seen at the latest when the mails above were answered; the next
+        # signature starts a new process.
+        again = await composer.compose(template, values)
+        pids = composer.signing_pids
+    finally:
+        composer.close()
+    for data in [*mails, again]:
+        assert _verify(data, records, 0), "an RSA signature made after the loss does not verify"
+        assert _verify(data, records, 1), "an Ed25519 signature does not verify"
+    assert pids, "no signing process after the loss"
+    assert pids != [first], "the dead signing process was not replaced"
+
+
+async def test_a_signing_process_that_stops_answering_is_killed_and_its_mails_signed_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import psutil
+    import structlog
+
+    from services.dispatcher import dkim_process
+    from tests.support.dispatch_seed import eventually
+
+    monkeypatch.setattr(dkim_process, "ANSWER_TIMEOUT_S", 0.3)
+    composer = _composer(tmp_path, "fast", algorithms=("rsa",))
+    template = _edition(composer, "ru", base64_part=False)
+    values = composer.values(Recipient(7, 11, "reader@example.net", "d7.abcdef01"))
+    try:
+        await composer.compose(template, values)
+        (pid,) = composer.signing_pids
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        with structlog.testing.capture_logs() as logs:
+            mails = await asyncio.wait_for(
+                asyncio.gather(*(composer.compose(template, values) for _ in range(5))), 10
+            )
+
+        async def gone() -> bool:
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        await eventually(gone, timeout=10, what="the hung signing process killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        composer.close()
+    assert all(_verify(m, _records(_RSA_KEY, None), 0) for m in mails)
+    assert "dkim_signing_process_hung" in [e["event"] for e in logs]
+
+
+async def test_a_signing_process_that_cannot_start_leaves_rsa_signing_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import sys
+
+    import structlog
+
+    false = shutil.which("false")
+    assert false is not None
+    monkeypatch.setattr(sys, "executable", false)  # the child exits at once, unconfigured
+    composer = _composer(tmp_path, "fast", algorithms=("rsa", "ed25519"))
+    template = _edition(composer, "be", base64_part=False)
+    values = composer.values(Recipient(7, 11, "чытач@example.net", "d7.abcdef01"))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            mails = [await composer.compose(template, values) for _ in range(3)]
+        pids = composer.signing_pids
+    finally:
+        composer.close()
+    records = _records(_RSA_KEY, _ED_KEY)
+    assert all(_verify(m, records, 0) and _verify(m, records, 1) for m in mails)
+    events = [e["event"] for e in logs]
+    assert events.count("dkim_signing_process_not_started") == 1, f"retried at once: {events}"
+    assert pids == []
