@@ -29,5 +29,6 @@ async def test_the_dkim_comparison_interleaves_its_sends_and_counts_the_signing_
     signed = sorted(run["e2e_msgs_per_s"] for run in runs if run["signed"])
     assert figures["unsigned_e2e_msgs_per_s"] == round(sum(unsigned) / 2, 1)
     assert figures["signed_e2e_msgs_per_s"] == round(sum(signed) / 2, 1)
-    expected = round(figures["signed_e2e_msgs_per_s"] / figures["unsigned_e2e_msgs_per_s"], 3)
-    assert abs(figures["dkim_vs_unsigned"] - expected) <= 0.002
+    # The ratio of the medians before they are rounded for printing, itself rounded to 3 places.
+    expected = (sum(signed) / 2) / (sum(unsigned) / 2)
+    assert abs(figures["dkim_vs_unsigned"] - expected) <= 0.0005 + 1e-9
