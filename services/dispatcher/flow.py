@@ -42,7 +42,8 @@ from services.dispatcher.outcomes import Outcome
 
 Clock = Callable[[], float]
 MIN_PACE_S = 0.05
-MAX_PACE_S = 2.0  # a claimed job may wait prefetch x pace for its slot: well within its lease
+# A claimed job may wait prefetch x pace for its slot: 500 x 1.5 s, within its 900 s lease.
+MAX_PACE_S = 1.5
 BACKOFF_S = 1.0  # a burst of "slow down" replies halves a domain's concurrency once
 _BUCKET_S = 1.0  # replies are counted per second for the breaker's throttle share
 

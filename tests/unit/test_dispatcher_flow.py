@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatcher.flow import FlowControl, RateLimiter
+from services.dispatcher.flow import MAX_PACE_S, FlowControl, RateLimiter
 from services.dispatcher.outcomes import Outcome
 from services.dispatcher.retry import tier_for, window_exhausted
+from services.dispatcher.settings import DispatcherSettings
 from shared.messaging.topology import RETRY_TIERS
 
 
@@ -222,3 +223,11 @@ async def test_a_free_slot_is_taken_without_waiting_and_a_full_domain_says_so() 
         assert flow.concurrency("example.org") == 1
     async with flow.slot("example.org"):  # the slot was given back
         pass
+
+
+def test_a_full_prefetch_paced_at_the_slowest_waits_less_than_a_lease() -> None:
+    """Every job of the prefetch claimed for one paced domain: the last one's wait for its slot
+    must end before its lease does, or another process could take the delivery over."""
+    fields = DispatcherSettings.model_fields
+    prefetch, lease_s = fields["dispatch_prefetch"].default, fields["dispatch_lease_s"].default
+    assert prefetch * MAX_PACE_S < lease_s

@@ -51,7 +51,7 @@ def test_each_class_says_which_processes_read_it() -> None:
 
 def test_defaults_and_meanings_come_from_the_code() -> None:
     text = render_settings_doc()
-    assert "| `NEWSLETTER_DISPATCH_PREFETCH` | `200` | unacked issue jobs per process" in text
+    assert "| `NEWSLETTER_DISPATCH_PREFETCH` | `500` | Unacked issue jobs per process" in text
     assert "| `NEWSLETTER_SECRET_KEY` | *(empty)* |" in text
     assert "| `NEWSLETTER_ARCHIVE_URL` | *(empty)* | public base URL" in text
 
