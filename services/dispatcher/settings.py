@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 
 from services.dispatcher.broker_connection import broker_urls
+from services.dispatcher.flow import MAX_PACE_S
 from shared.clock import SYSTEM_CLOCK, Clock, OffsetFileClock
 from shared.messaging.topology import RETRY_TIERS, RetryTier
 from shared.settings import Settings, SettingsError
@@ -63,7 +64,8 @@ class DispatcherSettings(Settings):
     dispatch_breaker_throttle_ratio: float = 0.5
     # Deadlines of the ledger (see reconciler.py). A claimed delivery is its worker's until
     # its lease ends: longer than the longest wait for a flow slot plus SMTP plus the outcome
-    # write. A queued job not consumed by its deadline (plus the grace) is published again.
+    # write (refused when the prefetch, paced and rate-limited, could wait longer). A queued job
+    # not consumed by its deadline (plus the grace) is published again.
     dispatch_lease_s: float = 900.0
     # ... unless its process stops beating: each process writes a heartbeat this often, and a
     # claimer not seen for dispatch_owner_stale_s (killed) loses its sending rows at once.
@@ -102,6 +104,26 @@ class DispatcherSettings(Settings):
             raise SettingsError(
                 "NEWSLETTER_DISPATCH_CLOCK_FILE moves the dispatcher's clock and is for tests "
                 f"only (NEWSLETTER_MODE=test, not {self.mode}): unset it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _slot_wait_within_the_lease(self) -> DispatcherSettings:
+        # A job is claimed before it waits for its flow slot (worker.py), and a claim whose
+        # lease ends is taken over (reconciler.py): the longest wait must end first. At worst
+        # every prefetched job is for one domain, each spaced by the global rate, the domain's
+        # rate and the slowest pace in turn.
+        spacing = MAX_PACE_S + sum(
+            1 / r for r in (self.dispatch_rate_limit, self.dispatch_domain_rate) if r > 0
+        )
+        wait_s = self.dispatch_prefetch * spacing
+        if wait_s >= self.dispatch_lease_s:
+            raise SettingsError(
+                f"NEWSLETTER_DISPATCH_PREFETCH={self.dispatch_prefetch} jobs, each spaced by "
+                f"up to {spacing:g} s (a {MAX_PACE_S:g} s pace and the rate limits), may wait "
+                f"{wait_s:g} s for a slot, longer than their NEWSLETTER_DISPATCH_LEASE_S="
+                f"{self.dispatch_lease_s:g} s: another process would send them again. Lower "
+                "the prefetch or raise the lease"
             )
         return self
 

@@ -7,8 +7,9 @@ import pytest
 from services.dispatcher.flow import MAX_PACE_S, FlowControl, RateLimiter
 from services.dispatcher.outcomes import Outcome
 from services.dispatcher.retry import tier_for, window_exhausted
-from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging.topology import RETRY_TIERS
+from shared.settings import SettingsError
 
 
 class Clock:
@@ -225,9 +226,35 @@ async def test_a_free_slot_is_taken_without_waiting_and_a_full_domain_says_so() 
         pass
 
 
-def test_a_full_prefetch_paced_at_the_slowest_waits_less_than_a_lease() -> None:
+def test_the_defaults_let_a_full_prefetch_paced_at_the_slowest_end_within_its_lease() -> None:
     """Every job of the prefetch claimed for one paced domain: the last one's wait for its slot
     must end before its lease does, or another process could take the delivery over."""
-    fields = DispatcherSettings.model_fields
-    prefetch, lease_s = fields["dispatch_prefetch"].default, fields["dispatch_lease_s"].default
-    assert prefetch * MAX_PACE_S < lease_s
+    settings = load_dispatcher_settings(mode="test")
+    assert settings.dispatch_prefetch * MAX_PACE_S < settings.dispatch_lease_s
+
+
+@pytest.mark.parametrize(
+    ("overrides", "longest_wait"),
+    [
+        pytest.param({"dispatch_prefetch": 600}, "900", id="prefetch-x-pace"),
+        pytest.param({"dispatch_domain_rate": 0.5}, "1750", id="a-slow-domain-rate"),
+        pytest.param(
+            {"dispatch_prefetch": 200, "dispatch_rate_limit": 0.25, "dispatch_lease_s": 60},
+            "1100",
+            id="a-short-lease",
+        ),
+    ],
+)
+def test_settings_whose_longest_wait_for_a_slot_outlasts_the_lease_are_refused(
+    overrides: dict[str, float], longest_wait: str
+) -> None:
+    with pytest.raises(SettingsError, match=rf"may wait {longest_wait} s .*LEASE_S") as refused:
+        load_dispatcher_settings(mode="test", **overrides)
+    assert "Lower the prefetch or raise the lease" in str(refused.value)
+
+
+def test_a_slow_rate_is_accepted_with_a_lease_long_enough_for_it() -> None:
+    settings = load_dispatcher_settings(
+        mode="test", dispatch_domain_rate=0.5, dispatch_lease_s=1800.0
+    )
+    assert settings.dispatch_domain_rate == 0.5
