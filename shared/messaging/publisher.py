@@ -67,6 +67,19 @@ _CHANNEL_STATE = (
 )
 
 
+async def _publish_one(
+    channel: aiormq.abc.AbstractChannel, message: Message, exchange: str, routing_key: str
+) -> object:
+    """One message through aiormq's own ``basic_publish``: mandatory, confirmed."""
+    return await channel.basic_publish(
+        message.model_dump_json().encode(),
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=_properties(message),
+        mandatory=True,
+    )
+
+
 def _batchable(channel: Any) -> bool:
     return bool(getattr(channel, "publisher_confirms", False)) and all(
         hasattr(channel, name) for name in _CHANNEL_STATE
@@ -210,16 +223,7 @@ class Publisher:
                     results = await asyncio.gather(*futures, return_exceptions=True)
                 else:
                     results = await asyncio.gather(
-                        *(
-                            channel.basic_publish(
-                                m.model_dump_json().encode(),
-                                exchange=exchange,
-                                routing_key=routing_key,
-                                properties=_properties(m),
-                                mandatory=True,
-                            )
-                            for m in messages
-                        ),
+                        *(_publish_one(channel, m, exchange, routing_key) for m in messages),
                         return_exceptions=True,
                     )
         except TimeoutError as err:
@@ -245,16 +249,7 @@ class Publisher:
         await self._exchange(exchange)
         channel = await self._channel.get_underlay_channel()
         futures = [
-            asyncio.ensure_future(
-                channel.basic_publish(
-                    m.model_dump_json().encode(),
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=_properties(m),
-                    mandatory=True,
-                )
-            )
-            for m in messages
+            asyncio.ensure_future(_publish_one(channel, m, exchange, routing_key)) for m in messages
         ]
         if futures:
             _, late = await asyncio.wait(futures, timeout=timeout)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from shared.messaging import publisher as publisher_module
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import RenderTransactional, decode
 from shared.messaging.topology import (
@@ -79,10 +80,27 @@ async def test_a_rejected_message_is_dead_lettered_not_lost(amqp_url: str) -> No
         assert found.headers["x-death"][0]["queue"] == RENDERER_TRANSACTIONAL.name
 
 
-async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fails(
-    amqp_url: str,
+async def _publish_batch(
+    publisher: Publisher, path: str, batch: list[RenderTransactional], routing_key: str
 ) -> None:
-    """``publish_many`` (the planner's path, straight to aiormq) behaves like ``publish``."""
+    """Publish by one of the three batch paths; raise PublishError if any message failed."""
+    if path == "publish_each":
+        failures = await publisher.publish_each(batch, routing_key=routing_key)
+        assert len(failures) == len(batch)
+        if any(failures):
+            raise next(f for f in failures if f is not None)
+    else:
+        await publisher.publish_many(batch, routing_key=routing_key)
+
+
+@pytest.mark.parametrize("path", ["batched", "one_by_one", "publish_each"])
+async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fails(
+    amqp_url: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``publish_many`` (the planner's path, straight to aiormq: one write, or message by
+    message on a channel it cannot batch on) and ``publish_each`` behave like ``publish``."""
+    if path == "one_by_one":
+        monkeypatch.setattr(publisher_module, "_batchable", lambda channel: False)
     connection = await connect(amqp_url)
     async with connection:
         publisher = await Publisher.open(connection)
@@ -90,7 +108,7 @@ async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fa
             RenderTransactional(kind="welcome", language="ru", subscriber_id=n, to="b@example.org")
             for n in range(3)
         ]
-        await publisher.publish_many(batch, routing_key=RENDER_TRANSACTIONAL)
+        await _publish_batch(publisher, path, batch, RENDER_TRANSACTIONAL)
         channel = await connection.channel()
         queue = await channel.get_queue(RENDERER_TRANSACTIONAL.name)
         for command in batch:
@@ -103,7 +121,7 @@ async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fa
             assert (incoming.headers or {})["schema_version"] == command.schema_version
             assert decode(RenderTransactional, incoming.body) == command
         with pytest.raises(PublishError):
-            await publisher.publish_many(batch, routing_key="no.such.route")
+            await _publish_batch(publisher, path, batch, "no.such.route")
 
 
 async def test_a_large_batch_goes_out_as_one_write_and_leaves_nothing_pending(
