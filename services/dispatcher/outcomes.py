@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.messaging.schemas import BounceReceived
 from shared.reply_rules import classify_reply, status_codes
 from shared.reply_rules import evidence as ev
 
@@ -50,6 +51,18 @@ class Outcome:
     @property
     def hard_bounce(self) -> bool:
         return self.status == "bounced"
+
+    def bounce_event(self, *, to: str, delivery_id: int, language: str) -> BounceReceived:
+        """What a refusal in the SMTP dialogue tells the subscription service (suppress)."""
+        return BounceReceived(
+            recipient=to,
+            bounce_class="hard",
+            status=self.enhanced,
+            diagnostic=f"{self.code} {self.reply}"[:2000],
+            source="smtp",
+            delivery_id=delivery_id,
+            language=language,
+        )
 
 
 def enhanced_status(reply: str) -> str:

@@ -9,11 +9,13 @@ travels in the ``x-retry`` header.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from services.dispatcher.outcomes import Status
 from shared.messaging.publisher import Publisher, PublishError
 from shared.messaging.schemas import Message
 from shared.messaging.topology import DEAD, RetryTier
@@ -41,6 +43,34 @@ def window_exhausted(
     return now + timedelta(milliseconds=tier.delay_ms) > first_attempt_at + timedelta(
         seconds=window_s
     )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a job: its number (0 first), the tier a retry of it waits in, and the status
+    to record: a deferral whose retry would land past the retry window is a failure."""
+
+    number: int
+    tier: RetryTier
+    status: Status
+
+
+def settle_attempt(
+    message: AbstractIncomingMessage,
+    status: Status,
+    *,
+    tiers: tuple[RetryTier, ...],
+    first_attempt_at: datetime,
+    window_s: float,
+    now: datetime,
+) -> Attempt:
+    number = attempt_of(message)
+    tier = tier_for(tiers, number)
+    if status == "deferred" and window_exhausted(
+        first_attempt_at=first_attempt_at, tier=tier, window_s=window_s, now=now
+    ):
+        status = "failed"
+    return Attempt(number, tier, status)
 
 
 async def schedule_retry(

@@ -32,13 +32,7 @@ from services.dispatcher.composer import Composer, Recipient
 from services.dispatcher.database_gate import DatabaseGate
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outcomes import Outcome
-from services.dispatcher.retry import (
-    RETRY_HEADER,
-    attempt_of,
-    dead_letter,
-    tier_for,
-    window_exhausted,
-)
+from services.dispatcher.retry import RETRY_HEADER, dead_letter, settle_attempt
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 from shared import message_ids
@@ -47,7 +41,6 @@ from shared.db.tables.deliveries import DeliveryKind, DeliveryStatus
 from shared.db.tables.timestamps import UTCDateTime, utcnow
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import (
-    BounceReceived,
     DeliverTransactional,
     UndecodableMessage,
     decode,
@@ -214,27 +207,19 @@ class TransactionalWorker:
         status = outcome.status
         if status == "unknown" and not unknown_before:
             status = "deferred"  # sent once more: a second copy of this mail does no harm
-        attempt = attempt_of(message)
-        tier = tier_for(self.settings.retry_tiers, attempt)
         now = utcnow()
-        if status == "deferred" and window_exhausted(
+        attempt = settle_attempt(
+            message,
+            status,
+            tiers=self.settings.retry_tiers,
             first_attempt_at=job.created_at,
-            tier=tier,
             window_s=self.settings.dispatch_retry_window_s,
             now=now,
-        ):
-            status = "failed"
+        )
+        status = attempt.status
         if status == "bounced":
             await self.publisher.publish_event(
-                BounceReceived(
-                    recipient=job.to,
-                    bounce_class="hard",
-                    status=outcome.enhanced,
-                    diagnostic=f"{outcome.code} {outcome.reply}"[:2000],
-                    source="smtp",
-                    delivery_id=delivery_id,
-                    language=job.language,
-                ),
+                outcome.bounce_event(to=job.to, delivery_id=delivery_id, language=job.language),
                 routing_key=BOUNCE_RECEIVED,
             )
         values: dict[str, object] = {
@@ -251,11 +236,14 @@ class TransactionalWorker:
         else:
             await self.gate.write(lambda: self._finish(values), what="transactional_outcome")
         if status == "deferred":
-            headers: dict[str, FieldValue] = {RETRY_HEADER: attempt + 1}
+            headers: dict[str, FieldValue] = {RETRY_HEADER: attempt.number + 1}
             if unknown_before or outcome.status == "unknown":
                 headers[UNKNOWN_BEFORE_HEADER] = 1
             await self.publisher.publish(
-                job, routing_key=DELIVER_TRANSACTIONAL, exchange=tier.exchange, headers=headers
+                job,
+                routing_key=DELIVER_TRANSACTIONAL,
+                exchange=attempt.tier.exchange,
+                headers=headers,
             )
         await message.ack()
         domain = address_domain(job.to)

@@ -38,13 +38,7 @@ from services.dispatcher.errors import PoisonJob
 from services.dispatcher.flow import FlowControl
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.outcomes import Outcome, breaker_open
-from services.dispatcher.retry import (
-    REPLAYED_HEADER,
-    attempt_of,
-    dead_letter,
-    tier_for,
-    window_exhausted,
-)
+from services.dispatcher.retry import REPLAYED_HEADER, dead_letter, settle_attempt
 from services.dispatcher.sends import SendDirectory
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
@@ -52,7 +46,7 @@ from shared.addresses import address_domain, mask_email
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.db.tables.deliveries import DeliveryStatus, SendStatus
 from shared.messaging.publisher import Publisher
-from shared.messaging.schemas import BounceReceived, DeliverIssue, UndecodableMessage, decode
+from shared.messaging.schemas import DeliverIssue, UndecodableMessage, decode
 from shared.messaging.topology import BOUNCE_RECEIVED
 
 log = structlog.get_logger(__name__)
@@ -301,28 +295,19 @@ class DeliveryWorker:
         message_id: str,
         domain: str,
     ) -> None:
-        status = outcome.status
-        attempt = attempt_of(message)
-        tier = tier_for(self.settings.retry_tiers, attempt)
         now = self.clock.now()
-        if status == "deferred" and window_exhausted(
+        attempt = settle_attempt(
+            message,
+            outcome.status,
+            tiers=self.settings.retry_tiers,
             first_attempt_at=job.first_attempt_at,
-            tier=tier,
             window_s=self.settings.dispatch_retry_window_s,
             now=now,
-        ):
-            status = "failed"
+        )
+        status, tier = attempt.status, attempt.tier
         if status == "bounced":
             await self.publisher.publish_event(
-                BounceReceived(
-                    recipient=job.to,
-                    bounce_class="hard",
-                    status=outcome.enhanced,
-                    diagnostic=f"{outcome.code} {outcome.reply}"[:2000],
-                    source="smtp",
-                    delivery_id=job.delivery_id,
-                    language=job.language,
-                ),
+                outcome.bounce_event(to=job.to, delivery_id=job.delivery_id, language=job.language),
                 routing_key=BOUNCE_RECEIVED,
             )
         await self._record(
@@ -350,7 +335,7 @@ class DeliveryWorker:
             language=job.language,
             smtp_code=outcome.code,
             reply=outcome.reply[:200] if status != "sent" else "",
-            attempt=attempt,
+            attempt=attempt.number,
             tier=tier.label if status == "deferred" else None,
         )
 

@@ -6,7 +6,7 @@ import pytest
 
 from services.dispatcher.flow import MAX_PACE_S, FlowControl, RateLimiter
 from services.dispatcher.outcomes import Outcome
-from services.dispatcher.retry import tier_for, window_exhausted
+from services.dispatcher.retry import Attempt, settle_attempt, tier_for, window_exhausted
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging.topology import RETRY_TIERS
 from shared.settings import SettingsError
@@ -75,6 +75,28 @@ def test_retry_tiers_repeat_the_last_and_the_window_ends_retries() -> None:
     assert window_exhausted(
         first_attempt_at=start, tier=six_h, window_s=3 * 86400, now=start + timedelta(hours=67)
     )
+
+
+def test_an_attempt_takes_its_number_from_the_retry_header_and_fails_past_the_window() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    tiers = tuple(t for t in RETRY_TIERS if t.label in {"1m", "10m", "1h", "6h"})
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    late = start + timedelta(hours=67)
+
+    def settle(headers: dict[str, object] | None, status: str, now: datetime) -> object:
+        message = SimpleNamespace(headers=headers)
+        return settle_attempt(
+            message, status, tiers=tiers, first_attempt_at=start, window_s=3 * 86400, now=now
+        )
+
+    assert settle(None, "deferred", start) == Attempt(0, tiers[0], "deferred")
+    assert settle({"x-retry": 5}, "deferred", start) == Attempt(5, tiers[-1], "deferred")
+    assert settle({"x-retry": "junk"}, "deferred", start) == Attempt(0, tiers[0], "deferred")
+    assert settle({"x-retry": 5}, "deferred", late).status == "failed"
+    assert settle({"x-retry": 5}, "sent", late).status == "sent"
+    assert settle({"x-retry": 5}, "bounced", late).status == "bounced"
 
 
 def test_an_alert_opens_a_domain_for_its_pause_and_never_shortens_a_longer_one() -> None:
