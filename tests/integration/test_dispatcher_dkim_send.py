@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher.settings import load_dispatcher_settings
-from shared.db.engine import create_engine, session_factory
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import PlanSend
 from shared.messaging.topology import PLAN_SEND, connect
 from tests.support import dispatch_seed
+from tests.support.database import sessions_on
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
@@ -33,11 +33,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with sessions_on(database_url) as factory:
+        yield factory
 
 
 def _pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, path: Path) -> Path:

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatcher.settings import DispatcherSettings, load_dispatcher_settings
-from shared.db.engine import create_engine, session_factory
 from shared.messaging.publisher import Publisher
 from shared.messaging.schemas import PlanSend
 from shared.messaging.topology import PLAN_SEND, connect
 from tests.support import dispatch_seed
+from tests.support.database import sessions_on
 from tests.support.test_mta import ScriptedMta
 
 pytestmark = pytest.mark.integration
@@ -23,11 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with sessions_on(database_url) as factory:
+        yield factory
 
 
 def make_settings(

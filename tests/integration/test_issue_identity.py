@@ -27,11 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db.engine import create_engine, session_factory
 from shared.db.tables import IssueSend
 from shared.settings import Settings, load_settings
 from tests.integration.renderer_harness import running_renderer
 from tests.support import dispatch_seed
+from tests.support.database import sessions_on
 from tests.support.test_mta import MtaScript, ScriptedMta
 
 pytestmark = pytest.mark.integration
@@ -43,11 +43,8 @@ SECRET = "identity-test-secret-" + "k" * 32
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with sessions_on(database_url) as factory:
+        yield factory
 
 
 def issue_folder(tmp_path: Path, *, drop: Sequence[str] = ()) -> tuple[Path, int]:
