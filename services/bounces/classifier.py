@@ -278,8 +278,14 @@ def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
         action = _ACTIONS.get(fields.action, fields.action) or (
             "failed" if status.startswith(("4", "5")) else ""
         )
-        text = diagnostic if len(diagnostic.split()) > 3 else f"{diagnostic}\n{parsed.human_text}"
+        # The human part may say what the diagnostic does not (Postfix "host ... refused to
+        # talk to me: 554 ..."): the paragraph naming this recipient, else all of it.
+        about = _paragraph_about(parsed.human_text, recipient)
+        short = len(diagnostic.split()) <= 3
+        text = f"{diagnostic}\n{about or parsed.human_text}" if short else diagnostic
         verdict = classify_failure(action=action, status=status, text=text)
+        if _weak(verdict) and about and not short:
+            verdict = classify_failure(action=action, status=status, text=f"{text}\n{about}")
         findings.append(
             Finding(
                 recipient,
@@ -292,6 +298,15 @@ def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
             )
         )
     return _dedupe(findings)
+
+
+def _paragraph_about(human_text: str, recipient: str) -> str:
+    """The paragraphs of a report's human part that name ``recipient`` ("" if none)."""
+    if not recipient:
+        return ""
+    needle = recipient.lower()
+    paragraphs = re.split(r"\n\s*\n", human_text)
+    return "\n".join(p for p in paragraphs if needle in p.lower())
 
 
 def _preferred_recipient(original: str, final: str) -> str:

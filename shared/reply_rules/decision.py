@@ -10,7 +10,8 @@ Classes:
   transient"), retries expired (``failed`` with a 4.x.x status, RFC 3464
   2.3.3/2.3.4), the receiving system's trouble (X.3.x, X.4.x), message too big;
 - ``policy``: the receiver refused *us* (X.7.x, X.6.x content, block lists, spam,
-  reputation, authentication, rate, relaying refused): never the subscriber's fault;
+  reputation, authentication, rate, relaying refused, a refusal in the server's greeting
+  before any recipient was named): never the subscriber's fault;
 - ``delayed``: a warning, the MTA still tries (RFC 3464 ``Action: delayed``);
 - ``unknown``: a permanent failure with no cause given. RFC 5321 4.2.2 gives 550 for
   "mailbox not found, no access, or command rejected for policy reasons" alike, and RFC 3463
@@ -89,6 +90,8 @@ def _permanent(status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decision
         return Verdict("policy", f"{status} with sender-side wording (block, spam, auth, rate)")
     if detail in _SENDER_ADDRESS_CODES:
         return Verdict("policy", f"{status} refuses the sender's address (RFC 3463)")
+    if ev.has(ev.REFUSED_AT_GREETING, text) and not ev.has(ev.TEMPORARY, text):
+        return Verdict("policy", f"{status} refused in the greeting (RFC 5321 3.1)")
     if detail in _MAILBOX_TRANSIENT or ev.has(ev.MAILBOX_FULL, text):
         return Verdict("soft", f"{status} mailbox full or message too large (RFC 3463)")
     missing = _missing(text)

@@ -80,9 +80,10 @@ DOMAIN_MISSING = _any(
     r"couldn'?t\s+find\s+any\s+host\s+(?:named|by\s+that\s+name)",
     r"no\s+such\s+domain|domain\s+(?:name\s+)?(?:does\s+not|doesn'?t)\s+exist|domain\s+not\s+found",
     # RFC 3463 X.1.2: "the destination system ... does not exist or is incapable of accepting
-    # mail": Exim "all relevant MX records point to non-existent hosts", "Unrouteable mail
-    # domain"; RFC 7504 521 "Host does not accept mail".
-    r"mx\s+records?\s+point\s+to\s+non-?existent\s+hosts?|unrouteable\s+mail\s+domain",
+    # mail": Exim "Unrouteable mail domain"; RFC 7504 521 "Host does not accept mail". (Exim's
+    # "all relevant MX records point to non-existent hosts" is not here: the domain exists and
+    # publishes MX records, its DNS is misconfigured, Exim FAQ Q0302; see TEMPORARY.)
+    r"unrouteable\s+mail\s+domain",
     r"\b(?:host|server)\s+(?:\S+\s+)?does\s+not\s+accept\s+(?:e-?)?mail\b(?!\s+from)",
     # Microsoft Exchange NDR catalogue 5.4.4 "SMTPSEND.DNS.NonExistentDomain; nonexistent
     # domain".
@@ -185,6 +186,17 @@ SENDER_SIDE = _any(
     r"administrative\s+prohibition",
 )
 
+# The receiver refused the connection itself, in its greeting, before any recipient was
+# named: RFC 5321 3.1 lets a server answer 554 instead of 220 ("No SMTP service here"), so
+# the refusal is of the connecting client, never of an address. Postfix smtp(8) reports it as
+# "host ... refused to talk to me: <reply>", Exim as "SMTP error from remote mail server after
+# initial connection".
+REFUSED_AT_GREETING = _any(
+    r"refused\s+to\s+talk\s+to\s+me",
+    r"after\s+(?:the\s+)?initial\s+connection",
+    r"no\s+smtp\s+service\s+here",
+)
+
 # --- The mailbox exists but cannot take mail now (soft) ------------------------------------
 MAILBOX_FULL = _any(
     # RFC 3463 X.2.2 "Mailbox full"; Gmail 4.2.2/5.2.2 "over quota"; Microsoft
@@ -230,9 +242,12 @@ TEMPORARY = _any(
     # Gmail 4.2.1 / 5.2.1 "receiving mail at a rate that prevents additional messages":
     # the recipient's inflow, not our sending.
     r"receiving\s+mail\s+(?:too\s+quickly|at\s+a\s+rate)",
-    # Receiving-side configuration trouble (RFC 3463 X.3.5, X.4.4 wording; Exim "all
-    # relevant MX records point to non-existent hosts"; qmail control/locals).
+    # Receiving-side configuration trouble (RFC 3463 X.3.5, X.4.4 "unable to route" wording;
+    # Exim "lowest numbered MX record points to local host" and "all relevant MX records
+    # point to non-existent hosts", which Exim FAQ Q0301/Q0302 explain as the receiving
+    # domain's misconfigured DNS; qmail control/locals).
     r"lowest\s+numbered\s+mx|misconfigur|local\s+configuration",
+    r"mx\s+records?\s+points?\s+to\s+non-?existent\s+hosts?",
     r"isn'?t\s+in\s+my\s+control/locals",
     r"deferred",
 )

@@ -121,6 +121,19 @@ WORKING_LIKE = [
         ("failed", "5.2.1", "550 5.2.1 receiving mail at a rate that prevents delivery", "soft"),
         ("failed", "5.4.4", "554 5.4.4 SMTPSEND.DNS.NonExistentDomain; nonexistent domain", "hard"),
         ("failed", "5.1.2", "host mx.spamfilter.example said: 550 5.1.2 bad system", "hard"),
+        # Exim FAQ Q0302: MX records naming hosts that do not resolve are the receiving
+        # domain's broken DNS, not a missing address or domain.
+        ("failed", "5.0.0", "all relevant MX records point to non-existent hosts", "soft"),
+        ("failed", "", "all relevant MX records point to non-existent hosts", "soft"),
+        # RFC 5321 3.1: a 554 greeting refuses the client before any recipient is named.
+        ("failed", "5.0.0", "host mx.example.org[192.0.2.9] refused to talk to me: 554", "policy"),
+        (
+            "failed",
+            "5.0.0",
+            "SMTP error from remote mail server after initial connection: 554 5.0.0 go away",
+            "policy",
+        ),
+        ("failed", "5.1.1", "refused to talk to me: 554 5.1.1 No SMTP service here", "policy"),
     ],
 )
 def test_status_and_wording_decide_the_class(
@@ -200,3 +213,37 @@ def test_classify_command_reads_folders_and_survives_missing_files(tmp_path: Pat
         ("vanished@example.net", "hard"),
         (None, "unknown"),
     ]
+
+
+def _postfix_dsn(recipients: dict[str, str], diagnostic: str) -> bytes:
+    """A Postfix DSN: one human paragraph per recipient, every diagnostic a bare 554."""
+    human = "\r\n\r\n".join(f"<{rcpt}>: {said}" for rcpt, said in recipients.items())
+    fields = "".join(
+        f"\r\nFinal-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n"
+        for rcpt in recipients
+    )
+    return (
+        "From: MAILER-DAEMON@relay.example.org\r\nTo: bounces@lists.example.org\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host "
+        f"relay.example.org.\r\n\r\n{human}\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; relay.example.org\r\n{fields}\r\n--b--\r\n"
+    ).encode()
+
+
+def test_a_bare_diagnostic_takes_the_cause_from_its_own_recipients_paragraph_only() -> None:
+    """Postfix puts "refused to talk to me" in the human part only; it covers that recipient."""
+    report = _postfix_dsn(
+        {
+            "greeted@example.org": "host mx.example.org[192.0.2.9] refused to talk to\r\n"
+            "    me: 554 mx.example.org",
+            "other@example.net": "host mx.example.net[192.0.2.10] said: 554 mx.example.net\r\n"
+            "    (in reply to RCPT TO command)",
+        },
+        diagnostic="554 mx.example",
+    )
+    classes = {f.recipient: f.bounce_class for f in classify(report)}
+    assert classes == {"greeted@example.org": "policy", "other@example.net": "unknown"}
