@@ -4,9 +4,12 @@ This is the single code path behind ``newsletter bounces classify`` and every in
 SMTP receiver, IMAP polling). The order of reading:
 
 1. an RFC 5965 feedback report is a complaint;
-2. RFC 3464 per-recipient blocks give recipient, action, status and diagnostic;
-3. an RFC 3834 auto-reply (or a vacation subject) that is not a bounce is an auto-reply;
-4. anything else is read as a non-standard bounce: recipients are the addresses the
+2. RFC 3464 per-recipient blocks give recipient, action, status and diagnostic (only the
+   recipients that failed or were delayed, when some were delivered);
+3. an Amazon SES bounce or complaint mailed by an SNS e-mail subscription is read as the SES
+   webhook reads it;
+4. an RFC 3834 auto-reply (or a vacation subject) that is not a bounce is an auto-reply;
+5. anything else is read as a non-standard bounce: recipients are the addresses the
    human-readable part names (not our own, not the mailer's), the status is the nearest code.
 
 The VERP token of the bounce's envelope or headers, when present and correctly signed, names
@@ -15,14 +18,15 @@ the delivery; the intake then trusts the delivery's address over what the report
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 
 import structlog
 
-from services.bounces import patterns, status_codes
+from services.bounces import patterns, providers, status_codes
 from services.bounces.classes import Verdict, classify_failure
+from services.bounces.finding import Finding
 from services.bounces.report import ParsedBounce, decoded, parse
 from shared import verp
 from shared.reply_rules import evidence
@@ -68,37 +72,10 @@ _FEEDBACK_NOT_COMPLAINT = {"not-spam", "auth-failure", "miscategorized"}
 _REDACTED = re.compile(r"^(?:redacted|[x*#]{3,}|[0-9a-f]{32,})@", re.IGNORECASE)
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To")
 _DIAGNOSTIC_MAX = 500
+_MAX_JSON = 200_000  # an SES notice by mail is a few KB; no report needs more
 _RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;@]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
 _ACTIONS = {"failure": "failed", "fail": "failed", "delay": "delayed", "error": "failed"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One recipient of one report, classified."""
-
-    recipient: str
-    status: str
-    action: str
-    bounce_class: str
-    reason: str
-    diagnostic: str = ""
-    delivery_id: int | None = None
-    kind: str = "bounce"  # bounce | complaint | auto-reply | dsn
-    feedback_type: str = ""  # RFC 5965 Feedback-Type of a complaint ("" if none was given)
-
-    def as_line(self, file: str) -> dict[str, object]:
-        """The JSON line of ``newsletter bounces classify``."""
-        return {
-            "file": file,
-            "recipient": self.recipient or None,
-            "status": self.status,
-            "action": self.action,
-            "class": self.bounce_class,
-            "reason": self.reason,
-        }
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+_SUCCESS_ACTIONS = {"delivered", "relayed", "expanded"}
 
 
 def classify(
@@ -127,6 +104,7 @@ def _classify(
     findings = (
         _complaint(parsed, ours)
         or _from_dsn(parsed, ours)
+        or _ses_notification(parsed)
         or _auto_reply(parsed)
         or _non_standard(parsed, ours)
     )
@@ -297,7 +275,10 @@ def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
                 kind="dsn",
             )
         )
-    return _dedupe(findings)
+    failed = [f for f in findings if f.action not in _SUCCESS_ACTIONS]
+    # RFC 3464 2.3.3: a recipient delivered, relayed or expanded did not fail; a report about
+    # several recipients names only those that did (all of them, if none failed).
+    return _dedupe(failed or findings)
 
 
 def _paragraph_about(human_text: str, recipient: str) -> str:
@@ -307,6 +288,25 @@ def _paragraph_about(human_text: str, recipient: str) -> str:
     needle = recipient.lower()
     paragraphs = re.split(r"\n\s*\n", human_text)
     return "\n".join(p for p in paragraphs if needle in p.lower())
+
+
+def _ses_notification(parsed: ParsedBounce) -> list[Finding]:
+    """An Amazon SES bounce or complaint mailed by an SNS e-mail subscription: the body is the
+    SES event's JSON (protocol ``email``, then a footer) or the SNS envelope around it
+    (``email-json``, the event in ``Message``). Read as the SES webhook reads it."""
+    text = parsed.human_text
+    start = text.find("{")
+    if start < 0 or start > 200 or len(text) > _MAX_JSON:
+        return []
+    try:
+        event, _ = json.JSONDecoder().raw_decode(text, start)
+        if isinstance(event, dict) and event.get("Type") == "Notification":
+            event = json.loads(str(event.get("Message") or ""))
+    except ValueError:
+        return []
+    if not isinstance(event, dict) or event.get("notificationType") not in {"Bounce", "Complaint"}:
+        return []
+    return [notice.finding for notice in providers.ses_notices(event)]
 
 
 def _preferred_recipient(original: str, final: str) -> str:

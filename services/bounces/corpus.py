@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from services.bounces.classifier import Finding, classify
+from services.bounces.classifier import classify
+from services.bounces.finding import Finding
 
 _SEVERITY = ("complaint", "hard", "policy", "soft", "delayed", "auto-reply", "unknown")
 

@@ -33,8 +33,9 @@ from typing import Protocol
 
 import structlog
 
-from services.bounces.classifier import Finding, classify
+from services.bounces.classifier import classify
 from services.bounces.errors import IntakeUnavailable
+from services.bounces.finding import Finding
 from services.bounces.limits import mime_problem
 from services.bounces.metrics import BounceMetrics
 from services.bounces.providers import Notice

@@ -18,8 +18,8 @@ from typing import Any
 
 from services.bounces import status_codes
 from services.bounces.classes import classify_failure
-from services.bounces.classifier import Finding
 from services.bounces.errors import WebhookRejected
+from services.bounces.finding import Finding
 from services.bounces.limits import bounded_id
 from services.bounces.references import find_references
 

@@ -99,7 +99,7 @@ def _permanent(status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decision
         return Verdict("hard", f"{status} bad destination address or domain (RFC 3463)")
     if detail == "4.1" and ev.has(ev.EXCHANGE_DBEB, text):
         return Verdict("hard", f"{status} Exchange Online: recipient not in the directory")
-    if missing:
+    if missing and not _disabled_not_closed(text):
         return Verdict("hard", f"{status} with {missing}")
     if detail == "2.1" or ev.has(ev.ACCOUNT_DISABLED, text):
         # RFC 3463 X.2.1 "mailbox disabled": permanent only "if the mailbox will never be
@@ -112,6 +112,12 @@ def _permanent(status: str, text: str) -> Verdict:  # noqa: PLR0911 - a decision
     if detail.startswith(("3.", "4.", "2.")) or ev.has(ev.TEMPORARY, text):
         return Verdict("soft", f"{status} receiving system or network trouble (RFC 3463)")
     return Verdict("unknown", f"{status} permanent failure with no cause given")
+
+
+def _disabled_not_closed(text: str) -> bool:
+    """The reply says the mailbox is disabled, not closed ("invalid mailbox ... account is
+    disabled"): the named state outweighs a generic missing-address phrase (RFC 3463 X.2.1)."""
+    return ev.has(ev.ACCOUNT_DISABLED, text) and not ev.has(ev.ACCOUNT_GONE, text)
 
 
 def _missing(text: str) -> str:

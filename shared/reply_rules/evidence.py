@@ -170,6 +170,9 @@ SENDER_SIDE = _any(
     r"sender\s+(?:address\s+)?(?:rejected|denied|blocked|not\s+allowed|domain)",
     r"tls\s+(?:is\s+)?required|requires?\s+(?:tls|encryption)|not\s+in\s+whitelist",
     r"sender\s+verify\s+failed|callout\s+verification|verification\s+failed\s+for",
+    # Mimecast's SMTP error codes article: "550 Envelope blocked - User Entry" / "- Policy",
+    # the sender, IP and recipient matched a blocked-senders entry or a block policy.
+    r"envelope\s+blocked",
     # qmail "sorry, your envelope sender domain must exist (#5.7.1)"; Postfix
     # reject_unknown_sender_domain; RFC 3463 X.1.7/X.1.8 wording.
     r"envelope\s+sender|mail\s+from\s+(?:address\s+)?(?:rejected|refused|denied)",
@@ -221,6 +224,10 @@ TEMPORARY = _any(
     r"try\s+(?:again\s+)?later|temporar(?:y|ily)|transient",
     # Postfix smtp(8) for a DNS TRY_AGAIN answer: "Host not found, try again".
     r"not\s+found,\s+try\s+again",
+    # Postfix smtp(8) for a NODATA answer ("Host found but no data record of requested
+    # type"): the name exists but publishes no mail host. RFC 3463 X.4.4 names "a DNS lookup
+    # returning only an SOA record" as its example of "unable to route", not of X.1.2.
+    r"host\s+found\s+but\s+no\s+data\s+record",
     r"connection\s+(?:timed\s+out|refused|reset|lost)|timed?\s*out",
     r"(?:could\s+not|couldn'?t|unable\s+to|wasn'?t\s+able\s+to)\s+(?:establish|connect|open)",
     r"in\s+the\s+queue\s+too\s+long|too\s+long\s+in\s+(?:the\s+)?queue",

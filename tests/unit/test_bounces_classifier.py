@@ -134,6 +134,25 @@ WORKING_LIKE = [
             "policy",
         ),
         ("failed", "5.1.1", "refused to talk to me: 554 5.1.1 No SMTP service here", "policy"),
+        # RFC 3463 X.4.4: a NODATA answer ("only an SOA record") is "unable to route".
+        (
+            "failed",
+            "5.4.4",
+            "Host or domain name not found. Name service error for name=x.example type=MX: "
+            "Host found but no data record of requested type",
+            "soft",
+        ),
+        # RFC 3463 X.2.1: the state the reply names outweighs a generic "invalid mailbox".
+        (
+            "failed",
+            "5.2.1",
+            "550 Message was not accepted -- invalid mailbox. Local mailbox is unavailable: "
+            "account is disabled",
+            "soft",
+        ),
+        ("failed", "5.0.0", "550 invalid mailbox: account has been deleted", "hard"),
+        # Mimecast's SMTP error codes: a blocked-senders entry or block policy.
+        ("failed", "5.0.0", "550 Envelope blocked - User Entry", "policy"),
     ],
 )
 def test_status_and_wording_decide_the_class(
@@ -247,3 +266,91 @@ def test_a_bare_diagnostic_takes_the_cause_from_its_own_recipients_paragraph_onl
     )
     classes = {f.recipient: f.bounce_class for f in classify(report)}
     assert classes == {"greeted@example.org": "policy", "other@example.net": "unknown"}
+
+
+def test_a_dsn_names_only_the_recipients_that_failed() -> None:
+    """RFC 3464 2.3.3: a recipient whose action is delivered did not fail."""
+    report = (
+        b"From: MAILER-DAEMON@relay.example.org\r\nTo: bounces@lists.example.org\r\n"
+        b"Subject: Returned mail\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe original message was received.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; relay.example.org\r\n\r\n"
+        b"Final-Recipient: rfc822; got.it@example.org\r\nAction: delivered (to mailbox)\r\n"
+        b"Status: 2.1.5\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--b--\r\n"
+    )
+    assert [(f.recipient, f.bounce_class) for f in classify(report)] == [
+        ("gone@example.org", "hard")
+    ]
+
+
+def _sns_mail(body: str) -> bytes:
+    return (
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\r\n"
+        "To: feedback@lists.example.org\r\nSubject: AWS Notification Message\r\n"
+        f"Content-Type: text/plain; charset=UTF-8\r\n\r\n{body}"
+    ).encode()
+
+
+SES_COMPLAINT = {
+    "notificationType": "Complaint",
+    "complaint": {
+        "feedbackId": "f-1",
+        "complainedRecipients": [{"emailAddress": "reader@example.net"}],
+        "complaintFeedbackType": "abuse",
+    },
+    "mail": {
+        "source": "news@lists.example.org",
+        "commonHeaders": {
+            "from": ["news@lists.example.org"],
+            "messageId": "<m1@lists.example.org>",
+        },
+    },
+}
+SES_BOUNCE = {
+    "notificationType": "Bounce",
+    "bounce": {
+        "bounceType": "Permanent",
+        "bounceSubType": "General",
+        "feedbackId": "f-2",
+        "bouncedRecipients": [
+            {
+                "emailAddress": "gone@example.net",
+                "status": "5.1.1",
+                "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+            }
+        ],
+    },
+    "mail": {"source": "news@lists.example.org", "destination": ["gone@example.net"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (SES_COMPLAINT, ("reader@example.net", "complaint")),
+        (SES_BOUNCE, ("gone@example.net", "hard")),
+    ],
+)
+@pytest.mark.parametrize("protocol", ["email", "email-json"])
+def test_an_ses_event_mailed_by_sns_names_its_recipients_only(
+    event: dict[str, object], expected: tuple[str, str], protocol: str
+) -> None:
+    """SNS mails the SES event (protocol email: the JSON and a footer; email-json: the SNS
+    envelope with the event in Message); the addresses of the sent mail are not recipients."""
+    if protocol == "email":
+        body = json.dumps(event, indent=2) + "\r\n\r\n--\r\nIf you wish to stop receiving "
+        body += "notifications from this topic, visit https://sns.example/unsubscribe\r\n"
+    else:
+        body = json.dumps(
+            {"Type": "Notification", "MessageId": "n-1", "Message": json.dumps(event)}
+        )
+    assert [(f.recipient, f.bounce_class) for f in classify(_sns_mail(body))] == [expected]
+
+
+def test_a_body_that_only_looks_like_json_is_read_as_a_bounce() -> None:
+    findings = classify(_sns_mail('{"notificationType": "Complaint", broken'))
+    assert [f.bounce_class for f in findings] == ["unknown"]
