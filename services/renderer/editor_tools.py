@@ -240,7 +240,8 @@ async def claim_and_publish(
         await publish_send(prepared, settings=settings)
     except (OSError, AMQPError, PublishError) as err:
         await issue_sends.release(sessions, send_id=prepared.command.send_id)
-        raise IssueNotReady(f"the broker did not take the send request: {err}") from err
+        reason = str(err) or type(err).__name__  # a timeout says nothing of itself
+        raise IssueNotReady(f"the broker did not take the send request: {reason}") from err
 
 
 async def wait_for_send(
