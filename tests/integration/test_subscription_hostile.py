@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlmodel import func, select
 
+from services.subscription.archive_proxy import ArchiveForwarder
 from services.subscription.form_guard import CSRF_COOKIE
 from services.subscription.policy import SignupPolicy
 from shared.db.tables import Subscriber
@@ -390,6 +391,44 @@ async def test_language_and_return_parameters_never_redirect_or_reflect(
             for path in ("/", "/subscribe", "/confirm", "/unsubscribe", "/preferences"):
                 answer = await client.request(method, path)
                 assert answer.status_code == 405, (method, path, answer.status_code)
+
+
+# --- the archive proxy -----------------------------------------------------------------------
+
+
+async def test_the_archive_proxy_never_forwards_outside_the_archive_paths(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The renderer's port also serves its editor, admin API and probes: a dot segment in an
+    archive path must not walk the forwarded request out of the archive."""
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    reached: list[str] = []
+
+    def renderer(request: httpx.Request) -> httpx.Response:
+        reached.append(request.url.path)
+        return httpx.Response(200, text="renderer page")
+
+    async with running_app(settings) as (app, client):
+        fake = httpx.AsyncClient(
+            base_url="http://renderer.internal", transport=httpx.MockTransport(renderer)
+        )
+        async with fake:
+            app.state.archive = ArchiveForwarder(fake)
+            assert (await client.get("/en/issues/1")).status_code == 200
+            for path in (
+                "/en/%2e%2e/editor",
+                "/en/..%2feditor",
+                "/ru/%2E%2E%2F%2E%2E%2Fadmin/api/issues",
+                "/archive/%2e%2e/metrics",
+                "/be/.%2e/editor/login",
+                "/en/%2e/%2e%2e/healthz",
+            ):
+                answer = await client.get(path)
+                assert answer.status_code == 404, (path, answer.status_code)
+                assert "renderer page" not in answer.text, path
+        archive = {"en", "be", "ru", "archive", "sitemap.xml"}
+        outside = [p for p in reached if p.split("/")[1] not in archive]
+        assert not outside, f"forwarded to the renderer outside the archive: {outside}"
 
 
 # --- the admin API ---------------------------------------------------------------------------
