@@ -79,6 +79,52 @@ async def _active_reader(
 # --- RFC 8058 one-click ----------------------------------------------------------------------
 
 
+async def test_one_click_accepts_the_multipart_body_rfc_8058_recommends(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """RFC 8058 section 3.2: the POST content SHOULD be multipart/form-data (urlencoded MAY):
+    refusing it loses the unsubscribe of every mail client that follows the SHOULD."""
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    email = unique_address("multipart")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        command = await _active_reader(client, tap, email)
+        client.cookies.clear()
+        answer = await client.post(
+            command.links["one_click_url"],
+            files={"List-Unsubscribe": (None, "One-Click")},
+        )
+        assert answer.status_code == 200, answer.text
+        assert await _status(sqlite_url, email) == "unsubscribed"
+
+
+async def test_one_click_refuses_every_body_that_is_not_the_rfc_8058_one(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    email = unique_address("wrongbody")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        command = await _active_reader(client, tap, email)
+        client.cookies.clear()
+        url = command.links["one_click_url"]
+        for body in (
+            b"",
+            b"List-Unsubscribe=One-Click-Not",
+            b"List-Unsubscribe=Two-Click",
+            b"X-List-Unsubscribe=One-Click",
+            b"next=List-Unsubscribe=One-Click",
+            b"list-unsubscribe=one-click",
+            b"List-Unsubscribe",
+            b"\xff\xfeList-Unsubscribe\x00=One-Click",
+        ):
+            answer = await client.post(url, content=body, headers=URLENCODED)
+            assert answer.status_code == 400, (body, answer.status_code)
+        answer = await client.post(url, files={"List-Unsubscribe": (None, "Two-Click")})
+        assert answer.status_code == 400
+        answer = await client.post(url, json={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 400
+        assert await _status(sqlite_url, email) == "active"
+
+
 async def test_one_click_without_a_post_or_a_good_unsubscribe_token_changes_nothing(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:

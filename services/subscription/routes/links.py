@@ -9,6 +9,7 @@ send it with no cookie, and it needs only the signed token and the RFC 8058 body
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, Request
@@ -48,7 +49,8 @@ from shared.tokens import Purpose
 
 router = APIRouter(tags=["pages"])
 log = structlog.get_logger(__name__)
-ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
+ONE_CLICK_FIELD = ("List-Unsubscribe", "One-Click")
+_MAX_FIELDS = 1000  # Starlette's limit for request.form()
 
 
 def _field(form: FormData, name: str, limit: int = 1024) -> str:
@@ -342,8 +344,7 @@ async def unsubscribe_post(
 async def one_click(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep, token: str = ""
 ) -> Response:
-    body = (await request.body())[:4096].decode("utf-8", errors="replace")
-    if ONE_CLICK_BODY not in body:
+    if not await _is_one_click_post(request):
         return PlainTextResponse("expected the body List-Unsubscribe=One-Click\n", 400)
     try:
         link: VerifiedLink = components.reader.read(Purpose.UNSUBSCRIBE, token, max_age_s=None)
@@ -358,6 +359,24 @@ async def one_click(
     except InvalidLinkToken:
         return PlainTextResponse("invalid unsubscribe link\n", 400)
     return PlainTextResponse("unsubscribed\n", 200)
+
+
+async def _is_one_click_post(request: Request) -> bool:
+    """Whether the body holds the field ``List-Unsubscribe=One-Click`` (RFC 8058 section 3.2:
+    multipart/form-data SHOULD be used, urlencoded MAY). A body of another type is read as
+    urlencoded: some mail clients send that one line with no content type."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        return form.get(ONE_CLICK_FIELD[0]) == ONE_CLICK_FIELD[1]
+    body = await request.body()
+    try:
+        fields = parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, max_num_fields=_MAX_FIELDS
+        )
+    except ValueError:  # more fields than the limit
+        return False
+    return ONE_CLICK_FIELD in fields
 
 
 # --- preferences ---------------------------------------------------------------------------
