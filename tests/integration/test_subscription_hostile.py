@@ -332,6 +332,7 @@ async def test_address_variants_are_one_subscriber_and_one_confirmation_mail(
 @pytest.mark.parametrize(
     "address",
     [
+        "a" * 65 + "@example.org",
         "reader(comment)@example.org",
         '"reader"@example.org',
         "Reader <reader@example.org>",
