@@ -9,6 +9,7 @@ send it with no cookie, and it needs only the signed token and the RFC 8058 body
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 import structlog
@@ -134,14 +135,23 @@ def _action_page(
     )
 
 
-async def _post_form(request: Request, components: Components) -> tuple[FormData, str, bool]:
-    """The form, its page language, and whether its CSRF pair is good."""
+class LinkPost(NamedTuple):
+    """A link page's POST with a good CSRF pair: the form, its page language, its token."""
+
+    form: FormData
+    lang: str
+    token: str
+
+
+async def _link_post(request: Request, components: Components) -> LinkPost | HTMLResponse:
+    """The POST of a link page's form, or the 403 page if its CSRF pair is not good."""
     form = await request.form()
     lang = components.pages.language(request, _field(form, "lang", 8))
-    good = components.csrf.check(
+    if not components.csrf.check(
         cookie=request.cookies.get(CSRF_COOKIE), field=_field(form, CSRF_FIELD, 256)
-    )
-    return form, lang, good
+    ):
+        return _csrf_refused(request, components, lang)
+    return LinkPost(form, lang, _field(form, "token"))
 
 
 async def _page_language(
@@ -206,10 +216,9 @@ async def confirm_page(
 async def confirm_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
-    token = _field(form, "token")
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    form, lang, token = posted
     try:
         link = components.reader.read(Purpose.CONFIRM, token, max_age_s=CONFIRM_MAX_AGE_S)
         ticked = components.reader_analytics and _field(form, reader_consent.FIELD, 8) == "yes"
@@ -239,9 +248,9 @@ async def confirm_post(
 async def confirm_resend(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    _, lang, token = posted
     if not components.ip_limiter.allow(components.client_ip(request)):
         return components.pages.message(
             request,
@@ -253,7 +262,7 @@ async def confirm_resend(
     started = components.floor.start()
     try:
         # The signature must be ours; its age does not matter here.
-        link = components.reader.read(Purpose.CONFIRM, _field(form, "token"), max_age_s=None)
+        link = components.reader.read(Purpose.CONFIRM, token, max_age_s=None)
         await resend_confirmation(
             session=session,
             mail=mail,
@@ -312,11 +321,11 @@ async def unsubscribe_page(
 async def unsubscribe_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    _, lang, token = posted
     try:
-        link = components.reader.read(Purpose.UNSUBSCRIBE, _field(form, "token"), max_age_s=None)
+        link = components.reader.read(Purpose.UNSUBSCRIBE, token, max_age_s=None)
         await unsubscribe(
             session=session,
             mail=mail,
@@ -474,10 +483,9 @@ async def preferences_page(
 async def preferences_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
-    token = _field(form, "token")
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    form, lang, token = posted
     try:
         link = components.reader.read(Purpose.PREFERENCES, token, max_age_s=None)
         if _field(form, "action", 32) == "unsubscribe":
