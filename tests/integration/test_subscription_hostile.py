@@ -307,6 +307,33 @@ async def test_malformed_bodies_get_a_4xx_never_a_500_or_a_change(
         assert [m for m in tap.seen if m.to.startswith("never.")] == []
 
 
+async def test_oversized_and_overfull_link_posts_are_refused_and_change_nothing(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    email = unique_address("oversized")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        command = await _active_reader(client, tap, email)
+        one_click = command.links["one_click_url"]
+        huge = ONE_CLICK + b"&pad=" + b"x" * (100 * 1024)
+        for path in ("/confirm", "/unsubscribe", "/preferences", "/confirm/resend", one_click):
+            answer = await client.post(path, content=huge, headers=URLENCODED)
+            assert answer.status_code == 413, (path, answer.status_code)
+        # Under the size cap but over the field limit, in both encodings of RFC 8058.
+        many = b"&".join([b"a=1"] * 1500) + b"&" + ONE_CLICK
+        assert (await client.post(one_click, content=many, headers=URLENCODED)).status_code == 400
+        part = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
+        closing = b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        multipart = part * 1100 + closing + b"One-Click\r\n--b--\r\n"
+        answer = await client.post(
+            one_click,
+            content=multipart,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert answer.status_code == 400, answer.status_code
+        assert await _status(sqlite_url, email) == "active"
+
+
 async def test_address_variants_are_one_subscriber_and_one_confirmation_mail(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
