@@ -409,6 +409,57 @@ async def test_signup_answers_take_the_floor_whatever_the_address_state(
         assert abs(medians["new"] - medians["active"]) < 0.1, medians
 
 
+async def test_a_resend_answers_the_same_whatever_the_reader_state(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """An old confirmation mail's token tells nothing about the reader by a resend: pending,
+    active and unsubscribed get the same page, and only the pending one a mail (hourly)."""
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    policy = SignupPolicy(
+        signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=1000, confirmation_interval_s=0
+    )
+    pending, active, gone = (unique_address(k) for k in ("pend", "act", "gone"))
+    async with command_tap(private_amqp_url) as tap, running_app(settings, policy) as (_, client):
+        assert (await sign_up(client, pending)).status_code == 200
+        await tap.wait_for(pending, "confirmation")
+        await _active_reader(client, tap, active)
+        unsubscribed = await _active_reader(client, tap, gone)
+        await follow_form(client, unsubscribed.links["unsubscribe_url"], "/unsubscribe")
+        page = await client.get("/")
+        csrf = dict(signup_form(page.text).filled({}))["csrf_token"]
+        answers = set()
+        for email in (pending, active, gone):
+            [command] = tap.for_address(email, "confirmation")
+            answer = await client.post(
+                "/confirm/resend",
+                data={"token": _token(command.links["confirm_url"]), "csrf_token": csrf},
+            )
+            answers.add((answer.status_code, answer.text, tuple(sorted(answer.headers))))
+        assert len(answers) == 1, "a resend tells the reader's state apart"
+        assert next(iter(answers))[0] == 200
+        await tap.wait_for(pending, "confirmation", count=2)
+        await tap.settle()
+        assert len(tap.for_address(active, "confirmation")) == 1
+        assert len(tap.for_address(gone, "confirmation")) == 1
+
+
+async def test_pages_behind_tokens_are_never_cached_framed_or_referred(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    email = unique_address("headers")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        command = await _active_reader(client, tap, email)
+        for name in ("confirm_url", "unsubscribe_url", "preferences_url", "one_click_url"):
+            answer = await client.get(command.links[name])
+            assert answer.status_code == 200, name
+            assert answer.headers["referrer-policy"] == "no-referrer", name
+            assert answer.headers["cache-control"] == "no-store", name
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], name
+            token = _token(command.links[name])
+            assert all(token not in value for value in answer.headers.values()), name
+
+
 async def test_spoofed_host_and_forwarded_headers_change_no_link_and_no_limit(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
