@@ -8,7 +8,9 @@ The rules, applied in this order:
 2. ``email-validator`` checks the syntax with no DNS look-ups (``check_deliverability=False``),
    refusing quoted local parts (``"a b"@example.org``), domain literals (``a@[1.2.3.4]``),
    display names and anything that is not one plain address
-   (``alice@example.org)<bob@example.org`` is refused, never split into two).
+   (``alice@example.org)<bob@example.org`` is refused, never split into two). A local part
+   over 64 characters is refused too (RFC 5321 section 4.5.3.1.1): email-validator checks
+   that only in its strict mode, and a mail server may refuse such a recipient.
 3. Internationalized domains (IDN) are accepted and stored in their ASCII form (IDNA A-labels,
    ``пример.бел`` -> ``xn--e1afmkfd.xn--90ais``), so every header and SMTP envelope we write stays
    ASCII. Internationalized *local parts* need SMTPUTF8 end to end, which we do not promise: they
@@ -31,6 +33,7 @@ from services.subscription.errors import InvalidAddress
 from shared.addresses import address_domain, address_hash
 
 MAX_LENGTH = 320
+MAX_LOCAL_LENGTH = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SAFE = re.compile(r"^[^\s<>(),;:\"\[\]\\\x00]+@[^\s@<>]+$")
 
@@ -64,6 +67,8 @@ def normalize_address(raw: str) -> NormalizedAddress:
     except EmailNotValidError as err:
         reason = "non_ascii_local_part" if "Internationalized characters" in str(err) else "syntax"
         raise InvalidAddress(reason) from err
+    if len(valid.local_part) > MAX_LOCAL_LENGTH:
+        raise InvalidAddress("too_long")
     ascii_domain = valid.ascii_domain or valid.domain
     email = f"{valid.local_part}@{ascii_domain}".lower()
     if len(email) > MAX_LENGTH or not _SAFE.match(email) or not email.isascii():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import httpx
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from shared.settings import LANGUAGES, Settings
@@ -45,6 +45,11 @@ def renderer_pages_url(settings: Settings) -> str:
 
 
 def is_archive_path(path: str) -> bool:
+    """An archive path, with no dot segment: the HTTP client resolves ``/en/../editor`` (sent
+    as ``/en/%2e%2e/editor``) to the renderer's ``/editor``, which readers must never reach."""
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        return False
     return any(path == p or path.startswith(p + "/") for p in ARCHIVE_PATHS)
 
 
@@ -78,6 +83,8 @@ class ArchiveForwarder:
 
     async def forward(self, request: Request) -> Response:
         path = request.url.path
+        if not is_archive_path(path):
+            raise HTTPException(status_code=404)  # the answer of any other unknown path
         try:
             upstream = await self._client.request(
                 request.method,

@@ -9,6 +9,8 @@ send it with no cookie, and it needs only the signed token and the RFC 8058 body
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, Request
@@ -48,7 +50,8 @@ from shared.tokens import Purpose
 
 router = APIRouter(tags=["pages"])
 log = structlog.get_logger(__name__)
-ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
+ONE_CLICK_FIELD = ("List-Unsubscribe", "One-Click")
+_MAX_FIELDS = 1000  # Starlette's limit for request.form()
 
 
 def _field(form: FormData, name: str, limit: int = 1024) -> str:
@@ -132,14 +135,23 @@ def _action_page(
     )
 
 
-async def _post_form(request: Request, components: Components) -> tuple[FormData, str, bool]:
-    """The form, its page language, and whether its CSRF pair is good."""
+class LinkPost(NamedTuple):
+    """A link page's POST with a good CSRF pair: the form, its page language, its token."""
+
+    form: FormData
+    lang: str
+    token: str
+
+
+async def _link_post(request: Request, components: Components) -> LinkPost | HTMLResponse:
+    """The POST of a link page's form, or the 403 page if its CSRF pair is not good."""
     form = await request.form()
     lang = components.pages.language(request, _field(form, "lang", 8))
-    good = components.csrf.check(
+    if not components.csrf.check(
         cookie=request.cookies.get(CSRF_COOKIE), field=_field(form, CSRF_FIELD, 256)
-    )
-    return form, lang, good
+    ):
+        return _csrf_refused(request, components, lang)
+    return LinkPost(form, lang, _field(form, "token"))
 
 
 async def _page_language(
@@ -204,10 +216,9 @@ async def confirm_page(
 async def confirm_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
-    token = _field(form, "token")
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    form, lang, token = posted
     try:
         link = components.reader.read(Purpose.CONFIRM, token, max_age_s=CONFIRM_MAX_AGE_S)
         ticked = components.reader_analytics and _field(form, reader_consent.FIELD, 8) == "yes"
@@ -237,9 +248,9 @@ async def confirm_post(
 async def confirm_resend(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    _, lang, token = posted
     if not components.ip_limiter.allow(components.client_ip(request)):
         return components.pages.message(
             request,
@@ -251,7 +262,7 @@ async def confirm_resend(
     started = components.floor.start()
     try:
         # The signature must be ours; its age does not matter here.
-        link = components.reader.read(Purpose.CONFIRM, _field(form, "token"), max_age_s=None)
+        link = components.reader.read(Purpose.CONFIRM, token, max_age_s=None)
         await resend_confirmation(
             session=session,
             mail=mail,
@@ -310,11 +321,11 @@ async def unsubscribe_page(
 async def unsubscribe_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    _, lang, token = posted
     try:
-        link = components.reader.read(Purpose.UNSUBSCRIBE, _field(form, "token"), max_age_s=None)
+        link = components.reader.read(Purpose.UNSUBSCRIBE, token, max_age_s=None)
         await unsubscribe(
             session=session,
             mail=mail,
@@ -342,8 +353,7 @@ async def unsubscribe_post(
 async def one_click(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep, token: str = ""
 ) -> Response:
-    body = (await request.body())[:4096].decode("utf-8", errors="replace")
-    if ONE_CLICK_BODY not in body:
+    if not await _is_one_click_post(request):
         return PlainTextResponse("expected the body List-Unsubscribe=One-Click\n", 400)
     try:
         link: VerifiedLink = components.reader.read(Purpose.UNSUBSCRIBE, token, max_age_s=None)
@@ -358,6 +368,24 @@ async def one_click(
     except InvalidLinkToken:
         return PlainTextResponse("invalid unsubscribe link\n", 400)
     return PlainTextResponse("unsubscribed\n", 200)
+
+
+async def _is_one_click_post(request: Request) -> bool:
+    """Whether the body holds the field ``List-Unsubscribe=One-Click`` (RFC 8058 section 3.2:
+    multipart/form-data SHOULD be used, urlencoded MAY). A body of another type is read as
+    urlencoded: some mail clients send that one line with no content type."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        return form.get(ONE_CLICK_FIELD[0]) == ONE_CLICK_FIELD[1]
+    body = await request.body()
+    try:
+        fields = parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, max_num_fields=_MAX_FIELDS
+        )
+    except ValueError:  # more fields than the limit
+        return False
+    return ONE_CLICK_FIELD in fields
 
 
 # --- preferences ---------------------------------------------------------------------------
@@ -455,10 +483,9 @@ async def preferences_page(
 async def preferences_post(
     request: Request, components: ComponentsDep, session: SessionDep, mail: MailDep
 ) -> HTMLResponse:
-    form, lang, csrf_ok = await _post_form(request, components)
-    if not csrf_ok:
-        return _csrf_refused(request, components, lang)
-    token = _field(form, "token")
+    if isinstance(posted := await _link_post(request, components), HTMLResponse):
+        return posted
+    form, lang, token = posted
     try:
         link = components.reader.read(Purpose.PREFERENCES, token, max_age_s=None)
         if _field(form, "action", 32) == "unsubscribe":
