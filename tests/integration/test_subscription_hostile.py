@@ -387,7 +387,8 @@ async def test_signup_answers_take_the_floor_whatever_the_address_state(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
-    floor = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.2, ip_limit=1000)
+    # A floor well above the work (a busy CI machine included), so that it hides that work.
+    floor = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.5, ip_limit=1000)
     active = unique_address("timed")
     async with command_tap(private_amqp_url) as tap, running_app(settings, floor) as (_, client):
         await _active_reader(client, tap, active)
@@ -404,7 +405,7 @@ async def test_signup_answers_take_the_floor_whatever_the_address_state(
                 timings[kind].append(time.monotonic() - started)
                 answers.add((answer.status_code, answer.text, tuple(sorted(answer.headers))))
         assert len(answers) == 1, "the answer differs between a new and an active address"
-        assert min(min(t) for t in timings.values()) >= 0.2, timings
+        assert min(min(t) for t in timings.values()) >= 0.5, timings
         medians = {kind: sorted(t)[1] for kind, t in timings.items()}
         assert abs(medians["new"] - medians["active"]) < 0.1, medians
 
