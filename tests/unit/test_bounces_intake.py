@@ -430,3 +430,33 @@ def test_postmark_metadata_keys_are_read_whatever_their_case() -> None:
                  "Email": "reader@example.com", "Metadata": {key: reference}}  # fmt: skip
         [notice] = postmark_notices(event)
         assert notice.claimed == reference
+
+
+async def test_an_ses_complaint_mailed_by_sns_is_kept_for_operators_and_changes_nobody() -> None:
+    """A mailed SNS notification carries no SNS signature: even quoting our signed Message-ID
+    and naming the reader, it is kept (with its class) and only the webhook acts on SES."""
+    publisher, kept = FakePublisher(), Kept()
+    event = {
+        "notificationType": "Complaint",
+        "complaint": {
+            "feedbackId": "f-9",
+            "complainedRecipients": [{"emailAddress": READER}],
+            "complaintFeedbackType": "abuse",
+        },
+        "mail": {"commonHeaders": {"messageId": our_message_id(17)}},
+    }
+    data = (
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\r\n"
+        f"To: feedback@{DOMAIN}\r\nSubject: AWS Notification Message\r\n"
+        "Message-ID: <sns-1@sns.example>\r\nContent-Type: text/plain\r\n\r\n"
+        f"{json.dumps(event)}\r\n"
+    ).encode()
+    receiver = intake(publisher, kept=kept)
+    assert await receiver.handle_mail(data, envelope_to=[f"feedback@{DOMAIN}"]) == []
+    assert publisher.events == []
+    [report] = kept.reports
+    assert (report.status, report.bounce_class, report.recipient) == (
+        "unmatched",
+        "complaint",
+        READER,
+    )
