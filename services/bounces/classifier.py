@@ -302,7 +302,7 @@ def _ses_notification(parsed: ParsedBounce) -> list[Finding]:
         event, _ = json.JSONDecoder().raw_decode(text, start)
         if isinstance(event, dict) and event.get("Type") == "Notification":
             event = json.loads(str(event.get("Message") or ""))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return []
     if not isinstance(event, dict) or event.get("notificationType") not in {"Bounce", "Complaint"}:
         return []

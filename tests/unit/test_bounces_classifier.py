@@ -351,6 +351,16 @@ def test_an_ses_event_mailed_by_sns_names_its_recipients_only(
     assert [(f.recipient, f.bounce_class) for f in classify(_sns_mail(body))] == [expected]
 
 
-def test_a_body_that_only_looks_like_json_is_read_as_a_bounce() -> None:
-    findings = classify(_sns_mail('{"notificationType": "Complaint", broken'))
-    assert [f.bounce_class for f in findings] == ["unknown"]
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"notificationType": "Complaint", broken',
+        '{"a": ' * 50_000,  # nested past the JSON parser's recursion limit
+        '{"notificationType": "Bounce", "bounce": 5, "mail": []}',
+        '{"Type": "Notification", "Message": "{not json"}',
+    ],
+)
+def test_a_body_that_only_looks_like_an_ses_event_is_read_as_any_mail(body: str) -> None:
+    [finding] = classify(_sns_mail(body))
+    assert (finding.bounce_class, finding.recipient) == ("unknown", "")
+    assert not finding.reason.startswith("unreadable"), finding.reason
