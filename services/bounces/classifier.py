@@ -238,6 +238,7 @@ def _is_feedback_loop(parsed: ParsedBounce) -> bool:
 
 def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
     findings: list[Finding] = []
+    paragraphs = re.split(r"\n\s*\n", parsed.human_text.lower()) if parsed.dsn else []
     for fields in parsed.dsn:
         recipient = _preferred_recipient(fields.original_recipient, fields.recipient)
         if recipient and not _is_candidate(recipient, ours):
@@ -258,7 +259,7 @@ def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
         )
         # The human part may say what the diagnostic does not (Postfix "host ... refused to
         # talk to me: 554 ..."): the paragraph naming this recipient, else all of it.
-        about = _paragraph_about(parsed.human_text, recipient)
+        about = _paragraph_about(paragraphs, recipient)
         short = len(diagnostic.split()) <= 3
         text = f"{diagnostic}\n{about or parsed.human_text}" if short else diagnostic
         verdict = classify_failure(action=action, status=status, text=text)
@@ -281,13 +282,10 @@ def _from_dsn(parsed: ParsedBounce, ours: set[str]) -> list[Finding]:
     return _dedupe(failed or findings)
 
 
-def _paragraph_about(human_text: str, recipient: str) -> str:
-    """The paragraphs of a report's human part that name ``recipient`` ("" if none)."""
-    if not recipient:
-        return ""
+def _paragraph_about(paragraphs: Sequence[str], recipient: str) -> str:
+    """The paragraphs (lower-cased) of a report's human part that name ``recipient``."""
     needle = recipient.lower()
-    paragraphs = re.split(r"\n\s*\n", human_text)
-    return "\n".join(p for p in paragraphs if needle in p.lower())
+    return "\n".join(p for p in paragraphs if needle in p) if needle else ""
 
 
 def _ses_notification(parsed: ParsedBounce) -> list[Finding]:
