@@ -9,7 +9,10 @@ consumer). Each process therefore declares its own exclusive, auto-delete queue
 The durable shared queue ``dispatcher.domain-alerts`` of the topology is consumed as well, by
 every process: it keeps alerts published while no dispatcher was running (a process that starts
 applies those whose pause has not ended yet) and is drained so it never grows. An alert that
-arrives through both queues is applied twice, which changes nothing (a pause is only extended).
+arrives through both queues, or is redelivered, is applied once: the listener remembers each
+alert's ``message_id`` until its pause ends. (Comparing deadlines alone is not enough: the pause
+is set on the monotonic clock from a wall-clock remainder, and the two clocks drift apart by
+microseconds between two deliveries, so a second copy could look like a longer pause.)
 The pause runs from the alert's ``created_at``; an alert whose pause already ended is ignored.
 """
 
@@ -51,6 +54,8 @@ class DomainAlertListener:
         # Strong references: the robust connection restores queues and consumers through them.
         self._channel: AbstractChannel | None = None
         self._queues: list[tuple[AbstractQueue, str]] = []
+        # message_id -> wall-clock end of its pause; pruned as pauses end, so it stays small.
+        self._applied: dict[str, float] = {}
         self.private_queue_name = f"{DISPATCHER_DOMAIN_ALERTS.name}.{uuid.uuid4().hex[:12]}"
 
     async def start(self, connection: AbstractRobustConnection) -> None:
@@ -77,10 +82,17 @@ class DomainAlertListener:
 
     def apply(self, alert: DomainPolicyAlerted) -> bool:
         """Open the alert's domain for what is left of its pause; True if that changed it."""
-        remaining = alert.created_at.timestamp() + alert.pause_s - self._wall_clock()
+        now = self._wall_clock()
+        self._applied = {key: end for key, end in self._applied.items() if end > now}
+        ends = alert.created_at.timestamp() + alert.pause_s
+        remaining = ends - now
         if remaining <= 0:
             log.info("domain_alert_expired", domain=alert.domain, alert_id=alert.message_id)
             return False
+        if alert.message_id in self._applied:
+            log.debug("domain_alert_seen", domain=alert.domain, alert_id=alert.message_id)
+            return False
+        self._applied[alert.message_id] = ends
         extended = self._flow.open_for(alert.domain.lower(), remaining)
         if extended:
             log.warning(
