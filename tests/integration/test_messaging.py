@@ -1,4 +1,8 @@
-"""The shared AMQP contracts against the real broker."""
+"""The shared AMQP contracts against the real broker.
+
+A test that reads what reaches a topology queue (the renderer's, the dead letters) runs in a
+vhost of its own: in the worker's shared vhost an earlier test's late message can be the one it
+takes (CI once read another test's dead letter there)."""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ async def test_declaring_the_topology_twice_is_harmless(amqp_url: str) -> None:
         await declare_topology(await connection.channel())
 
 
-async def test_a_confirmed_command_reaches_its_queue(amqp_url: str) -> None:
-    connection = await connect(amqp_url)
+async def test_a_confirmed_command_reaches_its_queue(vhost_url: str) -> None:
+    connection = await connect(vhost_url)
     async with connection:
         publisher = await Publisher.open(connection)
         command = RenderTransactional(
@@ -55,8 +59,8 @@ async def test_an_unroutable_message_is_an_error(amqp_url: str) -> None:
             await publisher.publish(command, routing_key="no.such.route", exchange=COMMANDS)
 
 
-async def test_a_rejected_message_is_dead_lettered_not_lost(amqp_url: str) -> None:
-    connection = await connect(amqp_url)
+async def test_a_rejected_message_is_dead_lettered_not_lost(vhost_url: str) -> None:
+    connection = await connect(vhost_url)
     async with connection:
         publisher = await Publisher.open(connection)
         command = RenderTransactional(
@@ -95,13 +99,13 @@ async def _publish_batch(
 
 @pytest.mark.parametrize("path", ["batched", "one_by_one", "publish_each"])
 async def test_a_batch_arrives_with_the_same_properties_and_an_unroutable_one_fails(
-    amqp_url: str, path: str, monkeypatch: pytest.MonkeyPatch
+    vhost_url: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``publish_many`` (the planner's path, straight to aiormq: one write, or message by
     message on a channel it cannot batch on) and ``publish_each`` behave like ``publish``."""
     if path == "one_by_one":
         monkeypatch.setattr(publisher_module, "_batchable", lambda channel: False)
-    connection = await connect(amqp_url)
+    connection = await connect(vhost_url)
     async with connection:
         publisher = await Publisher.open(connection)
         batch = [
