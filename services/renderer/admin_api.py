@@ -36,17 +36,22 @@ from services.renderer.errors import IssueFormatError, IssueNotReady, RendererEr
 from services.renderer.issue_sends import IssueAlreadySent, SendRefused, Surface
 from services.renderer.readiness import verdict
 from services.renderer.sending import parse_fallbacks, parse_schedule, parse_segments
-from services.renderer.web_desk import WebDesk, same_secret
+from services.renderer.web_desk import WebDesk
 from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 from shared.messaging.schemas import SendControlled, SendSchedule
 from shared.messaging.topology import SEND_CONTROLLED
+from shared.token_budget import TokenCheck, WrongTokenBudget
 
 log = structlog.get_logger(__name__)
 
 
 class AdminApi(WebDesk):
     """The editor page's actions as JSON."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wrong_tokens = WrongTokenBudget(limit=self.settings.admin_api_failures_allowed)
 
     def routes(self) -> list[Route]:
         return [
@@ -59,8 +64,8 @@ class AdminApi(WebDesk):
 
     async def api_sends(self, request: Request) -> Response:
         """``GET /admin/api/sends[?status=scheduled]``: sends newest first (read-only)."""
-        if not self._api_ok(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         statuses = request.query_params.getlist("status")
         found = await send_schedules.listing(self.sessions, statuses=statuses)
         return JSONResponse({"sends": found})
@@ -68,8 +73,8 @@ class AdminApi(WebDesk):
     async def api_control(self, request: Request) -> Response:
         """``POST /admin/api/sends/{id}/cancel`` or ``.../reschedule`` (``{"at", "tz"}``):
         checked here, applied by the dispatcher (its row), 202."""
-        if not self._api_ok(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         action = request.path_params["action"]
         send_id = request.path_params["send_id"]
         if action not in {"cancel", "reschedule"}:
@@ -115,12 +120,27 @@ class AdminApi(WebDesk):
             return JSONResponse({"detail": str(err)}, 422)
         return (schedule.start_at if schedule else None), tz
 
-    def _api_ok(self, request: Request) -> bool:
-        expected = f"Bearer {self.settings.admin_token.get_secret_value()}"
-        return same_secret(request.headers.get("authorization", ""), expected)
-
-    @staticmethod
-    def _unauthorized() -> Response:
+    def _refusal(self, request: Request) -> Response | None:
+        """None for the right bearer token; else 401, or 429 once this client has spent its
+        budget of wrong tokens (:mod:`shared.token_budget`; the right token waits then too)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        client = request.client.host if request.client else "unknown"
+        if header:
+            given = given.strip() if scheme.lower() == "bearer" else ""
+            expected = self.settings.admin_token.get_secret_value()
+            checked = self._wrong_tokens.check(client, given, expected)
+            if checked is TokenCheck.ACCEPTED:
+                return None
+            if checked is TokenCheck.THROTTLED:
+                log.warning("admin_api_throttled")
+                retry = str(self._wrong_tokens.retry_after_s(client))
+                return JSONResponse(
+                    {"detail": "too many wrong tokens from this client"},
+                    status_code=429,
+                    headers={"Retry-After": retry},
+                )
+            log.info("admin_api_token_refused")
         return JSONResponse(
             {"detail": "bearer token required"},
             status_code=401,
@@ -172,13 +192,13 @@ class AdminApi(WebDesk):
         return payload
 
     async def api_list(self, request: Request) -> Response:
-        if not self._api_ok(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         return JSONResponse({"issues": self.library.names()})
 
     async def api_issue(self, request: Request) -> Response:
-        if not self._api_ok(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         name = request.path_params["name"]
         if request.method == "PUT" and (refused := await self._store(request, name)):
             return refused
@@ -196,8 +216,8 @@ class AdminApi(WebDesk):
         return JSONResponse({"name": name, **found.as_dict()}, status)
 
     async def api_send(self, request: Request) -> Response:
-        if not self._api_ok(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         payload = await self._send_request(request)
         if isinstance(payload, Response):
             return payload

@@ -46,10 +46,11 @@ from services.renderer.sending import (
     parse_segments,
     sample_for,
 )
-from services.renderer.web_desk import SECURITY_HEADERS, WebDesk, same_secret
+from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
 from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 from shared.rate_limit import SlidingWindowLimiter
+from shared.token_budget import same_secret
 
 log = structlog.get_logger(__name__)
 

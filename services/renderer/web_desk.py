@@ -39,12 +39,6 @@ SECURITY_HEADERS = {
 }
 
 
-def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison that also takes non-ASCII input (``compare_digest`` on str
-    raises for it)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 class WebDesk:
     """What every page needs: settings, database, publisher, templates, the issue library."""
 

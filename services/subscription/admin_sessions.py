@@ -8,7 +8,8 @@ anyway: another replica of the app still accepts a logged-out cookie until it ex
 
 Wrong tokens are counted per client: after :data:`LOGIN_FAILURES_ALLOWED` within
 :data:`LOGIN_WINDOW_S`, ``/admin/login`` answers 429 for the rest of the window, as the
-renderer's editor login does.
+renderer's editor login does. Wrong bearer tokens at the admin API have a budget of their own
+(``NEWSLETTER_ADMIN_API_FAILURES_ALLOWED``, :mod:`shared.token_budget`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from itsdangerous import BadSignature, TimestampSigner
 
 from shared.rate_limit import SlidingWindowLimiter
 from shared.settings import Settings
+from shared.token_budget import WrongTokenBudget
 
 COOKIE = "admin_token"  # the name the page has always used; the value is now a session
 SESSION_MAX_AGE_S = 8 * 3600
@@ -33,13 +35,21 @@ SALT = b"subscription-admin-session"
 class AdminSessions:
     """Opens, checks and revokes ops-page sessions; counts wrong login tokens."""
 
-    def __init__(self, *, secret_key: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        secret_key: str,
+        api_failures_allowed: int = 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._signer = TimestampSigner(secret_key.encode(), salt=SALT)
         self._clock = clock
         self._revoked: dict[str, float] = {}  # session id -> when it would have expired
         self.login_failures = SlidingWindowLimiter(
             limit=LOGIN_FAILURES_ALLOWED, window_s=LOGIN_WINDOW_S
         )
+        # Wrong bearer tokens at the admin API (``dependencies.require_admin``).
+        self.api_failures = WrongTokenBudget(limit=api_failures_allowed)
 
     def open(self) -> str:
         """A new session's cookie value."""
@@ -67,6 +77,9 @@ def admin_sessions(request: Request, settings: Settings) -> AdminSessions:
     """The app's sessions (one per app, on ``app.state.admin_sessions``)."""
     sessions: AdminSessions | None = getattr(request.app.state, "admin_sessions", None)
     if sessions is None:
-        sessions = AdminSessions(secret_key=settings.secret_key.get_secret_value())
+        sessions = AdminSessions(
+            secret_key=settings.secret_key.get_secret_value(),
+            api_failures_allowed=settings.admin_api_failures_allowed,
+        )
         request.app.state.admin_sessions = sessions
     return sessions

@@ -12,10 +12,10 @@ plumbing under a rush (measured by profiling the signup load test).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +25,9 @@ from services.subscription.components import Components
 from services.subscription.mail_commands import TransactionalMail
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings
+from shared.token_budget import TokenCheck
+
+log = structlog.get_logger(__name__)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -75,20 +78,36 @@ def require_admin(
     """Bearer ``NEWSLETTER_ADMIN_TOKEN`` (header), or an ops-page session cookie
     (:mod:`services.subscription.admin_sessions`; it never holds the token).
 
-    Also callable directly (the ops page does): without ``credentials`` it reads the header.
+    A wrong bearer token costs its client one unit of ``NEWSLETTER_ADMIN_API_FAILURES_ALLOWED``;
+    once they are spent, that client's bearer requests answer 429, the right token too, until
+    the window frees one (:mod:`shared.token_budget`). Also callable directly (the ops page
+    does): without ``credentials`` it reads the header.
     """
-    expected = settings.admin_token.get_secret_value()
     header = request.headers.get("authorization", "")
     given = credentials.credentials if credentials is not None else ""
     given = given or (header[7:] if header.lower().startswith("bearer ") else "")
-    if not given and admin_sessions(request, settings).valid(request.cookies.get(COOKIE, "")):
+    sessions = admin_sessions(request, settings)
+    if not given and sessions.valid(request.cookies.get(COOKIE, "")):
         return
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="admin token required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if header:
+        client = request.client.host if request.client else "unknown"
+        expected = settings.admin_token.get_secret_value()
+        checked = sessions.api_failures.check(client, given, expected)
+        if checked is TokenCheck.ACCEPTED:
+            return
+        if checked is TokenCheck.THROTTLED:
+            log.warning("admin_api_throttled")
+            raise HTTPException(
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many wrong tokens from this client",
+                headers={"Retry-After": str(sessions.api_failures.retry_after_s(client))},
+            )
+        log.info("admin_api_token_refused")
+    raise HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="admin token required",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -86,3 +86,30 @@ async def test_wrong_tokens_are_throttled_per_client(
         async with _client(base, source="127.0.0.3") as operator:
             login = await operator.post("/admin/login", data={"token": ADMIN_TOKEN})
             assert login.status_code == 303, "another client is not throttled"
+
+
+async def test_wrong_bearer_tokens_at_the_admin_api_are_throttled_per_client(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Past its budget of wrong bearer tokens a client's bearer requests answer 429, the right
+    token too; no credential is not a guess, another client and an ops session are not held."""
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path).model_copy(
+        update={"admin_api_failures_allowed": 3}
+    )
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with served_subscription(settings) as base:
+        async with _client(base, source="127.0.0.4") as guesser:
+            for _ in range(5):
+                assert (await guesser.get("/api/subscribers")).status_code == 401
+            assert (await guesser.get("/api/subscribers", headers=right)).status_code == 200
+            for guess in ("Bearer guess-1", f"Bearer {ADMIN_TOKEN.upper()}", "Bearer"):
+                wrong = await guesser.get("/api/subscribers", headers={"Authorization": guess})
+                assert wrong.status_code == 401, guess
+            held = await guesser.get("/api/subscribers", headers=right)
+            assert held.status_code == 429, "the right token waits out the window too"
+            assert int(held.headers["retry-after"]) > 0
+            login = await guesser.post("/admin/login", data={"token": ADMIN_TOKEN})
+            assert login.status_code == 303, "the ops login has a budget of its own"
+            assert (await guesser.get("/admin/summary.json")).status_code == 200, "a session"
+        async with _client(base, source="127.0.0.5") as operator:
+            assert (await operator.get("/api/subscribers", headers=right)).status_code == 200

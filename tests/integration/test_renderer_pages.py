@@ -296,3 +296,27 @@ async def test_editor_sessions_expire_and_wrong_tokens_are_throttled(
         assert throttled.headers["retry-after"] == str(int(editor_pages.LOGIN_WINDOW_S))
         assert "Too many wrong tokens" in throttled.text
         assert_public_headers(throttled)
+
+
+async def test_wrong_bearer_tokens_at_the_admin_api_are_throttled_per_client(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Past its budget of wrong tokens a client's bearer requests answer 429, the right token
+    too (or the answer would tell a guesser which guess hit); other clients are not held."""
+    strict = settings.model_copy(update={"admin_api_failures_allowed": 3})
+    async with running_renderer(strict, tmp_path) as renderer:
+        guesser = httpx.AsyncClient(
+            base_url=renderer.base_url,
+            transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
+            timeout=15.0,
+        )
+        async with guesser, renderer.client() as editor:
+            for _ in range(5):  # no credential at all is not a guess
+                assert (await guesser.get("/admin/api/issues")).status_code == 401
+            for guess in ("Bearer guess-1", "Bearer test-admin-tokeN", "Basic dGVzdA=="):
+                wrong = await guesser.get("/admin/api/issues", headers={"Authorization": guess})
+                assert wrong.status_code == 401, guess
+            held = await guesser.get("/admin/api/issues", headers=ADMIN)
+            assert held.status_code == 429, "the right token waits out the window too"
+            assert int(held.headers["retry-after"]) > 0
+            assert (await editor.get("/admin/api/issues", headers=ADMIN)).status_code == 200

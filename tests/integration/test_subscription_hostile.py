@@ -563,7 +563,11 @@ async def test_the_archive_proxy_never_forwards_outside_the_archive_paths(
 async def test_the_admin_api_answers_401_to_every_wrong_credential(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    # 45 wrong credentials: past the budget of wrong tokens they would answer 429 (the budget
+    # is tested in test_ops_login.py); here every one must be read as wrong.
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path).model_copy(
+        update={"admin_api_failures_allowed": 0}
+    )
     email = unique_address("secret")
     async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
         await sign_up(client, email)
