@@ -20,6 +20,11 @@ The rules, applied in this order:
    treating them as two subscribers would defeat de-duplication and suppression.
 5. Finally the result must match the message schemas' ``SafeAddress`` pattern (defence in
    depth: what we store is exactly what the mail path accepts).
+
+Variants of one inbox (``alice+news@``, ``alice+x@``; on Gmail also ``a.lice@``) stay
+separate subscribers: a reader may want one of them filtered, and the address is what they
+typed. Only the one-confirmation-mail-per-interval limit goes by :func:`mailbox_key`, so the
+form cannot mail-bomb one inbox through its subaddresses.
 """
 
 from __future__ import annotations
@@ -38,11 +43,36 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SAFE = re.compile(r"^[^\s<>(),;:\"\[\]\\\x00]+@[^\s@<>]+$")
 
 
+# Domains whose mailboxes ignore dots in the local part (Google's Gmail help: "Dots don't
+# matter in Gmail addresses"; googlemail.com is the same service).
+_DOTS_IGNORED = frozenset({"gmail.com", "googlemail.com"})
+
+
+def mailbox_key(email: str) -> str:
+    """The inbox a normalized address reaches, for the confirmation-mail limit only.
+
+    A subaddress ``+detail`` is dropped (RFC 5233's ``user+detail``; Gmail, Outlook.com,
+    iCloud, Fastmail, Proton and Postfix's default ``recipient_delimiter`` all deliver it to
+    ``user``), and on Gmail the dots. Merging two real mailboxes by mistake only delays the
+    second one's confirmation mail by one interval; it never joins their subscriptions.
+    """
+    local, _, domain = email.lower().rpartition("@")
+    user = local.split("+", 1)[0] or local  # "+tag@" alone has no user part to keep
+    if domain in _DOTS_IGNORED:
+        user, domain = user.replace(".", "") or user, "gmail.com"
+    return f"{user}@{domain}"
+
+
 @dataclass(frozen=True)
 class NormalizedAddress:
     email: str
     domain: str
     email_hash: str
+
+    @property
+    def mailbox_hash(self) -> str:
+        """Hash of :func:`mailbox_key`: the key of the confirmation-mail limit."""
+        return address_hash(mailbox_key(self.email))
 
 
 def normalize_address(raw: str) -> NormalizedAddress:

@@ -15,8 +15,10 @@ batch size (``unnest`` over arrays, so asyncpg prepares each once):
 3. for the known, not active addresses: one UPDATE back to pending, their editions replaced,
    and one conditional UPDATE that claims the one-mail-per-interval slot (the same rule as
    :func:`~services.subscription.records.claim_confirmation_slot`, so it holds across
-   processes), then their editions and consent records; commit;
-4. the confirmation commands of the batch published together, waiting for every confirm;
+   processes), then their editions and consent records;
+4. one conditional upsert that claims the mailboxes' slots of the signups that won their
+   address's (``mailbox_slots.py``: variants of one inbox get one mail per interval); commit;
+5. the confirmation commands of the batch published together, waiting for every confirm;
    a command the broker did not take has its slot released (one UPDATE) and its signup
    raises :class:`MailQueueUnavailable` (503: nothing promised).
 
@@ -44,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription import mailbox_slots
 from services.subscription.errors import MailQueueUnavailable
 from services.subscription.languages import as_language
 from services.subscription.mail_commands import ConfirmationTo, TransactionalMail
@@ -288,6 +291,26 @@ class GroupCommit:
             )
         if stored:
             await connection.execute(_INSERT_CONSENTS, _consent_rows(stored, now=now))
+        await self._claim_mailboxes(connection, items, now=now)
+
+    async def _claim_mailboxes(
+        self, connection: AsyncConnection, items: list[_Pending], *, now: datetime
+    ) -> None:
+        """Step 4: the mailboxes' slots (``mailbox_slots.py``) for the signups that won their
+        address's; one mail per mailbox, to the batch's first signup of it."""
+        wanting = [i for i in items if i.claimed and i.subscriber_id is not None]
+        won = await mailbox_slots.claim_many(
+            connection,
+            keys=[i.request.address.mailbox_hash for i in wanting],
+            now=now,
+            interval_s=self._interval,
+        )
+        for item in wanting:
+            key = item.request.address.mailbox_hash
+            if key in won:
+                won.discard(key)
+            else:
+                item.claimed = False
 
     async def _insert_new(
         self,
@@ -432,6 +455,11 @@ class GroupCommit:
                 await connection.execute(
                     _RELEASE_SLOTS,
                     {"ids": [i.subscriber_id for i in failed], "claimed_at": batch.now},
+                )
+                await mailbox_slots.release_many(
+                    connection,
+                    keys=[i.request.address.mailbox_hash for i in failed],
+                    claimed_at=batch.now,
                 )
         finally:
             for item in failed:

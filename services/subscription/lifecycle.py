@@ -16,6 +16,8 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription import mailbox_slots
+from services.subscription.address_rules import mailbox_key
 from services.subscription.errors import InvalidLinkToken, MailQueueUnavailable
 from services.subscription.languages import as_language
 from services.subscription.link_tokens import VerifiedLink
@@ -30,6 +32,7 @@ from services.subscription.records import (
     set_languages,
     withdraw_consents,
 )
+from shared.addresses import address_hash
 from shared.db.tables import ConsentRecord, Subscriber, SubscriberStatus
 from shared.db.tables.timestamps import utcnow
 
@@ -125,12 +128,16 @@ async def resend_confirmation(
     ):
         return False
     now = utcnow()
+    assert subscriber.email is not None
+    mailbox_hash = address_hash(mailbox_key(subscriber.email))
     if not await claim_confirmation_slot(
         session, subscriber_id=subscriber_id, now=now, interval_s=interval_s
+    ) or not await mailbox_slots.claim(
+        session, mailbox_hash=mailbox_hash, now=now, interval_s=interval_s
     ):
+        await session.rollback()
         return False
     await session.commit()
-    assert subscriber.email is not None
     try:
         await mail.request(
             "confirmation",
@@ -141,6 +148,7 @@ async def resend_confirmation(
         )
     except MailQueueUnavailable:
         await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
+        await mailbox_slots.release(session, mailbox_hash=mailbox_hash, claimed_at=now)
         await session.commit()
         raise
     return True

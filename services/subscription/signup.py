@@ -2,8 +2,9 @@
 
 Whatever the address's state, the caller shows the same answer; the :class:`SignupOutcome`
 is only for logs and tests. A confirmation mail goes out only if the address is not
-suppressed, still needs confirming, and has not had one in the last interval (one per hour by
-default, enforced in the database so it holds across replicas).
+suppressed, still needs confirming, and neither the address nor its mailbox (any variant of it,
+``mailbox_slots.py``) has had one in the last interval (one per hour by default, enforced in
+the database so it holds across replicas).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription import mailbox_slots
 from services.subscription.address_rules import NormalizedAddress
 from services.subscription.errors import MailQueueUnavailable
 from services.subscription.languages import as_language
@@ -89,6 +91,13 @@ async def sign_up(
                         now=now,
                         interval_s=confirmation_interval_s,
                     )
+                # The mailbox's slot too: variants of one inbox get one mail per interval.
+                claimed = claimed and await mailbox_slots.claim(
+                    session,
+                    mailbox_hash=request.address.mailbox_hash,
+                    now=now,
+                    interval_s=confirmation_interval_s,
+                )
                 await session.commit()
             break
         except IntegrityError:
@@ -109,6 +118,9 @@ async def sign_up(
     except MailQueueUnavailable:
         async with sessions() as session:
             await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
+            await mailbox_slots.release(
+                session, mailbox_hash=request.address.mailbox_hash, claimed_at=now
+            )
             await session.commit()
         raise
     log.info("signup_stored", outcome=outcome, subscriber_id=subscriber_id, mailed=True)

@@ -143,6 +143,54 @@ async def test_one_confirmation_mail_per_address_per_hour_however_often_entered(
         assert await _count(database_url, email) == 1
 
 
+async def test_one_confirmation_mail_per_mailbox_however_its_address_is_varied(
+    private_amqp_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """Subaddresses (``+tag``, RFC 5233) and, on Gmail, dots reach one inbox: the form mails
+    it once per interval between them all (no mail-bombing through variants), while every
+    variant is stored as typed and another inbox is mailed as usual."""
+    settings = settings_for(private_amqp_url, database_url, tmp_path)
+    user = unique_address("inbox").split("@")[0].replace(".", "")
+    plus = [f"{user}@example.org", f"{user}+news@example.org", f"{user.upper()}+x@example.org"]
+    dotted = f"{user[:3]}.{user[3:]}"
+    gmail = [f"{user}@gmail.com", f"{dotted}@gmail.com", f"{dotted}+a@googlemail.com"]
+    other = unique_address("neighbour")
+    async with command_tap(private_amqp_url) as tap, running_app(settings) as (_, client):
+        answers = await asyncio.gather(*(sign_up(client, e) for e in [*plus, *gmail, other]))
+        assert {a.status_code for a in answers} == {200}
+        await tap.wait_for(other, "confirmation")
+        await tap.settle(1.0)
+        for group in (plus, gmail):
+            mails = [m for e in group for m in tap.for_address(e.lower(), "confirmation")]
+            assert len(mails) == 1, (group, [m.to for m in mails])
+        for email in [*plus, *gmail, other]:
+            assert await _count(database_url, email.lower()) == 1, email
+        late = await sign_up(client, f"{user}+later@example.org")
+        assert late.status_code == 200
+        await tap.settle(0.5)
+        assert tap.for_address(f"{user}+later@example.org") == []
+
+
+async def test_the_mailbox_limit_holds_across_two_replicas_of_the_service(
+    private_amqp_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(private_amqp_url, postgres_url, tmp_path)
+    user = unique_address("replica-box").split("@")[0]
+    variants = [f"{user}+{n}@example.org" for n in range(10)]
+    async with (
+        command_tap(private_amqp_url) as tap,
+        running_app(settings) as (_, first),
+        running_app(settings) as (_, second),
+    ):
+        clients = (first, second) * 5
+        answers = await asyncio.gather(
+            *(sign_up(c, e) for c, e in zip(clients, variants, strict=True))
+        )
+        assert {a.status_code for a in answers} == {200}
+        await tap.settle(1.0)
+        assert len([m for e in variants for m in tap.for_address(e)]) == 1
+
+
 async def test_per_ip_limit_answers_429_with_retry_after(
     private_amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -354,3 +354,51 @@ async def test_a_batch_stores_the_time_zone_of_new_and_returning_readers(postgre
         }
     finally:
         await engine.dispose()
+
+
+async def test_variants_of_one_mailbox_in_a_batch_get_one_mail_and_a_refused_one_frees_it(
+    postgres_url: str,
+) -> None:
+    """``inbox+1@``, ``inbox+2@`` and ``INBOX@`` reach one inbox: one confirmation mail per
+    interval between them, while each is stored; a mail the broker refused frees the slot."""
+    engine = create_engine(postgres_url)
+    user = unique_address("gc-inbox").split("@")[0]
+    variants = [f"{user}+1@example.org", f"{user}+2@example.org", f"{user.upper()}@example.org"]
+    other = unique_address("gc-other")
+    try:
+        publisher = RecordingPublisher()
+        async with _writer(engine) as batcher:
+            results = await _one_batch(
+                batcher, _mail(publisher), [_request(e) for e in [*variants, other]]
+            )
+        assert all(isinstance(r, SignupResult) for r in results), results
+        mailed = [r.mailed for r in results if isinstance(r, SignupResult)]
+        assert mailed == [True, False, False, True], "the batch's first variant is mailed"
+        assert sorted(m.to for m in publisher.taken) == sorted([variants[0], other])
+        for email in variants:
+            assert (await _rows(engine, email.lower()))[:2] == (1, "pending"), email
+        async with _writer(engine) as batcher:
+            later = await _one_batch(
+                batcher, _mail(RecordingPublisher()), [_request(f"{user}+3@example.org")]
+            )
+        assert isinstance(later[0], SignupResult), later
+        assert not later[0].mailed, "a new variant within the interval is not mailed"
+
+        # A refused mail gives the mailbox's slot back: the next variant is mailed.
+        fresh = unique_address("gc-refused-box").split("@")[0]
+        refused = f"{fresh}+a@example.org"
+        async with _writer(engine) as batcher:
+            first = await _one_batch(
+                batcher, _mail(RecordingPublisher(refuse=frozenset({refused}))), [_request(refused)]
+            )
+        assert isinstance(first[0], MailQueueUnavailable), first
+        retry_publisher = RecordingPublisher()
+        async with _writer(engine) as batcher:
+            again = await _one_batch(
+                batcher, _mail(retry_publisher), [_request(f"{fresh}+b@example.org")]
+            )
+        assert isinstance(again[0], SignupResult), again
+        assert again[0].mailed, again
+        assert [m.to for m in retry_publisher.taken] == [f"{fresh}+b@example.org"]
+    finally:
+        await engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.subscription.address_rules import normalize_address
+from services.subscription.address_rules import mailbox_key, normalize_address
 from services.subscription.errors import InvalidAddress
 from shared.addresses import address_hash
 
@@ -51,3 +51,20 @@ def test_hostile_or_unsupported_addresses_are_refused_with_a_reason(
     with pytest.raises(InvalidAddress) as caught:
         normalize_address(raw)
     assert caught.value.reason == reason
+
+
+def test_the_mailbox_key_drops_subaddresses_everywhere_and_dots_only_on_gmail() -> None:
+    same = {
+        "alice@example.org": ["alice+news@example.org", "alice+a+b@example.org"],
+        "alice@gmail.com": ["a.l.i.c.e@gmail.com", "alice+x@googlemail.com", "al.ice@gmail.com"],
+    }
+    for key, variants in same.items():
+        assert mailbox_key(key) == key
+        for variant in variants:
+            assert mailbox_key(variant) == key, variant
+    assert mailbox_key("a.lice@example.org") == "a.lice@example.org", "dots matter elsewhere"
+    assert mailbox_key("+tag@example.org") == "+tag@example.org", "no user part to keep"
+    assert mailbox_key("bob-news@example.org") == "bob-news@example.org", "only + is a delimiter"
+    first = normalize_address("Alice+One@Example.org")
+    assert first.mailbox_hash == normalize_address("alice@example.org").mailbox_hash
+    assert first.email_hash != normalize_address("alice@example.org").email_hash

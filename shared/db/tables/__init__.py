@@ -37,6 +37,7 @@ from shared.db.tables.reports import BounceReport, ReportStatus
 from shared.db.tables.subscribers import (
     BounceDecision,
     Cadence,
+    ConfirmationSlot,
     ConsentRecord,
     SoftBounceScore,
     Subscriber,
@@ -50,6 +51,7 @@ __all__ = [
     "BounceReport",
     "Cadence",
     "ClickVerdict",
+    "ConfirmationSlot",
     "ConsentRecord",
     "Delivery",
     "DeliveryKind",

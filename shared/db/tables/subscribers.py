@@ -87,6 +87,19 @@ class ConsentRecord(SQLModel, table=True):
     withdrawal_method: str | None = Field(default=None, max_length=32)
 
 
+class ConfirmationSlot(SQLModel, table=True):
+    """When a mailbox last got a confirmation mail, whatever variant of its address was typed
+    (``victim+1@``, ``v.ictim@gmail.com``): one per interval, so a form cannot mail-bomb an
+    inbox through subaddresses (migration 0014; ``services/subscription/mailbox_slots.py``).
+    The key is a hash of the mailbox, never the address; a row older than the interval means
+    nothing and is overwritten by the next claim."""
+
+    __tablename__ = "confirmation_slot"
+
+    mailbox_hash: str = Field(max_length=64, primary_key=True)
+    last_sent_at: datetime = created_at_field()
+
+
 class Suppression(SQLModel, table=True):
     """Addresses never to be mailed again (hard bounce, complaint, erasure, manual)."""
 
