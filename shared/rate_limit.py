@@ -16,6 +16,8 @@ renderer), and bounce reports per source (bounce receiver).
 - Memory is bounded: at most ``max_keys`` keys are tracked; the least recently seen are
   forgotten first. ``limit <= 0`` disables the limiter.
 - Time comes from the injected ``clock`` (``time.monotonic`` by default), so tests step it.
+- Per-client limits key a client by :func:`client_key`: an IPv4 address, or the /64 network
+  of an IPv6 one (one host or home line holds a whole /64 and may pick any address in it).
 
 Why memory and not the database: these limits are coarse brakes on one noisy client; with N
 replicas a client gets at most N times the limit, which still stops a flood, and a write per
@@ -25,10 +27,35 @@ replicas (one confirmation mail per address per hour) live in the database inste
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(host: str | None) -> str:
+    """The key a client's requests are limited under.
+
+    An IPv6 client is keyed by its /64: RFC 4291 gives interface identifiers 64 bits and
+    RFC 6177 assigns an end site a /56 or /48, so one machine can rotate through 2**64
+    addresses (privacy addresses, RFC 8981, change on their own) and a per-address limit
+    would not hold it at all. An IPv4-mapped IPv6 address is its IPv4 address; a host that is
+    not an IP address (a test client, a Unix socket) is its own key.
+    """
+    if not host:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class SlidingWindowLimiter:

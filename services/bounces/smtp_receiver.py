@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from services.bounces.errors import IntakeUnavailable
 from services.bounces.intake import BounceIntake
 from shared import verp
-from shared.rate_limit import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter, client_key
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,9 @@ class ReturnPathHandler:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes):
             data = envelope.content
-        peer = session.peer[0] if session is not None and isinstance(session.peer, tuple) else ""
+        peer = client_key(
+            session.peer[0] if session is not None and isinstance(session.peer, tuple) else None
+        )
         if self._budget is not None:
             if not self._budget.would_allow(f"smtp:{peer}"):
                 log.warning("bounce_smtp_rate_limited")

@@ -41,6 +41,7 @@ from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 from shared.messaging.schemas import SendControlled, SendSchedule
 from shared.messaging.topology import SEND_CONTROLLED
+from shared.rate_limit import client_key
 from shared.token_budget import TokenCheck, WrongTokenBudget
 
 log = structlog.get_logger(__name__)
@@ -125,7 +126,7 @@ class AdminApi(WebDesk):
         budget of wrong tokens (:mod:`shared.token_budget`; the right token waits then too)."""
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        client = request.client.host if request.client else "unknown"
+        client = client_key(request.client.host if request.client else None)
         if header:
             given = given.strip() if scheme.lower() == "bearer" else ""
             expected = self.settings.admin_token.get_secret_value()

@@ -15,7 +15,7 @@ from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
 from services.subscription.timing import ResponseFloor
 from shared.links import Links
-from shared.rate_limit import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter, client_key
 
 
 @dataclass
@@ -35,6 +35,10 @@ class Components:
 
     def client_ip(self, request: Request) -> str:
         return request.client.host if request.client else "unknown"
+
+    def limit_key(self, request: Request) -> str:
+        """The key of the per-client limits (an IPv6 client's /64: ``shared.rate_limit``)."""
+        return client_key(request.client.host if request.client else None)
 
     def ip_hash(self, request: Request) -> str:
         """A keyed hash of the client IP for the consent ledger (not reversible offline)."""

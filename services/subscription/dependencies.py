@@ -24,6 +24,7 @@ from services.subscription.admin_sessions import COOKIE, admin_sessions
 from services.subscription.components import Components
 from services.subscription.mail_commands import TransactionalMail
 from shared.messaging.publisher import Publisher
+from shared.rate_limit import client_key
 from shared.settings import Settings
 from shared.token_budget import TokenCheck
 
@@ -90,7 +91,7 @@ def require_admin(
     if not given and sessions.valid(request.cookies.get(COOKIE, "")):
         return
     if header:
-        client = request.client.host if request.client else "unknown"
+        client = client_key(request.client.host if request.client else None)
         expected = settings.admin_token.get_secret_value()
         checked = sessions.api_failures.check(client, given, expected)
         if checked is TokenCheck.ACCEPTED:

@@ -6,11 +6,13 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import func, select
 
+from services.subscription.app import create_app
 from services.subscription.mail_commands import TransactionalMail
 from services.subscription.policy import SignupPolicy
 from shared.addresses import address_hash
@@ -18,6 +20,7 @@ from shared.db.tables import Subscriber, Suppression
 from shared.links import payload
 from shared.messaging.publisher import PublishError
 from tests.integration.subscription_support import (
+    PUBLIC_URL,
     QUICK,
     as_multi,
     command_tap,
@@ -201,6 +204,30 @@ async def test_per_ip_limit_answers_429_with_retry_after(
         assert statuses == [200, 200, 200, 429]
         limited = await sign_up(client, unique_address())
         assert int(limited.headers["retry-after"]) > 0
+
+
+async def test_the_per_ip_limit_holds_a_whole_ipv6_64(
+    private_amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """One host may use any address of its /64 (privacy addresses change on their own): the
+    limit counts the /64, and a neighbouring /64 has its own."""
+    settings = settings_for(private_amqp_url, sqlite_url, tmp_path)
+    policy = SignupPolicy(signup_min_seconds=0.0, response_floor_s=0.0, ip_limit=3)
+    app = create_app(settings, policy=policy)
+
+    def client(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 50000))
+        return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
+
+    rotating = ["2001:db8:aa:bb::1", "2001:db8:aa:bb:1::2", "2001:db8:aa:bb:ffff::3"]
+    async with app.router.lifespan_context(app):
+        statuses = []
+        for host in [*rotating, "2001:db8:aa:bb:abcd::4"]:
+            async with client(host) as one:
+                statuses.append((await sign_up(one, unique_address())).status_code)
+        assert statuses == [200, 200, 200, 429], statuses
+        async with client("2001:db8:aa:bc::1") as neighbour:
+            assert (await sign_up(neighbour, unique_address())).status_code == 200
 
 
 async def test_csrf_is_required_on_every_form_but_the_one_click_post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.rate_limit import SlidingWindowLimiter
+from shared.rate_limit import SlidingWindowLimiter, client_key
 
 
 class Clock:
@@ -91,3 +91,14 @@ def test_a_zero_limit_lets_everything_through_and_records_nothing() -> None:
 def test_nonsense_settings_are_refused(window_s: float, max_keys: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         SlidingWindowLimiter(limit=1, window_s=window_s, max_keys=max_keys)
+
+
+def test_clients_are_keyed_by_their_ipv4_address_or_their_ipv6_64() -> None:
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:db8:aa:bb::1") == client_key("2001:db8:aa:bb:ffff:1:2:3")
+    assert client_key("2001:db8:aa:bb::1") == "2001:db8:aa:bb::/64"
+    assert client_key("2001:db8:aa:bc::1") != client_key("2001:db8:aa:bb::1")
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7", "IPv4-mapped is IPv4"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("testclient") == "testclient"
+    assert client_key(None) == client_key("") == "unknown"

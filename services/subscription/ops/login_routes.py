@@ -46,7 +46,7 @@ async def admin_login(
 ) -> Response:
     language = components.pages.language(request, lang or None)
     sessions = admin_sessions(request, settings)
-    client = components.client_ip(request)
+    client = components.limit_key(request)
     if sessions.login_failures.blocked(client):
         log.warning("admin_login_throttled")
         return views.login_page(

@@ -251,7 +251,7 @@ async def confirm_resend(
     if isinstance(posted := await _link_post(request, components), HTMLResponse):
         return posted
     _, lang, token = posted
-    if not components.ip_limiter.allow(components.client_ip(request)):
+    if not components.ip_limiter.allow(components.limit_key(request)):
         return components.pages.message(
             request,
             lang=lang,

@@ -242,7 +242,7 @@ def _refusal(
 ) -> HTMLResponse | None:
     """The answer to a post refused before reading it: over the IP limit, or no CSRF pair."""
     pages = components.pages
-    ip = components.client_ip(request)
+    ip = components.limit_key(request)
     if not components.ip_limiter.allow(ip):
         log.info("signup_rate_limited")
         return pages.message(
