@@ -101,8 +101,9 @@ class Settings(DatabaseSettings):
     secret_key: SecretStr = SecretStr("")
     # Bearer token of the admin API and pages (at least 32 characters in production).
     admin_token: SecretStr = SecretStr("")
-    # Wrong bearer tokens one client may send an admin API within 5 minutes; past them its
-    # bearer requests answer 429, the right token too, until the window frees one (0: no limit).
+    # Wrong bearer tokens one client (an IPv4 address or IPv6 /64) may send the subscription or
+    # renderer admin API within 5 minutes; past them its bearer requests answer 429 with
+    # Retry-After, the right token too, until the window frees one. Per process; 0: no limit.
     admin_api_failures_allowed: int = 20
     # From address of every mail; the display name is localized per message.
     from_: str = Field(default="Weekly Digest <digest@example.org>", alias="NEWSLETTER_FROM")
