@@ -154,12 +154,52 @@ def _blocks_of_part(part: Message) -> list[dict[str, str]]:
     return parse_fields(_payload_text(part))
 
 
-def _cut_at_original(text: str) -> str:
-    lines = text.replace("\r\n", "\n").split("\n")
+# The header of a message pasted inline, whatever marker line precedes it (localized ones
+# such as "Kopie zprávy", or none): header fields at the start of a line (RFC 5322 2.2), at
+# least three different ones within a dozen lines, one of them a trace or identification
+# field (RFC 5322 3.6.4, 3.6.7; RFC 6376's DKIM-Signature; RFC 2045's MIME-Version) that a
+# bounce's own summary ("To: ... Subject: ...") never shows. A DSN's fields (RFC 3464
+# Reporting-MTA, Final-Recipient, Status, Diagnostic-Code...) are not message header fields.
+_MESSAGE_FIELD = re.compile(
+    r"^(return-path|received|dkim-signature|arc-[a-z-]+|authentication-results|message-id|"
+    r"mime-version|from|to|cc|subject|date|reply-to|sender|list-[a-z-]+):",
+    re.IGNORECASE,
+)
+_TRACE_FIELDS = {
+    "return-path", "received", "dkim-signature", "message-id", "mime-version",
+    "authentication-results",
+}  # fmt: skip
+_HEADER_WINDOW = 12
+
+
+def _header_block_at(lines: list[str], index: int) -> bool:
+    names = {
+        found.group(1).lower()
+        for line in lines[index : index + _HEADER_WINDOW]
+        if (found := _MESSAGE_FIELD.match(line))
+    }
+    trace = any(n in _TRACE_FIELDS or n.startswith("arc-") for n in names)
+    return len(names) >= 3 and trace
+
+
+def _original_start(lines: list[str]) -> tuple[int, bool] | None:
+    """Where an inline original message starts: (line, after a marker line) or None."""
     for index, line in enumerate(lines):
-        if index > 0 and patterns.ORIGINAL_MESSAGE_MARKER.match(line):
-            return "\n".join(lines[:index])
-    return "\n".join(lines)
+        if index == 0:
+            continue
+        if patterns.ORIGINAL_MESSAGE_MARKER.match(line):
+            return index, True
+        if _MESSAGE_FIELD.match(line) and _header_block_at(lines, index):
+            return index, False
+    return None
+
+
+def _cut_at_original(text: str) -> str:
+    """The report's own words: an original message pasted inline (its header says nothing of
+    the failure, and our own DKIM-Signature in it is no "DKIM" refusal) is cut off."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    start = _original_start(lines)
+    return "\n".join(lines[: start[0]] if start else lines)
 
 
 _MAX_PARTS = 500  # a real report has a handful; past this, stop and use what was found
@@ -284,11 +324,10 @@ def parse(data: bytes) -> ParsedBounce:
 def _original_from_text(text: str) -> Message | None:
     """Headers of an original message pasted inline after a marker line."""
     lines = text.replace("\r\n", "\n").split("\n")
-    for index, line in enumerate(lines):
-        if index > 0 and patterns.ORIGINAL_MESSAGE_MARKER.match(line):
-            rest = "\n".join(lines[index + 1 :]).lstrip("\n")
-            headers = HeaderParser().parsestr(rest, headersonly=True)
-            if len(headers.keys()) >= 2:
-                return headers
-            return None
-    return None
+    start = _original_start(lines)
+    if start is None:
+        return None
+    index, after_marker = start
+    rest = "\n".join(lines[index + 1 if after_marker else index :]).lstrip("\n")
+    headers = HeaderParser().parsestr(rest, headersonly=True)
+    return headers if len(headers.keys()) >= 2 else None

@@ -88,6 +88,10 @@ DOMAIN_MISSING = _any(
     # Microsoft Exchange NDR catalogue 5.4.4 "SMTPSEND.DNS.NonExistentDomain; nonexistent
     # domain".
     r"non-?existent\s+domain|nonexistentdomain",
+    # Exchange Online 5.4.310 "DNS domain <domain> does not exist
+    # [Message=InfoDomainNonexistent]" (Microsoft: the domain isn't registered); other MTAs
+    # name the domain in the same place ("domain example.com does not exist").
+    r"infodomainnonexistent|domain\s+(?:name\s+)?[\w.-]+\.[a-z]{2,}\s+(?:does\s+not|doesn'?t)\s+exist",
     # RFC 7505 (null MX): the domain declares it does not accept mail.
     r"null\s*mx|does\s+not\s+accept\s+(?:e-?)?mail\s*\(",
     r"domain\s+\S+\s+does\s+not\s+accept\s+(?:e-?)?mail",

@@ -120,3 +120,47 @@ def test_five_thousand_nested_attached_messages_are_read_without_recursion() -> 
     ).encode()
     parse(data)
     assert [(f.recipient, f.bounce_class) for f in classify(data)] == [("gone@example.com", "hard")]
+
+
+_PLAIN_BOUNCE = """From: Mail Delivery System <MAILER-DAEMON@mx.example.net>
+To: bounces+r1@news.example.org
+Subject: Nedoru\u010ditelná zpráva
+Content-Type: text/plain; charset=utf-8
+
+Your message for <reader@example.net> could not be delivered.
+
+Reason: 550 5.1.1 recipient does not exist
+
+{divider}
+Return-Path: <bounces+r1@news.example.org>
+Received: from app.news.example.org by mta.news.example.org; Mon, 14 Oct 2024 06:00:31 +0200
+DKIM-Signature: v=1; a=rsa-sha256; d=news.example.org; s=nl; h=from:to; bh=x; b=y
+From: Weekly Digest <digest@news.example.org>
+To: reader@example.net
+Subject: Weekly Digest 12
+"""
+
+
+def test_an_original_pasted_inline_is_cut_off_whatever_its_marker_line() -> None:
+    """Our own DKIM-Signature in the quoted header is no "DKIM" refusal: with a localized
+    marker line, or none, the report's words end where the pasted header begins."""
+    for divider in ("------ Kopie zprávy / Copy of the message ------", "", "Anbei:"):
+        parsed = parse(_PLAIN_BOUNCE.format(divider=divider).encode())
+        assert "DKIM-Signature" not in parsed.human_text, divider
+        assert parsed.original is not None
+        assert parsed.original.get("Subject") == "Weekly Digest 12"
+        (finding,) = classify(_PLAIN_BOUNCE.format(divider=divider).encode())
+        assert (finding.recipient, finding.bounce_class) == ("reader@example.net", "hard")
+
+
+def test_dsn_fields_and_a_summary_of_the_message_are_not_an_original() -> None:
+    text = (
+        "This is the mail system at host mx.example.net.\n\n"
+        "To: reader@example.net\nSubject: Weekly Digest 12\nDate: Mon, 14 Oct 2024\n\n"
+        "Reporting-MTA: dns; mx.example.net\nFinal-Recipient: rfc822; reader@example.net\n"
+        "Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n"
+    )
+    message = f"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered\n\n{text}"
+    parsed = parse(message.encode())
+    assert "Diagnostic-Code: smtp; 550 5.1.1 user unknown" in parsed.human_text
+    assert "Subject: Weekly Digest 12" in parsed.human_text
