@@ -16,8 +16,10 @@ renderer), and bounce reports per source (bounce receiver).
 - Memory is bounded: at most ``max_keys`` keys are tracked; the least recently seen are
   forgotten first. ``limit <= 0`` disables the limiter.
 - Time comes from the injected ``clock`` (``time.monotonic`` by default), so tests step it.
-- Per-client limits key a client by :func:`client_key`: an IPv4 address, or the /64 network
-  of an IPv6 one (one host or home line holds a whole /64 and may pick any address in it).
+- The limits on people's clients (signups, logins, admin tokens) key a client by
+  :func:`client_key`: an IPv4 address, or the /64 network of an IPv6 one (a host picks any
+  address in its /64). The bounce intake keys mail servers by their exact address instead:
+  a provider's many MTAs share its networks.
 
 Why memory and not the database: these limits are coarse brakes on one noisy client; with N
 replicas a client gets at most N times the limit, which still stops a flood, and a write per
@@ -39,11 +41,13 @@ IPV6_CLIENT_PREFIX = 64
 def client_key(host: str | None) -> str:
     """The key a client's requests are limited under.
 
-    An IPv6 client is keyed by its /64: RFC 4291 gives interface identifiers 64 bits and
-    RFC 6177 assigns an end site a /56 or /48, so one machine can rotate through 2**64
-    addresses (privacy addresses, RFC 8981, change on their own) and a per-address limit
-    would not hold it at all. An IPv4-mapped IPv6 address is its IPv4 address; a host that is
-    not an IP address (a test client, a Unix socket) is its own key.
+    An IPv6 client is keyed by its /64: RFC 4291 gives interface identifiers 64 bits, so
+    one machine can rotate through 2**64 addresses of its subnet (privacy addresses, RFC
+    8981, change on their own) and a per-address limit would not hold it at all. An end site
+    usually holds a /56 or /48 (RFC 6177), so a whole site still has 256 or more keys: this
+    bounds one host, not one customer. An IPv4-mapped IPv6 address is its IPv4 address
+    (NAT64's ``64:ff9b::/96`` is not unwrapped); a host that is not an IP address (a test
+    client, a Unix socket) is its own key.
     """
     if not host:
         return "unknown"

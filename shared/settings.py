@@ -119,6 +119,10 @@ class Settings(DatabaseSettings):
     var_dir: Path = Path("./var")
     # Address the HTTP servers and probes listen on.
     http_host: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For the subscription service believes (uvicorn's
+    # forwarded_allow_ips: addresses or networks, comma-separated): behind a proxy on another
+    # host, its address, or every client counts as the proxy for the per-client limits.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # Port of the subscription pages and admin API.
     subscription_port: int = 8000
     # Port of the subscription service's /healthz answered off its event loop (a child process;

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from services.bounces.errors import IntakeUnavailable
 from services.bounces.intake import BounceIntake
 from shared import verp
-from shared.rate_limit import SlidingWindowLimiter, client_key
+from shared.rate_limit import SlidingWindowLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +78,10 @@ class ReturnPathHandler:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes):
             data = envelope.content
-        peer = client_key(
-            session.peer[0] if session is not None and isinstance(session.peer, tuple) else None
-        )
+        # Per sending host, not per /64: a provider's MTAs share its networks (Gmail's
+        # outbound pool is a handful of /64s), and one budget for all of them would refuse its
+        # reports after a large send.
+        peer = session.peer[0] if session is not None and isinstance(session.peer, tuple) else ""
         if self._budget is not None:
             if not self._budget.would_allow(f"smtp:{peer}"):
                 log.warning("bounce_smtp_rate_limited")

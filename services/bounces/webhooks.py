@@ -44,7 +44,7 @@ from services.bounces.providers import (
     ses_notices,
 )
 from services.bounces.sns import SnsVerifier
-from shared.rate_limit import SlidingWindowLimiter, client_key
+from shared.rate_limit import SlidingWindowLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +96,8 @@ class WebhookHandlers:
     async def _publish(self, request: Request, notices: list[Notice], *, source: str) -> Response:
         """Charge the source's budgets, then publish (all or nothing as far as limits go)."""
         cost = max(len(notices), 1)
-        client = client_key(request.client.host if request.client else None)
+        # Per sending host, not per /64: a provider's webhook senders share its networks.
+        client = request.client.host if request.client else "unknown"
         if not self._per_ip.would_allow(f"ip:{client}", cost) or not self._per_provider.would_allow(
             source, cost
         ):

@@ -23,8 +23,8 @@ The rules, applied in this order:
 
 Variants of one inbox (``alice+news@``, ``alice+x@``; on Gmail also ``a.lice@``) stay
 separate subscribers: a reader may want one of them filtered, and the address is what they
-typed. Only the one-confirmation-mail-per-interval limit goes by :func:`mailbox_key`, so the
-form cannot mail-bomb one inbox through its subaddresses.
+typed. Only the confirmation-mail limit goes by :func:`mailbox_key`, so the form cannot
+mail-bomb one inbox through its subaddresses (``mailbox_slots.py``).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def mailbox_key(email: str) -> str:
     """The inbox a normalized address reaches, for the confirmation-mail limit only.
 
     A subaddress ``+detail`` is dropped (RFC 5233's ``user+detail``; Gmail, Outlook.com,
-    iCloud, Fastmail, Proton and Postfix's default ``recipient_delimiter`` all deliver it to
-    ``user``), and on Gmail the dots. Merging two real mailboxes by mistake only delays the
-    second one's confirmation mail by one interval; it never joins their subscriptions.
+    iCloud, Fastmail and Proton deliver it to ``user``, and so does Postfix with the usual
+    ``recipient_delimiter = +``), and on Gmail the dots. Two real mailboxes merged by mistake
+    share the variants' one mail per interval; their subscriptions are never joined.
     """
     local, _, domain = email.lower().rpartition("@")
     user = local.split("+", 1)[0] or local  # "+tag@" alone has no user part to keep
@@ -73,6 +73,12 @@ class NormalizedAddress:
     def mailbox_hash(self) -> str:
         """Hash of :func:`mailbox_key`: the key of the confirmation-mail limit."""
         return address_hash(mailbox_key(self.email))
+
+    @property
+    def is_variant(self) -> bool:
+        """Whether this is a variant of its mailbox (a ``+tag``, Gmail's dots), not the
+        mailbox's own address."""
+        return mailbox_key(self.email) != self.email
 
 
 def normalize_address(raw: str) -> NormalizedAddress:

@@ -13,6 +13,25 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 WORKERS_ENV = "NEWSLETTER_SUBSCRIPTION_WORKERS"
+
+
+def server_options(
+    settings: Settings, *, host: str | None = None, port: int | None = None
+) -> dict[str, object]:
+    """uvicorn's options for the service. The client address comes from X-Forwarded-For only
+    when the peer is one of ``NEWSLETTER_FORWARDED_ALLOW_IPS`` (the public proxy)."""
+    return {
+        "host": host or settings.http_host,
+        "port": port or settings.subscription_port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 app = typer.Typer(help="The public signup pages and the admin API.", no_args_is_help=True)
 
 
@@ -51,15 +70,7 @@ def serve(
     except (SettingsError, ValueError) as err:
         typer.echo(f"subscription: {err}", err=True)
         raise typer.Exit(2) from err
-    options = {
-        "host": host or settings.http_host,
-        "port": port or settings.subscription_port,
-        "log_config": None,
-        "access_log": False,
-        "proxy_headers": True,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
-    }
+    options = server_options(settings, host=host, port=port)
     if workers > 1:
         # Each worker process builds its own app (engine, AMQP connection, publisher) from
         # the environment; the supervisor binds the socket once and restarts dead workers.

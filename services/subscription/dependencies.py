@@ -71,7 +71,7 @@ admin_bearer = HTTPBearer(
 )
 
 
-def require_admin(
+async def require_admin(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)] = None,

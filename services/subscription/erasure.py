@@ -3,21 +3,30 @@
 What remains of an erased subscriber: the row with ``status = "erased"`` and no address, hash
 or domain (so old links resolve to nothing), and a ``suppression`` row keyed by the address
 hash with reason ``erased`` (so a later import or signup cannot silently bring the address
-back). Consent records keep only the address hash, their dates and their withdrawal
-(method ``erasure``): the ledger still shows that consent existed and was withdrawn, without
-anything that names the person. Delivery rows belong to the dispatcher and are not touched
-here: the admin API publishes ``SubscriberErased`` first, and the dispatcher blanks them.
+back). The mailbox's confirmation slot (``mailbox_slots.py``) is deleted. Consent records
+keep only the address hash, their dates and their withdrawal (method ``erasure``): the ledger
+still shows that consent existed and was withdrawn, without anything that names the person.
+Delivery rows belong to the dispatcher and are not touched here: the admin API publishes
+``SubscriberErased`` first, and the dispatcher blanks them.
 """
 
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.subscription.address_rules import mailbox_key
 from services.subscription.records import set_languages, withdraw_consents
-from shared.db.tables import ConsentRecord, Subscriber, SubscriberStatus, Suppression
+from shared.addresses import address_hash
+from shared.db.tables import (
+    ConfirmationSlot,
+    ConsentRecord,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
 from shared.db.tables.timestamps import utcnow
 
 log = structlog.get_logger(__name__)
@@ -31,6 +40,13 @@ async def suppress_hash(session: AsyncSession, *, email_hash: str, reason: str) 
         existing.reason = reason
         existing.lifted_at = None
         session.add(existing)
+
+
+async def _forget_mailbox(session: AsyncSession, email: str) -> None:
+    mailbox_hash = address_hash(mailbox_key(email))
+    await session.execute(
+        delete(ConfirmationSlot).where(col(ConfirmationSlot.mailbox_hash) == mailbox_hash)
+    )
 
 
 async def erase_subscriber(*, session: AsyncSession, subscriber_id: int) -> bool:
@@ -48,6 +64,8 @@ async def erase_subscriber(*, session: AsyncSession, subscriber_id: int) -> bool
     )
     await set_languages(session, subscriber_id, [])
     await suppress_hash(session, email_hash=email_hash, reason="erased")
+    if subscriber.email:
+        await _forget_mailbox(session, subscriber.email)
     subscriber.email = None
     subscriber.email_hash = ""
     subscriber.email_domain = ""
@@ -68,5 +86,6 @@ async def erase_address(*, session: AsyncSession, email: str, email_hash: str) -
         await erase_subscriber(session=session, subscriber_id=subscriber_id)
         return subscriber_id
     await suppress_hash(session, email_hash=email_hash, reason="erased")
+    await _forget_mailbox(session, email)
     await session.commit()
     return None

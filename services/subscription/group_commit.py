@@ -296,21 +296,30 @@ class GroupCommit:
     async def _claim_mailboxes(
         self, connection: AsyncConnection, items: list[_Pending], *, now: datetime
     ) -> None:
-        """Step 4: the mailboxes' slots (``mailbox_slots.py``) for the signups that won their
-        address's; one mail per mailbox, to the batch's first signup of it."""
-        wanting = [i for i in items if i.claimed and i.subscriber_id is not None]
+        """Step 4: the mailboxes' slots (``mailbox_slots.py``) for the variants that won their
+        address's; one mail per mailbox, to the batch's first variant of it. A variant that
+        loses gives its address's slot back (as ``signup._claim_mailbox`` does)."""
+        wanting = [
+            i
+            for i in items
+            if i.claimed and i.subscriber_id is not None and i.request.address.is_variant
+        ]
         won = await mailbox_slots.claim_many(
             connection,
             keys=[i.request.address.mailbox_hash for i in wanting],
             now=now,
             interval_s=self._interval,
         )
+        lost: list[int] = []
         for item in wanting:
             key = item.request.address.mailbox_hash
             if key in won:
                 won.discard(key)
             else:
                 item.claimed = False
+                lost.append(item.subscriber_id or 0)
+        if lost:
+            await connection.execute(_RELEASE_SLOTS, {"ids": sorted(lost), "claimed_at": now})
 
     async def _insert_new(
         self,
@@ -458,7 +467,11 @@ class GroupCommit:
                 )
                 await mailbox_slots.release_many(
                     connection,
-                    keys=[i.request.address.mailbox_hash for i in failed],
+                    keys=[
+                        i.request.address.mailbox_hash
+                        for i in failed
+                        if i.request.address.is_variant
+                    ],
                     claimed_at=batch.now,
                 )
         finally:

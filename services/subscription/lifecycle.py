@@ -129,11 +129,16 @@ async def resend_confirmation(
         return False
     now = utcnow()
     assert subscriber.email is not None
-    mailbox_hash = address_hash(mailbox_key(subscriber.email))
+    key = mailbox_key(subscriber.email)
+    variant = key != subscriber.email  # variants share one mail per interval (mailbox_slots)
+    mailbox_hash = address_hash(key)
     if not await claim_confirmation_slot(
         session, subscriber_id=subscriber_id, now=now, interval_s=interval_s
-    ) or not await mailbox_slots.claim(
-        session, mailbox_hash=mailbox_hash, now=now, interval_s=interval_s
+    ) or (
+        variant
+        and not await mailbox_slots.claim(
+            session, mailbox_hash=mailbox_hash, now=now, interval_s=interval_s
+        )
     ):
         await session.rollback()
         return False
@@ -148,7 +153,8 @@ async def resend_confirmation(
         )
     except MailQueueUnavailable:
         await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
-        await mailbox_slots.release(session, mailbox_hash=mailbox_hash, claimed_at=now)
+        if variant:
+            await mailbox_slots.release(session, mailbox_hash=mailbox_hash, claimed_at=now)
         await session.commit()
         raise
     return True

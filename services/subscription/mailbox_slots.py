@@ -1,4 +1,4 @@
-"""One confirmation mail per mailbox per interval, whatever variant of its address was typed.
+"""One confirmation mail per interval for all the variants of a mailbox together.
 
 The per-address slot (``subscriber.last_confirmation_sent_at``,
 :func:`~services.subscription.records.claim_confirmation_slot`) stops repeats of one address;
@@ -6,11 +6,17 @@ but ``victim+1@``, ``victim+2@``... are new addresses, each a new pending subscr
 without this second slot each would mail the same inbox. Here the key is the mailbox
 (:func:`~services.subscription.address_rules.mailbox_key`, hashed): a conditional upsert takes
 it if it is free or older than the interval, in the caller's transaction, so two replicas
-racing for one mailbox cannot both win (the primary key serialises them). A signup that loses
-is stored as usual and gets the same answer; only its mail is not sent.
+racing for one mailbox cannot both win (the primary key serialises them).
 
-A slot taken for a mail the broker then refused is given back (:func:`release`), as the
-per-address slot is.
+- Only variants take it (``NormalizedAddress.is_variant``). The mailbox's own address keeps
+  just its per-address slot, so nobody can keep ``victim@`` from its confirmation mail by
+  posting ``victim+x@`` every hour; an inbox gets at most two mails per interval (its own
+  address's and one variant's).
+- A variant that loses is stored as usual and gets the same answer; no mail is sent and none
+  is queued for later, and its per-address slot is given back in the same transaction, so
+  submitting it again after the interval mails it.
+- A slot taken for a mail the broker then refused is given back (:func:`release`), as the
+  per-address slot is.
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ CLAIM_MANY = text(
     "ON CONFLICT (mailbox_hash) DO UPDATE SET last_sent_at = excluded.last_sent_at "
     "WHERE confirmation_slot.last_sent_at <= :cutoff RETURNING mailbox_hash"
 )
+# The rows locked in key order, as CLAIM_MANY locks them, so the two cannot deadlock.
 RELEASE_MANY = text(
-    "DELETE FROM confirmation_slot WHERE mailbox_hash = ANY(:keys) AND last_sent_at = :claimed_at"
+    "DELETE FROM confirmation_slot WHERE mailbox_hash IN (SELECT mailbox_hash FROM "
+    "confirmation_slot WHERE mailbox_hash = ANY(:keys) AND last_sent_at = :claimed_at "
+    "ORDER BY mailbox_hash FOR UPDATE)"
 )
 
 

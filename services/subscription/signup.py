@@ -91,13 +91,14 @@ async def sign_up(
                         now=now,
                         interval_s=confirmation_interval_s,
                     )
-                # The mailbox's slot too: variants of one inbox get one mail per interval.
-                claimed = claimed and await mailbox_slots.claim(
-                    session,
-                    mailbox_hash=request.address.mailbox_hash,
-                    now=now,
-                    interval_s=confirmation_interval_s,
-                )
+                if claimed and subscriber_id is not None and request.address.is_variant:
+                    claimed = await _claim_mailbox(
+                        session,
+                        request.address,
+                        subscriber_id=subscriber_id,
+                        now=now,
+                        interval_s=confirmation_interval_s,
+                    )
                 await session.commit()
             break
         except IntegrityError:
@@ -118,13 +119,32 @@ async def sign_up(
     except MailQueueUnavailable:
         async with sessions() as session:
             await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
-            await mailbox_slots.release(
-                session, mailbox_hash=request.address.mailbox_hash, claimed_at=now
-            )
+            if request.address.is_variant:
+                await mailbox_slots.release(
+                    session, mailbox_hash=request.address.mailbox_hash, claimed_at=now
+                )
             await session.commit()
         raise
     log.info("signup_stored", outcome=outcome, subscriber_id=subscriber_id, mailed=True)
     return SignupResult(outcome=outcome, subscriber_id=subscriber_id, mailed=True)
+
+
+async def _claim_mailbox(
+    session: AsyncSession,
+    address: NormalizedAddress,
+    *,
+    subscriber_id: int,
+    now: datetime,
+    interval_s: int,
+) -> bool:
+    """A variant's second slot (``mailbox_slots.py``); when another variant of the mailbox has
+    it, the address's own slot is given back, so that a later try is not refused for it."""
+    if await mailbox_slots.claim(
+        session, mailbox_hash=address.mailbox_hash, now=now, interval_s=interval_s
+    ):
+        return True
+    await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
+    return False
 
 
 async def _store(

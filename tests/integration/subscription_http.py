@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 
 from services.subscription.app import create_app
+from services.subscription.cli import server_options
+from services.subscription.policy import SignupPolicy
 from shared.settings import Settings
 from tests.integration.subscription_support import QUICK
 from tests.support.ports import free_port
@@ -19,23 +21,21 @@ from tests.support.ports import free_port
 START_DEADLINE_S = 20.0
 
 
-def _server(settings: Settings) -> tuple[uvicorn.Server, int]:
-    """The app under uvicorn on a free port, its lifespan on (a start-up error stops it)."""
+def _server(settings: Settings, policy: SignupPolicy = QUICK) -> tuple[uvicorn.Server, int]:
+    """The app under uvicorn on a free port with the service's own options (``serve``'s),
+    its lifespan on (a start-up error stops it)."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, policy=QUICK),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-    )
+    options = server_options(settings, host="127.0.0.1", port=port)
+    config = uvicorn.Config(create_app(settings, policy=policy), **options)  # type: ignore[arg-type]
     return uvicorn.Server(config), port
 
 
 @contextlib.asynccontextmanager
-async def served_subscription(settings: Settings) -> AsyncIterator[str]:
+async def served_subscription(
+    settings: Settings, policy: SignupPolicy = QUICK
+) -> AsyncIterator[str]:
     """Yield the base URL (``http://127.0.0.1:<port>``) while the app is being served."""
-    server, port = _server(settings)
+    server, port = _server(settings, policy)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + START_DEADLINE_S
     try:

@@ -42,7 +42,7 @@ async def admin_page(
 ) -> Response:
     lang = components.pages.language(request)
     try:
-        require_admin(request, settings)
+        await require_admin(request, settings)
     except HTTPException:
         return views.login_page(request, components, lang=lang)
     summary = await _summary(request, settings, session)

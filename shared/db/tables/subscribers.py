@@ -88,11 +88,12 @@ class ConsentRecord(SQLModel, table=True):
 
 
 class ConfirmationSlot(SQLModel, table=True):
-    """When a mailbox last got a confirmation mail, whatever variant of its address was typed
-    (``victim+1@``, ``v.ictim@gmail.com``): one per interval, so a form cannot mail-bomb an
-    inbox through subaddresses (migration 0014; ``services/subscription/mailbox_slots.py``).
-    The key is a hash of the mailbox, never the address; a row older than the interval means
-    nothing and is overwritten by the next claim."""
+    """When a variant of a mailbox's address (``victim+1@``, ``v.ictim@gmail.com``) last got a
+    confirmation mail: one per interval for all of them, so a form cannot mail-bomb an inbox
+    through subaddresses (migration 0014; ``services/subscription/mailbox_slots.py``). The key
+    is the SHA-256 of the mailbox's own address (``address_rules.mailbox_key``); a row older
+    than the interval means nothing and is overwritten by the next claim; an erasure deletes
+    it."""
 
     __tablename__ = "confirmation_slot"
 
