@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from services.subscription.admin_sessions import AdminSessions
 from shared.rate_limit import SlidingWindowLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.stepped_clock import SteppedClock
 
 
 def test_blocked_reports_the_limit_without_recording_an_attempt() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     limiter = SlidingWindowLimiter(limit=2, window_s=60, clock=clock)
     assert not limiter.blocked("a")
     assert limiter.allow("a")

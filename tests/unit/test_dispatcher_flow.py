@@ -10,18 +10,11 @@ from services.dispatcher.retry import Attempt, settle_attempt, tier_for, window_
 from services.dispatcher.settings import load_dispatcher_settings
 from shared.messaging.topology import RETRY_TIERS
 from shared.settings import SettingsError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.stepped_clock import SteppedClock
 
 
 def test_a_rate_limiter_spaces_slots_after_its_burst() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     limiter = RateLimiter(10.0, burst=2, clock=clock)
     waits = [limiter.reserve() for _ in range(5)]
     assert waits[:2] == [0.0, 0.0]
@@ -29,7 +22,7 @@ def test_a_rate_limiter_spaces_slots_after_its_burst() -> None:
 
 
 def test_throttling_replies_slow_one_domain_and_successes_speed_it_up() -> None:
-    flow = FlowControl(clock=Clock())
+    flow = FlowControl(clock=SteppedClock())
     throttled = Outcome("deferred", 421, "slow down", "rcpt", throttle=True)
     for _ in range(3):
         flow.record("slow.example", throttled)
@@ -41,7 +34,7 @@ def test_throttling_replies_slow_one_domain_and_successes_speed_it_up() -> None:
 
 
 def test_a_storm_of_policy_refusals_opens_the_breaker_of_that_domain_only() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(breaker_threshold=5, breaker_window_s=10, breaker_cooldown_s=60, clock=clock)
     refused = Outcome("failed", 554, "5.7.1 policy", "rcpt", policy=True)
     opened = [flow.record("storm.example", refused) for _ in range(5)]
@@ -53,7 +46,7 @@ def test_a_storm_of_policy_refusals_opens_the_breaker_of_that_domain_only() -> N
 
 
 def test_incidents_outside_the_window_do_not_count() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(breaker_threshold=3, breaker_window_s=10, clock=clock)
     refused = Outcome("failed", 554, "5.7.1", "rcpt", policy=True)
     flow.record("d.example", refused)
@@ -100,7 +93,7 @@ def test_an_attempt_takes_its_number_from_the_retry_header_and_fails_past_the_wi
 
 
 def test_an_alert_opens_a_domain_for_its_pause_and_never_shortens_a_longer_one() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(clock=clock)
     assert flow.open_for("blocked.example", 30.0)
     assert not flow.open_for("blocked.example", 10.0), "a shorter pause changes nothing"
@@ -118,7 +111,7 @@ GREYLISTED = Outcome("deferred", 451, "4.7.1 greylisted, try again", "rcpt", thr
 SENT = Outcome("sent", 250)
 
 
-def replay(flow: FlowControl, clock: Clock, domain: str, *, every: int, n: int) -> list[int]:
+def replay(flow: FlowControl, clock: SteppedClock, domain: str, *, every: int, n: int) -> list[int]:
     """``n`` replies 300 a second, one in ``every`` a 451 at RCPT; the limit after each."""
     limits: list[int] = []
     for i in range(n):
@@ -131,7 +124,7 @@ def replay(flow: FlowControl, clock: Clock, domain: str, *, every: int, n: int) 
 
 
 def test_one_rcpt_in_ten_answered_451_slows_the_domain_but_never_opens_its_breaker() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(domain_concurrency=16, clock=clock)
     limits = replay(flow, clock, "grey.example", every=10, n=3000)
     assert not flow.is_open("grey.example")
@@ -142,7 +135,7 @@ def test_one_rcpt_in_ten_answered_451_slows_the_domain_but_never_opens_its_break
 
 
 def test_half_the_rcpts_answered_451_settle_the_domain_at_a_few_slots_above_the_floor() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(
         domain_concurrency=16, domain_concurrency_floor=2, breaker_threshold=10**6, clock=clock
     )
@@ -153,7 +146,7 @@ def test_half_the_rcpts_answered_451_settle_the_domain_at_a_few_slots_above_the_
 
 
 def test_only_slow_down_at_the_floor_spaces_the_messages_out() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(
         domain_concurrency=16, domain_concurrency_floor=2, breaker_threshold=10**6, clock=clock
     )
@@ -169,7 +162,7 @@ def test_only_slow_down_at_the_floor_spaces_the_messages_out() -> None:
 
 
 def test_a_domain_answering_mostly_slow_down_opens_its_breaker_and_reopens_half_open() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(
         domain_concurrency=16, breaker_threshold=20, breaker_cooldown_s=30, clock=clock
     )
@@ -189,7 +182,7 @@ def test_a_domain_answering_mostly_slow_down_opens_its_breaker_and_reopens_half_
 
 
 def test_a_host_saying_slow_down_halves_concurrency_at_most_once_a_second() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     flow = FlowControl(domain_concurrency=16, domain_concurrency_floor=2, clock=clock)
     closing = Outcome("deferred", 421, "4.7.0 too many connections", "mail", throttle=True)
     assert closing.host_throttle

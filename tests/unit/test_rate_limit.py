@@ -6,18 +6,11 @@ from __future__ import annotations
 import pytest
 
 from shared.rate_limit import SlidingWindowLimiter, client_key
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.stepped_clock import SteppedClock
 
 
 def test_a_hit_leaves_the_window_exactly_window_seconds_later() -> None:
-    clock = Clock()
+    clock = SteppedClock(500.0)
     limiter = SlidingWindowLimiter(limit=2, window_s=10, clock=clock)
     assert limiter.allow("k")
     clock.now += 4
@@ -32,7 +25,7 @@ def test_a_hit_leaves_the_window_exactly_window_seconds_later() -> None:
 
 
 def test_refused_attempts_are_not_recorded() -> None:
-    clock = Clock()
+    clock = SteppedClock(500.0)
     limiter = SlidingWindowLimiter(limit=1, window_s=10, clock=clock)
     assert limiter.allow("k")
     for _ in range(5):
@@ -44,7 +37,7 @@ def test_refused_attempts_are_not_recorded() -> None:
 
 def test_check_then_record_charges_only_what_the_caller_records() -> None:
     """The login pattern: ask first, charge only a wrong token."""
-    clock = Clock()
+    clock = SteppedClock(500.0)
     limiter = SlidingWindowLimiter(limit=3, window_s=60, clock=clock)
     for _ in range(10):
         assert limiter.would_allow("10.0.0.1"), "asking costs nothing"
@@ -57,7 +50,7 @@ def test_check_then_record_charges_only_what_the_caller_records() -> None:
 
 
 def test_costs_count_units_and_a_cost_above_the_limit_costs_the_whole_limit() -> None:
-    clock = Clock()
+    clock = SteppedClock(500.0)
     limiter = SlidingWindowLimiter(limit=10, window_s=60, clock=clock)
     assert limiter.allow("ip", cost=7)
     assert not limiter.would_allow("ip", cost=4)
@@ -70,7 +63,7 @@ def test_costs_count_units_and_a_cost_above_the_limit_costs_the_whole_limit() ->
 
 
 def test_memory_keeps_the_most_recently_seen_keys() -> None:
-    limiter = SlidingWindowLimiter(limit=1, window_s=60, max_keys=2, clock=Clock())
+    limiter = SlidingWindowLimiter(limit=1, window_s=60, max_keys=2, clock=SteppedClock(500.0))
     assert limiter.allow("a")
     assert limiter.allow("b")
     assert not limiter.allow("a")  # a is seen again: b is now the oldest
@@ -80,7 +73,7 @@ def test_memory_keeps_the_most_recently_seen_keys() -> None:
 
 
 def test_a_zero_limit_lets_everything_through_and_records_nothing() -> None:
-    limiter = SlidingWindowLimiter(limit=0, window_s=60, clock=Clock())
+    limiter = SlidingWindowLimiter(limit=0, window_s=60, clock=SteppedClock(500.0))
     assert all(limiter.allow("a", cost=5) for _ in range(100))
     limiter.record("a")
     assert not limiter.blocked("a")

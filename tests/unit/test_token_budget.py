@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from shared.token_budget import TokenCheck, WrongTokenBudget, same_secret
+from tests.support.stepped_clock import SteppedClock
 
 RIGHT = "r" * 40
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_client_past_its_budget_is_held_even_with_the_right_token() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     budget = WrongTokenBudget(limit=2, window_s=60.0, clock=clock)
     assert budget.check("a", RIGHT, RIGHT) is TokenCheck.ACCEPTED
     assert budget.check("a", "guess", RIGHT) is TokenCheck.WRONG
@@ -30,7 +23,7 @@ def test_a_client_past_its_budget_is_held_even_with_the_right_token() -> None:
 
 
 def test_throttled_checks_do_not_extend_the_hold() -> None:
-    clock = Clock()
+    clock = SteppedClock()
     budget = WrongTokenBudget(limit=1, window_s=60.0, clock=clock)
     assert budget.check("a", "guess", RIGHT) is TokenCheck.WRONG
     for _ in range(50):
