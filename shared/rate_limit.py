@@ -36,6 +36,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 IPV6_CLIENT_PREFIX = 64
+# RFC 6052's well-known prefix: an IPv4 client translated into IPv6 (NAT64, SIIT) carries its
+# IPv4 address in the last 32 bits; keyed by /64, every such client would be one key.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def client_key(host: str | None) -> str:
@@ -45,9 +48,9 @@ def client_key(host: str | None) -> str:
     one machine can rotate through 2**64 addresses of its subnet (privacy addresses, RFC
     8981, change on their own) and a per-address limit would not hold it at all. An end site
     usually holds a /56 or /48 (RFC 6177), so a whole site still has 256 or more keys: this
-    bounds one host, not one customer. An IPv4-mapped IPv6 address is its IPv4 address
-    (NAT64's ``64:ff9b::/96`` is not unwrapped); a host that is not an IP address (a test
-    client, a Unix socket) is its own key.
+    bounds one host, not one customer. An IPv4-mapped address (``::ffff:a.b.c.d``) and one
+    under NAT64's well-known prefix (``64:ff9b::a.b.c.d``, RFC 6052) are their IPv4 address;
+    a host that is not an IP address (a test client, a Unix socket) is its own key.
     """
     if not host:
         return "unknown"
@@ -58,6 +61,8 @@ def client_key(host: str | None) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
     return str(ip)
 

@@ -108,6 +108,9 @@ async def test_wrong_bearer_tokens_at_the_admin_api_are_throttled_per_client(
             held = await guesser.get("/api/subscribers", headers=right)
             assert held.status_code == 429, "the right token waits out the window too"
             assert int(held.headers["retry-after"]) > 0
+            page = await guesser.get("/admin", headers=right)
+            assert page.status_code == 429, "the ops page says so too"
+            assert int(page.headers["retry-after"]) > 0
             login = await guesser.post("/admin/login", data={"token": ADMIN_TOKEN})
             assert login.status_code == 303, "the ops login has a budget of its own"
             assert (await guesser.get("/admin/summary.json")).status_code == 200, "a session"

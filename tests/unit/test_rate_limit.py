@@ -92,6 +92,8 @@ def test_clients_are_keyed_by_their_ipv4_address_or_their_ipv6_64() -> None:
     assert client_key("2001:db8:aa:bb::1") == "2001:db8:aa:bb::/64"
     assert client_key("2001:db8:aa:bc::1") != client_key("2001:db8:aa:bb::1")
     assert client_key("::ffff:203.0.113.7") == "203.0.113.7", "IPv4-mapped is IPv4"
+    assert client_key("64:ff9b::203.0.113.7") == "203.0.113.7", "NAT64 (RFC 6052) is IPv4"
+    assert client_key("64:ff9b::198.51.100.1") != client_key("64:ff9b::203.0.113.7")
     assert client_key("fe80::1%eth0") == "fe80::/64"
     assert client_key("testclient") == "testclient"
     assert client_key(None) == client_key("") == "unknown"

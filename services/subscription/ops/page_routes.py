@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from services.subscription import page_texts
 from services.subscription.dependencies import (
     AdminDep,
     ComponentsDep,
@@ -43,7 +44,16 @@ async def admin_page(
     lang = components.pages.language(request)
     try:
         await require_admin(request, settings)
-    except HTTPException:
+    except HTTPException as refused:
+        if refused.status_code == status.HTTP_429_TOO_MANY_REQUESTS:  # the token budget
+            return views.login_page(
+                request,
+                components,
+                lang=lang,
+                error=page_texts.OPS_TOO_MANY_TOKENS,
+                status_code=refused.status_code,
+                headers=refused.headers,
+            )
         return views.login_page(request, components, lang=lang)
     summary = await _summary(request, settings, session)
     return views.ops_page(request, components, lang=lang, summary=summary, refresh_s=refresh)
