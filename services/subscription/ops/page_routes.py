@@ -52,7 +52,7 @@ async def admin_page(
                 lang=lang,
                 error=page_texts.OPS_TOO_MANY_TOKENS,
                 status_code=refused.status_code,
-                headers=refused.headers,
+                headers=dict(refused.headers or {}),
             )
         return views.login_page(request, components, lang=lang)
     summary = await _summary(request, settings, session)
