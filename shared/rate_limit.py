@@ -35,6 +35,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+from starlette.requests import HTTPConnection
+
 IPV6_CLIENT_PREFIX = 64
 # RFC 6052's well-known prefix: an IPv4 client translated into IPv6 (NAT64, SIIT) carries its
 # IPv4 address in the last 32 bits; keyed by /64, every such client would be one key.
@@ -65,6 +67,11 @@ def client_key(host: str | None) -> str:
             return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
     return str(ip)
+
+
+def request_client_key(request: HTTPConnection) -> str:
+    """:func:`client_key` of a request's peer (as uvicorn saw it, after any trusted proxy)."""
+    return client_key(request.client.host if request.client else None)
 
 
 class SlidingWindowLimiter:

@@ -32,6 +32,13 @@ class TokenCheck(enum.Enum):
     THROTTLED = "throttled"
 
 
+def bearer_token(authorization: str) -> str:
+    """The credential of an ``Authorization: Bearer <token>`` header ("" for another scheme
+    or none; the scheme is case-insensitive, RFC 7235 2.1)."""
+    scheme, _, token = authorization.partition(" ")
+    return token if scheme.lower() == "bearer" else ""
+
+
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison that also takes non-ASCII input (``compare_digest`` on str
     raises for it); an empty ``expected`` (no token configured) matches nothing."""

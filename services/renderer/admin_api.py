@@ -41,8 +41,8 @@ from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
 from shared.messaging.schemas import SendControlled, SendSchedule
 from shared.messaging.topology import SEND_CONTROLLED
-from shared.rate_limit import client_key
-from shared.token_budget import TokenCheck, WrongTokenBudget
+from shared.rate_limit import request_client_key
+from shared.token_budget import TokenCheck, WrongTokenBudget, bearer_token
 
 log = structlog.get_logger(__name__)
 
@@ -125,12 +125,10 @@ class AdminApi(WebDesk):
         """None for the right bearer token; else 401, or 429 once this client has spent its
         budget of wrong tokens (:mod:`shared.token_budget`; the right token waits then too)."""
         header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        client = client_key(request.client.host if request.client else None)
+        client = request_client_key(request)
         if header:
-            given = given.strip() if scheme.lower() == "bearer" else ""
             expected = self.settings.admin_token.get_secret_value()
-            checked = self._wrong_tokens.check(client, given, expected)
+            checked = self._wrong_tokens.check(client, bearer_token(header), expected)
             if checked is TokenCheck.ACCEPTED:
                 return None
             if checked is TokenCheck.THROTTLED:

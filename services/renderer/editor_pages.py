@@ -49,7 +49,7 @@ from services.renderer.sending import (
 from services.renderer.web_desk import SECURITY_HEADERS, WebDesk
 from shared.clock import SYSTEM_CLOCK
 from shared.db.tables import SendIntent
-from shared.rate_limit import SlidingWindowLimiter, client_key
+from shared.rate_limit import SlidingWindowLimiter, request_client_key
 from shared.token_budget import same_secret
 
 log = structlog.get_logger(__name__)
@@ -191,7 +191,7 @@ class EditorPages(WebDesk):
         return self._editor_page(request, message=request.query_params.get("message", ""))
 
     async def login(self, request: Request) -> Response:
-        client = client_key(request.client.host if request.client else None)
+        client = request_client_key(request)
         if self._login_failures.blocked(client):
             log.warning("editor_login_throttled")
             response = self._login_page(request, error=self._text(request, THROTTLED), status=429)

@@ -63,6 +63,17 @@ def mailbox_key(email: str) -> str:
     return f"{user}@{domain}"
 
 
+def mailbox_hash(email: str) -> str:
+    """Hash of :func:`mailbox_key`: the key of the confirmation-mail limit."""
+    return address_hash(mailbox_key(email))
+
+
+def is_variant(email: str) -> bool:
+    """Whether ``email`` is a variant of its mailbox (a ``+tag``, Gmail's dots), not the
+    mailbox's own address."""
+    return mailbox_key(email) != email
+
+
 @dataclass(frozen=True)
 class NormalizedAddress:
     email: str
@@ -71,14 +82,11 @@ class NormalizedAddress:
 
     @property
     def mailbox_hash(self) -> str:
-        """Hash of :func:`mailbox_key`: the key of the confirmation-mail limit."""
-        return address_hash(mailbox_key(self.email))
+        return mailbox_hash(self.email)
 
     @property
     def is_variant(self) -> bool:
-        """Whether this is a variant of its mailbox (a ``+tag``, Gmail's dots), not the
-        mailbox's own address."""
-        return mailbox_key(self.email) != self.email
+        return is_variant(self.email)
 
 
 def normalize_address(raw: str) -> NormalizedAddress:

@@ -15,7 +15,7 @@ from services.subscription.pages import Pages
 from services.subscription.policy import SignupPolicy
 from services.subscription.timing import ResponseFloor
 from shared.links import Links
-from shared.rate_limit import SlidingWindowLimiter, client_key
+from shared.rate_limit import SlidingWindowLimiter, request_client_key
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Components:
 
     def limit_key(self, request: Request) -> str:
         """The key of the per-client limits (an IPv6 client's /64: ``shared.rate_limit``)."""
-        return client_key(request.client.host if request.client else None)
+        return request_client_key(request)
 
     def ip_hash(self, request: Request) -> str:
         """A keyed hash of the client IP for the consent ledger (not reversible offline)."""

@@ -24,9 +24,9 @@ from services.subscription.admin_sessions import COOKIE, admin_sessions
 from services.subscription.components import Components
 from services.subscription.mail_commands import TransactionalMail
 from shared.messaging.publisher import Publisher
-from shared.rate_limit import client_key
+from shared.rate_limit import request_client_key
 from shared.settings import Settings
-from shared.token_budget import TokenCheck
+from shared.token_budget import TokenCheck, bearer_token
 
 log = structlog.get_logger(__name__)
 
@@ -85,13 +85,12 @@ async def require_admin(
     does): without ``credentials`` it reads the header.
     """
     header = request.headers.get("authorization", "")
-    given = credentials.credentials if credentials is not None else ""
-    given = given or (header[7:] if header.lower().startswith("bearer ") else "")
+    given = credentials.credentials if credentials is not None else bearer_token(header)
     sessions = admin_sessions(request, settings)
     if not given and sessions.valid(request.cookies.get(COOKIE, "")):
         return
     if header:
-        client = client_key(request.client.host if request.client else None)
+        client = request_client_key(request)
         expected = settings.admin_token.get_secret_value()
         checked = sessions.api_failures.check(client, given, expected)
         if checked is TokenCheck.ACCEPTED:

@@ -17,9 +17,8 @@ from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.subscription.address_rules import mailbox_key
+from services.subscription.address_rules import mailbox_hash
 from services.subscription.records import set_languages, withdraw_consents
-from shared.addresses import address_hash
 from shared.db.tables import (
     ConfirmationSlot,
     ConsentRecord,
@@ -43,9 +42,8 @@ async def suppress_hash(session: AsyncSession, *, email_hash: str, reason: str) 
 
 
 async def _forget_mailbox(session: AsyncSession, email: str) -> None:
-    mailbox_hash = address_hash(mailbox_key(email))
     await session.execute(
-        delete(ConfirmationSlot).where(col(ConfirmationSlot.mailbox_hash) == mailbox_hash)
+        delete(ConfirmationSlot).where(col(ConfirmationSlot.mailbox_hash) == mailbox_hash(email))
     )
 
 

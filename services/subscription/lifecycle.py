@@ -17,7 +17,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.subscription import mailbox_slots
-from services.subscription.address_rules import mailbox_key
+from services.subscription.address_rules import is_variant, mailbox_hash
 from services.subscription.errors import InvalidLinkToken, MailQueueUnavailable
 from services.subscription.languages import as_language
 from services.subscription.link_tokens import VerifiedLink
@@ -32,7 +32,6 @@ from services.subscription.records import (
     set_languages,
     withdraw_consents,
 )
-from shared.addresses import address_hash
 from shared.db.tables import ConsentRecord, Subscriber, SubscriberStatus
 from shared.db.tables.timestamps import utcnow
 
@@ -129,15 +128,14 @@ async def resend_confirmation(
         return False
     now = utcnow()
     assert subscriber.email is not None
-    key = mailbox_key(subscriber.email)
-    variant = key != subscriber.email  # variants share one mail per interval (mailbox_slots)
-    mailbox_hash = address_hash(key)
+    variant = is_variant(subscriber.email)  # variants share one mail per interval
+    mailbox = mailbox_hash(subscriber.email)
     if not await claim_confirmation_slot(
         session, subscriber_id=subscriber_id, now=now, interval_s=interval_s
     ) or (
         variant
         and not await mailbox_slots.claim(
-            session, mailbox_hash=mailbox_hash, now=now, interval_s=interval_s
+            session, mailbox_hash=mailbox, now=now, interval_s=interval_s
         )
     ):
         await session.rollback()
@@ -154,7 +152,7 @@ async def resend_confirmation(
     except MailQueueUnavailable:
         await release_confirmation_slot(session, subscriber_id=subscriber_id, claimed_at=now)
         if variant:
-            await mailbox_slots.release(session, mailbox_hash=mailbox_hash, claimed_at=now)
+            await mailbox_slots.release(session, mailbox_hash=mailbox, claimed_at=now)
         await session.commit()
         raise
     return True
